@@ -1,0 +1,105 @@
+//! Zero-copy decoding of link, network and transport headers.
+//!
+//! The dispatcher decodes every frame once into a [`PacketMeta`] (a small `Copy`
+//! struct with no borrow), so that shards never parse headers again: they get the
+//! metadata plus the frame bytes and slice the TCP payload out of it.
+
+mod ip;
+mod link;
+mod tcp;
+
+pub use link::LinkType;
+
+use std::net::IpAddr;
+
+/// TCP flag bits as they appear in the TCP header.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Everything the flow and Modbus layers need from one TCP segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP flags byte (see [`tcp_flags`]).
+    pub flags: u8,
+    pub window: u16,
+    /// Offset of the TCP payload inside the frame.
+    pub payload_off: u16,
+    /// Length of the TCP payload (IP total length minus headers, clamped to the
+    /// captured bytes; Ethernet padding is never part of it).
+    pub payload_len: u16,
+    /// The IP total length claimed more bytes than the capture holds (snaplen).
+    pub truncated: bool,
+}
+
+impl PacketMeta {
+    /// The TCP payload of `frame`, the same bytes this meta was decoded from.
+    pub fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        let start = usize::from(self.payload_off);
+        let end = start + usize::from(self.payload_len);
+        frame.get(start..end).unwrap_or(&[])
+    }
+}
+
+/// Why a frame did not yield a TCP segment. Every variant is a report counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// Link type we do not decode (the pcap's link-layer header type).
+    UnsupportedLinkType,
+    /// Ethertype / protocol that is not IPv4 or IPv6 (ARP, LLDP, ...).
+    NotIp,
+    /// IP but not TCP (UDP, ICMP, ...).
+    NotTcp,
+    /// A non-first IP fragment, or a first fragment (MF set): counted, skipped.
+    IpFragment,
+    /// A header claims more bytes than the frame has, or is otherwise invalid.
+    Truncated,
+    /// TCP, but neither port is a Modbus port.
+    NotModbusPort,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 6] = [
+        SkipReason::UnsupportedLinkType,
+        SkipReason::NotIp,
+        SkipReason::NotTcp,
+        SkipReason::IpFragment,
+        SkipReason::Truncated,
+        SkipReason::NotModbusPort,
+    ];
+
+    /// Stable name used in the report's `skipped` counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            SkipReason::UnsupportedLinkType => "unsupported_link_type",
+            SkipReason::NotIp => "not_ip",
+            SkipReason::NotTcp => "not_tcp",
+            SkipReason::IpFragment => "ip_fragment",
+            SkipReason::Truncated => "truncated_header",
+            SkipReason::NotModbusPort => "not_modbus_port",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Decode a frame of the given link type down to its TCP segment.
+///
+/// Port filtering is not done here (see `dispatch`): this only parses headers.
+pub fn decode(link: LinkType, frame: &[u8]) -> Result<PacketMeta, SkipReason> {
+    let (l3_off, ethertype) = link::decode_link(link, frame)?;
+    let ip = ip::decode_ip(frame, l3_off, ethertype)?;
+    tcp::decode_tcp(frame, &ip)
+}
