@@ -6,6 +6,7 @@
 //! `detect` rules -> `alert` aggregation) -> `output` (report, EVE lines).
 
 pub mod alert;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod counters;

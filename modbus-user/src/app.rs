@@ -1,0 +1,262 @@
+//! One run of `modbus-detect`: load the settings files, replay, write the
+//! report and streams, and decide the exit code.
+//!
+//! Exit codes: 0 success, 1 `--fail-on` threshold reached, 2 usage error
+//! (clap), 3 unreadable input (capture, limits or baseline file), 4 output
+//! not writable. A capture that breaks off half-way still gets its report
+//! (status `input_error`) before exiting with 3; so does SIGINT/SIGTERM
+//! (status `interrupted`, exit 130).
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::cli::Args;
+use crate::config::{DetectConfig, Mode};
+use crate::detect::baseline::Baseline;
+use crate::detect::limits::RegisterLimits;
+use crate::engine::replay;
+use crate::output::eve::EveWriter;
+use crate::output::report::{self, RunInfo, Status, Summary};
+use crate::output::{atomic_write, check_writable};
+use crate::source::CaptureFile;
+
+/// A run that could not be completed, with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Output(String),
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Usage(_) => 2,
+            AppError::Input(_) => 3,
+            AppError::Output(_) => 4,
+        }
+    }
+}
+
+/// Exit code when interrupted by a signal (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Build the detector's configuration from the flags, loading its files.
+pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
+    let mut cfg = DetectConfig {
+        mode: if args.baseline_mode {
+            Mode::Learn
+        } else {
+            Mode::Detect
+        },
+        ports: args.ports.clone(),
+        authorized_masters: args
+            .authorized_masters
+            .as_ref()
+            .map(|v| v.iter().copied().collect()),
+        authorized_writers: args
+            .authorized_writers
+            .as_ref()
+            .map(|v| v.iter().copied().collect()),
+        ..DetectConfig::default()
+    };
+    cfg.limits.max_flows = args.max_flows.max(1);
+    if args.ports.is_empty() || args.ports.contains(&0) {
+        return Err(AppError::Usage("--ports needs port numbers from 1 to 65535".into()));
+    }
+    if let Some(p) = &args.register_limits_file {
+        let limits = RegisterLimits::load(p).map_err(|e| AppError::Input(e.to_string()))?;
+        cfg.limits_file = Some(Arc::new(limits));
+    }
+    if let (Some(p), false) = (&args.baseline_file, args.baseline_mode) {
+        let b = Baseline::load(p).map_err(|e| AppError::Input(e.to_string()))?;
+        cfg.baseline = Some(Arc::new(b));
+    }
+    Ok(cfg)
+}
+
+/// Run with the given flags; returns the exit code.
+pub fn run(args: &Args) -> Result<u8, AppError> {
+    let Some(pcap) = &args.pcap else {
+        return Err(AppError::Usage(
+            "nothing to read: give --pcap FILE (see --help)".into(),
+        ));
+    };
+    let cfg = Arc::new(config_from_args(args)?);
+    check_output(&args.output)?;
+    if let (Some(b), true) = (&args.baseline_file, args.baseline_mode) {
+        check_output(b)?;
+    }
+    let capture = CaptureFile::open(pcap).map_err(|e| AppError::Input(e.to_string()))?;
+    if let Some(path) = &args.dump_adus {
+        return dump_adus(pcap, path, cfg);
+    }
+    let eve = match &args.eve {
+        Some(p) => Some(
+            EveWriter::create(p, cfg.clone())
+                .map_err(|e| AppError::Output(format!("{}: cannot create: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&stop);
+    let threads = usize::from(args.threads.unwrap_or_else(default_threads));
+    let show_progress = !args.quiet && std::io::stderr().is_terminal();
+    let bar = show_progress.then(|| progress_bar(capture.data().len() as u64));
+    let progress = |pos: u64| {
+        if let Some(b) = &bar {
+            b.set_position(pos);
+        }
+    };
+    let outcome = replay(
+        cfg.clone(),
+        &capture,
+        threads,
+        eve,
+        &stop,
+        Some(&progress),
+    );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let status = if outcome.interrupted {
+        Status::Interrupted
+    } else if outcome.input_error.is_some() {
+        Status::InputError
+    } else {
+        Status::Complete
+    };
+    let summary = Summary::merge(&outcome.dispatch, outcome.shards);
+    let info = RunInfo {
+        input_kind: "pcap",
+        input: pcap.display().to_string(),
+        format: capture.format().to_string(),
+        threads,
+        status,
+        error: outcome.input_error.clone(),
+        elapsed_s: outcome.elapsed.as_secs_f64(),
+        limits_file: args.register_limits_file.as_ref().map(|p| p.display().to_string()),
+        baseline_file: args.baseline_file.as_ref().map(|p| p.display().to_string()),
+        eve_file: args.eve.as_ref().map(|p| p.display().to_string()),
+    };
+    let json = report::build(&summary, &info, &cfg);
+    let text = serde_json::to_vec_pretty(&json).map_err(|e| AppError::Output(e.to_string()))?;
+    atomic_write(&args.output, &text)
+        .map_err(|e| AppError::Output(format!("{}: cannot write report: {e}", args.output.display())))?;
+    if let (Mode::Learn, Some(path)) = (cfg.mode, &args.baseline_file) {
+        summary
+            .observed
+            .save(path, &info.input)
+            .map_err(|e| AppError::Output(format!("{}: cannot write baseline: {e}", path.display())))?;
+    }
+    if !args.quiet {
+        print_summary(&summary, &info, args, outcome.elapsed.as_secs_f64());
+    }
+    if let Some(Err(e)) = &outcome.eve {
+        return Err(AppError::Output(format!("EVE stream {e}")));
+    }
+    if let Some(e) = outcome.input_error {
+        return Err(AppError::Input(format!("{e} (report written to {})", args.output.display())));
+    }
+    if outcome.interrupted {
+        return Ok(EXIT_INTERRUPTED);
+    }
+    match args.fail_on {
+        Some(sev) if summary.raised_at_or_above(sev) > 0 => Ok(1),
+        _ => Ok(0),
+    }
+}
+
+fn check_output(path: &Path) -> Result<(), AppError> {
+    check_writable(path)
+        .map_err(|e| AppError::Output(format!("{}: cannot write: {e}", path.display())))
+}
+
+fn default_threads() -> u16 {
+    std::thread::available_parallelism()
+        .map(|n| u16::try_from(n.get()).unwrap_or(u16::MAX))
+        .unwrap_or(1)
+}
+
+/// First SIGINT/SIGTERM: stop reading and write what was found. A second
+/// one: exit at once.
+fn install_signal_handlers(stop: &Arc<AtomicBool>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        // Registration fails only for forbidden signals; these are allowed.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone());
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
+    let c = &s.counters;
+    let mut err = std::io::stderr().lock();
+    let rate = if secs > 0.0 { c.frames as f64 / secs } else { 0.0 };
+    let _ = writeln!(
+        err,
+        "modbus-detect: {} frames ({} Modbus ADUs, {} requests, {} responses, {} exceptions) in {:.2} s ({:.0} frames/s, {} threads)",
+        c.frames, c.modbus_adus, c.requests, c.responses, c.exceptions, secs, rate, info.threads
+    );
+    if args.baseline_mode {
+        let _ = writeln!(
+            err,
+            "baseline: {} master-slave pairs, {} requests, {} masters, {} slaves",
+            s.observed.pair_count(),
+            s.observed.request_count(),
+            s.observed.masters().len(),
+            s.observed.slaves().len()
+        );
+        if let Some(p) = &args.baseline_file {
+            let _ = writeln!(err, "baseline written to {}", p.display());
+        }
+    } else {
+        let by_sev: Vec<String> = crate::alert::Severity::ALL
+            .iter()
+            .map(|sev| format!("{} {}", s.raised_by_severity[*sev as usize], sev.name()))
+            .collect();
+        let _ = writeln!(
+            err,
+            "alerts: {} ({}) in {} report entries",
+            s.raised.iter().sum::<u64>(),
+            by_sev.join(", "),
+            s.alerts.len()
+        );
+    }
+    if info.status != Status::Complete {
+        let _ = writeln!(err, "run status: {}", info.status.name());
+    }
+    let _ = writeln!(err, "report written to {}", args.output.display());
+}
+
+/// `--dump-adus`: one JSON line per decoded ADU.
+fn dump_adus(pcap: &Path, out: &Path, cfg: Arc<DetectConfig>) -> Result<u8, AppError> {
+    let inspection = crate::inspect::decode_capture(pcap, cfg)
+        .map_err(|e| AppError::Input(e.to_string()))?;
+    let mut text = Vec::new();
+    for adu in &inspection.adus {
+        serde_json::to_writer(&mut text, adu).map_err(|e| AppError::Output(e.to_string()))?;
+        text.push(b'\n');
+    }
+    atomic_write(out, &text)
+        .map_err(|e| AppError::Output(format!("{}: cannot write: {e}", out.display())))?;
+    match inspection.error {
+        Some(e) => Err(AppError::Input(e.to_string())),
+        None => Ok(0),
+    }
+}

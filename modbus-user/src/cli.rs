@@ -1,0 +1,83 @@
+//! Command-line flags (the original tool's, same meaning) and their
+//! translation into a [`DetectConfig`]. Nothing else.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::alert::Severity;
+
+/// Modbus/TCP anomaly detector for ICS/SCADA networks.
+///
+/// Replays a pcap/pcapng capture (or, with the live sensor, reads a mirror
+/// port) through TCP reassembly and request/response matching, raises alerts
+/// for rogue masters, unauthorized writes, unsafe register values, device
+/// enumeration, baseline deviations, exception bursts, malformed framing and
+/// floods, and writes a JSON report sorted by severity.
+#[derive(Debug, Parser)]
+#[command(name = "modbus-detect", version, about, long_about = None)]
+pub struct Args {
+    /// Capture file to replay (pcap or pcapng).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// IP addresses allowed to act as Modbus masters (space or comma separated).
+    /// Without it the rogue-master rule is off.
+    #[arg(long, value_name = "IP", num_args = 1.., value_delimiter = ',')]
+    pub authorized_masters: Option<Vec<IpAddr>>,
+
+    /// IP addresses allowed to write (FC 5, 6, 15, 16, 22, 23).
+    /// Without it the unauthorized-write rule is off.
+    #[arg(long, value_name = "IP", num_args = 1.., value_delimiter = ',')]
+    pub authorized_writers: Option<Vec<IpAddr>>,
+
+    /// JSON file with safe ranges and change rates per register.
+    #[arg(long, value_name = "FILE")]
+    pub register_limits_file: Option<PathBuf>,
+
+    /// Baseline to compare with, or (with --baseline-mode) to write.
+    #[arg(long, value_name = "FILE")]
+    pub baseline_file: Option<PathBuf>,
+
+    /// Learn a baseline from the traffic instead of detecting.
+    #[arg(long, requires = "baseline_file")]
+    pub baseline_mode: bool,
+
+    /// Where to write the JSON report.
+    #[arg(long, value_name = "FILE", default_value = "modbus_anomaly_report.json")]
+    pub output: PathBuf,
+
+    /// Write each alert as it is raised, one JSON object per line (Suricata EVE style).
+    #[arg(long, value_name = "FILE")]
+    pub eve: Option<PathBuf>,
+
+    /// Detector shards (threads); default: the number of cores.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
+    /// TCP ports that carry Modbus/TCP.
+    #[arg(long, value_name = "PORT", num_args = 1.., value_delimiter = ',', default_value = "502")]
+    pub ports: Vec<u16>,
+
+    /// Exit with status 1 when an alert at or above this severity was raised
+    /// (low, medium, high, critical).
+    #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
+    pub fail_on: Option<Severity>,
+
+    /// Connections tracked at most (memory bound under floods and scans).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    pub max_flows: usize,
+
+    /// Write every decoded ADU as JSON lines to FILE (replay, for comparing with Wireshark).
+    #[arg(long, value_name = "FILE")]
+    pub dump_adus: Option<PathBuf>,
+
+    /// No progress bar and no summary on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_severity(s: &str) -> Result<Severity, String> {
+    Severity::parse(s).ok_or_else(|| format!("{s:?} is not one of low, medium, high, critical"))
+}

@@ -1,0 +1,132 @@
+//! The detector's settings, built from the command line (see `cli`) or by tests.
+//!
+//! Everything a shard needs is in [`DetectConfig`], shared read-only by all
+//! shards through an `Arc`: no locks, no per-packet lookups outside the shard.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rustc_hash::FxHashSet;
+
+use crate::detect::baseline::Baseline;
+use crate::detect::limits::RegisterLimits;
+
+/// Thresholds of the rules; the defaults are the original tool's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// EXCEPTION_BURST: this many exception responses ...
+    pub exception_burst_count: usize,
+    /// ... within this window, from one slave.
+    pub exception_burst_window_ns: u64,
+    /// TIMING_ANOMALY: deviation from the baseline mean, in standard deviations.
+    pub timing_sigma: f64,
+    /// TIMING_ANOMALY needs at least this many baseline intervals for a pair.
+    pub timing_min_samples: u64,
+    /// TIMING_ANOMALY: lower bound for the baseline standard deviation, so that a
+    /// pair polled by a perfectly regular master does not alert on capture jitter.
+    pub timing_min_std_ns: u64,
+    /// MODBUS_FLOOD: consecutive requests of a master to a slave closer than this ...
+    pub flood_interval_ns: u64,
+    /// ... this many times in a row.
+    pub flood_min_run: u32,
+    /// MODBUS_FLOOD: outstanding requests on one connection above this.
+    pub flood_max_outstanding: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            exception_burst_count: 10,
+            exception_burst_window_ns: 60_000_000_000,
+            timing_sigma: 3.0,
+            timing_min_samples: 30,
+            timing_min_std_ns: 100_000,
+            flood_interval_ns: 5_000_000,
+            flood_min_run: 20,
+            flood_max_outstanding: 32,
+        }
+    }
+}
+
+/// Capacities of every table a shard keeps; each eviction is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Tracked TCP connections, over all shards (each shard gets its share).
+    pub max_flows: usize,
+    /// Idle time after which a connection's state is freed.
+    pub flow_idle_timeout_ns: u64,
+    /// Bytes of out-of-order data buffered per connection direction.
+    pub max_ooo_bytes: usize,
+    /// Out-of-order segments buffered per connection direction.
+    pub max_ooo_segments: usize,
+    /// Outstanding requests remembered per connection.
+    pub max_pending_per_flow: usize,
+    /// Time after which an unanswered request is forgotten.
+    pub transaction_timeout_ns: u64,
+    /// Distinct aggregated alerts kept in the report (over all shards).
+    pub max_alert_keys: usize,
+    /// Per-key minimum capture-time interval between two EVE lines.
+    pub eve_interval_ns: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_flows: 1 << 20,
+            flow_idle_timeout_ns: 600_000_000_000,
+            max_ooo_bytes: 16 * 1024,
+            max_ooo_segments: 16,
+            max_pending_per_flow: 64,
+            transaction_timeout_ns: 30_000_000_000,
+            max_alert_keys: 100_000,
+            eve_interval_ns: 1_000_000_000,
+        }
+    }
+}
+
+/// What to do with the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run the rules and raise alerts.
+    Detect,
+    /// Learn a baseline, raise nothing.
+    Learn,
+}
+
+/// Settings shared by every shard.
+#[derive(Debug, Clone)]
+pub struct DetectConfig {
+    pub mode: Mode,
+    /// TCP ports that carry Modbus/TCP.
+    pub ports: Vec<u16>,
+    /// ROGUE_MODBUS_MASTER is on only when this is `Some`.
+    pub authorized_masters: Option<FxHashSet<IpAddr>>,
+    /// UNAUTHORIZED_MODBUS_WRITE is on only when this is `Some`.
+    pub authorized_writers: Option<FxHashSet<IpAddr>>,
+    pub limits_file: Option<Arc<RegisterLimits>>,
+    /// NEW_FUNCTION_CODE and TIMING_ANOMALY are on only with a baseline.
+    pub baseline: Option<Arc<Baseline>>,
+    pub thresholds: Thresholds,
+    pub limits: Limits,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            mode: Mode::Detect,
+            ports: vec![502],
+            authorized_masters: None,
+            authorized_writers: None,
+            limits_file: None,
+            baseline: None,
+            thresholds: Thresholds::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl DetectConfig {
+    pub fn is_modbus_port(&self, port: u16) -> bool {
+        self.ports.contains(&port)
+    }
+}

@@ -1,0 +1,101 @@
+//! Counters of everything the pipeline sees, skips, evicts or drops.
+//!
+//! Each shard and the dispatcher own a [`Counters`]; they are summed at the end
+//! of a run for the report, so counting costs an add on a private cache line.
+
+use serde::Serialize;
+
+use crate::decode::SkipReason;
+
+/// Totals reported under `counters` in the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Frames read from the source.
+    pub frames: u64,
+    /// Bytes of those frames.
+    pub bytes: u64,
+    /// Frames that reached a shard (TCP on a Modbus port).
+    pub modbus_frames: u64,
+    /// Frames skipped before the shards, by reason (see [`SkipReason`]).
+    #[serde(skip)]
+    pub skipped: [u64; SkipReason::ALL.len()],
+    /// Modbus ADUs decoded (requests + responses + undecodable PDUs).
+    pub modbus_adus: u64,
+    pub requests: u64,
+    pub responses: u64,
+    /// Exception responses (FC | 0x80).
+    pub exceptions: u64,
+    /// Responses matched to their request.
+    pub matched_responses: u64,
+    /// Responses with no outstanding request (mid-stream pickup, lost request).
+    pub unmatched_responses: u64,
+    /// Requests forgotten unanswered after the transaction timeout.
+    pub transactions_expired: u64,
+    /// Requests evicted because a connection had too many outstanding.
+    pub transactions_evicted: u64,
+    /// ADUs with an invalid MBAP header or a PDU inconsistent with its length.
+    pub malformed_adus: u64,
+    /// TCP connections tracked.
+    pub flows: u64,
+    /// Connections whose state was evicted because the table was full.
+    pub flows_evicted: u64,
+    /// Connections freed after the idle timeout.
+    pub flows_expired: u64,
+    /// Connections closed by FIN or RST.
+    pub flows_closed: u64,
+    /// Holes in a TCP byte stream (capture loss or an out-of-order window overflow).
+    pub reassembly_gaps: u64,
+    /// Stream bytes thrown away while resynchronising on an MBAP header.
+    pub resync_bytes_skipped: u64,
+    /// Segments (or their parts) seen before: retransmissions and overlaps.
+    pub retransmitted_segments: u64,
+    /// Overlapping data that differs from the data seen first (an evasion trick).
+    pub overlap_conflicts: u64,
+    /// Segments that arrived ahead of a hole and were buffered.
+    pub out_of_order_segments: u64,
+    /// Frames whose IP length claims more bytes than were captured.
+    pub truncated_frames: u64,
+}
+
+impl Counters {
+    pub fn skip(&mut self, reason: SkipReason) {
+        self.skipped[reason.index()] += 1;
+    }
+
+    /// Add another set of counters into this one.
+    pub fn merge(&mut self, o: &Counters) {
+        self.frames += o.frames;
+        self.bytes += o.bytes;
+        self.modbus_frames += o.modbus_frames;
+        for (a, b) in self.skipped.iter_mut().zip(o.skipped.iter()) {
+            *a += b;
+        }
+        self.modbus_adus += o.modbus_adus;
+        self.requests += o.requests;
+        self.responses += o.responses;
+        self.exceptions += o.exceptions;
+        self.matched_responses += o.matched_responses;
+        self.unmatched_responses += o.unmatched_responses;
+        self.transactions_expired += o.transactions_expired;
+        self.transactions_evicted += o.transactions_evicted;
+        self.malformed_adus += o.malformed_adus;
+        self.flows += o.flows;
+        self.flows_evicted += o.flows_evicted;
+        self.flows_expired += o.flows_expired;
+        self.flows_closed += o.flows_closed;
+        self.reassembly_gaps += o.reassembly_gaps;
+        self.resync_bytes_skipped += o.resync_bytes_skipped;
+        self.retransmitted_segments += o.retransmitted_segments;
+        self.overlap_conflicts += o.overlap_conflicts;
+        self.out_of_order_segments += o.out_of_order_segments;
+        self.truncated_frames += o.truncated_frames;
+    }
+
+    /// Skip counters by name, for the report.
+    pub fn skipped_by_name(&self) -> Vec<(&'static str, u64)> {
+        SkipReason::ALL
+            .iter()
+            .map(|r| (r.name(), self.skipped[r.index()]))
+            .collect()
+    }
+}

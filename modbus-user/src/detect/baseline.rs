@@ -1,0 +1,485 @@
+//! The learned baseline of normal traffic, and its versioned JSON file.
+//!
+//! Learned per master-slave pair: the function code distribution and the
+//! inter-request timing (Welford's running mean and variance); per register:
+//! min/max/mean/std of the observed values; and the masters, slaves and unit
+//! ids seen. The API mirrors the original tool's `record`,
+//! `get_fc_distribution`, `get_timing_stats`, `get_register_stats`, `save`
+//! and `load`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::limits::FileError;
+
+/// The `schema` field of a baseline file.
+pub const SCHEMA: &str = "modbus-detect-baseline";
+/// The version this build reads and writes.
+pub const VERSION: u32 = 1;
+
+/// Running statistics (Welford), population standard deviation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub count: u64,
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stats {
+    pub fn add(&mut self, x: f64) {
+        if self.count == 0 {
+            self.min = x;
+            self.max = x;
+        } else {
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+        }
+        self.count += 1;
+        let delta = x - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean);
+    }
+
+    /// Population standard deviation.
+    pub fn std(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            (self.m2 / self.count as f64).sqrt()
+        }
+    }
+
+    /// Combine two disjoint sets of samples (Chan et al.).
+    pub fn merge(&mut self, o: &Stats) {
+        if o.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = *o;
+            return;
+        }
+        let n = (self.count + o.count) as f64;
+        let delta = o.mean - self.mean;
+        self.m2 += o.m2 + delta * delta * self.count as f64 * o.count as f64 / n;
+        self.mean += delta * o.count as f64 / n;
+        self.count += o.count;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+}
+
+/// What is known of one master-slave pair.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PairProfile {
+    /// Requests per function code.
+    pub function_codes: BTreeMap<u8, u64>,
+    /// Seconds between consecutive requests of the pair.
+    pub timing: Stats,
+    /// Capture time of the last request (learning only, not saved).
+    last_request_ns: Option<u64>,
+}
+
+/// Register statistics key: slave, unit id, Modicon register number.
+pub type RegisterKey = (IpAddr, u8, u32);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Baseline {
+    pairs: FxHashMap<(IpAddr, IpAddr), PairProfile>,
+    registers: FxHashMap<RegisterKey, Stats>,
+    units: FxHashMap<IpAddr, BTreeSet<u8>>,
+    first_seen_ns: Option<u64>,
+    last_seen_ns: Option<u64>,
+}
+
+impl Baseline {
+    /// Learn one request from `master` to `slave`.
+    pub fn record(&mut self, master: IpAddr, slave: IpAddr, unit: u8, fc: u8, ts_ns: u64) {
+        self.first_seen_ns = Some(self.first_seen_ns.map_or(ts_ns, |t| t.min(ts_ns)));
+        self.last_seen_ns = Some(self.last_seen_ns.map_or(ts_ns, |t| t.max(ts_ns)));
+        self.units.entry(slave).or_default().insert(unit);
+        let pair = self.pairs.entry((master, slave)).or_default();
+        *pair.function_codes.entry(fc).or_default() += 1;
+        if let Some(last) = pair.last_request_ns {
+            pair.timing.add(ts_ns.saturating_sub(last) as f64 / 1e9);
+        }
+        pair.last_request_ns = Some(ts_ns);
+    }
+
+    /// Learn one observed register value.
+    pub fn record_register(&mut self, slave: IpAddr, unit: u8, register: u32, value: f64) {
+        self.registers
+            .entry((slave, unit, register))
+            .or_default()
+            .add(value);
+    }
+
+    /// Requests per function code of a pair; `None` if the pair was never seen.
+    pub fn get_fc_distribution(
+        &self,
+        master: IpAddr,
+        slave: IpAddr,
+    ) -> Option<&BTreeMap<u8, u64>> {
+        self.pairs.get(&(master, slave)).map(|p| &p.function_codes)
+    }
+
+    /// Inter-request timing of a pair, in seconds.
+    pub fn get_timing_stats(&self, master: IpAddr, slave: IpAddr) -> Option<&Stats> {
+        self.pairs.get(&(master, slave)).map(|p| &p.timing)
+    }
+
+    pub fn get_register_stats(&self, slave: IpAddr, unit: u8, register: u32) -> Option<&Stats> {
+        self.registers.get(&(slave, unit, register))
+    }
+
+    pub fn masters(&self) -> BTreeSet<IpAddr> {
+        self.pairs.keys().map(|(m, _)| *m).collect()
+    }
+
+    pub fn slaves(&self) -> BTreeSet<IpAddr> {
+        self.pairs.keys().map(|(_, s)| *s).collect()
+    }
+
+    pub fn pair_count(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn request_count(&self) -> u64 {
+        self.pairs
+            .values()
+            .flat_map(|p| p.function_codes.values())
+            .sum()
+    }
+
+    /// Fold in what another shard learned (its slaves are disjoint from ours,
+    /// but merging is exact either way).
+    pub fn merge(&mut self, other: Baseline) {
+        for (k, p) in other.pairs {
+            let mine = self.pairs.entry(k).or_default();
+            for (fc, n) in p.function_codes {
+                *mine.function_codes.entry(fc).or_default() += n;
+            }
+            mine.timing.merge(&p.timing);
+        }
+        for (k, s) in other.registers {
+            self.registers.entry(k).or_default().merge(&s);
+        }
+        for (slave, units) in other.units {
+            self.units.entry(slave).or_default().extend(units);
+        }
+        for t in [other.first_seen_ns, other.last_seen_ns].into_iter().flatten() {
+            self.first_seen_ns = Some(self.first_seen_ns.map_or(t, |f| f.min(t)));
+            self.last_seen_ns = Some(self.last_seen_ns.map_or(t, |l| l.max(t)));
+        }
+    }
+
+    pub fn to_file(&self, source: &str) -> BaselineFile {
+        let mut pairs: Vec<PairEntry> = self
+            .pairs
+            .iter()
+            .map(|((m, s), p)| PairEntry {
+                master: *m,
+                slave: *s,
+                function_codes: p
+                    .function_codes
+                    .iter()
+                    .map(|(fc, n)| (fc.to_string(), *n))
+                    .collect(),
+                timing: TimingEntry::from(&p.timing),
+            })
+            .collect();
+        pairs.sort_by_key(|p| (p.master, p.slave));
+        let mut registers: Vec<RegisterEntry> = self
+            .registers
+            .iter()
+            .map(|((slave, unit, register), s)| RegisterEntry {
+                slave: *slave,
+                unit: *unit,
+                register: *register,
+                count: s.count,
+                min: s.min,
+                max: s.max,
+                mean: s.mean,
+                std: s.std(),
+                m2: s.m2,
+            })
+            .collect();
+        registers.sort_by_key(|r| (r.slave, r.unit, r.register));
+        BaselineFile {
+            schema: SCHEMA.to_string(),
+            version: VERSION,
+            created_by: format!("modbus-detect {}", env!("CARGO_PKG_VERSION")),
+            source: source.to_string(),
+            first_seen: self.first_seen_ns.map(|t| t as f64 / 1e9),
+            last_seen: self.last_seen_ns.map(|t| t as f64 / 1e9),
+            masters: self.masters().into_iter().collect(),
+            slaves: self.slaves().into_iter().collect(),
+            unit_ids: self
+                .units
+                .iter()
+                .map(|(s, u)| (s.to_string(), u.iter().copied().collect()))
+                .collect(),
+            pairs,
+            registers,
+        }
+    }
+
+    /// Write the baseline atomically (temp file + rename).
+    pub fn save(&self, path: &Path, source: &str) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(&self.to_file(source)).map_err(std::io::Error::other)?;
+        crate::output::atomic_write(path, &json)
+    }
+
+    pub fn load(path: &Path) -> Result<Baseline, FileError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            super::limits::ParseError::Json(source) => FileError::Json {
+                path: shown,
+                source,
+            },
+            super::limits::ParseError::Content(problem) => FileError::Content {
+                path: shown,
+                problem,
+            },
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Baseline, super::limits::ParseError> {
+        use super::limits::ParseError;
+        let head: FileHead = serde_json::from_str(text).map_err(ParseError::Json)?;
+        if head.schema.as_deref() != Some(SCHEMA) {
+            return Err(ParseError::Content(format!(
+                "not a modbus-detect baseline (schema is {:?}, expected {SCHEMA:?})",
+                head.schema.unwrap_or_default()
+            )));
+        }
+        if head.version != Some(VERSION) {
+            return Err(ParseError::Content(format!(
+                "baseline schema version {} is not supported (this build reads version {VERSION})",
+                head.version.map_or("missing".to_string(), |v| v.to_string())
+            )));
+        }
+        let file: BaselineFile = serde_json::from_str(text).map_err(ParseError::Json)?;
+        let mut b = Baseline {
+            first_seen_ns: file.first_seen.map(|s| (s * 1e9) as u64),
+            last_seen_ns: file.last_seen.map(|s| (s * 1e9) as u64),
+            ..Baseline::default()
+        };
+        for p in file.pairs {
+            let mut function_codes = BTreeMap::new();
+            for (fc, n) in p.function_codes {
+                let fc: u8 = fc.parse().map_err(|_| {
+                    ParseError::Content(format!(
+                        "pair {} -> {}: function code {fc:?} is not a number from 0 to 255",
+                        p.master, p.slave
+                    ))
+                })?;
+                function_codes.insert(fc, n);
+            }
+            b.pairs.insert(
+                (p.master, p.slave),
+                PairProfile {
+                    function_codes,
+                    timing: p.timing.into(),
+                    last_request_ns: None,
+                },
+            );
+        }
+        for r in file.registers {
+            b.registers.insert(
+                (r.slave, r.unit, r.register),
+                Stats {
+                    count: r.count,
+                    mean: r.mean,
+                    m2: r.m2,
+                    min: r.min,
+                    max: r.max,
+                },
+            );
+        }
+        for (slave, units) in file.unit_ids {
+            let slave: IpAddr = slave.parse().map_err(|_| {
+                ParseError::Content(format!("unit_ids: {slave:?} is not an IP address"))
+            })?;
+            b.units.insert(slave, units.into_iter().collect());
+        }
+        Ok(b)
+    }
+}
+
+#[derive(Deserialize)]
+struct FileHead {
+    schema: Option<String>,
+    version: Option<u32>,
+}
+
+/// The baseline file as written (version 1).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineFile {
+    pub schema: String,
+    pub version: u32,
+    pub created_by: String,
+    /// What it was learned from (the capture or interface).
+    pub source: String,
+    pub first_seen: Option<f64>,
+    pub last_seen: Option<f64>,
+    pub masters: Vec<IpAddr>,
+    pub slaves: Vec<IpAddr>,
+    pub unit_ids: BTreeMap<String, Vec<u8>>,
+    pub pairs: Vec<PairEntry>,
+    pub registers: Vec<RegisterEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairEntry {
+    pub master: IpAddr,
+    pub slave: IpAddr,
+    /// Requests per function code (keys are decimal function codes).
+    pub function_codes: BTreeMap<String, u64>,
+    pub timing: TimingEntry,
+}
+
+/// Inter-request intervals in seconds.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimingEntry {
+    pub count: u64,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    pub m2: f64,
+}
+
+impl From<&Stats> for TimingEntry {
+    fn from(s: &Stats) -> Self {
+        TimingEntry {
+            count: s.count,
+            mean: s.mean,
+            std: s.std(),
+            min: s.min,
+            max: s.max,
+            m2: s.m2,
+        }
+    }
+}
+
+impl From<TimingEntry> for Stats {
+    fn from(t: TimingEntry) -> Self {
+        Stats {
+            count: t.count,
+            mean: t.mean,
+            m2: t.m2,
+            min: t.min,
+            max: t.max,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterEntry {
+    pub slave: IpAddr,
+    pub unit: u8,
+    pub register: u32,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub std: f64,
+    pub m2: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn welford_matches_two_pass() {
+        let xs = [0.04, 0.05, 0.03, 0.06, 0.044, 0.041];
+        let mut s = Stats::default();
+        xs.iter().for_each(|x| s.add(*x));
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!((s.mean - mean).abs() < 1e-12);
+        assert!((s.std() - var.sqrt()).abs() < 1e-12);
+        let (a, b) = xs.split_at(2);
+        let (mut sa, mut sb) = (Stats::default(), Stats::default());
+        a.iter().for_each(|x| sa.add(*x));
+        b.iter().for_each(|x| sb.add(*x));
+        sa.merge(&sb);
+        assert!((sa.mean - mean).abs() < 1e-12 && (sa.std() - s.std()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn records_pairs_timing_and_registers() {
+        let mut b = Baseline::default();
+        for i in 0..5u64 {
+            b.record(ip(1), ip(2), 1, 3, i * 100_000_000);
+        }
+        b.record(ip(1), ip(2), 1, 6, 500_000_000);
+        b.record_register(ip(2), 1, 40001, 100.0);
+        let fcs = b.get_fc_distribution(ip(1), ip(2)).unwrap();
+        assert_eq!(fcs.get(&3), Some(&5));
+        assert_eq!(fcs.get(&6), Some(&1));
+        let t = b.get_timing_stats(ip(1), ip(2)).unwrap();
+        assert_eq!(t.count, 5);
+        assert!((t.mean - 0.1).abs() < 1e-9);
+        assert!(b.get_fc_distribution(ip(2), ip(1)).is_none());
+        assert_eq!(b.get_register_stats(ip(2), 1, 40001).unwrap().count, 1);
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let mut b = Baseline::default();
+        for i in 0..50u64 {
+            b.record(ip(1), ip(2), 1, 3, i * 44_000_000 + (i % 3) * 1_000_000);
+            b.record_register(ip(2), 1, 40001, i as f64);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.json");
+        b.save(&p, "test").unwrap();
+        let l = Baseline::load(&p).unwrap();
+        let (t0, t1) = (
+            b.get_timing_stats(ip(1), ip(2)).unwrap(),
+            l.get_timing_stats(ip(1), ip(2)).unwrap(),
+        );
+        assert_eq!(t0.count, t1.count);
+        assert!((t0.std() - t1.std()).abs() < 1e-12);
+        assert_eq!(
+            b.get_fc_distribution(ip(1), ip(2)),
+            l.get_fc_distribution(ip(1), ip(2))
+        );
+        assert_eq!(l.masters(), b.masters());
+    }
+
+    #[test]
+    fn rejects_other_versions_and_broken_json() {
+        let err = |t: &str| match Baseline::parse(t) {
+            Err(super::super::limits::ParseError::Content(s)) => s,
+            Err(super::super::limits::ParseError::Json(e)) => format!("json: {e}"),
+            Ok(_) => panic!("accepted {t}"),
+        };
+        assert!(err(r#"{"schema": "modbus-detect-baseline", "version": 2}"#).contains("version 2"));
+        assert!(err(r#"{"version": 1}"#).contains("not a modbus-detect baseline"));
+        assert!(err("{").starts_with("json"));
+        assert!(err(r#"{"schema": "modbus-detect-baseline", "version": 1, "pairs": 5}"#)
+            .starts_with("json"));
+    }
+}

@@ -1,0 +1,273 @@
+//! The register limits file: safe ranges and change rates per register.
+//!
+//! Format (the original tool's): `{"40001": {"name": "Reactor Temperature
+//! Setpoint", "min": 50, "max": 200, "unit": "C", "max_rate": 5}}`. Keys are
+//! Modicon numbers: 0xxxx coils, 1xxxx discrete inputs, 3xxxx input
+//! registers, 4xxxx holding registers, first entity 1 ("40001" is holding
+//! register 0); 6-digit forms (400001 .. 465536) too.
+
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+
+use crate::modbus::pdu::Table;
+
+/// A limits or baseline file that cannot be used; one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: {problem}")]
+    Content { path: String, problem: String },
+}
+
+/// One limited register.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisterLimit {
+    pub table: Table,
+    pub addr: u16,
+    /// Modicon number as used in alerts (40001).
+    pub modicon: u32,
+    pub name: String,
+    pub unit: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Largest allowed change, in units per second.
+    pub max_rate: Option<f64>,
+}
+
+impl RegisterLimit {
+    pub fn in_range(&self, value: f64) -> bool {
+        self.min.is_none_or(|m| value >= m) && self.max.is_none_or(|m| value <= m)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    #[serde(default)]
+    name: String,
+    min: Option<f64>,
+    max: Option<f64>,
+    #[serde(default)]
+    unit: String,
+    max_rate: Option<f64>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// All limits, indexed by (table, protocol address).
+#[derive(Debug, Clone, Default)]
+pub struct RegisterLimits {
+    entries: Vec<RegisterLimit>,
+    index: FxHashMap<(Table, u16), u32>,
+}
+
+impl RegisterLimits {
+    pub fn load(path: &Path) -> Result<Self, FileError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ParseError::Json(source) => FileError::Json {
+                path: shown,
+                source,
+            },
+            ParseError::Content(problem) => FileError::Content {
+                path: shown,
+                problem,
+            },
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let raw: std::collections::BTreeMap<String, RawLimit> =
+            serde_json::from_str(text).map_err(ParseError::Json)?;
+        let mut limits = RegisterLimits::default();
+        for (key, r) in raw {
+            let (table, addr) = parse_modicon(&key).ok_or_else(|| {
+                ParseError::Content(format!(
+                    "register key {key:?} is not a Modicon number (5 or 6 digits starting with 0, 1, 3 or 4, like 40001 or 400001)"
+                ))
+            })?;
+            if let (Some(min), Some(max)) = (r.min, r.max) {
+                if min > max {
+                    return Err(ParseError::Content(format!(
+                        "register {key}: min {min} is greater than max {max}"
+                    )));
+                }
+            }
+            if r.max_rate.is_some_and(|m| m.is_nan() || m <= 0.0) {
+                return Err(ParseError::Content(format!(
+                    "register {key}: max_rate must be a positive number"
+                )));
+            }
+            let _ = r.description;
+            let entry = RegisterLimit {
+                table,
+                addr,
+                modicon: modicon_number(table, addr),
+                name: r.name,
+                unit: r.unit,
+                min: r.min,
+                max: r.max,
+                max_rate: r.max_rate,
+            };
+            if limits.index.contains_key(&(table, addr)) {
+                return Err(ParseError::Content(format!(
+                    "register {key} is listed twice (as {} and {key})",
+                    entry.modicon
+                )));
+            }
+            limits
+                .index
+                .insert((table, addr), limits.entries.len() as u32);
+            limits.entries.push(entry);
+        }
+        Ok(limits)
+    }
+
+    /// The limit of a register and its index (stable for the run).
+    pub fn lookup(&self, table: Table, addr: u16) -> Option<(u32, &RegisterLimit)> {
+        let idx = *self.index.get(&(table, addr))?;
+        Some((idx, self.entries.get(idx as usize)?))
+    }
+
+    pub fn get(&self, idx: u32) -> Option<&RegisterLimit> {
+        self.entries.get(idx as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Why limits text did not parse (without the file name).
+#[derive(Debug)]
+pub enum ParseError {
+    Json(serde_json::Error),
+    Content(String),
+}
+
+fn table_digit(table: Table) -> u32 {
+    match table {
+        Table::Coil => 0,
+        Table::DiscreteInput => 1,
+        Table::Input => 3,
+        Table::Holding => 4,
+    }
+}
+
+/// Modicon number of a register: 5 digits where the address allows (40001),
+/// 6 digits above (465536).
+pub fn modicon_number(table: Table, addr: u16) -> u32 {
+    let n = u32::from(addr) + 1;
+    if n <= 9999 {
+        table_digit(table) * 10_000 + n
+    } else {
+        table_digit(table) * 100_000 + n
+    }
+}
+
+/// Parse "40001" / "400001" into (table, protocol address).
+pub fn parse_modicon(key: &str) -> Option<(Table, u16)> {
+    let key = key.trim();
+    if !(key.len() == 5 || key.len() == 6) || !key.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let table = match key.as_bytes()[0] {
+        b'0' => Table::Coil,
+        b'1' => Table::DiscreteInput,
+        b'3' => Table::Input,
+        b'4' => Table::Holding,
+        _ => return None,
+    };
+    let n: u32 = key[1..].parse().ok()?;
+    let max = if key.len() == 5 { 9999 } else { 65536 };
+    if n == 0 || n > max {
+        return None;
+    }
+    Some((table, u16::try_from(n - 1).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modicon_keys() {
+        assert_eq!(parse_modicon("40001"), Some((Table::Holding, 0)));
+        assert_eq!(parse_modicon("40021"), Some((Table::Holding, 20)));
+        assert_eq!(parse_modicon("400001"), Some((Table::Holding, 0)));
+        assert_eq!(parse_modicon("465536"), Some((Table::Holding, 65535)));
+        assert_eq!(parse_modicon("00001"), Some((Table::Coil, 0)));
+        assert_eq!(parse_modicon("10005"), Some((Table::DiscreteInput, 4)));
+        assert_eq!(parse_modicon("30010"), Some((Table::Input, 9)));
+        for bad in ["40000", "50001", "4001", "4000001", "4x001", "", "465537"] {
+            assert_eq!(parse_modicon(bad), None, "{bad}");
+        }
+        assert_eq!(modicon_number(Table::Holding, 0), 40001);
+        assert_eq!(modicon_number(Table::Holding, 65535), 465536);
+    }
+
+    #[test]
+    fn parses_the_original_format() {
+        let l = RegisterLimits::parse(
+            r#"{"40001": {"name": "Reactor Temperature Setpoint", "min": 50, "max": 200, "unit": "C", "max_rate": 5}}"#,
+        )
+        .unwrap();
+        let (_, lim) = l.lookup(Table::Holding, 0).unwrap();
+        assert_eq!(lim.name, "Reactor Temperature Setpoint");
+        assert!(lim.in_range(50.0) && lim.in_range(200.0));
+        assert!(!lim.in_range(49.0) && !lim.in_range(201.0));
+        assert_eq!(lim.max_rate, Some(5.0));
+        assert!(l.lookup(Table::Input, 0).is_none());
+    }
+
+    #[test]
+    fn rejects_bad_content() {
+        let e = |t| match RegisterLimits::parse(t) {
+            Err(ParseError::Content(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        assert!(e(r#"{"abc": {"min": 1, "max": 2}}"#).contains("\"abc\""));
+        assert!(e(r#"{"40001": {"min": 5, "max": 2}}"#).contains("greater than max"));
+        assert!(e(r#"{"40001": {"min": 1}, "400001": {"max": 2}}"#).contains("twice"));
+        assert!(matches!(
+            RegisterLimits::parse("{not json"),
+            Err(ParseError::Json(_))
+        ));
+        assert!(matches!(
+            RegisterLimits::parse(r#"{"40001": {"min": "low"}}"#),
+            Err(ParseError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("limits.json");
+        std::fs::write(&p, "[1, 2").unwrap();
+        let msg = RegisterLimits::load(&p).unwrap_err().to_string();
+        assert!(msg.starts_with(&p.display().to_string()), "{msg}");
+        assert!(!msg.contains('\n'));
+        let missing = dir.path().join("nope.json");
+        let msg = RegisterLimits::load(&missing).unwrap_err().to_string();
+        assert!(msg.contains("nope.json") && msg.contains("cannot read"), "{msg}");
+    }
+}

@@ -1,0 +1,260 @@
+//! Detection: the rules, the baseline model and the limits file.
+//!
+//! A rule is a small struct with `on_request` / `on_response` over borrowed,
+//! already-decoded data: it never parses bytes, never allocates per packet,
+//! and keeps its state in bounded maps. All state a rule needs is keyed by
+//! the slave, so it lives in the slave's shard.
+
+pub mod access;
+pub mod baseline;
+pub mod baseline_rules;
+pub mod enumeration;
+pub mod exceptions;
+pub mod flood;
+pub mod limits;
+pub mod registers;
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::alert::{Alert, AlertKind, Detail, Severity};
+use crate::config::DetectConfig;
+use crate::modbus::pdu::{Request, Response};
+use crate::modbus::transaction::PendingRequest;
+
+/// Who talks to whom on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    pub master: IpAddr,
+    pub master_port: u16,
+    pub slave: IpAddr,
+    pub slave_port: u16,
+}
+
+impl Endpoints {
+    /// An alert about something the master sent (src = master).
+    pub fn from_master(&self, kind: AlertKind, severity: Severity, ts_ns: u64) -> Alert {
+        Alert {
+            kind,
+            severity,
+            ts_ns,
+            src: self.master,
+            src_port: self.master_port,
+            dst: self.slave,
+            dst_port: self.slave_port,
+            unit: 0,
+            function_code: 0,
+            register: None,
+            value: None,
+            detail: Detail::None,
+        }
+    }
+
+    /// An alert about something the slave sent (src = slave).
+    pub fn from_slave(&self, kind: AlertKind, severity: Severity, ts_ns: u64) -> Alert {
+        Alert {
+            src: self.slave,
+            src_port: self.slave_port,
+            dst: self.master,
+            dst_port: self.master_port,
+            ..self.from_master(kind, severity, ts_ns)
+        }
+    }
+}
+
+/// A decoded request, as rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestCtx<'a> {
+    pub ts_ns: u64,
+    pub ep: Endpoints,
+    pub unit: u8,
+    pub tid: u16,
+    pub req: &'a Request<'a>,
+    /// Requests outstanding on this connection, this one included.
+    pub outstanding: usize,
+}
+
+impl RequestCtx<'_> {
+    pub fn alert(&self, kind: AlertKind, severity: Severity) -> Alert {
+        Alert {
+            unit: self.unit,
+            function_code: self.req.function_code(),
+            ..self.ep.from_master(kind, severity, self.ts_ns)
+        }
+    }
+}
+
+/// A decoded response, with its request when it was seen.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseCtx<'a> {
+    pub ts_ns: u64,
+    pub ep: Endpoints,
+    pub unit: u8,
+    pub tid: u16,
+    pub resp: &'a Response<'a>,
+    pub request: Option<&'a PendingRequest>,
+}
+
+impl ResponseCtx<'_> {
+    pub fn alert(&self, kind: AlertKind, severity: Severity) -> Alert {
+        Alert {
+            unit: self.unit,
+            function_code: self.resp.function_code(),
+            ..self.ep.from_slave(kind, severity, self.ts_ns)
+        }
+    }
+}
+
+/// Where rules put their alerts; `count` folds several events into one raise.
+pub trait AlertSink {
+    fn raise(&mut self, alert: Alert, count: u64);
+}
+
+/// A hash map with a hard size bound: when full, an arbitrary entry makes
+/// room and the eviction is counted. Rule state keyed by attacker-chosen
+/// addresses must never grow without bound.
+#[derive(Debug)]
+pub struct BoundedMap<K, V> {
+    map: FxHashMap<K, V>,
+    capacity: usize,
+    pub evicted: u64,
+}
+
+impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
+    pub fn new(capacity: usize) -> Self {
+        BoundedMap {
+            map: FxHashMap::default(),
+            capacity: capacity.max(1),
+            evicted: 0,
+        }
+    }
+
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
+    }
+
+    pub fn get_or_insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
+        if !self.map.contains_key(&k) && self.map.len() >= self.capacity {
+            if let Some(victim) = self.map.keys().next().copied() {
+                self.map.remove(&victim);
+                self.evicted += 1;
+            }
+        }
+        self.map.entry(k).or_insert_with(make)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Entries each per-shard rule table may hold.
+pub const RULE_STATE_CAPACITY: usize = 1 << 18;
+
+/// Every rule of a shard.
+pub struct Detectors {
+    access: access::AccessRules,
+    enumeration: enumeration::Enumeration,
+    registers: registers::RegisterRules,
+    baseline: baseline_rules::BaselineRules,
+    exceptions: exceptions::ExceptionBurst,
+    flood: flood::Flood,
+}
+
+impl Detectors {
+    pub fn new(cfg: &Arc<DetectConfig>) -> Self {
+        Detectors {
+            access: access::AccessRules::new(cfg.clone()),
+            enumeration: enumeration::Enumeration,
+            registers: registers::RegisterRules::new(cfg.limits_file.clone()),
+            baseline: baseline_rules::BaselineRules::new(cfg.baseline.clone(), cfg.thresholds),
+            exceptions: exceptions::ExceptionBurst::new(cfg.thresholds),
+            flood: flood::Flood::new(cfg.thresholds),
+        }
+    }
+
+    pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
+        self.access.on_request(ctx, out);
+        self.enumeration.on_request(ctx, out);
+        self.registers.on_request(ctx, out);
+        self.baseline.on_request(ctx, out);
+        self.flood.on_request(ctx, out);
+    }
+
+    pub fn on_response(&mut self, ctx: &ResponseCtx<'_>, out: &mut impl AlertSink) {
+        self.registers.on_response(ctx, out);
+        self.exceptions.on_response(ctx, out);
+    }
+
+    /// Entries evicted from the rules' bounded state tables.
+    pub fn state_evicted(&self) -> u64 {
+        self.registers.evicted()
+            + self.baseline.evicted()
+            + self.exceptions.evicted()
+            + self.flood.evicted()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Hand-built contexts for rule unit tests.
+    use super::*;
+
+    #[derive(Default)]
+    pub struct Collected(pub Vec<(Alert, u64)>);
+
+    impl AlertSink for Collected {
+        fn raise(&mut self, alert: Alert, count: u64) {
+            self.0.push((alert, count));
+        }
+    }
+
+    impl Collected {
+        pub fn count(&self, kind: AlertKind) -> u64 {
+            self.0.iter().filter(|(a, _)| a.kind == kind).map(|(_, n)| n).sum()
+        }
+    }
+
+    pub fn ep(master: u8, slave: u8) -> Endpoints {
+        Endpoints {
+            master: IpAddr::from([10, 0, 0, master]),
+            master_port: 40000,
+            slave: IpAddr::from([10, 0, 0, slave]),
+            slave_port: 502,
+        }
+    }
+
+    pub fn req<'a>(ts_ns: u64, ep: Endpoints, req: &'a Request<'a>) -> RequestCtx<'a> {
+        RequestCtx {
+            ts_ns,
+            ep,
+            unit: 1,
+            tid: 1,
+            req,
+            outstanding: 1,
+        }
+    }
+
+    pub fn resp<'a>(
+        ts_ns: u64,
+        ep: Endpoints,
+        resp: &'a Response<'a>,
+        request: Option<&'a PendingRequest>,
+    ) -> ResponseCtx<'a> {
+        ResponseCtx {
+            ts_ns,
+            ep,
+            unit: 1,
+            tid: 1,
+            resp,
+            request,
+        }
+    }
+}

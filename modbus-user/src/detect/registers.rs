@@ -1,0 +1,283 @@
+//! REGISTER_VALUE_OUT_OF_RANGE and REGISTER_VALUE_EXCESSIVE_RATE.
+//!
+//! Values come from writes (FC 5, 6, 15, 16, 23) and from read responses
+//! (FC 1-4, 23), per slave and unit id, for the registers of the limits file.
+//!
+//! - A write outside [min, max] always alerts: it is an action by a master.
+//!   A value read back alerts when the register *enters* the out-of-range
+//!   state, not on every poll of a register that stays there.
+//! - The rate is |change| / time between consecutive distinct values: the
+//!   time since the previous value was first observed. A set point ramped
+//!   slowly by writes, polled in between, is measured between its writes,
+//!   not between a write and the poll just before it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::limits::{RegisterLimit, RegisterLimits};
+use super::{AlertSink, BoundedMap, RequestCtx, ResponseCtx, RULE_STATE_CAPACITY};
+use crate::alert::{Alert, AlertKind, Detail, Severity};
+use crate::modbus::pdu::read_values;
+
+/// Last known value of one limited register.
+#[derive(Debug, Clone, Copy)]
+struct RegState {
+    value: u16,
+    /// When this value was first observed.
+    since_ns: u64,
+    out_of_range: bool,
+}
+
+pub struct RegisterRules {
+    limits: Option<Arc<RegisterLimits>>,
+    state: BoundedMap<(IpAddr, u8, u32), RegState>,
+}
+
+/// One observed value of a limited register.
+struct Observation<'l> {
+    slave: IpAddr,
+    unit: u8,
+    limit_idx: u32,
+    limit: &'l RegisterLimit,
+    value: u16,
+    ts_ns: u64,
+    from_response: bool,
+}
+
+impl RegisterRules {
+    pub fn new(limits: Option<Arc<RegisterLimits>>) -> Self {
+        RegisterRules {
+            limits,
+            state: BoundedMap::new(RULE_STATE_CAPACITY),
+        }
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.state.evicted
+    }
+
+    pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
+        let Some(limits) = self.limits.clone() else {
+            return;
+        };
+        if !ctx.req.is_write() {
+            return;
+        }
+        for (table, addr, value) in ctx.req.written_values() {
+            if let Some((limit_idx, limit)) = limits.lookup(table, addr) {
+                let obs = Observation {
+                    slave: ctx.ep.slave,
+                    unit: ctx.unit,
+                    limit_idx,
+                    limit,
+                    value,
+                    ts_ns: ctx.ts_ns,
+                    from_response: false,
+                };
+                self.observe(&obs, ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical), out);
+            }
+        }
+    }
+
+    pub fn on_response(&mut self, ctx: &ResponseCtx<'_>, out: &mut impl AlertSink) {
+        let Some(limits) = self.limits.clone() else {
+            return;
+        };
+        let Some(read) = ctx.request.and_then(|p| p.read_request()) else {
+            return;
+        };
+        for (table, addr, value) in read_values(&read, ctx.resp) {
+            if let Some((limit_idx, limit)) = limits.lookup(table, addr) {
+                let obs = Observation {
+                    slave: ctx.ep.slave,
+                    unit: ctx.unit,
+                    limit_idx,
+                    limit,
+                    value,
+                    ts_ns: ctx.ts_ns,
+                    from_response: true,
+                };
+                self.observe(&obs, ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical), out);
+            }
+        }
+    }
+
+    /// Check one value against its limit and its previous value.
+    fn observe(&mut self, o: &Observation<'_>, base: Alert, out: &mut impl AlertSink) {
+        let value = f64::from(o.value);
+        let in_range = o.limit.in_range(value);
+        let state = self.state.get(&(o.slave, o.unit, o.limit_idx)).copied();
+        let alert = Alert {
+            register: Some(o.limit.modicon),
+            value: Some(i64::from(o.value)),
+            ..base
+        };
+        let entering = state.is_none_or(|s| !s.out_of_range);
+        if !in_range && (!o.from_response || entering) {
+            out.raise(
+                Alert {
+                    detail: Detail::Range {
+                        limit: o.limit_idx,
+                        min: o.limit.min.unwrap_or(f64::NEG_INFINITY),
+                        max: o.limit.max.unwrap_or(f64::INFINITY),
+                        from_response: o.from_response,
+                    },
+                    ..alert
+                },
+                1,
+            );
+        }
+        if let (Some(prev), Some(max_rate)) = (state, o.limit.max_rate) {
+            if prev.value != o.value {
+                let interval_ns = o.ts_ns.saturating_sub(prev.since_ns);
+                let change = (value - f64::from(prev.value)).abs();
+                let rate = if interval_ns == 0 {
+                    f64::INFINITY
+                } else {
+                    change / (interval_ns as f64 / 1e9)
+                };
+                if rate > max_rate {
+                    out.raise(
+                        Alert {
+                            kind: AlertKind::RegisterExcessiveRate,
+                            severity: Severity::High,
+                            detail: Detail::Rate {
+                                limit: o.limit_idx,
+                                previous: i64::from(prev.value),
+                                interval_ns,
+                                rate,
+                                max_rate,
+                            },
+                            ..alert
+                        },
+                        1,
+                    );
+                }
+            }
+        }
+        let slot = self
+            .state
+            .get_or_insert_with((o.slave, o.unit, o.limit_idx), || RegState {
+                value: o.value,
+                since_ns: o.ts_ns,
+                out_of_range: !in_range,
+            });
+        if slot.value != o.value {
+            slot.value = o.value;
+            slot.since_ns = o.ts_ns;
+        }
+        slot.out_of_range = !in_range;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testutil::*;
+    use crate::modbus::pdu::{Request, Response};
+    use crate::modbus::transaction::PendingRequest;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn rules() -> RegisterRules {
+        let l = RegisterLimits::parse(
+            r#"{"40001": {"name": "Temp", "min": 50, "max": 200, "max_rate": 5},
+                "40021": {"name": "Level", "min": 10, "max": 90}}"#,
+        )
+        .unwrap();
+        RegisterRules::new(Some(Arc::new(l)))
+    }
+
+    fn write(r: &mut RegisterRules, out: &mut Collected, ts: u64, addr: u16, value: u16) {
+        let w = Request::WriteSingleRegister { addr, value };
+        r.on_request(&req(ts, ep(20, 10), &w), out);
+    }
+
+    fn read_back(r: &mut RegisterRules, out: &mut Collected, ts: u64, addr: u16, value: u16) {
+        let p = PendingRequest::new(0, 1, 1, &Request::ReadHoldingRegisters { addr, qty: 1 });
+        let data = value.to_be_bytes();
+        let resp = Response::ReadRegisters { fc: 3, data: &data };
+        r.on_response(&resp_ctx(ts, &resp, &p), out);
+    }
+
+    fn resp_ctx<'a>(ts: u64, r: &'a Response<'a>, p: &'a PendingRequest) -> ResponseCtx<'a> {
+        resp(ts, ep(20, 10), r, Some(p))
+    }
+
+    #[test]
+    fn every_out_of_range_write_alerts() {
+        let (mut r, mut out) = (rules(), Collected::default());
+        for (i, v) in [17u16, 9, 8, 95].iter().enumerate() {
+            write(&mut r, &mut out, i as u64 * 100 * SEC, 20, *v);
+        }
+        assert_eq!(out.count(AlertKind::RegisterOutOfRange), 3);
+        let a = out.0[0].0;
+        assert_eq!(a.register, Some(40021));
+        assert_eq!(a.value, Some(9));
+        assert_eq!(a.severity, Severity::Critical);
+    }
+
+    #[test]
+    fn read_back_alerts_only_when_entering_out_of_range() {
+        let (mut r, mut out) = (rules(), Collected::default());
+        read_back(&mut r, &mut out, 0, 20, 50);
+        for i in 1..10 {
+            read_back(&mut r, &mut out, i * SEC, 20, 5);
+        }
+        assert_eq!(out.count(AlertKind::RegisterOutOfRange), 1);
+        assert_eq!(out.0[0].0.src, ep(20, 10).slave, "raised by the slave's response");
+        read_back(&mut r, &mut out, 20 * SEC, 20, 50);
+        read_back(&mut r, &mut out, 21 * SEC, 20, 3);
+        assert_eq!(out.count(AlertKind::RegisterOutOfRange), 2);
+    }
+
+    #[test]
+    fn written_out_of_range_value_read_back_is_not_a_second_alert() {
+        let (mut r, mut out) = (rules(), Collected::default());
+        write(&mut r, &mut out, 0, 20, 5);
+        read_back(&mut r, &mut out, SEC, 20, 5);
+        assert_eq!(out.count(AlertKind::RegisterOutOfRange), 1);
+    }
+
+    #[test]
+    fn rate_between_distinct_values() {
+        let (mut r, mut out) = (rules(), Collected::default());
+        // 150 -> 95 in 1.029 s: 53.4 units/s > 5.
+        write(&mut r, &mut out, 8 * SEC, 0, 150);
+        read_back(&mut r, &mut out, 8 * SEC + SEC / 2, 0, 150);
+        write(&mut r, &mut out, 9 * SEC + 29_000_000, 0, 95);
+        assert_eq!(out.count(AlertKind::RegisterExcessiveRate), 1);
+        let a = out.0.last().unwrap().0;
+        match a.detail {
+            Detail::Rate { previous, rate, .. } => {
+                assert_eq!(previous, 150);
+                assert!((rate - 55.0 / 1.029).abs() < 0.01, "{rate}");
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn slow_ramp_polled_in_between_does_not_alert() {
+        let (mut r, mut out) = (rules(), Collected::default());
+        let mut v = 100u16;
+        for s in 0..20u64 {
+            write(&mut r, &mut out, s * SEC, 0, v);
+            for p in 1..20 {
+                read_back(&mut r, &mut out, s * SEC + p * 50_000_000, 0, v);
+            }
+            v += 4;
+        }
+        assert_eq!(out.0.len(), 0, "{:?}", out.0);
+    }
+
+    #[test]
+    fn unlimited_registers_and_no_limits_file_are_ignored() {
+        let mut out = Collected::default();
+        let mut r = rules();
+        write(&mut r, &mut out, 0, 5, 60000);
+        let mut none = RegisterRules::new(None);
+        write(&mut none, &mut out, 0, 0, 60000);
+        assert!(out.0.is_empty());
+    }
+}

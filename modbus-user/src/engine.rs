@@ -1,0 +1,263 @@
+//! The runtime: shard threads fed by SPSC rings, an EVE writer thread, and
+//! the replay loop. The live capture path feeds the same [`Pipeline`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::alert::EveEvent;
+use crate::config::DetectConfig;
+use crate::counters::Counters;
+use crate::dispatch::{classify, Batch, BatchItem};
+use crate::output::eve::EveWriter;
+use crate::shard::{Shard, ShardResult};
+use crate::source::CaptureFile;
+
+/// Batches in flight per shard ring.
+const RING_BATCHES: usize = 64;
+
+/// Shard threads and the EVE writer, running.
+pub struct Pipeline {
+    rings: Vec<rtrb::Producer<Batch>>,
+    shards: Vec<JoinHandle<ShardResult>>,
+    eve: Option<JoinHandle<Result<u64, String>>>,
+}
+
+/// What the pipeline produced.
+pub struct PipelineResult {
+    pub shards: Vec<ShardResult>,
+    /// EVE lines written, or why writing them failed.
+    pub eve: Option<Result<u64, String>>,
+}
+
+impl Pipeline {
+    pub fn start(cfg: Arc<DetectConfig>, shards: usize, eve: Option<EveWriter>) -> Pipeline {
+        let shards = shards.max(1);
+        let (eve_tx, eve_handle) = match eve {
+            Some(w) => {
+                let (tx, rx) = crossbeam_channel::bounded::<Vec<EveEvent>>(1024);
+                (Some(tx), Some(std::thread::spawn(move || write_eve(w, rx))))
+            }
+            None => (None, None),
+        };
+        let mut rings = Vec::with_capacity(shards);
+        let mut handles = Vec::with_capacity(shards);
+        for i in 0..shards {
+            let (tx, rx) = rtrb::RingBuffer::new(RING_BATCHES);
+            rings.push(tx);
+            let shard = Shard::new(cfg.clone(), shards);
+            let eve_tx = eve_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || run_shard(shard, rx, eve_tx))
+                .expect("spawning a shard thread");
+            handles.push(handle);
+        }
+        Pipeline {
+            rings,
+            shards: handles,
+            eve: eve_handle,
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// Hand a batch to a shard, waiting while its ring is full (replay: never
+    /// drop, the source simply runs at the shards' speed).
+    pub fn send(&mut self, shard: usize, batch: Batch) {
+        let Some(ring) = self.rings.get_mut(shard) else {
+            return;
+        };
+        let mut batch = batch;
+        let mut backoff = Backoff::default();
+        loop {
+            match ring.push(batch) {
+                Ok(()) => return,
+                Err(rtrb::PushError::Full(b)) => {
+                    batch = b;
+                    backoff.wait();
+                }
+            }
+        }
+    }
+
+    /// Stop the shards once they have drained their rings.
+    pub fn finish(self) -> PipelineResult {
+        drop(self.rings);
+        let shards = self
+            .shards
+            .into_iter()
+            .map(|h| h.join().expect("a shard thread panicked"))
+            .collect();
+        let eve = self
+            .eve
+            .map(|h| h.join().unwrap_or_else(|_| Err("EVE writer panicked".into())));
+        PipelineResult { shards, eve }
+    }
+}
+
+/// Spin, then yield, then sleep: cheap when data is flowing, idle when not.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    fn wait(&mut self) {
+        self.0 += 1;
+        if self.0 < 64 {
+            std::hint::spin_loop();
+        } else if self.0 < 256 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+fn run_shard(
+    mut shard: Shard,
+    mut rx: rtrb::Consumer<Batch>,
+    eve: Option<Sender<Vec<EveEvent>>>,
+) -> ShardResult {
+    let mut backoff = Backoff::default();
+    loop {
+        let batch = match rx.pop() {
+            Ok(b) => b,
+            Err(_) if rx.is_abandoned() => match rx.pop() {
+                Ok(b) => b,
+                Err(_) => break,
+            },
+            Err(_) => {
+                backoff.wait();
+                continue;
+            }
+        };
+        backoff = Backoff::default();
+        for item in &batch.items {
+            shard.process(item.frame_no, item.ts_ns, &item.meta, batch.frame(item));
+        }
+        if let Some(tx) = &eve {
+            let lines: Vec<EveEvent> = shard.drain_eve().collect();
+            if !lines.is_empty() {
+                // The writer only goes away after an I/O error it reports itself.
+                let _ = tx.send(lines);
+            }
+        } else {
+            shard.drain_eve().for_each(drop);
+        }
+    }
+    shard.finish()
+}
+
+fn write_eve(mut w: EveWriter, rx: Receiver<Vec<EveEvent>>) -> Result<u64, String> {
+    let mut failed = None;
+    for lines in rx {
+        if failed.is_some() {
+            continue;
+        }
+        for ev in &lines {
+            if let Err(e) = w.write(ev) {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(format!("{}: {e}", w.path().display()));
+    }
+    let path = w.path().display().to_string();
+    w.finish().map_err(|e| format!("{path}: {e}"))
+}
+
+/// How a replay ended.
+pub struct RunOutcome {
+    pub shards: Vec<ShardResult>,
+    /// Frames read and frames skipped before the shards.
+    pub dispatch: Counters,
+    /// The capture could not be read to its end (what was read is processed).
+    pub input_error: Option<String>,
+    /// Stopped by SIGINT/SIGTERM.
+    pub interrupted: bool,
+    pub eve: Option<Result<u64, String>>,
+    pub elapsed: Duration,
+}
+
+/// Called every few thousand frames with the byte offset reached.
+pub type Progress<'a> = &'a dyn Fn(u64);
+
+/// Replay a capture file through `threads` shards.
+pub fn replay(
+    cfg: Arc<DetectConfig>,
+    capture: &CaptureFile,
+    threads: usize,
+    eve: Option<EveWriter>,
+    stop: &AtomicBool,
+    progress: Option<Progress<'_>>,
+) -> RunOutcome {
+    let started = Instant::now();
+    let mut pipe = Pipeline::start(cfg.clone(), threads, eve);
+    let n = pipe.shards();
+    let data = capture.data().clone();
+    let mut batches: Vec<Batch> = (0..n).map(|_| Batch::new(data.clone())).collect();
+    let mut dispatch = Counters::default();
+    let mut input_error = None;
+    let mut interrupted = false;
+    for (i, frame) in capture.frames().enumerate() {
+        if i % 4096 == 0 {
+            if stop.load(Ordering::Relaxed) {
+                interrupted = true;
+                break;
+            }
+            if let (Some(p), Ok(f)) = (progress, &frame) {
+                p(f.off as u64);
+            }
+        }
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                input_error = Some(e.to_string());
+                break;
+            }
+        };
+        dispatch.frames += 1;
+        dispatch.bytes += u64::from(frame.len);
+        let bytes = data
+            .get(frame.off..frame.off + frame.len as usize)
+            .unwrap_or(&[]);
+        match classify(frame.link, bytes, &cfg, n) {
+            Ok((meta, shard)) => {
+                let batch = &mut batches[shard];
+                batch.items.push(BatchItem {
+                    frame_no: i as u64 + 1,
+                    ts_ns: frame.ts_ns,
+                    off: frame.off,
+                    len: frame.len,
+                    meta,
+                });
+                if batch.is_full() {
+                    let full = std::mem::replace(batch, Batch::new(data.clone()));
+                    pipe.send(shard, full);
+                }
+            }
+            Err(reason) => dispatch.skip(reason),
+        }
+    }
+    for (shard, batch) in batches.into_iter().enumerate() {
+        if !batch.items.is_empty() {
+            pipe.send(shard, batch);
+        }
+    }
+    let result = pipe.finish();
+    RunOutcome {
+        shards: result.shards,
+        dispatch,
+        input_error,
+        interrupted,
+        eve: result.eve,
+        elapsed: started.elapsed(),
+    }
+}

@@ -1,0 +1,660 @@
+//! TCP reassembly of one direction of a connection into Modbus ADUs.
+//!
+//! Modbus/TCP has no ADU delimiter other than the MBAP length field, so the
+//! byte stream must be rebuilt exactly: several ADUs per segment, ADUs split
+//! over segments, retransmissions and overlaps (never counted twice),
+//! out-of-order segments (buffered, bounded), and holes (capture loss: the
+//! partial ADU is dropped, the gap counted, and the stream resynchronised on
+//! the next plausible MBAP header). The common case, a segment that starts on
+//! an ADU boundary and holds whole ADUs, is handed out without a copy.
+
+use crate::config::Limits;
+use crate::counters::Counters;
+use crate::modbus::mbap::{plausible_header, Mbap, MBAP_LEN};
+
+/// What the consumer wants after an ADU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AduVerdict {
+    /// Carry on with the next ADU.
+    Continue,
+    /// The ADU's length field proved wrong (its PDU did not fit it): the bytes
+    /// after it cannot be trusted, so drop the rest of the segment and
+    /// resynchronise on the next plausible header.
+    Resync,
+}
+
+/// Receives what a stream produces.
+pub trait AduSink {
+    /// Where reassembly counts gaps, retransmissions and skipped bytes.
+    fn counters(&mut self) -> &mut Counters;
+    /// A complete ADU (MBAP header included) and the capture time of the
+    /// segment that carried its first byte.
+    fn adu(&mut self, adu: &[u8], ts_ns: u64) -> AduVerdict;
+    /// A malformed MBAP header, or an ADU cut short by the end of the
+    /// connection. At most one per segment.
+    fn malformed(&mut self, reason: &'static str, ts_ns: u64);
+}
+
+/// A segment held until the hole before it is filled.
+#[derive(Debug)]
+struct OooSegment {
+    seq: u32,
+    ts_ns: u64,
+    data: Vec<u8>,
+}
+
+/// Buffers allocated only when a stream needs them, so that an idle
+/// connection costs a few bytes, not kilobytes.
+#[derive(Debug, Default)]
+struct Buffers {
+    /// Bytes of an ADU whose end has not arrived yet.
+    partial: Vec<u8>,
+    partial_ts: u64,
+    /// Out-of-order segments, sorted by sequence number.
+    ooo: Vec<OooSegment>,
+    ooo_bytes: usize,
+}
+
+/// One direction of a TCP connection.
+#[derive(Debug, Default)]
+pub struct Stream {
+    next_seq: u32,
+    synced: bool,
+    /// Looking for an ADU boundary (mid-stream pickup, after a gap or a bad header).
+    resync: bool,
+    closed: bool,
+    /// The highest sequence number the peer has acknowledged, if seen.
+    peer_ack: Option<u32>,
+    bufs: Option<Box<Buffers>>,
+}
+
+/// Signed distance from `b` to `a` in sequence space.
+fn seq_diff(a: u32, b: u32) -> i64 {
+    i64::from(a.wrapping_sub(b) as i32)
+}
+
+impl Stream {
+    /// True once FIN or RST ended this direction.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Heap bytes held by this stream (for memory accounting).
+    pub fn buffered_bytes(&self) -> usize {
+        self.bufs
+            .as_ref()
+            .map_or(0, |b| b.partial.capacity() + b.ooo_bytes)
+    }
+
+    /// A SYN starts the stream at `seq + 1`.
+    pub fn on_syn(&mut self, seq: u32) {
+        self.next_seq = seq.wrapping_add(1);
+        self.synced = true;
+        self.resync = false;
+        self.closed = false;
+        self.bufs = None;
+    }
+
+    /// The peer acknowledged `ack`: bytes below it were received by the peer,
+    /// so a hole below it is capture loss, not reordering. Stop waiting.
+    pub fn on_peer_ack(&mut self, ack: u32, sink: &mut impl AduSink) {
+        self.peer_ack = Some(ack);
+        let waiting = self.bufs.as_ref().is_some_and(|b| !b.ooo.is_empty());
+        if waiting && self.synced && seq_diff(ack, self.next_seq) > 0 {
+            self.flush_gap(sink);
+        }
+    }
+
+    /// Feed one segment's payload.
+    pub fn on_segment(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        ts_ns: u64,
+        limits: &Limits,
+        sink: &mut impl AduSink,
+    ) {
+        if payload.is_empty() || self.closed {
+            return;
+        }
+        if !self.synced {
+            // Mid-stream pickup: no handshake seen, find an ADU boundary.
+            self.next_seq = seq;
+            self.synced = true;
+            self.resync = true;
+        }
+        let mut data = payload;
+        let rel = seq_diff(seq, self.next_seq);
+        if rel < 0 {
+            let old = usize::try_from(-rel).unwrap_or(usize::MAX);
+            sink.counters().retransmitted_segments += 1;
+            if old >= data.len() {
+                return;
+            }
+            data = &data[old..];
+        } else if rel > 0 {
+            let acked_past_hole = self.peer_ack.is_some_and(|a| seq_diff(a, seq) >= 0);
+            if acked_past_hole {
+                // The peer already has the missing bytes: they will never come.
+                self.skip_to(seq, sink);
+            } else if self.buffer_out_of_order(seq, data, ts_ns, limits, sink) {
+                return;
+            } else {
+                self.flush_gap(sink);
+                let rel = seq_diff(seq, self.next_seq);
+                if rel > 0 {
+                    self.skip_to(seq, sink);
+                } else if rel < 0 {
+                    let old = usize::try_from(-rel).unwrap_or(usize::MAX);
+                    if old >= data.len() {
+                        return;
+                    }
+                    data = &data[old..];
+                }
+            }
+        }
+        self.deliver(data, ts_ns, sink);
+        self.drain_out_of_order(sink);
+    }
+
+    /// FIN or RST: whatever partial ADU is left will never complete.
+    pub fn close(&mut self, sink: &mut impl AduSink) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let Some(bufs) = self.bufs.take() else {
+            return;
+        };
+        if !bufs.ooo.is_empty() {
+            sink.counters().reassembly_gaps += 1;
+        }
+        if !bufs.partial.is_empty() {
+            let reason = if bufs.partial.len() < MBAP_LEN + 1 {
+                "fewer than 8 bytes: no complete MBAP header and function code before the connection closed"
+            } else {
+                "length field larger than the bytes that follow: ADU cut short by the end of the connection"
+            };
+            sink.malformed(reason, bufs.partial_ts);
+        }
+    }
+
+    /// Keep a segment that arrived ahead of a hole. False when the buffer is
+    /// full (or the segment is too far ahead) and the hole must be given up.
+    fn buffer_out_of_order(
+        &mut self,
+        seq: u32,
+        data: &[u8],
+        ts_ns: u64,
+        limits: &Limits,
+        sink: &mut impl AduSink,
+    ) -> bool {
+        let ahead = seq_diff(seq, self.next_seq);
+        let window = i64::try_from(limits.max_ooo_bytes.max(1) * 64).unwrap_or(i64::MAX);
+        if ahead > window {
+            return false;
+        }
+        let bufs = self.bufs.get_or_insert_with(Box::default);
+        if bufs.ooo.len() >= limits.max_ooo_segments
+            || bufs.ooo_bytes + data.len() > limits.max_ooo_bytes
+        {
+            return false;
+        }
+        for seg in &bufs.ooo {
+            if overlap_conflicts(seg.seq, &seg.data, seq, data) {
+                sink.counters().overlap_conflicts += 1;
+            }
+        }
+        if bufs.ooo.iter().any(|s| s.seq == seq && s.data.len() >= data.len()) {
+            sink.counters().retransmitted_segments += 1;
+            return true;
+        }
+        let pos = bufs
+            .ooo
+            .iter()
+            .position(|s| seq_diff(s.seq, seq) > 0)
+            .unwrap_or(bufs.ooo.len());
+        bufs.ooo.insert(
+            pos,
+            OooSegment {
+                seq,
+                ts_ns,
+                data: data.to_vec(),
+            },
+        );
+        bufs.ooo_bytes += data.len();
+        sink.counters().out_of_order_segments += 1;
+        true
+    }
+
+    /// Give up on the hole before the first buffered segment and go on from it.
+    fn flush_gap(&mut self, sink: &mut impl AduSink) {
+        let first = self
+            .bufs
+            .as_ref()
+            .and_then(|b| b.ooo.first())
+            .map(|s| s.seq);
+        if let Some(seq) = first {
+            if seq_diff(seq, self.next_seq) > 0 {
+                self.skip_to(seq, sink);
+            }
+            self.drain_out_of_order(sink);
+        }
+    }
+
+    /// Jump over a hole: the partial ADU before it is lost.
+    fn skip_to(&mut self, seq: u32, sink: &mut impl AduSink) {
+        sink.counters().reassembly_gaps += 1;
+        if let Some(b) = self.bufs.as_mut() {
+            sink.counters().resync_bytes_skipped += b.partial.len() as u64;
+            b.partial.clear();
+        }
+        self.next_seq = seq;
+        self.resync = true;
+    }
+
+    /// Deliver buffered segments that the stream has now reached.
+    fn drain_out_of_order(&mut self, sink: &mut impl AduSink) {
+        loop {
+            let Some(bufs) = self.bufs.as_mut() else {
+                return;
+            };
+            let Some(first) = bufs.ooo.first() else {
+                return;
+            };
+            let rel = seq_diff(first.seq, self.next_seq);
+            if rel > 0 {
+                return;
+            }
+            let seg = bufs.ooo.remove(0);
+            bufs.ooo_bytes -= seg.data.len();
+            let old = usize::try_from(-rel).unwrap_or(usize::MAX);
+            if old < seg.data.len() {
+                self.deliver(&seg.data[old..], seg.ts_ns, sink);
+            }
+        }
+    }
+
+    /// In-order bytes: cut them into ADUs.
+    fn deliver(
+        &mut self,
+        mut data: &[u8],
+        ts_ns: u64,
+        sink: &mut impl AduSink,
+    ) {
+        self.next_seq = self.next_seq.wrapping_add(data.len() as u32);
+        if self.resync {
+            match find_boundary(data) {
+                Some(skip) => {
+                    sink.counters().resync_bytes_skipped += skip as u64;
+                    data = &data[skip..];
+                    self.resync = false;
+                }
+                None => {
+                    sink.counters().resync_bytes_skipped += data.len() as u64;
+                    return;
+                }
+            }
+        }
+        if self.has_partial() {
+            match self.complete_partial(data, sink) {
+                Some(rest) => data = rest,
+                None => return,
+            }
+        }
+        while let Some(header) = Mbap::parse(data) {
+            if let Err(problem) = header.check() {
+                self.bad_header(problem.describe(), data.len(), ts_ns, sink);
+                return;
+            }
+            let len = header.adu_len();
+            if data.len() < len {
+                break;
+            }
+            let (adu, rest) = data.split_at(len);
+            if sink.adu(adu, ts_ns) == AduVerdict::Resync {
+                sink.counters().resync_bytes_skipped += rest.len() as u64;
+                self.resync = true;
+                return;
+            }
+            data = rest;
+        }
+        if !data.is_empty() {
+            let bufs = self.bufs.get_or_insert_with(Box::default);
+            bufs.partial.extend_from_slice(data);
+            bufs.partial_ts = ts_ns;
+        }
+    }
+
+    fn has_partial(&self) -> bool {
+        self.bufs.as_ref().is_some_and(|b| !b.partial.is_empty())
+    }
+
+    /// Add bytes to a partial ADU. Returns the bytes left after it completed,
+    /// or `None` when everything was consumed (still partial, or resync).
+    fn complete_partial<'d>(
+        &mut self,
+        data: &'d [u8],
+        sink: &mut impl AduSink,
+    ) -> Option<&'d [u8]> {
+        let bufs = self.bufs.as_mut()?;
+        let mut data = data;
+        if bufs.partial.len() < MBAP_LEN {
+            let take = (MBAP_LEN - bufs.partial.len()).min(data.len());
+            bufs.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        let header = Mbap::parse(&bufs.partial)?;
+        if let Err(problem) = header.check() {
+            let ts = bufs.partial_ts;
+            let held = bufs.partial.len();
+            bufs.partial.clear();
+            self.bad_header(problem.describe(), held + data.len(), ts, sink);
+            return None;
+        }
+        let need = header.adu_len().saturating_sub(bufs.partial.len());
+        let take = need.min(data.len());
+        bufs.partial.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if take < need {
+            return None;
+        }
+        let verdict = sink.adu(&bufs.partial, bufs.partial_ts);
+        bufs.partial.clear();
+        if verdict == AduVerdict::Resync {
+            sink.counters().resync_bytes_skipped += data.len() as u64;
+            self.resync = true;
+            return None;
+        }
+        Some(data)
+    }
+
+    /// An invalid MBAP header: its length cannot be trusted, so the rest of
+    /// the segment is dropped and the stream resynchronises.
+    fn bad_header(
+        &mut self,
+        reason: &'static str,
+        dropped: usize,
+        ts_ns: u64,
+        sink: &mut impl AduSink,
+    ) {
+        sink.malformed(reason, ts_ns);
+        sink.counters().resync_bytes_skipped += dropped as u64;
+        self.resync = true;
+    }
+}
+
+/// Two segments cover some of the same sequence numbers with different bytes.
+fn overlap_conflicts(a_seq: u32, a: &[u8], b_seq: u32, b: &[u8]) -> bool {
+    let off = seq_diff(b_seq, a_seq);
+    let (first, second, off) = if off >= 0 { (a, b, off) } else { (b, a, -off) };
+    let Ok(off) = usize::try_from(off) else {
+        return false;
+    };
+    if off >= first.len() {
+        return false;
+    }
+    let n = (first.len() - off).min(second.len());
+    first[off..off + n] != second[..n]
+}
+
+/// Where the next ADU starts in bytes of unknown alignment: the first offset
+/// with a plausible MBAP header whose ADU either ends the data, is followed by
+/// another plausible header, or (at offset 0 only) continues past the data.
+fn find_boundary(data: &[u8]) -> Option<usize> {
+    (0..data.len()).find(|&i| {
+        let rest = &data[i..];
+        if !plausible_header(rest) {
+            return false;
+        }
+        let Some(h) = Mbap::parse(rest) else {
+            return false;
+        };
+        let len = h.adu_len();
+        match rest.len().cmp(&len) {
+            std::cmp::Ordering::Equal => true,
+            std::cmp::Ordering::Greater => plausible_header(&rest[len..]),
+            std::cmp::Ordering::Less => i == 0,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect {
+        adus: Vec<Vec<u8>>,
+        malformed: Vec<&'static str>,
+        resync_on_fc: Option<u8>,
+        c: Counters,
+    }
+
+    impl AduSink for Collect {
+        fn counters(&mut self) -> &mut Counters {
+            &mut self.c
+        }
+        fn adu(&mut self, adu: &[u8], _ts: u64) -> AduVerdict {
+            self.adus.push(adu.to_vec());
+            if self.resync_on_fc.is_some() && adu.get(7).copied() == self.resync_on_fc {
+                return AduVerdict::Resync;
+            }
+            AduVerdict::Continue
+        }
+        fn malformed(&mut self, reason: &'static str, _ts: u64) {
+            self.malformed.push(reason);
+        }
+    }
+
+    fn adu(tid: u16, pdu: &[u8]) -> Vec<u8> {
+        let mut v = tid.to_be_bytes().to_vec();
+        v.extend_from_slice(&[0, 0]);
+        v.extend_from_slice(&(pdu.len() as u16 + 1).to_be_bytes());
+        v.push(1);
+        v.extend_from_slice(pdu);
+        v
+    }
+
+    fn read_req(tid: u16) -> Vec<u8> {
+        adu(tid, &[3, 0, 0, 0, 10])
+    }
+
+    struct Harness {
+        s: Stream,
+        sink: Collect,
+        limits: Limits,
+    }
+
+    impl Harness {
+        fn new(isn: u32) -> Self {
+            let mut s = Stream::default();
+            s.on_syn(isn);
+            Harness {
+                s,
+                sink: Collect::default(),
+                limits: Limits::default(),
+            }
+        }
+        fn seg(&mut self, seq: u32, data: &[u8]) {
+            self.s
+                .on_segment(seq, data, 0, &self.limits, &mut self.sink);
+        }
+    }
+
+    #[test]
+    fn several_adus_in_one_segment() {
+        let mut h = Harness::new(99);
+        let mut seg = read_req(1);
+        seg.extend(read_req(2));
+        seg.extend(read_req(3));
+        h.seg(100, &seg);
+        assert_eq!(h.sink.adus.len(), 3);
+        assert_eq!(h.sink.adus[2], read_req(3));
+    }
+
+    #[test]
+    fn adu_split_over_three_segments() {
+        let mut h = Harness::new(0);
+        let a = read_req(7);
+        h.seg(1, &a[..3]);
+        h.seg(4, &a[3..9]);
+        assert!(h.sink.adus.is_empty());
+        h.seg(10, &a[9..]);
+        assert_eq!(h.sink.adus, vec![a]);
+    }
+
+    #[test]
+    fn retransmission_is_not_counted_twice() {
+        let mut h = Harness::new(0);
+        let a = read_req(1);
+        h.seg(1, &a);
+        h.seg(1, &a);
+        assert_eq!(h.sink.adus.len(), 1);
+        assert_eq!(h.sink.c.retransmitted_segments, 1);
+    }
+
+    #[test]
+    fn overlapping_segment_delivers_only_new_bytes() {
+        let mut h = Harness::new(0);
+        let a = read_req(1);
+        let b = read_req(2);
+        h.seg(1, &a[..5]);
+        let mut overlap = a[2..].to_vec();
+        overlap.extend(&b);
+        h.seg(3, &overlap);
+        assert_eq!(h.sink.adus, vec![a, b]);
+    }
+
+    #[test]
+    fn out_of_order_segments_are_reordered() {
+        let mut h = Harness::new(0);
+        let a = read_req(1);
+        let b = read_req(2);
+        let c = read_req(3);
+        h.seg(1 + 24, &c);
+        h.seg(1 + 12, &b);
+        assert!(h.sink.adus.is_empty());
+        h.seg(1, &a);
+        assert_eq!(h.sink.adus, vec![a, b, c]);
+        assert_eq!(h.sink.c.reassembly_gaps, 0);
+        assert_eq!(h.sink.c.out_of_order_segments, 2);
+    }
+
+    #[test]
+    fn gap_confirmed_by_peer_ack_resyncs_on_next_adu() {
+        let mut h = Harness::new(0);
+        let a = read_req(1);
+        let b = read_req(2);
+        // The first 5 bytes of `a` arrive, the rest is lost in the capture.
+        h.seg(1, &a[..5]);
+        h.s.on_peer_ack(1 + 12, &mut h.sink);
+        h.seg(13, &b);
+        assert_eq!(h.sink.adus, vec![b]);
+        assert_eq!(h.sink.c.reassembly_gaps, 1);
+        assert!(h.sink.malformed.is_empty());
+    }
+
+    #[test]
+    fn gap_when_out_of_order_buffer_overflows() {
+        let mut h = Harness::new(0);
+        h.limits.max_ooo_segments = 2;
+        let r = |t| read_req(t);
+        // Segment 0 is lost; 1, 2 buffered; 3 overflows the buffer.
+        h.seg(13, &r(1));
+        h.seg(25, &r(2));
+        h.seg(37, &r(3));
+        assert_eq!(h.sink.adus, vec![r(1), r(2), r(3)]);
+        assert_eq!(h.sink.c.reassembly_gaps, 1);
+    }
+
+    #[test]
+    fn bounded_out_of_order_bytes() {
+        let mut h = Harness::new(0);
+        h.limits.max_ooo_bytes = 100;
+        for i in 0..1000u32 {
+            h.seg(1000 + i * 12, &read_req(i as u16));
+            assert!(h.s.buffered_bytes() <= 100 + 64);
+        }
+    }
+
+    #[test]
+    fn mid_stream_pickup_finds_the_boundary() {
+        let mut s = Stream::default();
+        let mut sink = Collect::default();
+        let a = read_req(1);
+        let b = read_req(2);
+        // Tail of a previous ADU, then two whole ones.
+        let mut seg = vec![0x12, 0x34, 0x56];
+        seg.extend(&a);
+        seg.extend(&b);
+        s.on_segment(5000, &seg, 0, &Limits::default(), &mut sink);
+        assert_eq!(sink.adus, vec![a, b]);
+        assert_eq!(sink.c.resync_bytes_skipped, 3);
+    }
+
+    #[test]
+    fn bad_protocol_id_is_malformed_once_per_segment() {
+        let mut h = Harness::new(0);
+        let mut bad = read_req(1);
+        bad[3] = 2;
+        h.seg(1, &bad);
+        assert_eq!(h.sink.malformed.len(), 1);
+        assert!(h.sink.adus.is_empty());
+        // The stream recovers on the next good ADU.
+        h.seg(13, &read_req(2));
+        assert_eq!(h.sink.adus, vec![read_req(2)]);
+    }
+
+    #[test]
+    fn truncated_adu_at_close_is_malformed() {
+        let mut h = Harness::new(0);
+        let mut long = read_req(1);
+        long[5] = 30;
+        h.seg(1, &long);
+        assert!(h.sink.malformed.is_empty());
+        h.s.close(&mut h.sink);
+        assert_eq!(h.sink.malformed.len(), 1);
+    }
+
+    #[test]
+    fn short_segment_at_close_is_malformed() {
+        let mut h = Harness::new(0);
+        h.seg(1, &[0xb1, 0x3d, 0, 0]);
+        h.s.close(&mut h.sink);
+        assert_eq!(h.sink.malformed.len(), 1);
+        assert!(h.sink.malformed[0].starts_with("fewer than 8 bytes"));
+    }
+
+    #[test]
+    fn resync_verdict_drops_rest_of_segment() {
+        let mut h = Harness::new(0);
+        h.sink.resync_on_fc = Some(3);
+        let mut seg = adu(1, &[3]);
+        seg.extend([0, 8, 0, 5]);
+        h.seg(1, &seg);
+        assert_eq!(h.sink.adus.len(), 1);
+        h.s.close(&mut h.sink);
+        assert!(h.sink.malformed.is_empty(), "leftover bytes were dropped");
+    }
+
+    #[test]
+    fn conflicting_overlap_is_counted() {
+        let mut h = Harness::new(0);
+        h.seg(13, &read_req(1));
+        let mut other = read_req(1);
+        other[11] = 99;
+        h.seg(13, &other);
+        assert_eq!(h.sink.c.overlap_conflicts, 1);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut h = Harness::new(u32::MAX - 5);
+        let a = read_req(1);
+        let b = read_req(2);
+        h.seg(u32::MAX - 4, &a);
+        h.seg((u32::MAX - 4).wrapping_add(12), &b);
+        assert_eq!(h.sink.adus, vec![a, b]);
+    }
+}

@@ -1,0 +1,171 @@
+//! Request/response matching per connection.
+//!
+//! A response carries no register addresses: they come from its request,
+//! found by (transaction id, unit id, function code). The table is bounded
+//! (pipelining masters, or an attacker who never reads responses, cannot make
+//! it grow) and entries age out, each loss counted. Suricata leaked exactly
+//! such unanswered transactions (CVE-2024-38534).
+
+use crate::counters::Counters;
+use crate::modbus::pdu::Request;
+
+/// What a response needs from its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingRequest {
+    pub ts_ns: u64,
+    pub tid: u16,
+    pub unit: u8,
+    pub fc: u8,
+    /// Start address and quantity of what the request reads (FC 23: the read part).
+    pub read: Option<(u16, u16)>,
+}
+
+impl PendingRequest {
+    pub fn new(ts_ns: u64, tid: u16, unit: u8, req: &Request<'_>) -> Self {
+        let read = match *req {
+            Request::ReadCoils { addr, qty }
+            | Request::ReadDiscreteInputs { addr, qty }
+            | Request::ReadHoldingRegisters { addr, qty }
+            | Request::ReadInputRegisters { addr, qty } => Some((addr, qty)),
+            Request::ReadWriteMultipleRegisters {
+                read_addr,
+                read_qty,
+                ..
+            } => Some((read_addr, read_qty)),
+            _ => None,
+        };
+        PendingRequest {
+            ts_ns,
+            tid,
+            unit,
+            fc: req.function_code(),
+            read,
+        }
+    }
+
+    /// The read part of the request, rebuilt as a request for `read_values`.
+    pub fn read_request(&self) -> Option<Request<'static>> {
+        let (addr, qty) = self.read?;
+        Some(match self.fc {
+            1 => Request::ReadCoils { addr, qty },
+            2 => Request::ReadDiscreteInputs { addr, qty },
+            3 => Request::ReadHoldingRegisters { addr, qty },
+            4 => Request::ReadInputRegisters { addr, qty },
+            23 => Request::ReadWriteMultipleRegisters {
+                read_addr: addr,
+                read_qty: qty,
+                write_addr: 0,
+                write_qty: 0,
+                values: &[],
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Outstanding requests of one connection, oldest first.
+#[derive(Debug, Default)]
+pub struct PendingTable {
+    entries: Vec<PendingRequest>,
+}
+
+impl PendingTable {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Remember a request; forgets requests older than `timeout_ns` and, when
+    /// `max` are outstanding, the oldest one.
+    pub fn insert(
+        &mut self,
+        req: PendingRequest,
+        max: usize,
+        timeout_ns: u64,
+        counters: &mut Counters,
+    ) {
+        let before = self.entries.len();
+        self.entries
+            .retain(|p| req.ts_ns.saturating_sub(p.ts_ns) <= timeout_ns);
+        counters.transactions_expired += (before - self.entries.len()) as u64;
+        if self.entries.len() >= max.max(1) {
+            self.entries.remove(0);
+            counters.transactions_evicted += 1;
+        }
+        self.entries.push(req);
+    }
+
+    /// The oldest outstanding request that `(tid, unit, fc)` answers.
+    pub fn take(&mut self, tid: u16, unit: u8, fc: u8) -> Option<PendingRequest> {
+        let pos = self
+            .entries
+            .iter()
+            .position(|p| p.tid == tid && p.unit == unit && p.fc == fc)?;
+        Some(self.entries.remove(pos))
+    }
+
+    /// Forget everything (connection gone); returns how many were unanswered.
+    pub fn clear(&mut self) -> usize {
+        let n = self.entries.len();
+        self.entries.clear();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(ts_ns: u64, tid: u16) -> PendingRequest {
+        PendingRequest {
+            ts_ns,
+            tid,
+            unit: 1,
+            fc: 3,
+            read: Some((0, 10)),
+        }
+    }
+
+    #[test]
+    fn matches_by_tid_unit_and_fc() {
+        let mut t = PendingTable::default();
+        let mut c = Counters::default();
+        t.insert(req(0, 1), 8, 1_000, &mut c);
+        t.insert(req(1, 2), 8, 1_000, &mut c);
+        assert!(t.take(2, 1, 4).is_none(), "wrong function code");
+        assert!(t.take(2, 9, 3).is_none(), "wrong unit");
+        assert_eq!(t.take(2, 1, 3).map(|p| p.ts_ns), Some(1));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn bounded_and_ageing() {
+        let mut t = PendingTable::default();
+        let mut c = Counters::default();
+        for i in 0..100u16 {
+            t.insert(req(u64::from(i), i), 8, 1_000, &mut c);
+            assert!(t.len() <= 8);
+        }
+        assert_eq!(c.transactions_evicted, 92);
+        t.insert(req(10_000, 500), 8, 1_000, &mut c);
+        assert_eq!(t.len(), 1);
+        assert_eq!(c.transactions_expired, 8);
+    }
+
+    #[test]
+    fn read_request_is_rebuilt() {
+        let p = PendingRequest::new(
+            0,
+            1,
+            1,
+            &Request::ReadInputRegisters { addr: 7, qty: 2 },
+        );
+        assert_eq!(
+            p.read_request(),
+            Some(Request::ReadInputRegisters { addr: 7, qty: 2 })
+        );
+    }
+}
