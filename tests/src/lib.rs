@@ -1,0 +1,59 @@
+//! Helpers for the integration tests: fixture paths and running the detector
+//! in-process exactly as the `modbus-detect` binary does.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde_json::Value;
+
+/// `tests/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// The result of one in-process run.
+pub struct Run {
+    pub exit: Result<u8, String>,
+    pub report: Option<Value>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Run {
+    pub fn report(&self) -> &Value {
+        self.report.as_ref().expect("the run wrote a report")
+    }
+
+    /// Sum of alert counts per (type, severity, src, dst).
+    pub fn alert_counts(&self) -> std::collections::BTreeMap<(String, String, String, String), u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for a in self.report()["alerts"].as_array().expect("alerts array") {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            *m.entry((s("type"), s("severity"), s("src_ip"), s("dst_ip")))
+                .or_insert(0) += a["count"].as_u64().expect("count");
+        }
+        m
+    }
+}
+
+/// Run `modbus-detect ARGS --output <tmp>/report.json` in this process.
+/// `{dir}` in an argument is replaced by the run's temporary directory.
+pub fn run(args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let report = dir.path().join("report.json");
+    let mut argv: Vec<String> = vec!["modbus-detect".into(), "--quiet".into()];
+    argv.extend(args.iter().map(|a| a.replace("{dir}", &d)));
+    if !args.contains(&"--output") {
+        argv.push("--output".into());
+        argv.push(report.display().to_string());
+    }
+    let parsed = modbus_user::cli::Args::try_parse_from(&argv).expect("valid arguments");
+    let exit = modbus_user::app::run(&parsed).map_err(|e| e.to_string());
+    let out = parsed.output.clone();
+    let report = std::fs::read(&out)
+        .ok()
+        .map(|b| serde_json::from_slice(&b).expect("the report is valid JSON"));
+    Run { exit, report, dir }
+}
