@@ -1,0 +1,225 @@
+//! The `modbus-detect` binary on bad input: a clear one-line error naming the
+//! file and the problem, the documented exit code, never a panic; and what
+//! was detected before a capture broke off is still reported.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_modbus-detect"))
+}
+
+fn lab(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/lab")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run modbus-detect")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exactly one line, an error, mentioning `needle`; no panic.
+fn assert_one_line_error(o: &Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(lines[0].starts_with("modbus-detect: error: "), "{err}");
+    assert!(lines[0].contains(needle), "{needle:?} in {err}");
+}
+
+#[test]
+fn missing_capture_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let o = run(&["--pcap", "/nonexistent/x.pcap", "--output", out.to_str().unwrap()]);
+    assert_one_line_error(&o, 3, "/nonexistent/x.pcap");
+    assert!(!out.exists());
+}
+
+#[test]
+fn wrong_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.pcap");
+    std::fs::write(&p, b"this is not a capture file at all").unwrap();
+    let out = dir.path().join("r.json");
+    let o = run(&["--pcap", p.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    assert_one_line_error(&o, 3, "notes.pcap: not a pcap or pcapng file");
+}
+
+#[test]
+fn truncated_capture_reports_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::read(lab("rogue_master.pcap")).unwrap();
+    // Cut in the middle of a record, after the rogue master's requests.
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &full[..full.len() * 3 / 4 + 5]).unwrap();
+    let out = dir.path().join("r.json");
+    let o = run(&[
+        "--pcap",
+        cut.to_str().unwrap(),
+        "--authorized-masters",
+        "192.168.50.20,192.168.50.30,192.168.50.40",
+        "--output",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_one_line_error(&o, 3, "cut.pcap: truncated at byte");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(report["status"], "input_error");
+    assert!(report["error"].as_str().unwrap().contains("truncated"));
+    let rogue: u64 = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "ROGUE_MODBUS_MASTER")
+        .map(|a| a["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rogue, 12, "alerts before the cut are kept");
+}
+
+#[test]
+fn garbage_limits_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("limits.json");
+    for (text, needle) in [
+        ("{\"40001\": {\"min\": 5", "invalid JSON"),
+        ("{\"4x001\": {\"min\": 1, \"max\": 2}}", "is not a Modicon number"),
+        ("{\"40001\": {\"min\": 9, \"max\": 2}}", "greater than max"),
+    ] {
+        std::fs::write(&p, text).unwrap();
+        let o = run(&[
+            "--pcap",
+            lab("normal_test.pcap").to_str().unwrap(),
+            "--register-limits-file",
+            p.to_str().unwrap(),
+            "--output",
+            dir.path().join("r.json").to_str().unwrap(),
+        ]);
+        assert_one_line_error(&o, 3, needle);
+        assert!(stderr(&o).contains("limits.json"));
+    }
+}
+
+#[test]
+fn garbage_baseline_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("baseline.json");
+    for (text, needle) in [
+        ("[1, 2", "invalid JSON"),
+        ("{\"schema\": \"modbus-detect-baseline\", \"version\": 99}", "version 99"),
+        ("{\"hello\": 1}", "not a modbus-detect baseline"),
+    ] {
+        std::fs::write(&p, text).unwrap();
+        let o = run(&[
+            "--pcap",
+            lab("normal_test.pcap").to_str().unwrap(),
+            "--baseline-file",
+            p.to_str().unwrap(),
+            "--output",
+            dir.path().join("r.json").to_str().unwrap(),
+        ]);
+        assert_one_line_error(&o, 3, needle);
+        assert!(stderr(&o).contains("baseline.json"));
+    }
+}
+
+#[test]
+fn unwritable_output_fails_before_reading() {
+    let o = run(&[
+        "--pcap",
+        lab("normal_test.pcap").to_str().unwrap(),
+        "--output",
+        "/nonexistent-dir/r.json",
+    ]);
+    assert_one_line_error(&o, 4, "/nonexistent-dir/r.json");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = run(&["--pcap"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["--pcap", "x.pcap", "--authorized-masters", "not-an-ip"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--pcap"));
+}
+
+#[test]
+fn fail_on_severity_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let base = [
+        "--pcap",
+        lab("rogue_master.pcap").to_str().unwrap().to_string().leak(),
+        "--authorized-masters",
+        "192.168.50.20,192.168.50.30,192.168.50.40",
+        "--output",
+        out.to_str().unwrap().to_string().leak(),
+        "--quiet",
+    ];
+    let with = |sev: &str| {
+        let mut a = base.to_vec();
+        a.extend(["--fail-on", sev]);
+        run(&a).status.code()
+    };
+    assert_eq!(run(&base).status.code(), Some(0));
+    assert_eq!(with("critical"), Some(1));
+    let clean = run(&[
+        "--pcap",
+        lab("normal_test.pcap").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--fail-on",
+        "low",
+        "--quiet",
+    ]);
+    assert_eq!(clean.status.code(), Some(0));
+}
+
+#[test]
+fn eve_stream_has_one_valid_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let eve = dir.path().join("alerts.json");
+    let o = run(&[
+        "--pcap",
+        lab("dos_flood.pcap").to_str().unwrap(),
+        "--authorized-masters",
+        "192.168.50.20,192.168.50.30,192.168.50.40",
+        "--output",
+        dir.path().join("r.json").to_str().unwrap(),
+        "--eve",
+        eve.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&eve).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect();
+    assert!(!lines.is_empty());
+    // 1200 alerts in well under a second: rate limiting keeps a handful of lines.
+    assert!(lines.len() < 20, "{} lines", lines.len());
+    for l in &lines {
+        assert_eq!(l["event_type"], "alert");
+        for k in ["timestamp", "src_ip", "src_port", "dest_ip", "dest_port", "proto"] {
+            assert!(!l[k].is_null(), "{k}");
+        }
+        for k in ["signature", "signature_id", "severity", "category"] {
+            assert!(!l["alert"][k].is_null(), "alert.{k}");
+        }
+    }
+    let rogue_lines = lines
+        .iter()
+        .filter(|l| l["modbus_detect"]["type"] == "ROGUE_MODBUS_MASTER")
+        .count();
+    assert!(rogue_lines >= 1);
+}
