@@ -156,21 +156,51 @@ pub enum FloodReason {
 pub enum Detail {
     None,
     /// DEVICE_ENUMERATION: FC 8 sub-function or FC 43 MEI type.
-    Enumeration { sub_function: Option<u16>, mei: Option<u8> },
+    Enumeration {
+        sub_function: Option<u16>,
+        mei: Option<u8>,
+    },
     /// REGISTER_VALUE_OUT_OF_RANGE: index of the entry in the limits file.
-    Range { limit: u32, min: f64, max: f64, from_response: bool },
+    Range {
+        limit: u32,
+        min: f64,
+        max: f64,
+        from_response: bool,
+    },
     /// REGISTER_VALUE_EXCESSIVE_RATE.
-    Rate { limit: u32, previous: i64, interval_ns: u64, rate: f64, max_rate: f64 },
+    Rate {
+        limit: u32,
+        previous: i64,
+        interval_ns: u64,
+        rate: f64,
+        max_rate: f64,
+    },
     /// TIMING_ANOMALY.
-    Timing { interval_ns: u64, mean_s: f64, std_s: f64, sigmas: f64 },
+    Timing {
+        interval_ns: u64,
+        mean_s: f64,
+        std_s: f64,
+        sigmas: f64,
+    },
     /// EXCEPTION_BURST: exception code and the exceptions in the window.
-    Exception { code: u8, in_window: u32 },
+    Exception {
+        code: u8,
+        in_window: u32,
+    },
     /// MALFORMED_MBAP_HEADER: what is wrong.
-    Malformed { reason: &'static str },
+    Malformed {
+        reason: &'static str,
+    },
     /// MODBUS_FLOOD.
-    Flood { reason: FloodReason, run: u32, interval_ns: u64 },
+    Flood {
+        reason: FloodReason,
+        run: u32,
+        interval_ns: u64,
+    },
     /// NEW_FUNCTION_CODE: whether the pair itself was in the baseline.
-    NewFunctionCode { pair_in_baseline: bool },
+    NewFunctionCode {
+        pair_in_baseline: bool,
+    },
 }
 
 /// One raised alert, before aggregation.
@@ -402,7 +432,9 @@ mod tests {
         let mut lines = Vec::new();
         // 30 alerts, 100 ms apart: 3 s of capture time.
         for i in 0..30u64 {
-            if let Some(ev) = store.raise(alert(AlertKind::Flood, i * 100_000_000, [10, 0, 0, 9]), 1) {
+            if let Some(ev) =
+                store.raise(alert(AlertKind::Flood, i * 100_000_000, [10, 0, 0, 9]), 1)
+            {
                 lines.push(ev);
             }
         }
@@ -450,7 +482,11 @@ mod tests {
         let kinds: Vec<_> = aggs.iter().map(|a| a.first.kind).collect();
         assert_eq!(
             kinds,
-            [AlertKind::RogueMaster, AlertKind::Flood, AlertKind::TimingAnomaly]
+            [
+                AlertKind::RogueMaster,
+                AlertKind::Flood,
+                AlertKind::TimingAnomaly
+            ]
         );
     }
 }

@@ -67,7 +67,9 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
     };
     cfg.limits.max_flows = args.max_flows.max(1);
     if args.ports.is_empty() || args.ports.contains(&0) {
-        return Err(AppError::Usage("--ports needs port numbers from 1 to 65535".into()));
+        return Err(AppError::Usage(
+            "--ports needs port numbers from 1 to 65535".into(),
+        ));
     }
     if let Some(p) = &args.register_limits_file {
         let limits = RegisterLimits::load(p).map_err(|e| AppError::Input(e.to_string()))?;
@@ -113,14 +115,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             b.set_position(pos);
         }
     };
-    let outcome = replay(
-        cfg.clone(),
-        &capture,
-        threads,
-        eve,
-        &stop,
-        Some(&progress),
-    );
+    let outcome = replay(cfg.clone(), &capture, threads, eve, &stop, Some(&progress));
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -140,19 +135,25 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         status,
         error: outcome.input_error.clone(),
         elapsed_s: outcome.elapsed.as_secs_f64(),
-        limits_file: args.register_limits_file.as_ref().map(|p| p.display().to_string()),
+        limits_file: args
+            .register_limits_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
         baseline_file: args.baseline_file.as_ref().map(|p| p.display().to_string()),
         eve_file: args.eve.as_ref().map(|p| p.display().to_string()),
     };
     let json = report::build(&summary, &info, &cfg);
     let text = serde_json::to_vec_pretty(&json).map_err(|e| AppError::Output(e.to_string()))?;
-    atomic_write(&args.output, &text)
-        .map_err(|e| AppError::Output(format!("{}: cannot write report: {e}", args.output.display())))?;
+    atomic_write(&args.output, &text).map_err(|e| {
+        AppError::Output(format!(
+            "{}: cannot write report: {e}",
+            args.output.display()
+        ))
+    })?;
     if let (Mode::Learn, Some(path)) = (cfg.mode, &args.baseline_file) {
-        summary
-            .observed
-            .save(path, &info.input)
-            .map_err(|e| AppError::Output(format!("{}: cannot write baseline: {e}", path.display())))?;
+        summary.observed.save(path, &info.input).map_err(|e| {
+            AppError::Output(format!("{}: cannot write baseline: {e}", path.display()))
+        })?;
     }
     if !args.quiet {
         print_summary(&summary, &info, args, outcome.elapsed.as_secs_f64());
@@ -161,7 +162,10 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         return Err(AppError::Output(format!("EVE stream {e}")));
     }
     if let Some(e) = outcome.input_error {
-        return Err(AppError::Input(format!("{e} (report written to {})", args.output.display())));
+        return Err(AppError::Input(format!(
+            "{e} (report written to {})",
+            args.output.display()
+        )));
     }
     if outcome.interrupted {
         return Ok(EXIT_INTERRUPTED);
@@ -207,10 +211,14 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
 fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
     let c = &s.counters;
     let mut err = std::io::stderr().lock();
-    let rate = if secs > 0.0 { c.frames as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        c.frames as f64 / secs
+    } else {
+        0.0
+    };
     let _ = writeln!(
         err,
-        "modbus-detect: {} frames ({} Modbus ADUs, {} requests, {} responses, {} exceptions) in {:.2} s ({:.0} frames/s, {} threads)",
+        "modbus-detect: {} frames ({} Modbus ADUs, {} requests, {} responses, {} exceptions) in {:.3} s ({:.0} frames/s, {} threads)",
         c.frames, c.modbus_adus, c.requests, c.responses, c.exceptions, secs, rate, info.threads
     );
     if args.baseline_mode {
@@ -246,8 +254,8 @@ fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
 
 /// `--dump-adus`: one JSON line per decoded ADU.
 fn dump_adus(pcap: &Path, out: &Path, cfg: Arc<DetectConfig>) -> Result<u8, AppError> {
-    let inspection = crate::inspect::decode_capture(pcap, cfg)
-        .map_err(|e| AppError::Input(e.to_string()))?;
+    let inspection =
+        crate::inspect::decode_capture(pcap, cfg).map_err(|e| AppError::Input(e.to_string()))?;
     let mut text = Vec::new();
     for adu in &inspection.adus {
         serde_json::to_writer(&mut text, adu).map_err(|e| AppError::Output(e.to_string()))?;

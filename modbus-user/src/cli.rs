@@ -45,7 +45,11 @@ pub struct Args {
     pub baseline_mode: bool,
 
     /// Where to write the JSON report.
-    #[arg(long, value_name = "FILE", default_value = "modbus_anomaly_report.json")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "modbus_anomaly_report.json"
+    )]
     pub output: PathBuf,
 
     /// Write each alert as it is raised, one JSON object per line (Suricata EVE style).

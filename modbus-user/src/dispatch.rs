@@ -74,7 +74,10 @@ pub fn classify(
     shards: usize,
 ) -> Result<(PacketMeta, usize), SkipReason> {
     let meta = decode(link, frame)?;
-    let server = match (cfg.is_modbus_port(meta.sport), cfg.is_modbus_port(meta.dport)) {
+    let server = match (
+        cfg.is_modbus_port(meta.sport),
+        cfg.is_modbus_port(meta.dport),
+    ) {
         (false, false) => return Err(SkipReason::NotModbusPort),
         (true, false) => meta.src,
         (false, true) => meta.dst,

@@ -94,9 +94,10 @@ impl Pipeline {
             .into_iter()
             .map(|h| h.join().expect("a shard thread panicked"))
             .collect();
-        let eve = self
-            .eve
-            .map(|h| h.join().unwrap_or_else(|_| Err("EVE writer panicked".into())));
+        let eve = self.eve.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("EVE writer panicked".into()))
+        });
         PipelineResult { shards, eve }
     }
 }

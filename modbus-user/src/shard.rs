@@ -245,7 +245,10 @@ fn count_removed(counters: &mut Counters, gone: &Flow, why: Removed) {
 /// both are, so that both directions of a 502<->502 connection agree on the
 /// lower address as the server).
 pub fn orient(meta: &PacketMeta, cfg: &DetectConfig) -> (FlowKey, Dir) {
-    let dst_is_server = match (cfg.is_modbus_port(meta.sport), cfg.is_modbus_port(meta.dport)) {
+    let dst_is_server = match (
+        cfg.is_modbus_port(meta.sport),
+        cfg.is_modbus_port(meta.dport),
+    ) {
         (true, false) => false,
         (false, true) => true,
         _ => (meta.dst, meta.dport) <= (meta.src, meta.sport),
@@ -303,7 +306,10 @@ impl ModbusSink<'_> {
 
     /// Record a request in the inventory (bounded in pairs).
     fn note_request(&mut self, ep: &Endpoints, unit: u8, fc: u8, ts_ns: u64) {
-        let known = self.observed.get_fc_distribution(ep.master, ep.slave).is_some();
+        let known = self
+            .observed
+            .get_fc_distribution(ep.master, ep.slave)
+            .is_some();
         if known || self.observed.pair_count() < INVENTORY_PAIRS || self.learning() {
             self.observed.record(ep.master, ep.slave, unit, fc, ts_ns);
         } else {

@@ -38,7 +38,12 @@ fn assert_one_line_error(o: &Output, code: i32, needle: &str) {
 fn missing_capture_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
-    let o = run(&["--pcap", "/nonexistent/x.pcap", "--output", out.to_str().unwrap()]);
+    let o = run(&[
+        "--pcap",
+        "/nonexistent/x.pcap",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert_one_line_error(&o, 3, "/nonexistent/x.pcap");
     assert!(!out.exists());
 }
@@ -49,7 +54,12 @@ fn wrong_magic() {
     let p = dir.path().join("notes.pcap");
     std::fs::write(&p, b"this is not a capture file at all").unwrap();
     let out = dir.path().join("r.json");
-    let o = run(&["--pcap", p.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    let o = run(&[
+        "--pcap",
+        p.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert_one_line_error(&o, 3, "notes.pcap: not a pcap or pcapng file");
 }
 
@@ -90,7 +100,10 @@ fn garbage_limits_file() {
     let p = dir.path().join("limits.json");
     for (text, needle) in [
         ("{\"40001\": {\"min\": 5", "invalid JSON"),
-        ("{\"4x001\": {\"min\": 1, \"max\": 2}}", "is not a Modicon number"),
+        (
+            "{\"4x001\": {\"min\": 1, \"max\": 2}}",
+            "is not a Modicon number",
+        ),
         ("{\"40001\": {\"min\": 9, \"max\": 2}}", "greater than max"),
     ] {
         std::fs::write(&p, text).unwrap();
@@ -113,7 +126,10 @@ fn garbage_baseline_file() {
     let p = dir.path().join("baseline.json");
     for (text, needle) in [
         ("[1, 2", "invalid JSON"),
-        ("{\"schema\": \"modbus-detect-baseline\", \"version\": 99}", "version 99"),
+        (
+            "{\"schema\": \"modbus-detect-baseline\", \"version\": 99}",
+            "version 99",
+        ),
         ("{\"hello\": 1}", "not a modbus-detect baseline"),
     ] {
         std::fs::write(&p, text).unwrap();
@@ -158,7 +174,11 @@ fn fail_on_severity_exit_code() {
     let out = dir.path().join("r.json");
     let base = [
         "--pcap",
-        lab("rogue_master.pcap").to_str().unwrap().to_string().leak(),
+        lab("rogue_master.pcap")
+            .to_str()
+            .unwrap()
+            .to_string()
+            .leak(),
         "--authorized-masters",
         "192.168.50.20,192.168.50.30,192.168.50.40",
         "--output",
@@ -210,7 +230,14 @@ fn eve_stream_has_one_valid_object_per_line() {
     assert!(lines.len() < 20, "{} lines", lines.len());
     for l in &lines {
         assert_eq!(l["event_type"], "alert");
-        for k in ["timestamp", "src_ip", "src_port", "dest_ip", "dest_port", "proto"] {
+        for k in [
+            "timestamp",
+            "src_ip",
+            "src_port",
+            "dest_ip",
+            "dest_port",
+            "proto",
+        ] {
             assert!(!l[k].is_null(), "{k}");
         }
         for k in ["signature", "signature_id", "severity", "category"] {

@@ -26,7 +26,9 @@ impl Run {
     }
 
     /// Sum of alert counts per (type, severity, src, dst).
-    pub fn alert_counts(&self) -> std::collections::BTreeMap<(String, String, String, String), u64> {
+    pub fn alert_counts(
+        &self,
+    ) -> std::collections::BTreeMap<(String, String, String, String), u64> {
         let mut m = std::collections::BTreeMap::new();
         for a in self.report()["alerts"].as_array().expect("alerts array") {
             let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();

@@ -35,10 +35,16 @@ fn demo_report(threads: &str) -> Value {
 fn report_is_identical_for_any_shard_count() {
     let one = demo_report("1");
     let alerts = one["alerts"].as_array().unwrap().len();
-    assert!(alerts > 20, "the demo raises many kinds of alerts ({alerts})");
+    assert!(
+        alerts > 20,
+        "the demo raises many kinds of alerts ({alerts})"
+    );
     for threads in ["2", "3", "4", "7"] {
         let other = demo_report(threads);
-        assert_eq!(one["alerts"], other["alerts"], "alerts with {threads} threads");
+        assert_eq!(
+            one["alerts"], other["alerts"],
+            "alerts with {threads} threads"
+        );
         assert_eq!(one, other, "whole report with {threads} threads");
     }
 }

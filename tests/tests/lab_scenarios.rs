@@ -35,11 +35,15 @@ fn learned_baseline(dir: &std::path::Path) -> String {
     path
 }
 
+/// (type, src, dst).
 type Key = (String, String, String);
 
-/// (type, src, dst) -> (count, severities, registers) of our report.
-fn ours(report: &Value) -> BTreeMap<Key, (u64, BTreeSet<String>, BTreeMap<u64, u64>)> {
-    let mut m: BTreeMap<Key, (u64, BTreeSet<String>, BTreeMap<u64, u64>)> = BTreeMap::new();
+/// What we raised under one key: count, severities, count per register.
+type Raised = (u64, BTreeSet<String>, BTreeMap<u64, u64>);
+
+/// (type, src, dst) -> what our report says.
+fn ours(report: &Value) -> BTreeMap<Key, Raised> {
+    let mut m: BTreeMap<Key, Raised> = BTreeMap::new();
     for a in report["alerts"].as_array().expect("alerts") {
         let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
         let e = m.entry((s("type"), s("src_ip"), s("dst_ip"))).or_default();
@@ -61,7 +65,10 @@ fn ours(report: &Value) -> BTreeMap<Key, (u64, BTreeSet<String>, BTreeMap<u64, u
 /// Query Data), an echo: HIGH.
 fn expected_severity(capture: &str, t: &str, src: &str, manifest_sev: &str) -> String {
     if capture == "device_enumeration.pcap" && t == "DEVICE_ENUMERATION" && src == "192.168.50.40" {
-        assert_eq!(manifest_sev, "CRITICAL", "the documented difference changed");
+        assert_eq!(
+            manifest_sev, "CRITICAL",
+            "the documented difference changed"
+        );
         return "HIGH".into();
     }
     manifest_sev.into()
@@ -107,7 +114,10 @@ fn every_lab_scenario_raises_exactly_its_ground_truth() {
         // The counters agree with the manifest's census of the capture.
         let c = &report["counters"];
         assert_eq!(c["frames"], cap["frames"], "{file}: frames");
-        assert_eq!(c["exceptions"], cap["exception_responses"], "{file}: exceptions");
+        assert_eq!(
+            c["exceptions"], cap["exception_responses"],
+            "{file}: exceptions"
+        );
         // Expected alerts, summed per (type, src, dst).
         let mut want: BTreeMap<Key, (u64, String, BTreeMap<u64, u64>)> = BTreeMap::new();
         for e in cap["expected_alerts"].as_array().unwrap() {
@@ -115,7 +125,9 @@ fn every_lab_scenario_raises_exactly_its_ground_truth() {
             let src = e["src_ip"].as_str().unwrap().to_string();
             let dst = e["dst_ip"].as_str().unwrap().to_string();
             let sev = expected_severity(file, &t, &src, e["severity"].as_str().unwrap());
-            let w = want.entry((t, src, dst)).or_insert((0, sev, BTreeMap::new()));
+            let w = want
+                .entry((t, src, dst))
+                .or_insert((0, sev, BTreeMap::new()));
             let n = e["count"].as_u64().unwrap();
             w.0 += n;
             if let Some(reg) = e["register"].as_u64() {
@@ -127,7 +139,11 @@ fn every_lab_scenario_raises_exactly_its_ground_truth() {
                 panic!("{file}: missing {key:?} (got {got:?})");
             };
             assert_eq!(n, count, "{file}: count of {key:?}");
-            assert_eq!(sevs, &BTreeSet::from([sev.clone()]), "{file}: severity of {key:?}");
+            assert_eq!(
+                sevs,
+                &BTreeSet::from([sev.clone()]),
+                "{file}: severity of {key:?}"
+            );
             if !regs.is_empty() {
                 assert_eq!(our_regs, regs, "{file}: registers of {key:?}");
             }
@@ -156,8 +172,18 @@ fn every_lab_scenario_raises_exactly_its_ground_truth() {
 #[test]
 fn pcapng_and_pcap_of_the_same_traffic_agree() {
     let a = run(&["--pcap", fixture("lab/normal_test.pcap").to_str().unwrap()]);
-    let b = run(&["--pcap", fixture("lab/normal_test.pcapng").to_str().unwrap()]);
-    let keys = ["frames", "modbus_adus", "requests", "responses", "exceptions", "flows"];
+    let b = run(&[
+        "--pcap",
+        fixture("lab/normal_test.pcapng").to_str().unwrap(),
+    ]);
+    let keys = [
+        "frames",
+        "modbus_adus",
+        "requests",
+        "responses",
+        "exceptions",
+        "flows",
+    ];
     for k in keys {
         assert_eq!(a.report()["counters"][k], b.report()["counters"][k], "{k}");
     }
@@ -176,7 +202,11 @@ fn baseline_file_matches_the_manifests_model() {
     let pairs = b["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 3);
     for p in pairs {
-        let key = format!("{}->{}", p["master"].as_str().unwrap(), p["slave"].as_str().unwrap());
+        let key = format!(
+            "{}->{}",
+            p["master"].as_str().unwrap(),
+            p["slave"].as_str().unwrap()
+        );
         let fcs: Vec<u64> = p["function_codes"]
             .as_object()
             .unwrap()
@@ -195,7 +225,10 @@ fn baseline_file_matches_the_manifests_model() {
         let t = &model["timing"][&key];
         assert_eq!(p["timing"]["count"], t["n"], "{key}");
         for (ours, theirs) in [("mean", "mean"), ("std", "std")] {
-            let (a, b) = (p["timing"][ours].as_f64().unwrap(), t[theirs].as_f64().unwrap());
+            let (a, b) = (
+                p["timing"][ours].as_f64().unwrap(),
+                t[theirs].as_f64().unwrap(),
+            );
             assert!((a - b).abs() < 2e-6, "{key} {ours}: {a} vs {b}");
         }
     }

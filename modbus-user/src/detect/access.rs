@@ -23,7 +23,10 @@ impl AccessRules {
         }
         if let Some(writers) = &self.cfg.authorized_writers {
             if ctx.req.is_write() && !writers.contains(&ctx.ep.master) {
-                out.raise(ctx.alert(AlertKind::UnauthorizedWrite, Severity::Critical), 1);
+                out.raise(
+                    ctx.alert(AlertKind::UnauthorizedWrite, Severity::Critical),
+                    1,
+                );
             }
         }
     }
@@ -66,11 +69,26 @@ mod tests {
     fn every_write_code_from_a_non_writer() {
         let r = rules(Some(&[20, 40]), Some(&[20]));
         let writes = [
-            Request::WriteSingleCoil { addr: 0, value: 0xff00 },
+            Request::WriteSingleCoil {
+                addr: 0,
+                value: 0xff00,
+            },
             Request::WriteSingleRegister { addr: 0, value: 1 },
-            Request::WriteMultipleCoils { addr: 0, qty: 1, values: &[1] },
-            Request::WriteMultipleRegisters { addr: 0, qty: 1, values: &[0, 1] },
-            Request::MaskWriteRegister { addr: 0, and_mask: 0, or_mask: 1 },
+            Request::WriteMultipleCoils {
+                addr: 0,
+                qty: 1,
+                values: &[1],
+            },
+            Request::WriteMultipleRegisters {
+                addr: 0,
+                qty: 1,
+                values: &[0, 1],
+            },
+            Request::MaskWriteRegister {
+                addr: 0,
+                and_mask: 0,
+                or_mask: 1,
+            },
             Request::ReadWriteMultipleRegisters {
                 read_addr: 0,
                 read_qty: 1,

@@ -121,11 +121,7 @@ impl Baseline {
     }
 
     /// Requests per function code of a pair; `None` if the pair was never seen.
-    pub fn get_fc_distribution(
-        &self,
-        master: IpAddr,
-        slave: IpAddr,
-    ) -> Option<&BTreeMap<u8, u64>> {
+    pub fn get_fc_distribution(&self, master: IpAddr, slave: IpAddr) -> Option<&BTreeMap<u8, u64>> {
         self.pairs.get(&(master, slave)).map(|p| &p.function_codes)
     }
 
@@ -173,7 +169,10 @@ impl Baseline {
         for (slave, units) in other.units {
             self.units.entry(slave).or_default().extend(units);
         }
-        for t in [other.first_seen_ns, other.last_seen_ns].into_iter().flatten() {
+        for t in [other.first_seen_ns, other.last_seen_ns]
+            .into_iter()
+            .flatten()
+        {
             self.first_seen_ns = Some(self.first_seen_ns.map_or(t, |f| f.min(t)));
             self.last_seen_ns = Some(self.last_seen_ns.map_or(t, |l| l.max(t)));
         }
@@ -232,7 +231,8 @@ impl Baseline {
 
     /// Write the baseline atomically (temp file + rename).
     pub fn save(&self, path: &Path, source: &str) -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(&self.to_file(source)).map_err(std::io::Error::other)?;
+        let json =
+            serde_json::to_vec_pretty(&self.to_file(source)).map_err(std::io::Error::other)?;
         crate::output::atomic_write(path, &json)
     }
 
@@ -266,7 +266,8 @@ impl Baseline {
         if head.version != Some(VERSION) {
             return Err(ParseError::Content(format!(
                 "baseline schema version {} is not supported (this build reads version {VERSION})",
-                head.version.map_or("missing".to_string(), |v| v.to_string())
+                head.version
+                    .map_or("missing".to_string(), |v| v.to_string())
             )));
         }
         let file: BaselineFile = serde_json::from_str(text).map_err(ParseError::Json)?;
@@ -479,7 +480,9 @@ mod tests {
         assert!(err(r#"{"schema": "modbus-detect-baseline", "version": 2}"#).contains("version 2"));
         assert!(err(r#"{"version": 1}"#).contains("not a modbus-detect baseline"));
         assert!(err("{").starts_with("json"));
-        assert!(err(r#"{"schema": "modbus-detect-baseline", "version": 1, "pairs": 5}"#)
-            .starts_with("json"));
+        assert!(
+            err(r#"{"schema": "modbus-detect-baseline", "version": 1, "pairs": 5}"#)
+                .starts_with("json")
+        );
     }
 }

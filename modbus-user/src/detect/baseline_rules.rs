@@ -64,7 +64,9 @@ impl BaselineRules {
         if stats.count < self.thresholds.timing_min_samples {
             return;
         }
-        let std = stats.std().max(self.thresholds.timing_min_std_ns as f64 / 1e9);
+        let std = stats
+            .std()
+            .max(self.thresholds.timing_min_std_ns as f64 / 1e9);
         let interval_s = interval_ns as f64 / 1e9;
         let sigmas = (interval_s - stats.mean).abs() / std;
         if sigmas > self.thresholds.timing_sigma {
@@ -100,7 +102,12 @@ mod tests {
         Arc::new(b)
     }
 
-    fn run(rules: &mut BaselineRules, times: &[u64], r: &Request<'_>, e: crate::detect::Endpoints) -> Collected {
+    fn run(
+        rules: &mut BaselineRules,
+        times: &[u64],
+        r: &Request<'_>,
+        e: crate::detect::Endpoints,
+    ) -> Collected {
         let mut out = Collected::default();
         for t in times {
             rules.on_request(&req(*t, e, r), &mut out);
@@ -113,12 +120,25 @@ mod tests {
         let mut r = BaselineRules::new(Some(learned(100)), Thresholds::default());
         let read = Request::ReadHoldingRegisters { addr: 0, qty: 1 };
         let write = Request::WriteSingleRegister { addr: 0, value: 1 };
-        assert_eq!(run(&mut r, &[0], &read, ep(20, 10)).count(AlertKind::NewFunctionCode), 0);
+        assert_eq!(
+            run(&mut r, &[0], &read, ep(20, 10)).count(AlertKind::NewFunctionCode),
+            0
+        );
         let out = run(&mut r, &[44 * MS], &write, ep(20, 10));
         assert_eq!(out.count(AlertKind::NewFunctionCode), 1);
-        assert_eq!(out.0[0].0.detail, Detail::NewFunctionCode { pair_in_baseline: true });
+        assert_eq!(
+            out.0[0].0.detail,
+            Detail::NewFunctionCode {
+                pair_in_baseline: true
+            }
+        );
         let out = run(&mut r, &[0], &read, ep(66, 10));
-        assert_eq!(out.0[0].0.detail, Detail::NewFunctionCode { pair_in_baseline: false });
+        assert_eq!(
+            out.0[0].0.detail,
+            Detail::NewFunctionCode {
+                pair_in_baseline: false
+            }
+        );
     }
 
     #[test]
@@ -148,6 +168,8 @@ mod tests {
     fn off_without_a_baseline() {
         let mut r = BaselineRules::new(None, Thresholds::default());
         let w = Request::WriteSingleRegister { addr: 0, value: 1 };
-        assert!(run(&mut r, &[0, 1, 5_000 * MS], &w, ep(66, 10)).0.is_empty());
+        assert!(run(&mut r, &[0, 1, 5_000 * MS], &w, ep(66, 10))
+            .0
+            .is_empty());
     }
 }

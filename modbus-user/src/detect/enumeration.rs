@@ -63,14 +63,23 @@ mod tests {
 
     #[test]
     fn identification_codes_are_high() {
-        assert_eq!(severity_of(Request::ReadExceptionStatus), Some(Severity::High));
+        assert_eq!(
+            severity_of(Request::ReadExceptionStatus),
+            Some(Severity::High)
+        );
         assert_eq!(severity_of(Request::ReportServerId), Some(Severity::High));
         assert_eq!(
-            severity_of(Request::EncapsulatedInterface { mei: 14, data: &[1, 0] }),
+            severity_of(Request::EncapsulatedInterface {
+                mei: 14,
+                data: &[1, 0]
+            }),
             Some(Severity::High)
         );
         assert_eq!(
-            severity_of(Request::Diagnostics { sub: 0, data: &[0, 0] }),
+            severity_of(Request::Diagnostics {
+                sub: 0,
+                data: &[0, 0]
+            }),
             Some(Severity::High)
         );
     }

@@ -59,7 +59,11 @@ impl Flood {
                 run: run.len,
                 interval_ns,
             };
-            let count = if run.len == min_run { u64::from(min_run) } else { 1 };
+            let count = if run.len == min_run {
+                u64::from(min_run)
+            } else {
+                1
+            };
             out.raise(alert, count);
         }
         if ctx.outstanding > t.flood_max_outstanding as usize {
@@ -125,7 +129,10 @@ mod tests {
         assert_eq!(out.count(AlertKind::Flood), 2);
         assert!(matches!(
             out.0[0].0.detail,
-            Detail::Flood { reason: FloodReason::Outstanding, .. }
+            Detail::Flood {
+                reason: FloodReason::Outstanding,
+                ..
+            }
         ));
     }
 }

@@ -268,6 +268,9 @@ mod tests {
         assert!(!msg.contains('\n'));
         let missing = dir.path().join("nope.json");
         let msg = RegisterLimits::load(&missing).unwrap_err().to_string();
-        assert!(msg.contains("nope.json") && msg.contains("cannot read"), "{msg}");
+        assert!(
+            msg.contains("nope.json") && msg.contains("cannot read"),
+            "{msg}"
+        );
     }
 }

@@ -218,7 +218,11 @@ pub(crate) mod testutil {
 
     impl Collected {
         pub fn count(&self, kind: AlertKind) -> u64 {
-            self.0.iter().filter(|(a, _)| a.kind == kind).map(|(_, n)| n).sum()
+            self.0
+                .iter()
+                .filter(|(a, _)| a.kind == kind)
+                .map(|(_, n)| n)
+                .sum()
         }
     }
 

@@ -74,7 +74,11 @@ impl RegisterRules {
                     ts_ns: ctx.ts_ns,
                     from_response: false,
                 };
-                self.observe(&obs, ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical), out);
+                self.observe(
+                    &obs,
+                    ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical),
+                    out,
+                );
             }
         }
     }
@@ -97,7 +101,11 @@ impl RegisterRules {
                     ts_ns: ctx.ts_ns,
                     from_response: true,
                 };
-                self.observe(&obs, ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical), out);
+                self.observe(
+                    &obs,
+                    ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical),
+                    out,
+                );
             }
         }
     }
@@ -225,7 +233,11 @@ mod tests {
             read_back(&mut r, &mut out, i * SEC, 20, 5);
         }
         assert_eq!(out.count(AlertKind::RegisterOutOfRange), 1);
-        assert_eq!(out.0[0].0.src, ep(20, 10).slave, "raised by the slave's response");
+        assert_eq!(
+            out.0[0].0.src,
+            ep(20, 10).slave,
+            "raised by the slave's response"
+        );
         read_back(&mut r, &mut out, 20 * SEC, 20, 50);
         read_back(&mut r, &mut out, 21 * SEC, 20, 3);
         assert_eq!(out.count(AlertKind::RegisterOutOfRange), 2);

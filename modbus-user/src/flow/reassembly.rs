@@ -205,7 +205,11 @@ impl Stream {
                 sink.counters().overlap_conflicts += 1;
             }
         }
-        if bufs.ooo.iter().any(|s| s.seq == seq && s.data.len() >= data.len()) {
+        if bufs
+            .ooo
+            .iter()
+            .any(|s| s.seq == seq && s.data.len() >= data.len())
+        {
             sink.counters().retransmitted_segments += 1;
             return true;
         }
@@ -276,12 +280,7 @@ impl Stream {
     }
 
     /// In-order bytes: cut them into ADUs.
-    fn deliver(
-        &mut self,
-        mut data: &[u8],
-        ts_ns: u64,
-        sink: &mut impl AduSink,
-    ) {
+    fn deliver(&mut self, mut data: &[u8], ts_ns: u64, sink: &mut impl AduSink) {
         self.next_seq = self.next_seq.wrapping_add(data.len() as u32);
         if self.resync {
             match find_boundary(data) {

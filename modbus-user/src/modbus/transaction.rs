@@ -157,12 +157,7 @@ mod tests {
 
     #[test]
     fn read_request_is_rebuilt() {
-        let p = PendingRequest::new(
-            0,
-            1,
-            1,
-            &Request::ReadInputRegisters { addr: 7, qty: 2 },
-        );
+        let p = PendingRequest::new(0, 1, 1, &Request::ReadInputRegisters { addr: 7, qty: 2 });
         assert_eq!(
             p.read_request(),
             Some(Request::ReadInputRegisters { addr: 7, qty: 2 })

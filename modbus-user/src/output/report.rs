@@ -120,7 +120,10 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Value {
                 .collect::<Map<_, _>>()
                 .into(),
         );
-        m.insert("alerts_total".into(), json!(summary.raised.iter().sum::<u64>()));
+        m.insert(
+            "alerts_total".into(),
+            json!(summary.raised.iter().sum::<u64>()),
+        );
         m.insert(
             "alerts_by_type".into(),
             AlertKind::ALL
@@ -133,15 +136,29 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Value {
             "alerts_by_severity".into(),
             Severity::ALL
                 .iter()
-                .map(|s| (s.name().to_string(), json!(summary.raised_by_severity[*s as usize])))
+                .map(|s| {
+                    (
+                        s.name().to_string(),
+                        json!(summary.raised_by_severity[*s as usize]),
+                    )
+                })
                 .collect::<Map<_, _>>()
                 .into(),
         );
         m.insert("alert_entries".into(), json!(summary.alerts.len()));
-        m.insert("alerts_dropped_table_full".into(), json!(summary.alerts_dropped));
+        m.insert(
+            "alerts_dropped_table_full".into(),
+            json!(summary.alerts_dropped),
+        );
         m.insert("eve_lines_suppressed".into(), json!(summary.eve_suppressed));
-        m.insert("rule_state_evicted".into(), json!(summary.rule_state_evicted));
-        m.insert("inventory_pairs_dropped".into(), json!(summary.inventory_pairs_dropped));
+        m.insert(
+            "rule_state_evicted".into(),
+            json!(summary.rule_state_evicted),
+        );
+        m.insert(
+            "inventory_pairs_dropped".into(),
+            json!(summary.inventory_pairs_dropped),
+        );
     }
     let time = |t: Option<u64>| t.map(iso_time);
     let epoch = |t: Option<u64>| t.map(epoch_secs);
@@ -259,7 +276,10 @@ pub fn common_fields(a: &Alert, severity: Severity) -> Map<String, Value> {
     m.insert("dst_port".into(), json!(a.dst_port));
     m.insert("unit_id".into(), json!(a.unit));
     m.insert("function_code".into(), json!(a.function_code));
-    m.insert("function_name".into(), json!(function_name(a.function_code)));
+    m.insert(
+        "function_name".into(),
+        json!(function_name(a.function_code)),
+    );
     m
 }
 
@@ -289,8 +309,18 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> Map<String, Value> {
                 m.insert("register_name".into(), json!(l.name));
                 m.insert("register_unit".into(), json!(l.unit));
             }
-            m.insert("limits".into(), json!({"min": finite(min), "max": finite(max)}));
-            m.insert("observed_in".into(), json!(if from_response { "read_response" } else { "write_request" }));
+            m.insert(
+                "limits".into(),
+                json!({"min": finite(min), "max": finite(max)}),
+            );
+            m.insert(
+                "observed_in".into(),
+                json!(if from_response {
+                    "read_response"
+                } else {
+                    "write_request"
+                }),
+            );
         }
         Detail::Rate {
             limit: idx,
