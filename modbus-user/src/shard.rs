@@ -15,7 +15,7 @@ use crate::detect::baseline::Baseline;
 use crate::detect::limits::modicon_number;
 use crate::detect::{AlertSink, Detectors, Endpoints, RequestCtx, ResponseCtx};
 use crate::flow::reassembly::{AduSink, AduVerdict};
-use crate::flow::{Dir, Flow, FlowKey, FlowTable, Removed};
+use crate::flow::{Dir, Flow, FlowKey, FlowTable};
 use crate::inspect::{AduOrigin, AduRecord};
 use crate::modbus::mbap::{Mbap, MBAP_LEN};
 use crate::modbus::pdu::{parse_request, parse_response, read_values, Response};
@@ -55,9 +55,19 @@ impl AlertSink for Alerts {
     }
 }
 
-pub struct Shard {
+/// Why a flow's state is let go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retire {
+    Closed,
+    Evicted,
+    Expired,
+    EndOfInput,
+}
+
+/// Everything of a shard but its connection table, so that a flow (borrowed
+/// from the table) and the state its ADUs update can be borrowed together.
+struct State {
     cfg: Arc<DetectConfig>,
-    flows: FlowTable,
     detectors: Detectors,
     alerts: Alerts,
     observed: Baseline,
@@ -65,8 +75,32 @@ pub struct Shard {
     counters: Counters,
     first_ns: Option<u64>,
     last_ns: Option<u64>,
+    /// The frame being processed (for the ADU tap).
+    frame_no: u64,
     /// Every ADU decoded, when inspecting (see `inspect`).
     tap: Option<Vec<AduRecord>>,
+}
+
+impl State {
+    /// A sink for the ADUs of one direction of `key`.
+    fn sink<'a>(
+        &'a mut self,
+        key: &'a FlowKey,
+        pending: &'a mut PendingTable,
+        dir: Dir,
+    ) -> ModbusSink<'a> {
+        ModbusSink {
+            st: self,
+            dir,
+            key,
+            pending,
+        }
+    }
+}
+
+pub struct Shard {
+    flows: FlowTable,
+    st: State,
 }
 
 impl Shard {
@@ -75,45 +109,50 @@ impl Shard {
         let limits = cfg.limits;
         Shard {
             flows: FlowTable::new(limits.max_flows / shards, limits.flow_idle_timeout_ns),
-            detectors: Detectors::new(&cfg),
-            alerts: Alerts {
-                store: AlertStore::new(
-                    (limits.max_alert_keys / shards).max(1),
-                    limits.eve_interval_ns,
-                ),
-                eve: Vec::new(),
+            st: State {
+                detectors: Detectors::new(&cfg),
+                alerts: Alerts {
+                    store: AlertStore::new(
+                        (limits.max_alert_keys / shards).max(1),
+                        limits.eve_interval_ns,
+                    ),
+                    eve: Vec::new(),
+                },
+                observed: Baseline::default(),
+                inventory_pairs_dropped: 0,
+                counters: Counters::default(),
+                first_ns: None,
+                last_ns: None,
+                frame_no: 0,
+                tap: None,
+                cfg,
             },
-            observed: Baseline::default(),
-            inventory_pairs_dropped: 0,
-            counters: Counters::default(),
-            first_ns: None,
-            last_ns: None,
-            tap: None,
-            cfg,
         }
     }
 
     /// Record every ADU from now on (for `inspect`; costs an allocation per ADU).
     pub fn enable_tap(&mut self) {
-        self.tap = Some(Vec::new());
+        self.st.tap = Some(Vec::new());
     }
 
     pub fn take_tap(&mut self) -> Vec<AduRecord> {
-        self.tap.take().unwrap_or_default()
+        self.st.tap.take().unwrap_or_default()
     }
 
     /// EVE lines raised since the last call.
     pub fn drain_eve(&mut self) -> impl Iterator<Item = EveEvent> + '_ {
-        self.alerts.eve.drain(..)
+        self.st.alerts.eve.drain(..)
     }
 
     /// Process one TCP segment on a Modbus port (`frame_no` is 1-based).
     pub fn process(&mut self, frame_no: u64, ts_ns: u64, meta: &PacketMeta, frame: &[u8]) {
-        self.counters.modbus_frames += 1;
-        self.counters.truncated_frames += u64::from(meta.truncated);
-        self.first_ns = Some(self.first_ns.map_or(ts_ns, |t| t.min(ts_ns)));
-        self.last_ns = Some(self.last_ns.map_or(ts_ns, |t| t.max(ts_ns)));
-        let (key, dir) = orient(meta, &self.cfg);
+        let st = &mut self.st;
+        st.frame_no = frame_no;
+        st.counters.modbus_frames += 1;
+        st.counters.truncated_frames += u64::from(meta.truncated);
+        st.first_ns = Some(st.first_ns.map_or(ts_ns, |t| t.min(ts_ns)));
+        st.last_ns = Some(st.last_ns.map_or(ts_ns, |t| t.max(ts_ns)));
+        let (key, dir) = orient(meta, &st.cfg);
         let payload = meta.payload(frame);
         let idx = match self.flows.find(&key) {
             Some(i) => i,
@@ -122,123 +161,113 @@ impl Shard {
                     // A lone ACK/FIN/RST of an untracked connection carries nothing.
                     return;
                 }
-                self.counters.flows += 1;
-                let Shard {
-                    flows, counters, ..
-                } = self;
-                flows.insert(Flow::new(key, ts_ns), |gone, why| {
-                    count_removed(counters, &gone, why)
-                })
+                st.counters.flows += 1;
+                let (idx, victim) = self.flows.insert(Flow::new(key, ts_ns));
+                if let Some(v) = victim {
+                    self.retire(v, Retire::Evicted);
+                }
+                idx
             }
         };
-        let Shard {
-            cfg,
-            flows,
-            detectors,
-            alerts,
-            observed,
-            inventory_pairs_dropped,
-            counters,
-            tap,
-            ..
-        } = self;
-        let Some(flow) = flows.get_mut(idx) else {
+        self.segment(idx, dir, ts_ns, meta, payload);
+        for _ in 0..2 {
+            if let Some(idle) = self.flows.sweep(ts_ns) {
+                self.retire(idle, Retire::Expired);
+            }
+        }
+    }
+
+    /// Feed a segment to its flow's streams.
+    fn segment(&mut self, idx: usize, dir: Dir, ts_ns: u64, meta: &PacketMeta, payload: &[u8]) {
+        let Some(flow) = self.flows.get_mut(idx) else {
             return;
         };
         flow.last_ns = ts_ns;
         let Flow {
-            streams, pending, ..
-        } = flow;
-        let (this, other) = match dir {
-            Dir::ToServer => {
-                let [a, b] = streams;
-                (a, b)
-            }
-            Dir::ToClient => {
-                let [a, b] = streams;
-                (b, a)
-            }
-        };
-        let mut sink = ModbusSink {
-            cfg,
-            dir,
-            key: &key,
+            key,
+            streams,
             pending,
-            detectors,
-            alerts,
-            observed,
-            inventory_pairs_dropped,
-            counters,
-            tap: tap.as_mut().map(|t| {
-                (
-                    t,
-                    AduOrigin {
-                        frame: frame_no,
-                        ts_ns,
-                        src: meta.src,
-                        src_port: meta.sport,
-                        dst: meta.dst,
-                        dst_port: meta.dport,
-                    },
-                )
-            }),
+            ..
+        } = flow;
+        let [to_server, to_client] = streams;
+        let (this, other) = match dir {
+            Dir::ToServer => (to_server, to_client),
+            Dir::ToClient => (to_client, to_server),
         };
+        let st = &mut self.st;
+        let limits = st.cfg.limits;
         if meta.flags & tcp_flags::SYN != 0 {
             this.on_syn(meta.seq);
         }
         if meta.flags & tcp_flags::ACK != 0 {
-            other.on_peer_ack(meta.ack, &mut sink);
+            other.on_peer_ack(meta.ack, &mut st.sink(key, pending, dir.reverse()));
         }
-        this.on_segment(meta.seq, payload, ts_ns, &cfg.limits, &mut sink);
+        this.on_segment(
+            meta.seq,
+            payload,
+            ts_ns,
+            &limits,
+            &mut st.sink(key, pending, dir),
+        );
         let rst = meta.flags & tcp_flags::RST != 0;
         if meta.flags & tcp_flags::FIN != 0 || rst {
-            this.close(&mut sink);
+            this.close(&mut st.sink(key, pending, dir));
         }
         if rst {
-            other.close(&mut sink);
+            other.close(&mut st.sink(key, pending, dir.reverse()));
         }
-        let closed = this.is_closed() && other.is_closed();
-        if closed {
+        if this.is_closed() && other.is_closed() {
             if let Some(gone) = self.flows.remove(idx) {
-                self.counters.flows_closed += 1;
-                let mut gone = gone;
-                self.counters.transactions_expired += gone.pending.clear() as u64;
+                self.retire(gone, Retire::Closed);
             }
         }
-        let Shard {
-            flows, counters, ..
-        } = self;
-        flows.sweep(ts_ns, 2, |gone, why| count_removed(counters, &gone, why));
     }
 
-    /// End of the run: close what is left and hand over the results.
-    pub fn finish(mut self) -> ShardResult {
-        for mut flow in self.flows.drain() {
-            self.counters.transactions_expired += flow.pending.clear() as u64;
+    /// A flow leaves the table: data still held behind a hole is delivered
+    /// (better late than lost), then the loss is counted.
+    fn retire(&mut self, mut flow: Flow, why: Retire) {
+        let st = &mut self.st;
+        let Flow {
+            key,
+            streams,
+            pending,
+            ..
+        } = &mut flow;
+        for (stream, dir) in streams.iter_mut().zip([Dir::ToServer, Dir::ToClient]) {
+            stream.flush(&mut st.sink(key, pending, dir));
         }
-        let store = self.alerts.store;
+        let c = &mut st.counters;
+        match why {
+            Retire::Closed => c.flows_closed += 1,
+            Retire::Evicted => c.flows_evicted += 1,
+            Retire::Expired => c.flows_expired += 1,
+            Retire::EndOfInput => {}
+        }
+        c.transactions_expired += pending.clear() as u64;
+    }
+
+    /// End of the run: flush what is left and hand over the results.
+    pub fn finish(mut self) -> ShardResult {
+        let flows: Vec<Flow> = self.flows.drain().collect();
+        for flow in flows {
+            self.retire(flow, Retire::EndOfInput);
+        }
+        let st = self.st;
+        let store = st.alerts.store;
         ShardResult {
-            counters: self.counters,
+            counters: st.counters,
             raised: store.raised,
             raised_by_severity: store.raised_by_severity,
             alerts_dropped: store.dropped,
             eve_suppressed: store.eve_suppressed,
             aggregates: store.into_aggregates(),
-            observed: self.observed,
-            inventory_pairs_dropped: self.inventory_pairs_dropped,
-            rule_state_evicted: self.detectors.state_evicted(),
-            first_ns: self.first_ns,
-            last_ns: self.last_ns,
+            observed: st.observed,
+            inventory_pairs_dropped: st.inventory_pairs_dropped,
+            rule_state_evicted: st.detectors.state_evicted(),
+            first_ns: st.first_ns,
+            last_ns: st.last_ns,
         }
     }
-}
-
-fn count_removed(counters: &mut Counters, gone: &Flow, why: Removed) {
-    match why {
-        Removed::Evicted => counters.flows_evicted += 1,
-        Removed::Expired => counters.flows_expired += 1,
-    }
-    counters.transactions_expired += gone.pending.len() as u64;
 }
 
 /// Which side is the server: the one on a Modbus port (the destination when
@@ -278,16 +307,10 @@ pub fn orient(meta: &PacketMeta, cfg: &DetectConfig) -> (FlowKey, Dir) {
 
 /// Turns the ADUs of one stream into requests/responses and rule calls.
 struct ModbusSink<'a> {
-    cfg: &'a DetectConfig,
+    st: &'a mut State,
     dir: Dir,
     key: &'a FlowKey,
     pending: &'a mut PendingTable,
-    detectors: &'a mut Detectors,
-    alerts: &'a mut Alerts,
-    observed: &'a mut Baseline,
-    inventory_pairs_dropped: &'a mut u64,
-    counters: &'a mut Counters,
-    tap: Option<(&'a mut Vec<AduRecord>, AduOrigin)>,
 }
 
 impl ModbusSink<'_> {
@@ -300,20 +323,53 @@ impl ModbusSink<'_> {
         }
     }
 
+    /// Add an ADU to the tap, when inspecting.
+    fn record(&mut self, ts_ns: u64, make: impl FnOnce(&AduOrigin) -> AduRecord) {
+        let frame = self.st.frame_no;
+        let Some(tap) = self.st.tap.as_mut() else {
+            return;
+        };
+        let (src, src_port, dst, dst_port) = match self.dir {
+            Dir::ToServer => (
+                self.key.client,
+                self.key.client_port,
+                self.key.server,
+                self.key.server_port,
+            ),
+            Dir::ToClient => (
+                self.key.server,
+                self.key.server_port,
+                self.key.client,
+                self.key.client_port,
+            ),
+        };
+        tap.push(make(&AduOrigin {
+            frame,
+            ts_ns,
+            src,
+            src_port,
+            dst,
+            dst_port,
+        }));
+    }
+
     fn learning(&self) -> bool {
-        self.cfg.mode == Mode::Learn
+        self.st.cfg.mode == Mode::Learn
     }
 
     /// Record a request in the inventory (bounded in pairs).
     fn note_request(&mut self, ep: &Endpoints, unit: u8, fc: u8, ts_ns: u64) {
         let known = self
+            .st
             .observed
             .get_fc_distribution(ep.master, ep.slave)
             .is_some();
-        if known || self.observed.pair_count() < INVENTORY_PAIRS || self.learning() {
-            self.observed.record(ep.master, ep.slave, unit, fc, ts_ns);
+        if known || self.st.observed.pair_count() < INVENTORY_PAIRS || self.learning() {
+            self.st
+                .observed
+                .record(ep.master, ep.slave, unit, fc, ts_ns);
         } else {
-            *self.inventory_pairs_dropped += 1;
+            self.st.inventory_pairs_dropped += 1;
         }
     }
 
@@ -321,31 +377,30 @@ impl ModbusSink<'_> {
         let req = match parse_request(pdu) {
             Ok(r) => r,
             Err(e) => {
-                if let Some((tap, o)) = &mut self.tap {
-                    tap.push(AduRecord::undecodable(o, mbap, pdu, true, e.describe()));
-                }
+                self.record(ts_ns, |o| {
+                    AduRecord::undecodable(o, mbap, pdu, true, e.describe())
+                });
                 self.malformed_pdu(mbap, pdu, e.describe(), ts_ns);
                 return AduVerdict::Resync;
             }
         };
-        if let Some((tap, o)) = &mut self.tap {
-            tap.push(AduRecord::request(o, mbap, &req));
-        }
-        self.counters.requests += 1;
+        self.record(ts_ns, |o| AduRecord::request(o, mbap, &req));
+        self.st.counters.requests += 1;
         let ep = self.endpoints();
         let fc = req.function_code();
         self.note_request(&ep, mbap.unit, fc, ts_ns);
-        let limits = self.cfg.limits;
+        let limits = self.st.cfg.limits;
         self.pending.insert(
             PendingRequest::new(ts_ns, mbap.tid, mbap.unit, &req),
             limits.max_pending_per_flow,
             limits.transaction_timeout_ns,
-            self.counters,
+            &mut self.st.counters,
         );
         if self.learning() {
             for (table, addr, value) in req.written_values() {
                 let reg = modicon_number(table, addr);
-                self.observed
+                self.st
+                    .observed
                     .record_register(ep.slave, mbap.unit, reg, f64::from(value));
             }
             return AduVerdict::Continue;
@@ -358,7 +413,7 @@ impl ModbusSink<'_> {
             req: &req,
             outstanding: self.pending.len(),
         };
-        self.detectors.on_request(&ctx, self.alerts);
+        self.st.detectors.on_request(&ctx, &mut self.st.alerts);
         AduVerdict::Continue
     }
 
@@ -366,32 +421,31 @@ impl ModbusSink<'_> {
         let resp = match parse_response(pdu) {
             Ok(r) => r,
             Err(e) => {
-                if let Some((tap, o)) = &mut self.tap {
-                    tap.push(AduRecord::undecodable(o, mbap, pdu, false, e.describe()));
-                }
+                self.record(ts_ns, |o| {
+                    AduRecord::undecodable(o, mbap, pdu, false, e.describe())
+                });
                 self.malformed_pdu(mbap, pdu, e.describe(), ts_ns);
                 return AduVerdict::Resync;
             }
         };
-        if let Some((tap, o)) = &mut self.tap {
-            tap.push(AduRecord::response(o, mbap, &resp));
-        }
-        self.counters.responses += 1;
+        self.record(ts_ns, |o| AduRecord::response(o, mbap, &resp));
+        self.st.counters.responses += 1;
         if matches!(resp, Response::Exception { .. }) {
-            self.counters.exceptions += 1;
+            self.st.counters.exceptions += 1;
         }
         let request = self.pending.take(mbap.tid, mbap.unit, resp.function_code());
         if request.is_some() {
-            self.counters.matched_responses += 1;
+            self.st.counters.matched_responses += 1;
         } else {
-            self.counters.unmatched_responses += 1;
+            self.st.counters.unmatched_responses += 1;
         }
         let ep = self.endpoints();
         if self.learning() {
             if let Some(read) = request.and_then(|r| r.read_request()) {
                 for (table, addr, value) in read_values(&read, &resp) {
                     let reg = modicon_number(table, addr);
-                    self.observed
+                    self.st
+                        .observed
                         .record_register(ep.slave, mbap.unit, reg, f64::from(value));
                 }
             }
@@ -405,7 +459,7 @@ impl ModbusSink<'_> {
             resp: &resp,
             request: request.as_ref(),
         };
-        self.detectors.on_response(&ctx, self.alerts);
+        self.st.detectors.on_response(&ctx, &mut self.st.alerts);
         AduVerdict::Continue
     }
 
@@ -428,23 +482,23 @@ impl ModbusSink<'_> {
     }
 
     fn raise_malformed(&mut self, alert: Alert) {
-        self.counters.malformed_adus += 1;
+        self.st.counters.malformed_adus += 1;
         if !self.learning() {
-            self.alerts.raise(alert, 1);
+            self.st.alerts.raise(alert, 1);
         }
     }
 }
 
 impl AduSink for ModbusSink<'_> {
     fn counters(&mut self) -> &mut Counters {
-        self.counters
+        &mut self.st.counters
     }
 
     fn adu(&mut self, adu: &[u8], ts_ns: u64) -> AduVerdict {
         let Some(mbap) = Mbap::parse(adu) else {
             return AduVerdict::Resync;
         };
-        self.counters.modbus_adus += 1;
+        self.st.counters.modbus_adus += 1;
         let pdu = adu.get(MBAP_LEN..).unwrap_or(&[]);
         match self.dir {
             Dir::ToServer => self.on_request(&mbap, pdu, ts_ns),

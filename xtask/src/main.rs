@@ -24,7 +24,9 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(args: &[String]) -> Result<ExitCode> {
-    let (cmd, rest) = args.split_first().map_or(("help", &[][..]), |(c, r)| (c.as_str(), r));
+    let (cmd, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(c, r)| (c.as_str(), r));
     match cmd {
         "run" => run(rest),
         "test" => test(rest),
@@ -60,7 +62,9 @@ fn cargo() -> Command {
 /// Run a command, failing with its name if it fails.
 fn status(mut cmd: Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let st = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
     if !st.success() {
         bail!("{shown} failed ({st})");
     }
@@ -69,7 +73,14 @@ fn status(mut cmd: Command) -> Result<()> {
 
 fn run(args: &[String]) -> Result<ExitCode> {
     let mut build = cargo();
-    build.args(["build", "--release", "-p", "modbus-user", "--bin", "modbus-detect"]);
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "modbus-user",
+        "--bin",
+        "modbus-detect",
+    ]);
     status(build)?;
     let bin = root().join("target/release/modbus-detect");
     let demo = args.is_empty();
@@ -122,7 +133,14 @@ fn test(args: &[String]) -> Result<ExitCode> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     status(fmt).context("formatting: run `cargo fmt --all`")?;
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     status(clippy)?;
     let mut t = cargo();
     t.args(["test", "--workspace"]).args(args);

@@ -3,7 +3,7 @@
 pub mod reassembly;
 mod table;
 
-pub use table::{FlowTable, Removed};
+pub use table::FlowTable;
 
 use std::net::IpAddr;
 
@@ -26,6 +26,15 @@ pub enum Dir {
     ToServer = 0,
     /// Slave to master: responses.
     ToClient = 1,
+}
+
+impl Dir {
+    pub fn reverse(self) -> Dir {
+        match self {
+            Dir::ToServer => Dir::ToClient,
+            Dir::ToClient => Dir::ToServer,
+        }
+    }
 }
 
 /// State of one tracked connection.

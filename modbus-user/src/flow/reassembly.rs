@@ -157,6 +157,14 @@ impl Stream {
         self.drain_out_of_order(sink);
     }
 
+    /// The connection's state is being let go (idle, evicted, end of input):
+    /// deliver what waits behind holes, skipping them (each counted).
+    pub fn flush(&mut self, sink: &mut impl AduSink) {
+        while self.bufs.as_ref().is_some_and(|b| !b.ooo.is_empty()) {
+            self.flush_gap(sink);
+        }
+    }
+
     /// FIN or RST: whatever partial ADU is left will never complete.
     pub fn close(&mut self, sink: &mut impl AduSink) {
         if self.closed {

@@ -16,15 +16,6 @@ struct Slot {
     referenced: bool,
 }
 
-/// Why a flow left the table without being closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removed {
-    /// The table was full and this flow was the CLOCK victim.
-    Evicted,
-    /// Idle for longer than the timeout.
-    Expired,
-}
-
 pub struct FlowTable {
     index: FxHashMap<FlowKey, u32>,
     slots: Vec<Slot>,
@@ -63,11 +54,13 @@ impl FlowTable {
         Some(idx)
     }
 
-    /// Track a new flow; when full, first evicts one (handed to `gone`).
-    pub fn insert(&mut self, flow: Flow, mut gone: impl FnMut(Flow, Removed)) -> usize {
+    /// Track a new flow; when full, first evicts one, returned with the new
+    /// flow's slot.
+    pub fn insert(&mut self, flow: Flow) -> (usize, Option<Flow>) {
+        let mut evicted = None;
         if self.index.len() >= self.capacity {
             if let Some(victim) = self.pick_victim() {
-                gone(self.take(victim), Removed::Evicted);
+                evicted = Some(self.take(victim));
             }
         }
         let key = flow.key;
@@ -88,7 +81,7 @@ impl FlowTable {
             }
         };
         self.index.insert(key, idx as u32);
-        idx
+        (idx, evicted)
     }
 
     pub fn get_mut(&mut self, idx: usize) -> Option<&mut Flow> {
@@ -101,21 +94,18 @@ impl FlowTable {
         Some(self.take(idx))
     }
 
-    /// Look at `budget` slots for flows idle since before `now - timeout`.
-    pub fn sweep(&mut self, now: u64, budget: usize, mut gone: impl FnMut(Flow, Removed)) {
+    /// Look at the next slot of the incremental sweep: the flow there, if it
+    /// has been idle since before `now - timeout`, leaves the table.
+    pub fn sweep(&mut self, now: u64) -> Option<Flow> {
         if self.slots.is_empty() {
-            return;
+            return None;
         }
-        for _ in 0..budget.min(self.slots.len()) {
-            self.sweep = (self.sweep + 1) % self.slots.len();
-            let idle = self.slots[self.sweep]
-                .flow
-                .as_ref()
-                .is_some_and(|f| now.saturating_sub(f.last_ns) > self.idle_timeout_ns);
-            if idle {
-                gone(self.take(self.sweep), Removed::Expired);
-            }
-        }
+        self.sweep = (self.sweep + 1) % self.slots.len();
+        let idle = self.slots[self.sweep]
+            .flow
+            .as_ref()
+            .is_some_and(|f| now.saturating_sub(f.last_ns) > self.idle_timeout_ns);
+        idle.then(|| self.take(self.sweep))
     }
 
     /// Every flow still tracked (end of the run).
@@ -176,10 +166,7 @@ mod tests {
         let mut t = FlowTable::new(100, u64::MAX);
         let mut evicted = 0;
         for p in 0..10_000u16 {
-            t.insert(Flow::new(key(p), 0), |_, why| {
-                assert_eq!(why, Removed::Evicted);
-                evicted += 1;
-            });
+            evicted += usize::from(t.insert(Flow::new(key(p), 0)).1.is_some());
             assert!(t.len() <= 100);
         }
         assert_eq!(evicted, 10_000 - 100);
@@ -188,11 +175,11 @@ mod tests {
     #[test]
     fn active_flow_survives_a_flood_of_new_ones() {
         let mut t = FlowTable::new(64, u64::MAX);
-        t.insert(Flow::new(key(1), 0), |_, _| {});
+        t.insert(Flow::new(key(1), 0));
         for p in 100..20_000u16 {
             // The established flow keeps sending.
             assert!(t.find(&key(1)).is_some(), "evicted at {p}");
-            t.insert(Flow::new(key(p), 0), |_, _| {});
+            t.insert(Flow::new(key(p), 0));
         }
     }
 
@@ -200,13 +187,10 @@ mod tests {
     fn idle_flows_expire_through_the_sweep() {
         let mut t = FlowTable::new(10, 1_000);
         for p in 0..5 {
-            t.insert(Flow::new(key(p), 0), |_, _| {});
+            t.insert(Flow::new(key(p), 0));
         }
-        let mut expired = 0;
-        t.sweep(5_000, 10, |_, why| {
-            assert_eq!(why, Removed::Expired);
-            expired += 1;
-        });
+        assert!(t.sweep(500).is_none(), "not idle yet");
+        let expired = (0..10).filter(|_| t.sweep(5_000).is_some()).count();
         assert_eq!(expired, 5);
         assert!(t.is_empty());
     }
@@ -214,10 +198,10 @@ mod tests {
     #[test]
     fn removed_slots_are_reused() {
         let mut t = FlowTable::new(10, u64::MAX);
-        let a = t.insert(Flow::new(key(1), 0), |_, _| {});
+        let (a, _) = t.insert(Flow::new(key(1), 0));
         assert!(t.remove(a).is_some());
         assert!(t.remove(a).is_none());
-        let b = t.insert(Flow::new(key(2), 0), |_, _| {});
+        let (b, _) = t.insert(Flow::new(key(2), 0));
         assert_eq!(a, b);
         assert_eq!(t.find(&key(2)), Some(b));
         assert_eq!(t.find(&key(1)), None);
