@@ -89,6 +89,8 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             "nothing to read: give --pcap FILE (see --help)".into(),
         ));
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&stop);
     let cfg = Arc::new(config_from_args(args)?);
     check_output(&args.output)?;
     if let (Some(b), true) = (&args.baseline_file, args.baseline_mode) {
@@ -105,8 +107,6 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         ),
         None => None,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    install_signal_handlers(&stop);
     let threads = usize::from(args.threads.unwrap_or_else(default_threads));
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let bar = show_progress.then(|| progress_bar(capture.data().len() as u64));
