@@ -1,7 +1,7 @@
 //! The runtime: shard threads fed by SPSC rings, an EVE writer thread, and
 //! the replay loop. The live capture path feeds the same [`Pipeline`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,11 +19,56 @@ use crate::source::CaptureFile;
 /// Batches in flight per shard ring.
 const RING_BATCHES: usize = 64;
 
+/// Live progress of one shard, published after every batch (relaxed atomics:
+/// for the stats line, not for the report).
+#[derive(Debug, Default)]
+pub struct ShardProgress {
+    pub adus: AtomicU64,
+    pub alerts: AtomicU64,
+}
+
 /// Shard threads and the EVE writer, running.
 pub struct Pipeline {
-    rings: Vec<rtrb::Producer<Batch>>,
     shards: Vec<JoinHandle<ShardResult>>,
     eve: Option<JoinHandle<Result<u64, String>>>,
+    progress: Arc<Vec<ShardProgress>>,
+}
+
+/// One source thread's way into the shards: a lock-free SPSC ring to each
+/// shard, so several sources (one per RX queue) never contend.
+pub struct Feeder {
+    rings: Vec<rtrb::Producer<Batch>>,
+}
+
+impl Feeder {
+    pub fn shards(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// Hand a batch to a shard, waiting while its ring is full (replay: never
+    /// drop, the source simply runs at the shards' speed).
+    pub fn send(&mut self, shard: usize, batch: Batch) {
+        let mut batch = batch;
+        let mut backoff = Backoff::default();
+        loop {
+            match self.try_send(shard, batch) {
+                Ok(()) => return,
+                Err(b) => {
+                    batch = b;
+                    backoff.wait();
+                }
+            }
+        }
+    }
+
+    /// Hand a batch to a shard if its ring has room (live capture: a full
+    /// ring means the shard is behind; the caller counts the drop).
+    pub fn try_send(&mut self, shard: usize, batch: Batch) -> Result<(), Batch> {
+        let Some(ring) = self.rings.get_mut(shard) else {
+            return Err(batch);
+        };
+        ring.push(batch).map_err(|rtrb::PushError::Full(b)| b)
+    }
 }
 
 /// What the pipeline produced.
@@ -34,7 +79,13 @@ pub struct PipelineResult {
 }
 
 impl Pipeline {
-    pub fn start(cfg: Arc<DetectConfig>, shards: usize, eve: Option<EveWriter>) -> Pipeline {
+    /// Start `shards` shard threads fed by `sources` feeders.
+    pub fn start(
+        cfg: Arc<DetectConfig>,
+        shards: usize,
+        sources: usize,
+        eve: Option<EveWriter>,
+    ) -> (Pipeline, Vec<Feeder>) {
         let shards = shards.max(1);
         let (eve_tx, eve_handle) = match eve {
             Some(w) => {
@@ -43,61 +94,61 @@ impl Pipeline {
             }
             None => (None, None),
         };
-        let mut rings = Vec::with_capacity(shards);
+        let mut feeders: Vec<Feeder> = (0..sources.max(1))
+            .map(|_| Feeder {
+                rings: Vec::with_capacity(shards),
+            })
+            .collect();
+        let progress: Arc<Vec<ShardProgress>> =
+            Arc::new((0..shards).map(|_| ShardProgress::default()).collect());
         let mut handles = Vec::with_capacity(shards);
         for i in 0..shards {
-            let (tx, rx) = rtrb::RingBuffer::new(RING_BATCHES);
-            rings.push(tx);
+            let mut consumers = Vec::with_capacity(feeders.len());
+            for f in &mut feeders {
+                let (tx, rx) = rtrb::RingBuffer::new(RING_BATCHES);
+                f.rings.push(tx);
+                consumers.push(rx);
+            }
             let shard = Shard::new(cfg.clone(), shards);
             let eve_tx = eve_tx.clone();
+            let progress = progress.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
-                .spawn(move || run_shard(shard, rx, eve_tx))
+                .spawn(move || run_shard(shard, consumers, eve_tx, &progress[i]))
                 .expect("spawning a shard thread");
             handles.push(handle);
         }
-        Pipeline {
-            rings,
-            shards: handles,
-            eve: eve_handle,
-        }
+        (
+            Pipeline {
+                shards: handles,
+                eve: eve_handle,
+                progress,
+            },
+            feeders,
+        )
     }
 
-    pub fn shards(&self) -> usize {
-        self.rings.len()
+    /// ADUs decoded and alerts raised so far, over all shards.
+    pub fn progress(&self) -> (u64, u64) {
+        self.progress.iter().fold((0, 0), |(a, b), p| {
+            (
+                a + p.adus.load(Ordering::Relaxed),
+                b + p.alerts.load(Ordering::Relaxed),
+            )
+        })
     }
 
-    /// Hand a batch to a shard, waiting while its ring is full (replay: never
-    /// drop, the source simply runs at the shards' speed).
-    pub fn send(&mut self, shard: usize, batch: Batch) {
-        let Some(ring) = self.rings.get_mut(shard) else {
-            return;
-        };
-        let mut batch = batch;
-        let mut backoff = Backoff::default();
-        loop {
-            match ring.push(batch) {
-                Ok(()) => return,
-                Err(rtrb::PushError::Full(b)) => {
-                    batch = b;
-                    backoff.wait();
-                }
-            }
-        }
-    }
-
-    /// Stop the shards once they have drained their rings.
+    /// Wait for the shards to drain their rings and stop. Every [`Feeder`]
+    /// must have been dropped (that is how shards know the input ended).
     pub fn finish(self) -> PipelineResult {
-        drop(self.rings);
         let shards = self
             .shards
             .into_iter()
             .map(|h| h.join().expect("a shard thread panicked"))
             .collect();
-        let eve = self.eve.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err("EVE writer panicked".into()))
-        });
+        let eve = self
+            .eve
+            .map(|h| h.join().unwrap_or_else(|_| Err("EVE writer panicked".into())));
         PipelineResult { shards, eve }
     }
 }
@@ -121,37 +172,50 @@ impl Backoff {
 
 fn run_shard(
     mut shard: Shard,
-    mut rx: rtrb::Consumer<Batch>,
+    mut rings: Vec<rtrb::Consumer<Batch>>,
     eve: Option<Sender<Vec<EveEvent>>>,
+    progress: &ShardProgress,
 ) -> ShardResult {
     let mut backoff = Backoff::default();
     loop {
-        let batch = match rx.pop() {
-            Ok(b) => b,
-            Err(_) if rx.is_abandoned() => match rx.pop() {
-                Ok(b) => b,
-                Err(_) => break,
-            },
-            Err(_) => {
-                backoff.wait();
-                continue;
+        let mut got = false;
+        for ring in &mut rings {
+            // A few batches per ring per turn keeps the sources fair.
+            for _ in 0..4 {
+                let Ok(batch) = ring.pop() else {
+                    break;
+                };
+                got = true;
+                for item in &batch.items {
+                    shard.process(item.frame_no, item.ts_ns, &item.meta, batch.frame(item));
+                }
+                publish(&mut shard, &eve, progress);
             }
-        };
-        backoff = Backoff::default();
-        for item in &batch.items {
-            shard.process(item.frame_no, item.ts_ns, &item.meta, batch.frame(item));
         }
-        if let Some(tx) = &eve {
-            let lines: Vec<EveEvent> = shard.drain_eve().collect();
-            if !lines.is_empty() {
-                // The writer only goes away after an I/O error it reports itself.
-                let _ = tx.send(lines);
-            }
-        } else {
-            shard.drain_eve().for_each(drop);
+        if got {
+            backoff = Backoff::default();
+            continue;
         }
+        // Abandoned rings may still hold batches pushed just before their
+        // producer went away: only stop once every ring is abandoned AND empty.
+        if rings.iter().all(|r| r.is_abandoned() && r.is_empty()) {
+            break;
+        }
+        backoff.wait();
     }
     shard.finish()
+}
+
+/// Send the batch's EVE lines to the writer and publish progress.
+fn publish(shard: &mut Shard, eve: &Option<Sender<Vec<EveEvent>>>, progress: &ShardProgress) {
+    let lines: Vec<EveEvent> = shard.drain_eve().collect();
+    if let (Some(tx), false) = (eve, lines.is_empty()) {
+        // The writer only goes away after an I/O error it reports itself.
+        let _ = tx.send(lines);
+    }
+    let (adus, alerts) = shard.progress();
+    progress.adus.store(adus, Ordering::Relaxed);
+    progress.alerts.store(alerts, Ordering::Relaxed);
 }
 
 fn write_eve(mut w: EveWriter, rx: Receiver<Vec<EveEvent>>) -> Result<u64, String> {
@@ -200,8 +264,9 @@ pub fn replay(
     progress: Option<Progress<'_>>,
 ) -> RunOutcome {
     let started = Instant::now();
-    let mut pipe = Pipeline::start(cfg.clone(), threads, eve);
-    let n = pipe.shards();
+    let (pipe, mut feeders) = Pipeline::start(cfg.clone(), threads, 1, eve);
+    let mut feeder = feeders.pop().expect("one feeder was asked for");
+    let n = feeder.shards();
     let data = capture.data().clone();
     let mut batches: Vec<Batch> = (0..n).map(|_| Batch::new(data.clone())).collect();
     let mut dispatch = Counters::default();
@@ -241,7 +306,7 @@ pub fn replay(
                 });
                 if batch.is_full() {
                     let full = std::mem::replace(batch, Batch::new(data.clone()));
-                    pipe.send(shard, full);
+                    feeder.send(shard, full);
                 }
             }
             Err(reason) => dispatch.skip(reason),
@@ -249,9 +314,10 @@ pub fn replay(
     }
     for (shard, batch) in batches.into_iter().enumerate() {
         if !batch.items.is_empty() {
-            pipe.send(shard, batch);
+            feeder.send(shard, batch);
         }
     }
+    drop(feeder);
     let result = pipe.finish();
     RunOutcome {
         shards: result.shards,

@@ -139,6 +139,12 @@ impl Shard {
         self.st.tap.take().unwrap_or_default()
     }
 
+    /// ADUs decoded and alerts raised so far (for live stats).
+    pub fn progress(&self) -> (u64, u64) {
+        let alerts = self.st.alerts.store.raised.iter().sum();
+        (self.st.counters.modbus_adus, alerts)
+    }
+
     /// EVE lines raised since the last call.
     pub fn drain_eve(&mut self) -> impl Iterator<Item = EveEvent> + '_ {
         self.st.alerts.eve.drain(..)
