@@ -82,31 +82,100 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
     Ok(cfg)
 }
 
+/// What a run produced, whatever its source.
+struct Finished {
+    dispatch: crate::counters::Counters,
+    shards: Vec<crate::shard::ShardResult>,
+    interrupted: bool,
+    input_error: Option<String>,
+    eve: Option<Result<u64, String>>,
+    elapsed_s: f64,
+    info: RunInfo,
+}
+
 /// Run with the given flags; returns the exit code.
 pub fn run(args: &Args) -> Result<u8, AppError> {
-    let Some(pcap) = &args.pcap else {
-        return Err(AppError::Usage(
-            "nothing to read: give --pcap FILE (see --help)".into(),
-        ));
-    };
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stop);
     let cfg = Arc::new(config_from_args(args)?);
+    let finished = match (&args.pcap, &args.interface) {
+        (Some(pcap), _) => {
+            let capture = open_inputs(args, pcap)?;
+            if let Some(path) = &args.dump_adus {
+                return dump_adus(pcap, path, cfg);
+            }
+            replay_capture(args, &cfg, &capture, pcap, &stop)?
+        }
+        (None, Some(iface)) => {
+            check_outputs(args)?;
+            live_capture(args, &cfg, iface, &stop)?
+        }
+        (None, None) => {
+            return Err(AppError::Usage(
+                "nothing to read: give --pcap FILE or --interface IF (see --help)".into(),
+            ))
+        }
+    };
+    write_results(args, &cfg, finished)
+}
+
+fn check_outputs(args: &Args) -> Result<(), AppError> {
     check_output(&args.output)?;
     if let (Some(b), true) = (&args.baseline_file, args.baseline_mode) {
         check_output(b)?;
     }
-    let capture = CaptureFile::open(pcap).map_err(|e| AppError::Input(e.to_string()))?;
-    if let Some(path) = &args.dump_adus {
-        return dump_adus(pcap, path, cfg);
-    }
-    let eve = match &args.eve {
-        Some(p) => Some(
+    Ok(())
+}
+
+/// Check the outputs, then open the capture (cheap: it is memory-mapped).
+fn open_inputs(args: &Args, pcap: &Path) -> Result<CaptureFile, AppError> {
+    check_outputs(args)?;
+    CaptureFile::open(pcap).map_err(|e| AppError::Input(e.to_string()))
+}
+
+fn eve_writer(args: &Args, cfg: &Arc<DetectConfig>) -> Result<Option<EveWriter>, AppError> {
+    args.eve
+        .as_ref()
+        .map(|p| {
             EveWriter::create(p, cfg.clone())
-                .map_err(|e| AppError::Output(format!("{}: cannot create: {e}", p.display())))?,
-        ),
-        None => None,
-    };
+                .map_err(|e| AppError::Output(format!("{}: cannot create: {e}", p.display())))
+        })
+        .transpose()
+}
+
+fn run_info(
+    args: &Args,
+    kind: &'static str,
+    input: String,
+    format: String,
+    threads: usize,
+) -> RunInfo {
+    RunInfo {
+        input_kind: kind,
+        input,
+        format,
+        threads,
+        status: Status::Complete,
+        error: None,
+        elapsed_s: 0.0,
+        limits_file: args
+            .register_limits_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        baseline_file: args.baseline_file.as_ref().map(|p| p.display().to_string()),
+        eve_file: args.eve.as_ref().map(|p| p.display().to_string()),
+        capture: None,
+    }
+}
+
+fn replay_capture(
+    args: &Args,
+    cfg: &Arc<DetectConfig>,
+    capture: &CaptureFile,
+    pcap: &Path,
+    stop: &AtomicBool,
+) -> Result<Finished, AppError> {
+    let eve = eve_writer(args, cfg)?;
     let threads = usize::from(args.threads.unwrap_or_else(default_threads));
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let bar = show_progress.then(|| progress_bar(capture.data().len() as u64));
@@ -115,34 +184,107 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             b.set_position(pos);
         }
     };
-    let outcome = replay(cfg.clone(), &capture, threads, eve, &stop, Some(&progress));
+    let outcome = replay(cfg.clone(), capture, threads, eve, stop, Some(&progress));
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let status = if outcome.interrupted {
+    Ok(Finished {
+        dispatch: outcome.dispatch,
+        shards: outcome.shards,
+        interrupted: outcome.interrupted,
+        input_error: outcome.input_error,
+        eve: outcome.eve,
+        elapsed_s: outcome.elapsed.as_secs_f64(),
+        info: run_info(
+            args,
+            "pcap",
+            pcap.display().to_string(),
+            capture.format().to_string(),
+            threads,
+        ),
+    })
+}
+
+fn live_capture(
+    args: &Args,
+    cfg: &Arc<DetectConfig>,
+    iface: &str,
+    stop: &AtomicBool,
+) -> Result<Finished, AppError> {
+    use crate::source::live::{run_live, rx_queue_count, LiveOptions};
+    use crate::source::xdp::XdpMode;
+    let opts = LiveOptions {
+        iface: iface.to_string(),
+        queues: args.queues.clone(),
+        mode: args.xdp_mode.as_deref().map(|m| match m {
+            "skb" => XdpMode::Skb,
+            _ => XdpMode::Native,
+        }),
+        duration: (args.duration > 0.0).then(|| std::time::Duration::from_secs_f64(args.duration)),
+        force: args.force,
+        cpus: args.cpus.clone(),
+        stats_interval: std::time::Duration::from_secs_f64(args.stats_interval.max(0.1)),
+        quiet: args.quiet,
+    };
+    // One core for the RX thread of a typical single-queue mirror port, the
+    // rest for shards; at least one shard.
+    let threads = usize::from(
+        args.threads
+            .unwrap_or_else(|| default_threads().saturating_sub(1).max(1)),
+    );
+    let available = rx_queue_count(iface).map_err(|e| AppError::Input(e.to_string()))?;
+    let queues = args.queues.as_ref().map_or(available as usize, Vec::len);
+    let mut live_cfg = DetectConfig::clone(cfg);
+    if queues > 1 {
+        // The directions of a connection may come through different queues.
+        live_cfg.limits.early_response_hold_ns = 50_000_000;
+        live_cfg.limits.ack_confirms_loss = false;
+    }
+    let cfg = &Arc::new(live_cfg);
+    let eve = eve_writer(args, cfg)?;
+    let out = run_live(cfg.clone(), &opts, threads, eve, stop)
+        .map_err(|e| AppError::Input(e.to_string()))?;
+    let mode = match out.mode {
+        XdpMode::Native => "native",
+        XdpMode::Skb => "skb",
+    };
+    let mut info = run_info(
+        args,
+        "interface",
+        iface.to_string(),
+        format!("af_xdp ({mode})"),
+        threads,
+    );
+    info.capture = Some(serde_json::json!({
+        "xdp_mode": mode,
+        "xdp": out.xdp,
+        "queues": out.queues,
+    }));
+    Ok(Finished {
+        dispatch: out.dispatch,
+        shards: out.shards,
+        interrupted: out.interrupted,
+        input_error: out.error,
+        eve: out.eve,
+        elapsed_s: out.elapsed.as_secs_f64(),
+        info,
+    })
+}
+
+/// Report, baseline, summary and exit code, for replay and live alike.
+fn write_results(args: &Args, cfg: &DetectConfig, f: Finished) -> Result<u8, AppError> {
+    let mut info = f.info;
+    info.status = if f.interrupted {
         Status::Interrupted
-    } else if outcome.input_error.is_some() {
+    } else if f.input_error.is_some() {
         Status::InputError
     } else {
         Status::Complete
     };
-    let summary = Summary::merge(&outcome.dispatch, outcome.shards);
-    let info = RunInfo {
-        input_kind: "pcap",
-        input: pcap.display().to_string(),
-        format: capture.format().to_string(),
-        threads,
-        status,
-        error: outcome.input_error.clone(),
-        elapsed_s: outcome.elapsed.as_secs_f64(),
-        limits_file: args
-            .register_limits_file
-            .as_ref()
-            .map(|p| p.display().to_string()),
-        baseline_file: args.baseline_file.as_ref().map(|p| p.display().to_string()),
-        eve_file: args.eve.as_ref().map(|p| p.display().to_string()),
-    };
-    let json = report::build(&summary, &info, &cfg);
+    info.error = f.input_error.clone();
+    info.elapsed_s = f.elapsed_s;
+    let summary = Summary::merge(&f.dispatch, f.shards);
+    let json = report::build(&summary, &info, cfg);
     let text = serde_json::to_vec_pretty(&json).map_err(|e| AppError::Output(e.to_string()))?;
     atomic_write(&args.output, &text).map_err(|e| {
         AppError::Output(format!(
@@ -156,18 +298,18 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         })?;
     }
     if !args.quiet {
-        print_summary(&summary, &info, args, outcome.elapsed.as_secs_f64());
+        print_summary(&summary, &info, args, f.elapsed_s);
     }
-    if let Some(Err(e)) = &outcome.eve {
+    if let Some(Err(e)) = &f.eve {
         return Err(AppError::Output(format!("EVE stream {e}")));
     }
-    if let Some(e) = outcome.input_error {
+    if let Some(e) = f.input_error {
         return Err(AppError::Input(format!(
             "{e} (report written to {})",
             args.output.display()
         )));
     }
-    if outcome.interrupted {
+    if f.interrupted {
         return Ok(EXIT_INTERRUPTED);
     }
     match args.fail_on {

@@ -19,8 +19,37 @@ use crate::alert::Severity;
 #[command(name = "modbus-detect", version, about, long_about = None)]
 pub struct Args {
     /// Capture file to replay (pcap or pcapng).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "interface")]
     pub pcap: Option<PathBuf>,
+
+    /// Capture live on this interface (a mirror/SPAN port or TAP) with XDP and AF_XDP.
+    #[arg(long, visible_alias = "iface", value_name = "IF")]
+    pub interface: Option<String>,
+
+    /// Live: stop after this many seconds (0: until SIGINT/SIGTERM).
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    pub duration: f64,
+
+    /// Live: RX queues to capture on (default: all).
+    #[arg(long, value_name = "Q", num_args = 1.., value_delimiter = ',')]
+    pub queues: Option<Vec<u32>>,
+
+    /// Live: XDP attach mode (default: native, falling back to skb with a warning).
+    #[arg(long, value_name = "MODE", value_parser = ["native", "skb"])]
+    pub xdp_mode: Option<String>,
+
+    /// Live: attach even though this host serves Modbus on the interface
+    /// (XDP would take those frames away from the local stack).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Live: CPUs to pin to, RX threads first, then shards (e.g. 2,3,4,5).
+    #[arg(long, value_name = "CPU", num_args = 1.., value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
+
+    /// Live: seconds between stats lines on stderr.
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    pub stats_interval: f64,
 
     /// IP addresses allowed to act as Modbus masters (space or comma separated).
     /// Without it the rogue-master rule is off.

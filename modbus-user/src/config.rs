@@ -67,6 +67,14 @@ pub struct Limits {
     pub max_alert_keys: usize,
     /// Per-key minimum capture-time interval between two EVE lines.
     pub eve_interval_ns: u64,
+    /// How long a response may wait for a request that has not been seen
+    /// yet (0: not at all). Live capture on several RX queues sets it: the
+    /// two directions of a connection may arrive through different queues.
+    pub early_response_hold_ns: u64,
+    /// Treat a hole that the peer has acknowledged as capture loss at once.
+    /// Right for one capture point; live capture on several RX queues turns
+    /// it off, since an ACK may overtake the data it acknowledges there.
+    pub ack_confirms_loss: bool,
 }
 
 impl Default for Limits {
@@ -80,6 +88,8 @@ impl Default for Limits {
             transaction_timeout_ns: 30_000_000_000,
             max_alert_keys: 100_000,
             eve_interval_ns: 1_000_000_000,
+            early_response_hold_ns: 0,
+            ack_confirms_loss: true,
         }
     }
 }

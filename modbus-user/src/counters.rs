@@ -55,6 +55,9 @@ pub struct Counters {
     pub out_of_order_segments: u64,
     /// Frames whose IP length claims more bytes than were captured.
     pub truncated_frames: u64,
+    /// FIN/RST segments off the expected sequence number (forged or stale),
+    /// which therefore did not end the connection.
+    pub ignored_fin_rst: u64,
 }
 
 impl Counters {
@@ -89,6 +92,7 @@ impl Counters {
         self.overlap_conflicts += o.overlap_conflicts;
         self.out_of_order_segments += o.out_of_order_segments;
         self.truncated_frames += o.truncated_frames;
+        self.ignored_fin_rst += o.ignored_fin_rst;
     }
 
     /// Skip counters by name, for the report.

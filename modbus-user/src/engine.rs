@@ -86,6 +86,17 @@ impl Pipeline {
         sources: usize,
         eve: Option<EveWriter>,
     ) -> (Pipeline, Vec<Feeder>) {
+        Self::start_pinned(cfg, shards, sources, eve, &[])
+    }
+
+    /// Like [`Pipeline::start`], pinning shard `i` to `cpus[i]` where given.
+    pub fn start_pinned(
+        cfg: Arc<DetectConfig>,
+        shards: usize,
+        sources: usize,
+        eve: Option<EveWriter>,
+        cpus: &[usize],
+    ) -> (Pipeline, Vec<Feeder>) {
         let shards = shards.max(1);
         let (eve_tx, eve_handle) = match eve {
             Some(w) => {
@@ -112,9 +123,15 @@ impl Pipeline {
             let shard = Shard::new(cfg.clone(), shards);
             let eve_tx = eve_tx.clone();
             let progress = progress.clone();
+            let cpu = cpus.get(i).copied();
             let handle = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
-                .spawn(move || run_shard(shard, consumers, eve_tx, &progress[i]))
+                .spawn(move || {
+                    if let Some(c) = cpu {
+                        pin_current_thread(c);
+                    }
+                    run_shard(shard, consumers, eve_tx, &progress[i])
+                })
                 .expect("spawning a shard thread");
             handles.push(handle);
         }
@@ -146,10 +163,29 @@ impl Pipeline {
             .into_iter()
             .map(|h| h.join().expect("a shard thread panicked"))
             .collect();
-        let eve = self
-            .eve
-            .map(|h| h.join().unwrap_or_else(|_| Err("EVE writer panicked".into())));
+        let eve = self.eve.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("EVE writer panicked".into()))
+        });
         PipelineResult { shards, eve }
+    }
+}
+
+/// Pin the calling thread to one CPU (best effort: a CPU that does not
+/// exist leaves the thread where it is, with a warning).
+pub fn pin_current_thread(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET and sched_setaffinity only
+    // read and write the set we own.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    if !ok {
+        eprintln!(
+            "modbus-detect: warning: cannot pin a thread to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

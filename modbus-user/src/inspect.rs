@@ -113,6 +113,10 @@ impl AduRecord {
             }
             Response::Diagnostics { sub, .. } => r.sub_function = Some(sub),
             Response::EncapsulatedInterface { mei, .. } => r.mei = Some(mei),
+            // Wireshark's word_cnt of a FIFO response is the FIFO count.
+            Response::ReadFifoQueue { data } => {
+                r.quantity = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+            }
             _ => {}
         }
         r
@@ -164,6 +168,7 @@ pub fn decode_capture(path: &Path, cfg: Arc<DetectConfig>) -> Result<Inspection,
             Err(reason) => skipped.skip(reason),
         }
     }
+    shard.flush();
     let adus = shard.take_tap();
     let mut result = shard.finish();
     result.counters.merge(&skipped);

@@ -19,7 +19,7 @@ use crate::flow::{Dir, Flow, FlowKey, FlowTable};
 use crate::inspect::{AduOrigin, AduRecord};
 use crate::modbus::mbap::{Mbap, MBAP_LEN};
 use crate::modbus::pdu::{parse_request, parse_response, read_values, Response};
-use crate::modbus::transaction::{PendingRequest, PendingTable};
+use crate::modbus::transaction::{EarlyResponse, PendingRequest, PendingTable};
 
 /// Requests kept in the inventory per shard; beyond, new pairs are counted only.
 const INVENTORY_PAIRS: usize = 1 << 16;
@@ -206,7 +206,7 @@ impl Shard {
             this.on_syn(meta.seq);
         }
         if meta.flags & tcp_flags::ACK != 0 {
-            other.on_peer_ack(meta.ack, &mut st.sink(key, pending, dir.reverse()));
+            other.on_peer_ack(meta.ack, &limits, &mut st.sink(key, pending, dir.reverse()));
         }
         this.on_segment(
             meta.seq,
@@ -242,6 +242,7 @@ impl Shard {
         for (stream, dir) in streams.iter_mut().zip([Dir::ToServer, Dir::ToClient]) {
             stream.flush(&mut st.sink(key, pending, dir));
         }
+        st.sink(key, pending, Dir::ToClient).release_early(u64::MAX);
         let c = &mut st.counters;
         match why {
             Retire::Closed => c.flows_closed += 1,
@@ -252,12 +253,17 @@ impl Shard {
         c.transactions_expired += pending.clear() as u64;
     }
 
-    /// End of the run: flush what is left and hand over the results.
-    pub fn finish(mut self) -> ShardResult {
+    /// End of input: deliver what every flow still holds and let them go.
+    pub fn flush(&mut self) {
         let flows: Vec<Flow> = self.flows.drain().collect();
         for flow in flows {
             self.retire(flow, Retire::EndOfInput);
         }
+    }
+
+    /// End of the run: flush what is left and hand over the results.
+    pub fn finish(mut self) -> ShardResult {
+        self.flush();
         let st = self.st;
         let store = st.alerts.store;
         ShardResult {
@@ -409,17 +415,22 @@ impl ModbusSink<'_> {
                     .observed
                     .record_register(ep.slave, mbap.unit, reg, f64::from(value));
             }
-            return AduVerdict::Continue;
+        } else {
+            let ctx = RequestCtx {
+                ts_ns,
+                ep,
+                unit: mbap.unit,
+                tid: mbap.tid,
+                req: &req,
+                outstanding: self.pending.len(),
+            };
+            self.st.detectors.on_request(&ctx, &mut self.st.alerts);
         }
-        let ctx = RequestCtx {
-            ts_ns,
-            ep,
-            unit: mbap.unit,
-            tid: mbap.tid,
-            req: &req,
-            outstanding: self.pending.len(),
-        };
-        self.st.detectors.on_request(&ctx, &mut self.st.alerts);
+        // Its response may have overtaken it (several RX queues).
+        if let Some(early) = self.pending.take_early(mbap.tid, mbap.unit, fc) {
+            let request = self.pending.take(mbap.tid, mbap.unit, fc);
+            self.handle_early(&early, request);
+        }
         AduVerdict::Continue
     }
 
@@ -435,11 +446,62 @@ impl ModbusSink<'_> {
             }
         };
         self.record(ts_ns, |o| AduRecord::response(o, mbap, &resp));
+        self.release_early(ts_ns);
+        let request = self.pending.take(mbap.tid, mbap.unit, resp.function_code());
+        let hold = self.st.cfg.limits.early_response_hold_ns;
+        if request.is_none() && hold > 0 {
+            let early = EarlyResponse {
+                ts_ns,
+                tid: mbap.tid,
+                unit: mbap.unit,
+                fc: resp.function_code(),
+                proto: mbap.proto,
+                len: mbap.len,
+                pdu: pdu.to_vec(),
+            };
+            if let Some(old) = self.pending.hold_early(early) {
+                self.handle_early(&old, None);
+            }
+            return AduVerdict::Continue;
+        }
+        self.handle_response(mbap, &resp, ts_ns, request);
+        AduVerdict::Continue
+    }
+
+    /// Handle held responses whose request did not come within the hold time.
+    fn release_early(&mut self, now: u64) {
+        let hold = self.st.cfg.limits.early_response_hold_ns;
+        for e in self.pending.expired_early(now, hold) {
+            self.handle_early(&e, None);
+        }
+    }
+
+    /// Handle a held response, with its request if it has now been seen.
+    fn handle_early(&mut self, e: &EarlyResponse, request: Option<PendingRequest>) {
+        let mbap = Mbap {
+            tid: e.tid,
+            proto: e.proto,
+            len: e.len,
+            unit: e.unit,
+        };
+        // It parsed when it was held, so this cannot fail.
+        if let Ok(resp) = parse_response(&e.pdu) {
+            self.handle_response(&mbap, &resp, e.ts_ns, request);
+        }
+    }
+
+    /// Count a response and run the rules (or learn) on it.
+    fn handle_response(
+        &mut self,
+        mbap: &Mbap,
+        resp: &Response<'_>,
+        ts_ns: u64,
+        request: Option<PendingRequest>,
+    ) {
         self.st.counters.responses += 1;
         if matches!(resp, Response::Exception { .. }) {
             self.st.counters.exceptions += 1;
         }
-        let request = self.pending.take(mbap.tid, mbap.unit, resp.function_code());
         if request.is_some() {
             self.st.counters.matched_responses += 1;
         } else {
@@ -448,25 +510,24 @@ impl ModbusSink<'_> {
         let ep = self.endpoints();
         if self.learning() {
             if let Some(read) = request.and_then(|r| r.read_request()) {
-                for (table, addr, value) in read_values(&read, &resp) {
+                for (table, addr, value) in read_values(&read, resp) {
                     let reg = modicon_number(table, addr);
                     self.st
                         .observed
                         .record_register(ep.slave, mbap.unit, reg, f64::from(value));
                 }
             }
-            return AduVerdict::Continue;
+            return;
         }
         let ctx = ResponseCtx {
             ts_ns,
             ep,
             unit: mbap.unit,
             tid: mbap.tid,
-            resp: &resp,
+            resp,
             request: request.as_ref(),
         };
         self.st.detectors.on_response(&ctx, &mut self.st.alerts);
-        AduVerdict::Continue
     }
 
     /// A PDU that does not fit its MBAP length: the length field is wrong.

@@ -265,8 +265,19 @@ fn sigint_during_replay_writes_a_complete_report() {
     let out = dir.path().join("r.json");
     let eve = dir.path().join("eve.json");
     let mut child = bin()
-        .args(["--pcap", pcap.to_str().unwrap(), "--threads", "1", "--quiet"])
-        .args(["--authorized-masters", "10.1.0.1", "--output", out.to_str().unwrap()])
+        .args([
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--quiet",
+        ])
+        .args([
+            "--authorized-masters",
+            "10.1.0.1",
+            "--output",
+            out.to_str().unwrap(),
+        ])
         .args(["--eve", eve.to_str().unwrap()])
         .spawn()
         .unwrap();

@@ -235,3 +235,66 @@ fn mid_stream_pickup_without_handshake() {
     });
     only_the_bad_write(&detect(&pcap, dir.path()));
 }
+
+/// With several RX queues the two directions of a connection can reach the
+/// shard through different queues: a response may overtake its request. The
+/// shard holds it briefly and still matches it (live capture turns this on).
+#[test]
+fn a_response_that_overtakes_its_request_is_still_matched() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use modbus_user::config::DetectConfig;
+    use modbus_user::detect::limits::RegisterLimits;
+    use modbus_user::output::report::Summary;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("overtake.pcap");
+    capture(&pcap, |w| {
+        let mut hmi = Conversation::new(HMI, 40001, PLC);
+        hmi.handshake(w, SEC)?;
+        let req = adu(5, 1, &read_request(3, 10, 1));
+        // Register 40011 reads back as 5000: out of range.
+        let resp = adu(
+            5,
+            1,
+            &modbus_user::synth::read_registers_response(3, &[5000]),
+        );
+        let mut later = PcapWriter::new(Vec::new())?;
+        // The response is captured first, its request 20 us later.
+        let req_seq = hmi.next_seq(false);
+        hmi.send(&mut later, 2 * SEC, true, &req)?;
+        hmi.send(w, 2 * SEC, false, &resp)?;
+        let mut replay = Conversation::new(HMI, 40001, PLC).with_isn(req_seq, hmi.next_seq(true));
+        replay.send(w, 2 * SEC + 20_000, true, &req)?;
+        Ok(())
+    });
+    let limits = RegisterLimits::parse(r#"{"40011": {"min": 0, "max": 100}}"#).unwrap();
+    let run = |hold_ns: u64| {
+        let mut cfg = DetectConfig {
+            limits_file: Some(Arc::new(limits.clone())),
+            ..DetectConfig::default()
+        };
+        cfg.limits.early_response_hold_ns = hold_ns;
+        let capture = modbus_user::source::CaptureFile::open(&pcap).unwrap();
+        let out = modbus_user::engine::replay(
+            Arc::new(cfg),
+            &capture,
+            1,
+            None,
+            &AtomicBool::new(false),
+            None,
+        );
+        Summary::merge(&out.dispatch, out.shards)
+    };
+    let held = run(50_000_000);
+    assert_eq!(held.counters.matched_responses, 1);
+    assert_eq!(held.counters.unmatched_responses, 0);
+    assert_eq!(held.alerts.len(), 1, "the read-back value is checked");
+    let strict = run(0);
+    assert_eq!(strict.counters.unmatched_responses, 1);
+    assert!(
+        strict.alerts.is_empty(),
+        "without the request the register is unknown"
+    );
+}

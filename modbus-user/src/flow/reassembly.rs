@@ -97,8 +97,11 @@ impl Stream {
 
     /// The peer acknowledged `ack`: bytes below it were received by the peer,
     /// so a hole below it is capture loss, not reordering. Stop waiting.
-    pub fn on_peer_ack(&mut self, ack: u32, sink: &mut impl AduSink) {
+    pub fn on_peer_ack(&mut self, ack: u32, limits: &Limits, sink: &mut impl AduSink) {
         self.peer_ack = Some(ack);
+        if !limits.ack_confirms_loss {
+            return;
+        }
         let waiting = self.bufs.as_ref().is_some_and(|b| !b.ooo.is_empty());
         if waiting && self.synced && seq_diff(ack, self.next_seq) > 0 {
             self.flush_gap(sink);
@@ -133,10 +136,25 @@ impl Stream {
             }
             data = &data[old..];
         } else if rel > 0 {
-            let acked_past_hole = self.peer_ack.is_some_and(|a| seq_diff(a, seq) >= 0);
+            let acked_past_hole =
+                limits.ack_confirms_loss && self.peer_ack.is_some_and(|a| seq_diff(a, seq) >= 0);
             if acked_past_hole {
-                // The peer already has the missing bytes: they will never come.
-                self.skip_to(seq, sink);
+                // The peer already has the missing bytes: they will never
+                // come. Give up each hole before this segment, delivering
+                // what was buffered between them.
+                while self.first_buffered().is_some_and(|s| seq_diff(s, seq) < 0) {
+                    self.flush_gap(sink);
+                }
+                let rel = seq_diff(seq, self.next_seq);
+                if rel > 0 {
+                    self.skip_to(seq, sink);
+                } else if rel < 0 {
+                    let old = usize::try_from(-rel).unwrap_or(usize::MAX);
+                    if old >= data.len() {
+                        return;
+                    }
+                    data = &data[old..];
+                }
             } else if self.buffer_out_of_order(seq, data, ts_ns, limits, sink) {
                 return;
             } else {
@@ -163,6 +181,19 @@ impl Stream {
         while self.bufs.as_ref().is_some_and(|b| !b.ooo.is_empty()) {
             self.flush_gap(sink);
         }
+    }
+
+    /// A FIN or RST whose sequence number is `seq_end` (after its payload).
+    /// Only one at the expected sequence number ends the stream, as for a
+    /// real receiver (RFC 9293, RFC 5961): a forged FIN/RST off sequence
+    /// must not blind the sensor to the rest of the connection.
+    pub fn close_at(&mut self, seq_end: u32, sink: &mut impl AduSink) -> bool {
+        if self.synced && seq_end != self.next_seq {
+            sink.counters().ignored_fin_rst += 1;
+            return false;
+        }
+        self.close(sink);
+        true
     }
 
     /// FIN or RST: whatever partial ADU is left will never complete.
@@ -239,14 +270,17 @@ impl Stream {
         true
     }
 
-    /// Give up on the hole before the first buffered segment and go on from it.
-    fn flush_gap(&mut self, sink: &mut impl AduSink) {
-        let first = self
-            .bufs
+    /// Sequence number of the first buffered out-of-order segment.
+    fn first_buffered(&self) -> Option<u32> {
+        self.bufs
             .as_ref()
             .and_then(|b| b.ooo.first())
-            .map(|s| s.seq);
-        if let Some(seq) = first {
+            .map(|s| s.seq)
+    }
+
+    /// Give up on the hole before the first buffered segment and go on from it.
+    fn flush_gap(&mut self, sink: &mut impl AduSink) {
+        if let Some(seq) = self.first_buffered() {
             if seq_diff(seq, self.next_seq) > 0 {
                 self.skip_to(seq, sink);
             }
@@ -283,6 +317,8 @@ impl Stream {
             let old = usize::try_from(-rel).unwrap_or(usize::MAX);
             if old < seg.data.len() {
                 self.deliver(&seg.data[old..], seg.ts_ns, sink);
+            } else {
+                sink.counters().retransmitted_segments += 1;
             }
         }
     }
@@ -320,8 +356,11 @@ impl Stream {
             }
             let (adu, rest) = data.split_at(len);
             if sink.adu(adu, ts_ns) == AduVerdict::Resync {
+                // Bytes after an ADU whose length proved wrong cannot be
+                // trusted; when it ended the segment, the next one starts
+                // afresh.
                 sink.counters().resync_bytes_skipped += rest.len() as u64;
-                self.resync = true;
+                self.resync = !rest.is_empty();
                 return;
             }
             data = rest;
@@ -370,7 +409,7 @@ impl Stream {
         bufs.partial.clear();
         if verdict == AduVerdict::Resync {
             sink.counters().resync_bytes_skipped += data.len() as u64;
-            self.resync = true;
+            self.resync = !data.is_empty();
             return None;
         }
         Some(data)
@@ -420,7 +459,11 @@ fn find_boundary(data: &[u8]) -> Option<usize> {
         let len = h.adu_len();
         match rest.len().cmp(&len) {
             std::cmp::Ordering::Equal => true,
-            std::cmp::Ordering::Greater => plausible_header(&rest[len..]),
+            // A whole ADU then too few bytes to judge: a partial next ADU
+            // at the start of a segment is the common case.
+            std::cmp::Ordering::Greater => {
+                plausible_header(&rest[len..]) || (i == 0 && rest.len() - len <= MBAP_LEN)
+            }
             std::cmp::Ordering::Less => i == 0,
         }
     })
@@ -555,11 +598,53 @@ mod tests {
         let b = read_req(2);
         // The first 5 bytes of `a` arrive, the rest is lost in the capture.
         h.seg(1, &a[..5]);
-        h.s.on_peer_ack(1 + 12, &mut h.sink);
+        h.s.on_peer_ack(1 + 12, &Limits::default(), &mut h.sink);
         h.seg(13, &b);
         assert_eq!(h.sink.adus, vec![b]);
         assert_eq!(h.sink.c.reassembly_gaps, 1);
         assert!(h.sink.malformed.is_empty());
+    }
+
+    #[test]
+    fn ack_past_several_holes_keeps_the_data_between_them() {
+        let mut h = Harness::new(0);
+        let r = |t| read_req(t);
+        // Requests at 1, 25 and 49; those at 13 and 37 are lost.
+        h.seg(1, &r(1));
+        h.seg(25, &r(3));
+        h.seg(49, &r(5));
+        h.s.on_peer_ack(61, &Limits::default(), &mut h.sink);
+        h.seg(61, &r(6));
+        let tids: Vec<u8> = h.sink.adus.iter().map(|a| a[1]).collect();
+        assert_eq!(tids, vec![1, 3, 5, 6]);
+        assert_eq!(h.sink.c.reassembly_gaps, 2);
+    }
+
+    #[test]
+    fn bad_adu_ending_the_segment_does_not_lose_the_next_one() {
+        let mut h = Harness::new(0);
+        h.sink.resync_on_fc = Some(0x81);
+        let mut bad = adu(1, &[0x81, 6, 0]);
+        bad[5] = 4;
+        h.seg(1, &bad);
+        let good = adu(2, &[42, 14, 4, 1]);
+        let mut seg = good.clone();
+        seg.extend([1, 1, 35]);
+        h.seg(1 + bad.len() as u32, &seg);
+        assert_eq!(h.sink.adus.last(), Some(&good));
+    }
+
+    #[test]
+    fn off_sequence_fin_is_ignored() {
+        let mut h = Harness::new(0);
+        h.seg(1, &read_req(1));
+        assert!(!h.s.close_at(5000, &mut h.sink));
+        assert!(!h.s.is_closed());
+        h.seg(13, &read_req(2));
+        assert_eq!(h.sink.adus.len(), 2);
+        assert!(h.s.close_at(25, &mut h.sink));
+        assert!(h.s.is_closed());
+        assert_eq!(h.sink.c.ignored_fin_rst, 1);
     }
 
     #[test]

@@ -63,10 +63,30 @@ impl PendingRequest {
     }
 }
 
-/// Outstanding requests of one connection, oldest first.
+/// A response seen before its request: with several RX queues, the two
+/// directions of a connection can reach the shard through different queues,
+/// and the response may overtake its request by a few microseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlyResponse {
+    pub ts_ns: u64,
+    pub tid: u16,
+    pub unit: u8,
+    pub fc: u8,
+    /// MBAP header fields needed to handle it later.
+    pub proto: u16,
+    pub len: u16,
+    pub pdu: Vec<u8>,
+}
+
+/// Responses held per connection at most, waiting for their request.
+pub const MAX_EARLY_RESPONSES: usize = 8;
+
+/// Outstanding requests of one connection, oldest first, and responses that
+/// arrived before their request.
 #[derive(Debug, Default)]
 pub struct PendingTable {
     entries: Vec<PendingRequest>,
+    early: Vec<EarlyResponse>,
 }
 
 impl PendingTable {
@@ -105,6 +125,35 @@ impl PendingTable {
             .iter()
             .position(|p| p.tid == tid && p.unit == unit && p.fc == fc)?;
         Some(self.entries.remove(pos))
+    }
+
+    /// Hold a response until its request shows up. Returns the oldest held
+    /// response when the hold list was full (to be handled as unmatched).
+    pub fn hold_early(&mut self, resp: EarlyResponse) -> Option<EarlyResponse> {
+        let evicted = (self.early.len() >= MAX_EARLY_RESPONSES).then(|| self.early.remove(0));
+        self.early.push(resp);
+        evicted
+    }
+
+    /// The held response that answers `(tid, unit, fc)`, if any.
+    pub fn take_early(&mut self, tid: u16, unit: u8, fc: u8) -> Option<EarlyResponse> {
+        let pos = self
+            .early
+            .iter()
+            .position(|e| e.tid == tid && e.unit == unit && e.fc == fc)?;
+        Some(self.early.remove(pos))
+    }
+
+    /// Held responses older than `hold_ns` at `now`: their request is not coming.
+    pub fn expired_early(&mut self, now: u64, hold_ns: u64) -> Vec<EarlyResponse> {
+        if self.early.is_empty() {
+            return Vec::new();
+        }
+        let (old, keep) = std::mem::take(&mut self.early)
+            .into_iter()
+            .partition(|e| now.saturating_sub(e.ts_ns) >= hold_ns);
+        self.early = keep;
+        old
     }
 
     /// Forget everything (connection gone); returns how many were unanswered.
@@ -153,6 +202,30 @@ mod tests {
         t.insert(req(10_000, 500), 8, 1_000, &mut c);
         assert_eq!(t.len(), 1);
         assert_eq!(c.transactions_expired, 8);
+    }
+
+    #[test]
+    fn early_responses_wait_for_their_request_and_age_out() {
+        let mut t = PendingTable::default();
+        let early = |ts_ns, tid| EarlyResponse {
+            ts_ns,
+            tid,
+            unit: 1,
+            fc: 3,
+            proto: 0,
+            len: 5,
+            pdu: vec![3, 2, 0, 1],
+        };
+        assert!(t.hold_early(early(0, 7)).is_none());
+        assert!(t.hold_early(early(10, 8)).is_none());
+        assert!(t.take_early(7, 1, 4).is_none(), "other function code");
+        assert_eq!(t.take_early(7, 1, 3).map(|e| e.tid), Some(7));
+        assert!(t.expired_early(50, 100).is_empty());
+        assert_eq!(t.expired_early(200, 100).len(), 1);
+        for i in 0..MAX_EARLY_RESPONSES as u16 {
+            assert!(t.hold_early(early(0, i)).is_none());
+        }
+        assert_eq!(t.hold_early(early(0, 99)).map(|e| e.tid), Some(0));
     }
 
     #[test]

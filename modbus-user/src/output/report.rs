@@ -103,6 +103,8 @@ pub struct RunInfo {
     pub limits_file: Option<String>,
     pub baseline_file: Option<String>,
     pub eve_file: Option<String>,
+    /// Live capture: XDP mode, XDP counters, per-queue socket statistics.
+    pub capture: Option<Value>,
 }
 
 /// The report as a JSON value (keys in the order written here).
@@ -182,6 +184,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Value {
         "end_epoch": epoch(summary.last_ns),
         "processing_seconds": info.elapsed_s,
         "settings": settings(info, cfg),
+        "capture": info.capture,
         "counters": counters,
         "inventory": inventory(&summary.observed),
         "alerts": summary.alerts.iter().map(|a| alert_entry(a, cfg)).collect::<Vec<_>>(),

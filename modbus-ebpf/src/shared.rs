@@ -1,0 +1,52 @@
+//! What the XDP program (`modbus-ebpf`) and its loader (`modbus-user`,
+//! `source::xdp`) must agree on: map names, map sizes and the layout of the
+//! counter block. `no_std`, no dependencies: the eBPF crate has it as a
+//! module, the user crate includes this very file with `#[path]`.
+//!
+//! Change a layout here and both sides change with it; the user crate's
+//! build.rs rebuilds the eBPF object whenever this folder changes.
+
+#![allow(dead_code)]
+
+/// Name of the XDP program (its function) in the object.
+pub const PROGRAM_NAME: &str = "modbus_xdp";
+
+/// `HashMap<u16, u8>`: TCP ports carrying Modbus/TCP, in host byte order;
+/// the value is [`PORT_ENABLED`]. Filled by the loader before attaching.
+pub const MAP_PORTS: &str = "MODBUS_PORTS";
+/// `XskMap`: RX queue index -> AF_XDP socket.
+pub const MAP_XSKS: &str = "XSK_SOCKETS";
+/// `PerCpuArray<XdpStats>` with one entry (index 0).
+pub const MAP_COUNTERS: &str = "XDP_COUNTERS";
+
+/// At most this many Modbus ports (`--ports`).
+pub const MAX_PORTS: u32 = 64;
+/// RX queues an AF_XDP socket can be registered for (queue index < this).
+pub const MAX_QUEUES: u32 = 256;
+/// Value stored for a port in [`MAP_PORTS`].
+pub const PORT_ENABLED: u8 = 1;
+
+/// IPv6 extension headers walked before giving up (passing the frame).
+pub const MAX_IPV6_EXT_HEADERS: usize = 4;
+/// VLAN tags (802.1Q / 802.1ad) skipped at most.
+pub const MAX_VLAN_TAGS: usize = 2;
+
+/// Per-CPU counters of the program, one block per CPU at index 0 of
+/// [`MAP_COUNTERS`]. Every frame is counted in `seen` and in exactly one of
+/// `redirected` and `passed`; `redirect_failed` and `malformed` are frames
+/// that were also counted in `passed`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpStats {
+    /// Every frame the program ran on.
+    pub seen: u64,
+    /// Modbus frames handed to an AF_XDP socket.
+    pub redirected: u64,
+    /// Modbus frames with no AF_XDP socket on their RX queue (passed on).
+    pub redirect_failed: u64,
+    /// Frames given to the kernel stack (XDP_PASS).
+    pub passed: u64,
+    /// Frames whose Ethernet, VLAN, IP or TCP header was cut short or
+    /// invalid (passed on).
+    pub malformed: u64,
+}

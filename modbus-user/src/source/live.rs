@@ -1,0 +1,655 @@
+//! Live capture: the XDP program sends Modbus frames into one AF_XDP socket
+//! per RX queue; one thread per queue copies them out of the UMEM into
+//! per-shard batches and hands them to the same shards the replay uses.
+//!
+//! Frames are copied (a Modbus frame is ~60-300 bytes, a memcpy of a cache
+//! line or four) and their UMEM frames go straight back to the fill ring, so
+//! the kernel never waits for a shard; a shard that falls behind fills its
+//! ring and the RX thread counts the batches it had to drop.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use serde::Serialize;
+use xsk_rs::config::{
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
+};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use crate::config::DetectConfig;
+use crate::counters::Counters;
+use crate::decode::LinkType;
+use crate::dispatch::{classify, Batch, BatchItem, BATCH_FRAMES};
+use crate::engine::{pin_current_thread, Feeder, Pipeline};
+use crate::output::eve::EveWriter;
+use crate::shard::ShardResult;
+use crate::source::xdp::{XdpCounters, XdpMode, XdpProgram};
+
+/// UMEM frames per queue (power of two; 4096 x 2 KiB = 8 MiB).
+const UMEM_FRAMES: u32 = 4096;
+/// Descriptors taken from the RX ring per poll.
+const RX_BATCH: usize = 256;
+/// A partly filled batch waits at most this long before it goes to its shard.
+const FLUSH_AFTER: Duration = Duration::from_millis(2);
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub iface: String,
+    /// RX queues to capture on; `None`: all of them.
+    pub queues: Option<Vec<u32>>,
+    /// XDP attach mode; `None`: native, falling back to SKB mode.
+    pub mode: Option<XdpMode>,
+    /// Stop after this long; `None`: until SIGINT/SIGTERM.
+    pub duration: Option<Duration>,
+    /// Attach even where this host itself serves Modbus on the interface.
+    pub force: bool,
+    /// CPUs to pin to: RX threads first, then shards.
+    pub cpus: Option<Vec<usize>>,
+    pub stats_interval: Duration,
+    pub quiet: bool,
+}
+
+/// Live capture could not start or went wrong; one line naming the interface.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LiveError(pub String);
+
+/// Per-queue counters, shared between its RX thread and the stats line.
+#[derive(Debug, Default)]
+struct QueueCounters {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    /// Frames dropped because a shard's ring was full.
+    ring_full_drops: AtomicU64,
+    /// From the socket's XDP_STATISTICS.
+    rx_dropped: AtomicU64,
+    rx_ring_full: AtomicU64,
+    fill_ring_empty: AtomicU64,
+    rx_invalid: AtomicU64,
+}
+
+/// Per-queue figures for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueStats {
+    pub queue: u32,
+    /// "zero-copy" or "copy".
+    pub bind: &'static str,
+    pub frames: u64,
+    pub bytes: u64,
+    pub shard_ring_full_drops: u64,
+    pub rx_dropped: u64,
+    pub rx_ring_full: u64,
+    pub fill_ring_empty: u64,
+    pub rx_invalid_descs: u64,
+}
+
+/// How a live run ended.
+pub struct LiveOutcome {
+    pub shards: Vec<ShardResult>,
+    pub dispatch: Counters,
+    pub xdp: XdpCounters,
+    pub mode: XdpMode,
+    pub queues: Vec<QueueStats>,
+    pub interrupted: bool,
+    /// The interface failed mid-capture (went down, disappeared).
+    pub error: Option<String>,
+    pub eve: Option<Result<u64, String>>,
+    pub elapsed: Duration,
+}
+
+/// One bound AF_XDP socket and everything that must live as long as it.
+struct XskQueue {
+    queue: u32,
+    bind: &'static str,
+    umem: Umem,
+    rx: RxQueue,
+    fill: FillQueue,
+    // Kept so the socket stays bound until the thread ends.
+    _tx: TxQueue,
+    _comp: CompQueue,
+    frames: Vec<FrameDesc>,
+}
+
+/// Capture on `opts.iface` until the duration ends or `stop` is set.
+pub fn run_live(
+    cfg: Arc<DetectConfig>,
+    opts: &LiveOptions,
+    shards: usize,
+    eve: Option<EveWriter>,
+    stop: &AtomicBool,
+) -> Result<LiveOutcome, LiveError> {
+    let iface = &opts.iface;
+    if !crate::source::xdp::available() {
+        return Err(LiveError(
+            "live capture is not available: this build has no eBPF program (built with AYA_BUILD_SKIP=1); run `cargo xtask setup` and rebuild".into(),
+        ));
+    }
+    let all = rx_queue_count(iface)?;
+    let queues = match &opts.queues {
+        Some(q) => {
+            if let Some(bad) = q.iter().find(|&&n| n >= all) {
+                return Err(LiveError(format!(
+                    "{iface}: has {all} RX queues, there is no queue {bad}"
+                )));
+            }
+            q.clone()
+        }
+        None => (0..all).collect(),
+    };
+    if !opts.force {
+        if let Some(why) = serves_modbus(iface, &cfg.ports)? {
+            return Err(LiveError(format!(
+                "{iface}: refusing to capture: {why}; XDP would take those frames from the local stack. Capture on a dedicated mirror/SPAN interface, or pass --force"
+            )));
+        }
+    }
+    let mut program =
+        XdpProgram::attach(iface, &cfg.ports, opts.mode).map_err(|e| LiveError(e.to_string()))?;
+    let mode = program.mode();
+    let mut sockets = Vec::with_capacity(queues.len());
+    for &q in &queues {
+        let xsk = bind_queue(iface, q, mode)?;
+        program
+            .register_socket(q, xsk.rx.fd().as_raw_fd())
+            .map_err(|e| LiveError(e.to_string()))?;
+        sockets.push(xsk);
+    }
+    let cpus = opts.cpus.clone().unwrap_or_default();
+    let shard_cpus: Vec<usize> = cpus.iter().skip(queues.len()).copied().collect();
+    let (pipe, feeders) =
+        Pipeline::start_pinned(cfg.clone(), shards, queues.len(), eve, &shard_cpus);
+    let started = Instant::now();
+    let halt = Arc::new(AtomicBool::new(false));
+    let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let counters: Arc<Vec<QueueCounters>> =
+        Arc::new(queues.iter().map(|_| QueueCounters::default()).collect());
+    let binds: Vec<(u32, &'static str)> = sockets.iter().map(|s| (s.queue, s.bind)).collect();
+    let mut handles = Vec::with_capacity(sockets.len());
+    for (i, (xsk, feeder)) in sockets.into_iter().zip(feeders).enumerate() {
+        let (cfg, halt, failure, counters) =
+            (cfg.clone(), halt.clone(), failure.clone(), counters.clone());
+        let cpu = cpus.get(i).copied();
+        let name = format!("rx-{iface}-{}", xsk.queue);
+        let thread_iface = iface.clone();
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                if let Some(c) = cpu {
+                    pin_current_thread(c);
+                }
+                rx_loop(
+                    xsk,
+                    feeder,
+                    &cfg,
+                    &halt,
+                    &counters[i],
+                    &thread_iface,
+                    &failure,
+                )
+            })
+            .map_err(|e| LiveError(format!("{iface}: cannot start an RX thread: {e}")))?;
+        handles.push(handle);
+    }
+    let mut interrupted = false;
+    let mut last_stats = Instant::now();
+    let mut last_frames = 0u64;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if stop.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
+        if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+            break;
+        }
+        if opts.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        if !std::path::Path::new("/sys/class/net").join(iface).exists() {
+            set_failure(&failure, format!("{iface}: the interface disappeared"));
+            break;
+        }
+        if !opts.quiet && last_stats.elapsed() >= opts.stats_interval {
+            let secs = last_stats.elapsed().as_secs_f64();
+            last_frames = stats_line(iface, &program, &pipe, &counters, last_frames, secs);
+            last_stats = Instant::now();
+        }
+    }
+    halt.store(true, Ordering::Relaxed);
+    let mut dispatch = Counters::default();
+    for h in handles {
+        match h.join() {
+            Ok(c) => dispatch.merge(&c),
+            Err(_) => set_failure(&failure, format!("{iface}: an RX thread panicked")),
+        }
+    }
+    let xdp = program.counters().unwrap_or_default();
+    // Detach before the (possibly long) final drain: the interface is
+    // normal again as soon as capture ends.
+    let _ = program.detach();
+    let result = pipe.finish();
+    let queues = binds
+        .iter()
+        .zip(counters.iter())
+        .map(|(&(queue, bind), c)| QueueStats {
+            queue,
+            bind,
+            frames: c.frames.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            shard_ring_full_drops: c.ring_full_drops.load(Ordering::Relaxed),
+            rx_dropped: c.rx_dropped.load(Ordering::Relaxed),
+            rx_ring_full: c.rx_ring_full.load(Ordering::Relaxed),
+            fill_ring_empty: c.fill_ring_empty.load(Ordering::Relaxed),
+            rx_invalid_descs: c.rx_invalid.load(Ordering::Relaxed),
+        })
+        .collect();
+    let error = failure.lock().ok().and_then(|f| f.clone());
+    Ok(LiveOutcome {
+        shards: result.shards,
+        dispatch,
+        xdp,
+        mode,
+        queues,
+        interrupted,
+        error,
+        eve: result.eve,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn set_failure(failure: &Mutex<Option<String>>, msg: String) {
+    if let Ok(mut f) = failure.lock() {
+        f.get_or_insert(msg);
+    }
+}
+
+/// One stats line on stderr; returns the frame total for the next rate.
+fn stats_line(
+    iface: &str,
+    program: &XdpProgram,
+    pipe: &Pipeline,
+    counters: &[QueueCounters],
+    last_frames: u64,
+    secs: f64,
+) -> u64 {
+    let sum = |f: fn(&QueueCounters) -> &AtomicU64| -> u64 {
+        counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+    };
+    let frames = sum(|c| &c.frames);
+    let (adus, alerts) = pipe.progress();
+    let xdp = program.counters().unwrap_or_default();
+    let _ = writeln!(
+        std::io::stderr(),
+        "live {iface}: {:.0} frames/s, {frames} frames, {adus} ADUs, {alerts} alerts; drops: xdp-redirect {} rx-ring {} fill-empty {} shard-ring {}",
+        frames.saturating_sub(last_frames) as f64 / secs.max(1e-3),
+        xdp.redirect_failed,
+        sum(|c| &c.rx_dropped) + sum(|c| &c.rx_ring_full),
+        sum(|c| &c.fill_ring_empty),
+        sum(|c| &c.ring_full_drops),
+    );
+    frames
+}
+
+/// Create the UMEM and socket of one queue, zero-copy where the driver can.
+fn bind_queue(iface: &str, queue: u32, mode: XdpMode) -> Result<XskQueue, LiveError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| {
+        LiveError(format!("{iface}: queue {queue}: {what}: {e}"))
+    };
+    let size = |n: u32| QueueSize::new(n).map_err(|e| err("ring size", &e));
+    let umem_cfg = UmemConfig::builder()
+        .frame_size(FrameSize::new(2048).map_err(|e| err("frame size", &e))?)
+        .fill_queue_size(size(UMEM_FRAMES)?)
+        .comp_queue_size(size(64)?)
+        .build()
+        .map_err(|e| err("UMEM config", &e))?;
+    let name: Interface = iface.parse().map_err(|e| err("interface name", &e))?;
+    let attempts: &[(BindFlags, &'static str)] = match mode {
+        // Zero-copy needs driver support, which SKB mode never has.
+        XdpMode::Native => &[
+            (BindFlags::XDP_ZEROCOPY, "zero-copy"),
+            (BindFlags::XDP_COPY, "copy"),
+        ],
+        XdpMode::Skb => &[(BindFlags::XDP_COPY, "copy")],
+    };
+    let mut last = String::new();
+    for (flags, bind) in attempts {
+        let (umem, frames) = Umem::new(
+            umem_cfg,
+            UMEM_FRAMES.try_into().map_err(|e| err("UMEM", &e))?,
+            false,
+        )
+        .map_err(|e| err("cannot create the UMEM", &e))?;
+        let sock_cfg = SocketConfig::builder()
+            .rx_queue_size(size(UMEM_FRAMES)?)
+            .tx_queue_size(size(64)?)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(*flags | BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        // SAFETY: the UMEM is not shared: one UMEM per socket.
+        match unsafe { Socket::new(sock_cfg, &umem, &name, queue) } {
+            Ok((tx, rx, Some((mut fill, comp)))) => {
+                // SAFETY: every frame of this UMEM is handed to the kernel once.
+                let given = unsafe { fill.produce(&frames) };
+                if given != frames.len() {
+                    return Err(err("fill ring", &"could not take every UMEM frame"));
+                }
+                return Ok(XskQueue {
+                    queue,
+                    bind,
+                    umem,
+                    rx,
+                    fill,
+                    _tx: tx,
+                    _comp: comp,
+                    frames,
+                });
+            }
+            Ok((_, _, None)) => return Err(err("AF_XDP socket", &"no fill/completion ring")),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(LiveError(format!(
+        "{iface}: queue {queue}: cannot bind an AF_XDP socket: {last} (needs root or CAP_NET_RAW+CAP_NET_ADMIN+CAP_BPF)"
+    )))
+}
+
+/// Frames for one shard, copied out of the UMEM.
+struct BatchBuilder {
+    data: BytesMut,
+    items: Vec<BatchItem>,
+    since: Instant,
+}
+
+impl BatchBuilder {
+    fn new() -> Self {
+        BatchBuilder {
+            data: BytesMut::with_capacity(BATCH_FRAMES * 128),
+            items: Vec::with_capacity(BATCH_FRAMES),
+            since: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, item: BatchItem, frame: &[u8]) {
+        if self.items.is_empty() {
+            self.since = Instant::now();
+        }
+        let off = self.data.len();
+        self.data.extend_from_slice(frame);
+        self.items.push(BatchItem { off, ..item });
+    }
+
+    fn due(&self) -> bool {
+        self.items.len() >= BATCH_FRAMES
+            || (!self.items.is_empty() && self.since.elapsed() >= FLUSH_AFTER)
+    }
+
+    fn take(&mut self) -> Batch {
+        let full = std::mem::replace(self, BatchBuilder::new());
+        Batch {
+            data: full.data.freeze(),
+            items: full.items,
+        }
+    }
+}
+
+/// The RX thread of one queue. Returns its dispatch counters.
+fn rx_loop(
+    mut q: XskQueue,
+    mut feeder: Feeder,
+    cfg: &DetectConfig,
+    halt: &AtomicBool,
+    stats: &QueueCounters,
+    iface: &str,
+    failure: &Mutex<Option<String>>,
+) -> Counters {
+    let shards = feeder.shards();
+    let mut batches: Vec<BatchBuilder> = (0..shards).map(|_| BatchBuilder::new()).collect();
+    let mut descs = q.frames.clone();
+    descs.truncate(RX_BATCH);
+    let mut counters = Counters::default();
+    let mut frame_no = 0u64;
+    let mut polls = 0u32;
+    while !halt.load(Ordering::Relaxed) {
+        // SAFETY: the descriptors belong to this queue's UMEM.
+        let got = match unsafe { q.rx.poll_and_consume(&mut descs, 10) } {
+            Ok(n) => n,
+            Err(e) => {
+                set_failure(
+                    failure,
+                    format!("{iface}: queue {}: receive failed: {e}", q.queue),
+                );
+                break;
+            }
+        };
+        let ts_ns = now_ns();
+        for d in &descs[..got] {
+            // SAFETY: `d` was just consumed from this UMEM's RX ring.
+            let data = unsafe { q.umem.data(d) };
+            let frame = data.contents();
+            frame_no += 1;
+            counters.frames += 1;
+            counters.bytes += frame.len() as u64;
+            match classify(LinkType::Ethernet, frame, cfg, shards) {
+                Ok((meta, shard)) => {
+                    let item = BatchItem {
+                        frame_no,
+                        ts_ns,
+                        off: 0,
+                        len: frame.len() as u32,
+                        meta,
+                    };
+                    batches[shard].push(item, frame);
+                }
+                Err(reason) => counters.skip(reason),
+            }
+        }
+        if got > 0 {
+            // SAFETY: these frames came from this UMEM and are no longer read.
+            let back = unsafe { q.fill.produce_and_wakeup(&descs[..got], q.rx.fd_mut(), 0) };
+            if let Err(e) = back {
+                set_failure(
+                    failure,
+                    format!("{iface}: queue {}: fill ring: {e}", q.queue),
+                );
+                break;
+            }
+        }
+        for (shard, b) in batches.iter_mut().enumerate() {
+            if b.due() {
+                let batch = b.take();
+                let n = batch.items.len() as u64;
+                if feeder.try_send(shard, batch).is_err() {
+                    stats.ring_full_drops.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }
+        stats.frames.store(counters.frames, Ordering::Relaxed);
+        stats.bytes.store(counters.bytes, Ordering::Relaxed);
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(64) {
+            socket_stats(&q, stats);
+        }
+    }
+    // Shards are still draining: the last partial batches wait for room.
+    for (shard, b) in batches.iter_mut().enumerate() {
+        if !b.items.is_empty() {
+            feeder.send(shard, b.take());
+        }
+    }
+    socket_stats(&q, stats);
+    stats.frames.store(counters.frames, Ordering::Relaxed);
+    stats.bytes.store(counters.bytes, Ordering::Relaxed);
+    counters
+}
+
+/// Copy the kernel's XDP_STATISTICS of a socket into its counters.
+fn socket_stats(q: &XskQueue, stats: &QueueCounters) {
+    if let Ok(s) = q.rx.fd().xdp_statistics() {
+        stats.rx_dropped.store(s.rx_dropped(), Ordering::Relaxed);
+        stats
+            .rx_ring_full
+            .store(s.rx_ring_full(), Ordering::Relaxed);
+        stats
+            .fill_ring_empty
+            .store(s.rx_fill_ring_empty_descs(), Ordering::Relaxed);
+        stats
+            .rx_invalid
+            .store(s.rx_invalid_descs(), Ordering::Relaxed);
+    }
+}
+
+/// Receive time, ns since the epoch.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Number of RX queues, from sysfs; a clear error if the interface is missing.
+pub fn rx_queue_count(iface: &str) -> Result<u32, LiveError> {
+    let dir = std::path::Path::new("/sys/class/net").join(iface);
+    if iface.is_empty() || iface.contains('/') || !dir.exists() {
+        return Err(LiveError(format!("{iface}: no such interface")));
+    }
+    let n = std::fs::read_dir(dir.join("queues"))
+        .map_err(|e| LiveError(format!("{iface}: cannot list RX queues: {e}")))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Ok((n as u32).max(1))
+}
+
+/// Does this host serve Modbus on an address of `iface`? Then XDP redirect
+/// would steal its sessions' frames: the sensor belongs on a mirror port.
+fn serves_modbus(iface: &str, ports: &[u16]) -> Result<Option<String>, LiveError> {
+    let addrs = interface_addresses(iface)?;
+    if addrs.is_empty() {
+        return Ok(None);
+    }
+    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for (ip, port) in listening(&text, v6) {
+            if ports.contains(&port) && (ip.is_unspecified() || addrs.contains(&ip)) {
+                return Ok(Some(format!(
+                    "it has address {} and this host listens on {ip}:{port}",
+                    addrs[0]
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Listening sockets of a /proc/net/tcp{,6} table.
+fn listening(text: &str, v6: bool) -> Vec<(IpAddr, u16)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1)?;
+            let state = cols.nth(1)?;
+            if state != "0A" {
+                return None;
+            }
+            let (ip, port) = local.split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            Some((parse_proc_ip(ip, v6)?, port))
+        })
+        .collect()
+}
+
+/// /proc/net/tcp writes addresses as host-order 32-bit words in hex.
+fn parse_proc_ip(hex: &str, v6: bool) -> Option<IpAddr> {
+    let words: Option<Vec<u32>> = (0..hex.len() / 8)
+        .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect();
+    let bytes: Vec<u8> = words?.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    if v6 {
+        let b: [u8; 16] = bytes.try_into().ok()?;
+        Some(IpAddr::from(b))
+    } else {
+        let b: [u8; 4] = bytes.try_into().ok()?;
+        Some(IpAddr::from(b))
+    }
+}
+
+/// The addresses configured on `iface` (getifaddrs).
+fn interface_addresses(iface: &str) -> Result<Vec<IpAddr>, LiveError> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(LiveError(format!(
+            "{iface}: cannot list interface addresses: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        if name.to_bytes() != iface.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr of the family it states.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if family == libc::AF_INET {
+            // SAFETY: family AF_INET means a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            out.push(IpAddr::from(
+                u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+            ));
+        } else if family == libc::AF_INET6 {
+            // SAFETY: family AF_INET6 means a sockaddr_in6.
+            let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+            out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_listeners() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:01F6 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0\n   1: 0A00000A:C350 0A000014:01F6 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0\n";
+        assert_eq!(
+            listening(v4, false),
+            vec![(IpAddr::from([127, 0, 0, 1]), 502)]
+        );
+        let v6 = "  sl  local_address                         remote_address                        st\n   0: 00000000000000000000000000000000:01F6 00000000000000000000000000000000:0000 0A 0\n";
+        assert_eq!(listening(v6, true), vec![("::".parse().unwrap(), 502)]);
+    }
+
+    #[test]
+    fn missing_interface_is_a_one_line_error() {
+        let e = rx_queue_count("mbd-no-such-if0").unwrap_err().to_string();
+        assert_eq!(e, "mbd-no-such-if0: no such interface");
+        assert!(rx_queue_count("../etc").is_err());
+    }
+
+    #[test]
+    fn loopback_addresses_are_listed() {
+        let a = interface_addresses("lo").unwrap();
+        assert!(a.contains(&IpAddr::from([127, 0, 0, 1])), "{a:?}");
+    }
+}
