@@ -1,6 +1,8 @@
 //! Helpers for the integration tests: fixture paths and running the detector
 //! in-process exactly as the `modbus-detect` binary does.
 
+pub mod netns;
+
 use std::path::PathBuf;
 
 use clap::Parser;
