@@ -61,3 +61,26 @@ pub fn run(args: &[&str]) -> Run {
         .map(|b| serde_json::from_slice(&b).expect("the report is valid JSON"));
     Run { exit, report, dir }
 }
+
+/// The `modbus-detect` binary of this build, for end-to-end tests that run
+/// it in a network namespace. `cargo test --workspace` builds it next to the
+/// test binaries (the `modbus-user` package has integration tests, which
+/// need it); `MODBUS_DETECT_BIN` overrides.
+pub fn detector_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MODBUS_DETECT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/modbus-detect
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("modbus-detect"))
+        .expect("target directory layout");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo xtask test` or `cargo test --workspace`, or set MODBUS_DETECT_BIN",
+        bin.display()
+    );
+    bin
+}

@@ -53,6 +53,12 @@ pub const SENSOR_IFACE: &str = "span0";
 pub const BRIDGE: &str = "br0";
 /// The switch's end of the sensor's veth, where mirrored frames are sent.
 const SPAN_PORT: &str = "span";
+/// A second copy of the mirror, in the sensor namespace, for a packet
+/// capture next to the sensor: XDP redirect takes the frames of `span0`
+/// away from the kernel, so tcpdump there would see nothing.
+pub const TAP_IFACE: &str = "tap0";
+/// The switch's end of [`TAP_IFACE`].
+const TAP_PORT: &str = "tap";
 /// The switch port whose traffic is mirrored.
 const MIRRORED_PORT: &str = "plc";
 
@@ -187,6 +193,7 @@ impl Topology {
         for host in [Host::Plc, Host::Hmi, Host::Attacker, Host::Sensor] {
             self.wire(host)?;
         }
+        self.wire_mirror_copy()?;
         run(
             "tc",
             &["-n", &sw, "qdisc", "add", "dev", MIRRORED_PORT, "clsact"],
@@ -217,6 +224,12 @@ impl Topology {
                     "mirror",
                     "dev",
                     SPAN_PORT,
+                    "action",
+                    "mirred",
+                    "egress",
+                    "mirror",
+                    "dev",
+                    TAP_PORT,
                 ],
             )?;
         }
@@ -254,6 +267,34 @@ impl Topology {
         run("ip", &["-n", &ns, "link", "set", iface, "up"])?;
         run("ip", &["-n", &sw, "link", "set", port, "up"])?;
         Ok(())
+    }
+
+    /// The second mirror output ([`TAP_IFACE`]) in the sensor namespace.
+    fn wire_mirror_copy(&mut self) -> io::Result<()> {
+        let sw = self.ns_name(Host::Switch);
+        let ns = self.ns_name(Host::Sensor);
+        run(
+            "ip",
+            &[
+                "-n", &sw, "link", "add", TAP_PORT, "type", "veth", "peer", "name", TAP_IFACE,
+                "netns", &ns,
+            ],
+        )?;
+        self.ports.push(TAP_PORT);
+        offloads_off(&sw, TAP_PORT)?;
+        offloads_off(&ns, TAP_IFACE)?;
+        run(
+            "ip",
+            &["-n", &ns, "link", "set", TAP_IFACE, "promisc", "on"],
+        )?;
+        run("ip", &["-n", &ns, "link", "set", TAP_IFACE, "up"])?;
+        run("ip", &["-n", &sw, "link", "set", TAP_PORT, "up"])?;
+        Ok(())
+    }
+
+    /// The interface with a second copy of the mirrored traffic, for tcpdump.
+    pub fn tap_iface(&self) -> &str {
+        TAP_IFACE
     }
 
     /// The prefix every namespace name starts with.

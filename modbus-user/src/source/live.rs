@@ -196,6 +196,18 @@ pub fn run_live(
             .map_err(|e| LiveError(format!("{iface}: cannot start an RX thread: {e}")))?;
         handles.push(handle);
     }
+    if !opts.quiet {
+        let modes = binds.iter().map(|(_, b)| *b).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(
+            std::io::stderr(),
+            "modbus-detect: capturing on {iface}: XDP {} mode, {} RX queue(s) ({modes}), {shards} shard(s)",
+            match mode {
+                XdpMode::Native => "native",
+                XdpMode::Skb => "skb",
+            },
+            queues.len(),
+        );
+    }
     let mut interrupted = false;
     let mut last_stats = Instant::now();
     let mut last_frames = 0u64;
