@@ -17,6 +17,7 @@
 //! `$OUT_DIR/aya-build/target`.
 
 use std::env;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -82,6 +83,20 @@ fn main() -> Result<()> {
     // aya-build turns every line the inner cargo prints into a warning;
     // errors still come through, "Compiling ..." lines need not.
     env::set_var("CARGO_TERM_QUIET", "true");
+
+    // aya-build builds in `$OUT_DIR/aya-build` and copies the object to
+    // `$OUT_DIR`. Every build of this crate with other settings (build,
+    // clippy, another feature set) has its own OUT_DIR; point aya-build at
+    // one folder under the target dir instead, so the eBPF build (~350 MB,
+    // ~20 s with core from source) is done once, not once per OUT_DIR. A
+    // lock keeps two concurrent builds from copying the object at once.
+    let build_dir = shared_build_dir(&out_dir).unwrap_or_else(|| out_dir.clone());
+    fs::create_dir_all(&build_dir).with_context(|| format!("mkdir {}", build_dir.display()))?;
+    let lock_path = build_dir.join(".lock");
+    let lock = fs::File::create(&lock_path).with_context(|| format!("{}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    env::set_var("OUT_DIR", &build_dir);
     let root_dir = ebpf_dir
         .to_str()
         .context("the eBPF crate's path is not UTF-8")?;
@@ -90,10 +105,19 @@ fn main() -> Result<()> {
         root_dir,
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
-        .context("building the XDP program (modbus-ebpf) failed; `cargo xtask setup` installs what it needs, AYA_BUILD_SKIP=1 builds without it")?;
+    let built = aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
+        .context("building the XDP program (modbus-ebpf) failed; `cargo xtask setup` installs what it needs, AYA_BUILD_SKIP=1 builds without it");
+    env::set_var("OUT_DIR", &out_dir);
+    built?;
 
     let object = out_dir.join(EBPF_BIN);
+    let built_object = build_dir.join(EBPF_BIN);
+    if built_object != object {
+        fs::copy(&built_object, &object).with_context(|| {
+            format!("copying {} to {}", built_object.display(), object.display())
+        })?;
+    }
+    drop(lock);
     if !object.is_file() {
         bail!("aya-build did not produce {}", object.display());
     }
@@ -137,4 +161,14 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
     env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// `<target dir>/modbus-ebpf-build`, from `OUT_DIR` =
+/// `<target dir>[/<triple>]/<profile>/build/<pkg>-<hash>/out`.
+fn shared_build_dir(out_dir: &Path) -> Option<PathBuf> {
+    let build = out_dir.ancestors().nth(2)?;
+    if build.file_name()? != "build" {
+        return None;
+    }
+    Some(out_dir.ancestors().nth(4)?.join("modbus-ebpf-build"))
 }

@@ -266,6 +266,11 @@ fn write_eve(mut w: EveWriter, rx: Receiver<Vec<EveEvent>>) -> Result<u64, Strin
                 break;
             }
         }
+        // A SIEM tailing the file sees alerts as they are raised, not when
+        // a buffer fills.
+        if failed.is_none() {
+            failed = w.flush().err();
+        }
     }
     if let Some(e) = failed {
         return Err(format!("{}: {e}", w.path().display()));

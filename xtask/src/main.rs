@@ -1,11 +1,18 @@
 //! `cargo xtask`: the project's tasks, so that a fresh clone needs nothing
-//! but cargo.
+//! but cargo. xtask itself depends on nothing of the project (only std and
+//! anyhow), so that it builds before `setup` has installed what the project
+//! needs; every task runs `setup` first.
 //!
+//! - `cargo xtask setup`: install the eBPF toolchain and Debian packages.
 //! - `cargo xtask run [ARGS]`: build in release and run `modbus-detect ARGS`;
 //!   without ARGS, replay the bundled demo capture with its settings files.
+//! - `cargo xtask demo --live`: a virtual plant in network namespaces,
+//!   mirrored to the live sensor.
 //! - `cargo xtask test`: every test, formatting and lints.
-//! - `cargo xtask gen-pcap --frames N --out FILE [--seed S] [--attacks]`:
-//!   write a deterministic synthetic Modbus/TCP capture.
+//! - `cargo xtask gen-pcap --frames N --out FILE [...]`: a deterministic
+//!   synthetic Modbus/TCP capture.
+
+mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -28,7 +35,9 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         .split_first()
         .map_or(("help", &[][..]), |(c, r)| (c.as_str(), r));
     match cmd {
+        "setup" => setup::setup().map(|()| ExitCode::SUCCESS),
         "run" => run(rest),
+        "demo" => demo(rest),
         "test" => test(rest),
         "gen-pcap" => gen_pcap(rest),
         "help" | "--help" | "-h" => {
@@ -40,9 +49,12 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
 }
 
 const USAGE: &str = "usage: cargo xtask <task>
-  run [ARGS]        build (release) and run modbus-detect ARGS; no ARGS: replay the demo
+  setup             install what building and live capture need (idempotent)
+  run [ARGS]        build (release) and run modbus-detect ARGS; no ARGS: replay the demo;
+                    --iface IF [ARGS]: the live sensor on IF
+  demo --live       a virtual plant in network namespaces, mirrored to the live sensor
   test              run every test, cargo fmt --check and clippy -D warnings
-  gen-pcap --frames N --out FILE [--seed S] [--attacks]
+  gen-pcap --frames N --out FILE [--seed S] [--attacks] [--adus-per-segment N] [--split-adus]
                     write a deterministic synthetic Modbus/TCP capture";
 
 /// The workspace root (xtask lives one level below it).
@@ -72,17 +84,8 @@ fn status(mut cmd: Command) -> Result<()> {
 }
 
 fn run(args: &[String]) -> Result<ExitCode> {
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "modbus-user",
-        "--bin",
-        "modbus-detect",
-    ]);
-    status(build)?;
-    let bin = root().join("target/release/modbus-detect");
+    setup::setup()?;
+    let bin = build_release(&["modbus-user"], &["modbus-detect"])?.join("modbus-detect");
     let demo = args.is_empty();
     let args: Vec<String> = if demo { demo_args() } else { args.to_vec() };
     if demo {
@@ -100,6 +103,42 @@ fn run(args: &[String]) -> Result<ExitCode> {
             out.join("alerts.eve.json").display()
         );
     }
+    Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8))
+}
+
+/// `cargo build --release` of the given packages' binaries; returns the
+/// directory they are in.
+fn build_release(packages: &[&str], bins: &[&str]) -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args(["build", "--release"]);
+    for p in packages {
+        build.args(["-p", p]);
+    }
+    for b in bins {
+        build.args(["--bin", b]);
+    }
+    status(build)?;
+    Ok(root().join("target/release"))
+}
+
+/// `cargo xtask demo --live`: build the virtual plant and watch it live.
+fn demo(args: &[String]) -> Result<ExitCode> {
+    if args.first().map(String::as_str) != Some("--live") {
+        bail!("usage: cargo xtask demo --live [SECONDS]  (for the replay demo: cargo xtask run)");
+    }
+    setup::setup()?;
+    let dir = build_release(
+        &["modbus-user", "modbus-tests"],
+        &["modbus-detect", "modbus-lab"],
+    )?;
+    let seconds = args.get(1).map_or("20", String::as_str);
+    let st = Command::new(dir.join("modbus-lab"))
+        .args(["demo", "--detector"])
+        .arg(dir.join("modbus-detect"))
+        .args(["--seconds", seconds, "--out"])
+        .arg(root().join("target/demo-live"))
+        .status()
+        .context("cannot start modbus-lab demo")?;
     Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8))
 }
 
@@ -129,11 +168,21 @@ fn demo_args() -> Vec<String> {
 }
 
 fn test(args: &[String]) -> Result<ExitCode> {
+    setup::setup()?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     status(fmt).context("formatting: run `cargo fmt --all`")?;
+    let mut fmt_ebpf = cargo();
+    fmt_ebpf.args([
+        "fmt",
+        "--manifest-path",
+        "modbus-ebpf/Cargo.toml",
+        "--",
+        "--check",
+    ]);
+    status(fmt_ebpf).context("formatting of modbus-ebpf")?;
     let mut clippy = cargo();
-    clippy.args([
+    clippy.env("MODBUS_XDP_REQUIRE", "1").args([
         "clippy",
         "--workspace",
         "--all-targets",
@@ -142,38 +191,22 @@ fn test(args: &[String]) -> Result<ExitCode> {
         "warnings",
     ]);
     status(clippy)?;
+    // The XDP program must be built in: the live tests must fail, not pass
+    // vacuously, if the eBPF toolchain is missing.
     let mut t = cargo();
-    t.args(["test", "--workspace"]).args(args);
+    t.env("MODBUS_XDP_REQUIRE", "1")
+        .args(["test", "--workspace"])
+        .args(args);
     status(t)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn gen_pcap(args: &[String]) -> Result<ExitCode> {
-    let mut cfg = modbus_user::synth::SynthConfig::default();
-    let mut out: Option<PathBuf> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--frames" => cfg.frames = value()?.parse().context("--frames")?,
-            "--seed" => cfg.seed = value()?.parse().context("--seed")?,
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "--attacks" => cfg.attacks = true,
-            other => bail!("gen-pcap: unknown flag {other:?}\n{USAGE}"),
-        }
-    }
-    let out = out.context("gen-pcap needs --out FILE")?;
-    let file = std::fs::File::create(&out).with_context(|| format!("{}", out.display()))?;
-    let summary = modbus_user::synth::generate(&cfg, std::io::BufWriter::new(file))
-        .with_context(|| format!("writing {}", out.display()))?;
-    eprintln!(
-        "xtask: wrote {} ({} frames, {} requests, {} responses, {} connections, {} attack requests)",
-        out.display(),
-        summary.frames,
-        summary.requests,
-        summary.responses,
-        summary.connections,
-        summary.attack_requests
-    );
-    Ok(ExitCode::SUCCESS)
+    setup::setup()?;
+    let bin = build_release(&["modbus-user"], &["modbus-synth"])?.join("modbus-synth");
+    let st = Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8))
 }

@@ -46,6 +46,11 @@ impl EveWriter {
         Ok(())
     }
 
+    /// Hand what was written to the kernel.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
     /// Flush and sync; returns the number of lines written.
     pub fn finish(mut self) -> std::io::Result<u64> {
         self.out.flush()?;

@@ -5,6 +5,7 @@
 //! modbus-lab plc    --listen IP:PORT [--units 1,2]
 //! modbus-lab hmi    --target IP:PORT --duration S [--interval-ms 50] [--write-every N]
 //! modbus-lab attack --target IP:PORT --kind rogue|write|enumerate|flood|exceptions|oor [--count N]
+//! modbus-lab demo   --detector PATH [--seconds S] [--out DIR]   (root: the live demo)
 //! ```
 //!
 //! `hmi` and `attack` print one JSON line on stdout when they finish: the
@@ -25,6 +26,8 @@ use serde_json::Value;
 mod attack;
 #[path = "../lab/client.rs"]
 mod client;
+#[path = "../lab/demo.rs"]
+mod demo;
 #[path = "../lab/hmi.rs"]
 mod hmi;
 #[path = "../lab/plc.rs"]
@@ -106,6 +109,18 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         unit: u8,
     },
+    /// The live demo (root): a virtual plant in network namespaces mirrored
+    /// to `modbus-detect --interface`, attacks, alerts as they come.
+    Demo {
+        /// The modbus-detect binary.
+        #[arg(long)]
+        detector: std::path::PathBuf,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Where the report, the alert stream and the limits file go.
+        #[arg(long, default_value = "target/demo-live")]
+        out: std::path::PathBuf,
+    },
     /// A misbehaving master.
     Attack {
         #[arg(long, value_name = "IP:PORT")]
@@ -134,6 +149,20 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Demo {
+        detector,
+        seconds,
+        out,
+    } = &cli.cmd
+    {
+        return match demo::run(detector, *seconds, out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(LabError(msg)) => {
+                eprintln!("modbus-lab: demo: {msg}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -146,6 +175,7 @@ fn main() -> ExitCode {
     };
     let outcome = rt.block_on(async {
         match cli.cmd {
+            Cmd::Demo { .. } => unreachable!("handled above"),
             Cmd::Plc { listen, units } => plc::run(listen, units).await,
             Cmd::Hmi {
                 target,
