@@ -269,6 +269,12 @@ impl Topology {
         Ok(())
     }
 
+    /// The switch's end of the sensor's veth ([`Host::Switch`] namespace):
+    /// frames sent out of it arrive on the sensor interface, as from a TAP.
+    pub fn sensor_peer(&self) -> &str {
+        SPAN_PORT
+    }
+
     /// The second mirror output ([`TAP_IFACE`]) in the sensor namespace.
     fn wire_mirror_copy(&mut self) -> io::Result<()> {
         let sw = self.ns_name(Host::Switch);

@@ -320,3 +320,136 @@ fn missing_interface() {
         "modbus-detect: error: mbd-nope0: no such interface"
     );
 }
+
+/// 802.1Q and QinQ (802.1ad) tagged frames cannot come through the mirror
+/// (the kernel strips tags there and this kernel has no 8021q module): they
+/// are injected into the sensor's veth with an AF_PACKET socket instead. The
+/// XDP program must walk the tags, and the shards must decode them.
+#[test]
+fn vlan_tagged_frames_reach_the_detector() {
+    use modbus_user::synth::{
+        adu, read_registers_response, read_request, Conversation, PcapWriter,
+    };
+    use std::net::Ipv4Addr;
+
+    require_root();
+    let topo = Topology::create(&unique_prefix("mbv")).expect("topology");
+    let dir = tempfile::tempdir().unwrap();
+    // One rogue master per tagging: 3 reads each, answered.
+    let write = |path: &Path, rogue: Ipv4Addr| {
+        let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
+        let mut c = Conversation::new(rogue, 40000, Ipv4Addr::new(10, 77, 0, 10));
+        let sec = 1_000_000_000;
+        c.handshake(&mut w, sec).unwrap();
+        for tid in 1..=3u16 {
+            let t = sec + u64::from(tid) * sec / 10;
+            c.send(&mut w, t, true, &adu(tid, 1, &read_request(3, 0, 2)))
+                .unwrap();
+            c.send(
+                &mut w,
+                t + 500_000,
+                false,
+                &adu(tid, 1, &read_registers_response(3, &[1, 2])),
+            )
+            .unwrap();
+        }
+        w.into_inner().unwrap();
+    };
+    let (one, two) = (dir.path().join("dot1q.pcap"), dir.path().join("qinq.pcap"));
+    write(&one, Ipv4Addr::new(10, 66, 0, 1));
+    write(&two, Ipv4Addr::new(10, 66, 0, 2));
+    let report = dir.path().join("vlan.json");
+    let bin = modbus_tests::detector_binary();
+    let args = [
+        "--interface",
+        topo.sensor_iface(),
+        "--authorized-masters",
+        "10.77.0.20",
+        "--output",
+        report.to_str().unwrap(),
+    ];
+    let mut sensor = topo
+        .spawn_in(Host::Sensor, bin.to_str().unwrap(), &args)
+        .expect("sensor");
+    sensor
+        .wait_for_line("capturing on", START)
+        .expect("sensor up");
+    let inject = |pcap: &Path, vlan: &str| {
+        let out = topo
+            .run_in(
+                Host::Switch,
+                LAB,
+                &[
+                    "inject",
+                    "--iface",
+                    topo.sensor_peer(),
+                    "--pcap",
+                    pcap.to_str().unwrap(),
+                    "--vlan",
+                    vlan,
+                ],
+            )
+            .expect("inject");
+        assert!(out.status.success());
+    };
+    inject(&one, "0x8100:100");
+    inject(&two, "0x88a8:10,0x8100:20");
+    std::thread::sleep(Duration::from_millis(300));
+    let done = sensor.stop(STOP).expect("sensor stops");
+    assert_eq!(done.status.code(), Some(130), "{}", done.stderr);
+    let r = read_json(&report);
+    let alerts = alert_set(&r);
+    for rogue in ["10.66.0.1", "10.66.0.2"] {
+        let n: u64 = alerts
+            .iter()
+            .filter(|(k, _)| k.contains("ROGUE_MODBUS_MASTER") && k.contains(rogue))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(n, 3, "{rogue}: {alerts:?}");
+    }
+    let c = &r["counters"];
+    assert_eq!(c["requests"], 6);
+    assert_eq!(c["responses"], 6);
+    assert_eq!(r["capture"]["xdp"]["redirected"], c["frames"]);
+    topo.teardown().expect("teardown");
+}
+
+/// On a host that itself serves Modbus on the interface, XDP redirect would
+/// steal its sessions' frames: the sensor refuses unless --force.
+#[test]
+fn refuses_to_steal_frames_from_a_local_modbus_server() {
+    require_root();
+    let topo = Topology::create(&unique_prefix("mbf")).expect("topology");
+    let plc_addr = format!("{}:502", topo.plc_ip());
+    let mut plc = topo
+        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
+        .expect("PLC");
+    plc.wait_for_line("listening on", START).expect("PLC up");
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let bin = modbus_tests::detector_binary();
+    let args = [
+        "--interface",
+        "eth0",
+        "--output",
+        report.to_str().unwrap(),
+        "--duration",
+        "0.5",
+    ];
+    let refused = topo.run_in(Host::Plc, bin.to_str().unwrap(), &args);
+    let err = refused.expect_err("refused without --force").to_string();
+    assert!(
+        err.contains("eth0: refusing to capture") && err.contains(":502"),
+        "{err}"
+    );
+    assert!(!report.exists());
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let out = topo
+        .run_in(Host::Plc, bin.to_str().unwrap(), &forced)
+        .expect("--force attaches");
+    assert!(out.status.success());
+    assert_eq!(read_json(&report)["status"], "complete");
+    plc.stop(STOP).expect("PLC stops");
+    topo.teardown().expect("teardown");
+}

@@ -6,6 +6,7 @@
 //! modbus-lab hmi    --target IP:PORT --duration S [--interval-ms 50] [--write-every N]
 //! modbus-lab attack --target IP:PORT --kind rogue|write|enumerate|flood|exceptions|oor [--count N]
 //! modbus-lab demo   --detector PATH [--seconds S] [--out DIR]   (root: the live demo)
+//! modbus-lab inject --iface IF --pcap FILE [--loops N] [--pps N] [--vlan TPID:VID ...]
 //! ```
 //!
 //! `hmi` and `attack` print one JSON line on stdout when they finish: the
@@ -30,6 +31,8 @@ mod client;
 mod demo;
 #[path = "../lab/hmi.rs"]
 mod hmi;
+#[path = "../lab/inject.rs"]
+mod inject;
 #[path = "../lab/plc.rs"]
 mod plc;
 
@@ -121,6 +124,22 @@ enum Cmd {
         #[arg(long, default_value = "target/demo-live")]
         out: std::path::PathBuf,
     },
+    /// Send a pcap's frames out of an interface (AF_PACKET, root), as fast
+    /// as possible or at --pps, optionally with VLAN tags inserted.
+    Inject {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        pcap: std::path::PathBuf,
+        #[arg(long, default_value_t = 1)]
+        loops: u64,
+        /// Frames per second; 0: as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        pps: u64,
+        /// VLAN tags to insert, outermost first: 0x88a8:100,0x8100:200.
+        #[arg(long, value_delimiter = ',', value_parser = parse_vlan)]
+        vlan: Vec<(u16, u16)>,
+    },
     /// A misbehaving master.
     Attack {
         #[arg(long, value_name = "IP:PORT")]
@@ -139,6 +158,18 @@ enum Cmd {
     },
 }
 
+/// "0x8100:200" -> (TPID, VID).
+fn parse_vlan(s: &str) -> Result<(u16, u16), String> {
+    let (tpid, vid) = s
+        .split_once(':')
+        .ok_or("expected TPID:VID, e.g. 0x8100:200")?;
+    let tpid = u16::from_str_radix(tpid.trim_start_matches("0x"), 16).map_err(|e| e.to_string())?;
+    let vid: u16 = vid
+        .parse()
+        .map_err(|e: std::num::ParseIntError| e.to_string())?;
+    Ok((tpid, vid))
+}
+
 /// Seconds, fractions allowed: "1", "0.5".
 fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
@@ -149,6 +180,32 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Inject {
+        iface,
+        pcap,
+        loops,
+        pps,
+        vlan,
+    } = &cli.cmd
+    {
+        let args = inject::InjectArgs {
+            iface,
+            pcap,
+            loops: *loops,
+            pps: *pps,
+            vlans: vlan,
+        };
+        return match inject::run(&args) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(LabError(msg)) => {
+                eprintln!("modbus-lab: inject: {msg}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Cmd::Demo {
         detector,
         seconds,
@@ -175,7 +232,7 @@ fn main() -> ExitCode {
     };
     let outcome = rt.block_on(async {
         match cli.cmd {
-            Cmd::Demo { .. } => unreachable!("handled above"),
+            Cmd::Demo { .. } | Cmd::Inject { .. } => unreachable!("handled above"),
             Cmd::Plc { listen, units } => plc::run(listen, units).await,
             Cmd::Hmi {
                 target,
