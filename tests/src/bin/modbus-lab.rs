@@ -232,7 +232,10 @@ fn main() -> ExitCode {
     };
     let outcome = rt.block_on(async {
         match cli.cmd {
-            Cmd::Demo { .. } | Cmd::Inject { .. } => unreachable!("handled above"),
+            // Synchronous commands, handled before the runtime starts.
+            Cmd::Demo { .. } | Cmd::Inject { .. } => {
+                Outcome::failed(None, LabError("internal: not an async command".into()))
+            }
             Cmd::Plc { listen, units } => plc::run(listen, units).await,
             Cmd::Hmi {
                 target,
