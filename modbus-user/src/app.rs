@@ -119,10 +119,18 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
     write_results(args, &cfg, finished)
 }
 
+/// Every file the run will write must be writable before it reads a frame:
+/// report, EVE stream, learned baseline, ADU dump.
 fn check_outputs(args: &Args) -> Result<(), AppError> {
     check_output(&args.output)?;
+    if let Some(e) = &args.eve {
+        check_output(e)?;
+    }
     if let (Some(b), true) = (&args.baseline_file, args.baseline_mode) {
         check_output(b)?;
+    }
+    if let Some(d) = &args.dump_adus {
+        check_output(d)?;
     }
     Ok(())
 }
@@ -242,8 +250,22 @@ fn live_capture(
     }
     let cfg = &Arc::new(live_cfg);
     let eve = eve_writer(args, cfg)?;
-    let out = run_live(cfg.clone(), &opts, threads, eve, stop)
-        .map_err(|e| AppError::Input(e.to_string()))?;
+    // Once the capabilities are gone (CAP_DAC_OVERRIDE with them), check
+    // again that the outputs can be written, before capture starts.
+    let outputs_failed = std::cell::Cell::new(false);
+    let ready = || {
+        check_outputs(args).map_err(|e| {
+            outputs_failed.set(true);
+            format!("{e} (after dropping privileges)")
+        })
+    };
+    let out = run_live(cfg.clone(), &opts, threads, eve, stop, &ready).map_err(|e| {
+        if outputs_failed.get() {
+            AppError::Output(e.to_string())
+        } else {
+            AppError::Input(e.to_string())
+        }
+    })?;
     let mode = match out.mode {
         XdpMode::Native => "native",
         XdpMode::Skb => "skb",
@@ -259,6 +281,15 @@ fn live_capture(
         "xdp_mode": mode,
         "xdp": out.xdp,
         "queues": out.queues,
+        "shards": out
+            .shard_ring_full_drops
+            .iter()
+            .enumerate()
+            .map(|(shard, drops)| serde_json::json!({"shard": shard, "ring_full_drops": drops}))
+            .collect::<Vec<_>>(),
+        "link_down_events": out.link_down_events,
+        "link_down_seconds": out.link_down_seconds,
+        "privileges": out.privileges,
     }));
     Ok(Finished {
         dispatch: out.dispatch,
@@ -273,6 +304,10 @@ fn live_capture(
 
 /// Report, baseline, summary and exit code, for replay and live alike.
 fn write_results(args: &Args, cfg: &DetectConfig, f: Finished) -> Result<u8, AppError> {
+    if let (Some(Err(_)), Some(path)) = (&f.eve, &args.eve) {
+        // The stream broke off (disk full, I/O error): leave whole lines.
+        trim_to_last_line(path);
+    }
     let mut info = f.info;
     info.status = if f.interrupted {
         Status::Interrupted
@@ -319,8 +354,44 @@ fn write_results(args: &Args, cfg: &DetectConfig, f: Finished) -> Result<u8, App
 }
 
 fn check_output(path: &Path) -> Result<(), AppError> {
-    check_writable(path)
-        .map_err(|e| AppError::Output(format!("{}: cannot write: {e}", path.display())))
+    let fail = |e: &dyn std::fmt::Display| {
+        AppError::Output(format!("{}: cannot write: {e}", path.display()))
+    };
+    if path.is_dir() {
+        return Err(fail(&"is a directory"));
+    }
+    check_writable(path).map_err(|e| fail(&e))
+}
+
+/// Cut a JSON-lines file after its last complete line, so that a stream
+/// that broke off half-way through a line (disk full) is still valid
+/// JSON lines. Best effort: a file that cannot be read or cut is left.
+fn trim_to_last_line(path: &Path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
+        return;
+    };
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return;
+    };
+    // A line is about a kilobyte: the last newline is in the tail.
+    let start = len.saturating_sub(1 << 16);
+    let mut tail = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut tail).is_err() {
+        return;
+    }
+    let keep = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => start + i as u64 + 1,
+        None if start == 0 => 0,
+        None => return,
+    };
+    if keep < len {
+        let _ = f.set_len(keep);
+    }
 }
 
 fn default_threads() -> u16 {

@@ -43,6 +43,9 @@ pub struct Counters {
     pub flows_expired: u64,
     /// Connections closed by FIN or RST.
     pub flows_closed: u64,
+    /// Most connections tracked at once: the sum of each shard's peak, so an
+    /// upper bound of the concurrent total; never above `--max-flows`.
+    pub flows_peak: u64,
     /// Holes in a TCP byte stream (capture loss or an out-of-order window overflow).
     pub reassembly_gaps: u64,
     /// Stream bytes thrown away while resynchronising on an MBAP header.
@@ -86,6 +89,7 @@ impl Counters {
         self.flows_evicted += o.flows_evicted;
         self.flows_expired += o.flows_expired;
         self.flows_closed += o.flows_closed;
+        self.flows_peak += o.flows_peak;
         self.reassembly_gaps += o.reassembly_gaps;
         self.resync_bytes_skipped += o.resync_bytes_skipped;
         self.retransmitted_segments += o.retransmitted_segments;

@@ -8,10 +8,14 @@
 //!   without ARGS, replay the bundled demo capture with its settings files.
 //! - `cargo xtask demo --live`: a virtual plant in network namespaces,
 //!   mirrored to the live sensor.
-//! - `cargo xtask test`: every test, formatting and lints.
+//! - `cargo xtask test`: every test, formatting and lints, then every fuzz
+//!   target for 60 s (`MODBUS_FUZZ_SECONDS` to change, 0 to skip).
 //! - `cargo xtask gen-pcap --frames N --out FILE [...]`: a deterministic
 //!   synthetic Modbus/TCP capture.
+//! - `cargo xtask fuzz [--time S] [--target T]... [--seed]`: the cargo-fuzz
+//!   targets (see `fuzz.rs`).
 
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +44,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "demo" => demo(rest),
         "test" => test(rest),
         "gen-pcap" => gen_pcap(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "help" | "--help" | "-h" => {
             println!("{}", USAGE);
             Ok(ExitCode::SUCCESS)
@@ -53,9 +58,13 @@ const USAGE: &str = "usage: cargo xtask <task>
   run [ARGS]        build (release) and run modbus-detect ARGS; no ARGS: replay the demo;
                     --iface IF [ARGS]: the live sensor on IF
   demo --live       a virtual plant in network namespaces, mirrored to the live sensor
-  test              run every test, cargo fmt --check and clippy -D warnings
+  test              run every test, cargo fmt --check and clippy -D warnings, then each
+                    fuzz target for 60 s (MODBUS_FUZZ_SECONDS=S to change, 0 to skip)
   gen-pcap --frames N --out FILE [--seed S] [--attacks] [--adus-per-segment N] [--split-adus]
-                    write a deterministic synthetic Modbus/TCP capture";
+                    write a deterministic synthetic Modbus/TCP capture
+  fuzz [--time S] [--target T]... [--seed]
+                    run the cargo-fuzz targets (modbus-user/fuzz), S seconds each (default 60);
+                    --seed: rewrite their seed corpora from the fixture captures";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {
@@ -181,6 +190,15 @@ fn test(args: &[String]) -> Result<ExitCode> {
         "--check",
     ]);
     status(fmt_ebpf).context("formatting of modbus-ebpf")?;
+    let mut fmt_fuzz = cargo();
+    fmt_fuzz.args([
+        "fmt",
+        "--manifest-path",
+        "modbus-user/fuzz/Cargo.toml",
+        "--",
+        "--check",
+    ]);
+    status(fmt_fuzz).context("formatting of modbus-user/fuzz")?;
     let mut clippy = cargo();
     clippy.env("MODBUS_XDP_REQUIRE", "1").args([
         "clippy",
@@ -198,6 +216,15 @@ fn test(args: &[String]) -> Result<ExitCode> {
         .args(["test", "--workspace"])
         .args(args);
     status(t)?;
+    // Then every fuzz target for a bounded time, so that a regression that
+    // the seeds or a minute of mutation reach is found.
+    let seconds = std::env::var("MODBUS_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(fuzz::DEFAULT_SECONDS);
+    if seconds > 0 {
+        fuzz::run_targets(fuzz::TARGETS, seconds)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

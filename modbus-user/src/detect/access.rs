@@ -1,10 +1,20 @@
 //! ROGUE_MODBUS_MASTER and UNAUTHORIZED_MODBUS_WRITE: who may talk, who may write.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{AlertSink, RequestCtx};
 use crate::alert::{AlertKind, Severity};
 use crate::config::DetectConfig;
+
+/// The access rules' verdict on a master (see [`super::PairFacts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessFacts {
+    /// Not an authorized master (and a list of them was given).
+    pub rogue: bool,
+    /// Not an authorized writer (and a list of them was given).
+    pub unauthorized_writer: bool,
+}
 
 pub struct AccessRules {
     cfg: Arc<DetectConfig>,
@@ -15,19 +25,35 @@ impl AccessRules {
         AccessRules { cfg }
     }
 
-    pub fn on_request(&self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
-        if let Some(masters) = &self.cfg.authorized_masters {
-            if !masters.contains(&ctx.ep.master) {
-                out.raise(ctx.alert(AlertKind::RogueMaster, Severity::Critical), 1);
-            }
+    /// What the rules decide about a master, whatever it sends.
+    pub fn facts(&self, master: IpAddr) -> AccessFacts {
+        AccessFacts {
+            rogue: self
+                .cfg
+                .authorized_masters
+                .as_ref()
+                .is_some_and(|m| !m.contains(&master)),
+            unauthorized_writer: self
+                .cfg
+                .authorized_writers
+                .as_ref()
+                .is_some_and(|w| !w.contains(&master)),
         }
-        if let Some(writers) = &self.cfg.authorized_writers {
-            if ctx.req.is_write() && !writers.contains(&ctx.ep.master) {
-                out.raise(
-                    ctx.alert(AlertKind::UnauthorizedWrite, Severity::Critical),
-                    1,
-                );
-            }
+    }
+
+    pub fn on_request(&self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
+        let facts = ctx
+            .facts
+            .access
+            .unwrap_or_else(|| self.facts(ctx.ep.master));
+        if facts.rogue {
+            out.raise(ctx.alert(AlertKind::RogueMaster, Severity::Critical), 1);
+        }
+        if facts.unauthorized_writer && ctx.req.is_write() {
+            out.raise(
+                ctx.alert(AlertKind::UnauthorizedWrite, Severity::Critical),
+                1,
+            );
         }
     }
 }

@@ -84,32 +84,121 @@ pub struct PairProfile {
     pub timing: Stats,
     /// Capture time of the last request (learning only, not saved).
     last_request_ns: Option<u64>,
+    /// Unit ids already noted for the slave through this pair (a cache,
+    /// not saved): the slave's unit set is then not searched per request.
+    units_noted: [u64; 4],
 }
+
+impl PairProfile {
+    fn unit_noted(&self, unit: u8) -> bool {
+        self.units_noted[usize::from(unit / 64)] & (1 << (unit % 64)) != 0
+    }
+
+    fn note_unit(&mut self, unit: u8) {
+        self.units_noted[usize::from(unit / 64)] |= 1 << (unit % 64);
+    }
+}
+
+/// A pair's place in one [`Baseline`]: stable for the baseline's life
+/// (pairs are never removed), so a connection can remember it and reach its
+/// pair's profile with no hashing ([`Baseline::record_pair`],
+/// [`Baseline::pair_profile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PairId(u32);
 
 /// Register statistics key: slave, unit id, Modicon register number.
 pub type RegisterKey = (IpAddr, u8, u32);
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Baseline {
-    pairs: FxHashMap<(IpAddr, IpAddr), PairProfile>,
+    /// Where each pair's profile is in `profiles`.
+    pairs: FxHashMap<(IpAddr, IpAddr), PairId>,
+    /// Profiles in the order their pairs were first seen.
+    profiles: Vec<((IpAddr, IpAddr), PairProfile)>,
     registers: FxHashMap<RegisterKey, Stats>,
     units: FxHashMap<IpAddr, BTreeSet<u8>>,
     first_seen_ns: Option<u64>,
     last_seen_ns: Option<u64>,
 }
 
+/// Equal when they hold the same pairs, registers, units and times, in
+/// whatever order the pairs were first seen.
+impl PartialEq for Baseline {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs.len() == other.pairs.len()
+            && self.profiles.iter().all(|(k, p)| {
+                other
+                    .pairs
+                    .get(k)
+                    .and_then(|id| other.pair_profile(*id))
+                    .is_some_and(|o| o == p)
+            })
+            && self.registers == other.registers
+            && self.units == other.units
+            && self.first_seen_ns == other.first_seen_ns
+            && self.last_seen_ns == other.last_seen_ns
+    }
+}
+
 impl Baseline {
     /// Learn one request from `master` to `slave`.
     pub fn record(&mut self, master: IpAddr, slave: IpAddr, unit: u8, fc: u8, ts_ns: u64) {
+        let id = self.add_pair(master, slave);
+        self.record_pair(id, unit, fc, ts_ns);
+    }
+
+    /// Where the pair's profile is, if the pair is known.
+    pub fn pair_id(&self, master: IpAddr, slave: IpAddr) -> Option<PairId> {
+        self.pairs.get(&(master, slave)).copied()
+    }
+
+    /// Where the pair's profile is, adding an empty one if the pair is new.
+    pub fn add_pair(&mut self, master: IpAddr, slave: IpAddr) -> PairId {
+        let next = PairId(self.profiles.len() as u32);
+        let id = *self.pairs.entry((master, slave)).or_insert(next);
+        if id == next {
+            self.profiles.push(((master, slave), PairProfile::default()));
+        }
+        id
+    }
+
+    /// The profile of a pair found with [`Baseline::pair_id`].
+    pub fn pair_profile(&self, id: PairId) -> Option<&PairProfile> {
+        self.profiles.get(id.0 as usize).map(|(_, p)| p)
+    }
+
+    /// [`Baseline::record`] for a pair already found: what the shard does
+    /// per request, with the pair's id remembered by the connection.
+    pub fn record_pair(&mut self, id: PairId, unit: u8, fc: u8, ts_ns: u64) {
+        self.count_pair(id, unit, fc, ts_ns, true);
+    }
+
+    /// The inventory of a detection run: [`Baseline::record_pair`] without
+    /// the inter-request timing, which only a learned baseline keeps (the
+    /// report's inventory lists pairs, function codes and units; the
+    /// running mean costs a division per request).
+    pub fn count_pair(&mut self, id: PairId, unit: u8, fc: u8, ts_ns: u64, timing: bool) {
         self.first_seen_ns = Some(self.first_seen_ns.map_or(ts_ns, |t| t.min(ts_ns)));
         self.last_seen_ns = Some(self.last_seen_ns.map_or(ts_ns, |t| t.max(ts_ns)));
-        self.units.entry(slave).or_default().insert(unit);
-        let pair = self.pairs.entry((master, slave)).or_default();
+        let Some(((_, slave), pair)) = self.profiles.get_mut(id.0 as usize) else {
+            return;
+        };
+        if !pair.unit_noted(unit) {
+            self.units.entry(*slave).or_default().insert(unit);
+            pair.note_unit(unit);
+        }
         *pair.function_codes.entry(fc).or_default() += 1;
+        if !timing {
+            return;
+        }
         if let Some(last) = pair.last_request_ns {
             pair.timing.add(ts_ns.saturating_sub(last) as f64 / 1e9);
         }
         pair.last_request_ns = Some(ts_ns);
+    }
+
+    fn pair(&self, master: IpAddr, slave: IpAddr) -> Option<&PairProfile> {
+        self.pair_profile(self.pair_id(master, slave)?)
     }
 
     /// Learn one observed register value.
@@ -122,12 +211,12 @@ impl Baseline {
 
     /// Requests per function code of a pair; `None` if the pair was never seen.
     pub fn get_fc_distribution(&self, master: IpAddr, slave: IpAddr) -> Option<&BTreeMap<u8, u64>> {
-        self.pairs.get(&(master, slave)).map(|p| &p.function_codes)
+        self.pair(master, slave).map(|p| &p.function_codes)
     }
 
     /// Inter-request timing of a pair, in seconds.
     pub fn get_timing_stats(&self, master: IpAddr, slave: IpAddr) -> Option<&Stats> {
-        self.pairs.get(&(master, slave)).map(|p| &p.timing)
+        self.pair(master, slave).map(|p| &p.timing)
     }
 
     pub fn get_register_stats(&self, slave: IpAddr, unit: u8, register: u32) -> Option<&Stats> {
@@ -147,21 +236,27 @@ impl Baseline {
     }
 
     pub fn request_count(&self) -> u64 {
-        self.pairs
-            .values()
-            .flat_map(|p| p.function_codes.values())
+        self.profiles
+            .iter()
+            .flat_map(|(_, p)| p.function_codes.values())
             .sum()
     }
 
     /// Fold in what another shard learned (its slaves are disjoint from ours,
     /// but merging is exact either way).
     pub fn merge(&mut self, other: Baseline) {
-        for (k, p) in other.pairs {
-            let mine = self.pairs.entry(k).or_default();
+        for ((m, s), p) in other.profiles {
+            let id = self.add_pair(m, s);
+            let Some((_, mine)) = self.profiles.get_mut(id.0 as usize) else {
+                continue;
+            };
             for (fc, n) in p.function_codes {
                 *mine.function_codes.entry(fc).or_default() += n;
             }
             mine.timing.merge(&p.timing);
+            for (a, b) in mine.units_noted.iter_mut().zip(p.units_noted) {
+                *a |= b;
+            }
         }
         for (k, s) in other.registers {
             self.registers.entry(k).or_default().merge(&s);
@@ -180,7 +275,7 @@ impl Baseline {
 
     pub fn to_file(&self, source: &str) -> BaselineFile {
         let mut pairs: Vec<PairEntry> = self
-            .pairs
+            .profiles
             .iter()
             .map(|((m, s), p)| PairEntry {
                 master: *m,
@@ -287,14 +382,15 @@ impl Baseline {
                 })?;
                 function_codes.insert(fc, n);
             }
-            b.pairs.insert(
-                (p.master, p.slave),
-                PairProfile {
+            // A pair listed twice: the last entry wins.
+            let id = b.add_pair(p.master, p.slave);
+            if let Some((_, profile)) = b.profiles.get_mut(id.0 as usize) {
+                *profile = PairProfile {
                     function_codes,
                     timing: p.timing.into(),
-                    last_request_ns: None,
-                },
-            );
+                    ..PairProfile::default()
+                };
+            }
         }
         for r in file.registers {
             b.registers.insert(

@@ -9,8 +9,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::baseline::Baseline;
-use super::{AlertSink, BoundedMap, RequestCtx, RULE_STATE_CAPACITY};
+use super::baseline::{Baseline, PairId};
+use super::{AlertSink, BoundedMap, Endpoints, RequestCtx, RULE_STATE_CAPACITY};
 use crate::alert::{AlertKind, Detail, Severity};
 use crate::config::Thresholds;
 
@@ -34,13 +34,30 @@ impl BaselineRules {
         self.last_request.evicted
     }
 
+    /// The pair's place in the baseline (`None`: not in it, or no baseline).
+    pub fn pair_id(&self, ep: &Endpoints) -> Option<PairId> {
+        self.baseline.as_ref()?.pair_id(ep.master, ep.slave)
+    }
+
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
-        let Some(baseline) = self.baseline.clone() else {
+        // Borrowed, not Arc-cloned per request (an atomic increment and
+        // decrement each time).
+        let BaselineRules {
+            baseline,
+            thresholds,
+            last_request,
+        } = self;
+        let Some(baseline) = baseline.as_deref() else {
             return;
         };
         let (master, slave) = (ctx.ep.master, ctx.ep.slave);
         let fc = ctx.req.function_code();
-        let known = baseline.get_fc_distribution(master, slave);
+        let pair = ctx
+            .facts
+            .baseline
+            .unwrap_or_else(|| baseline.pair_id(master, slave));
+        let profile = pair.and_then(|id| baseline.pair_profile(id));
+        let known = profile.map(|p| &p.function_codes);
         if !known.is_some_and(|fcs| fcs.contains_key(&fc)) {
             let mut alert = ctx.alert(AlertKind::NewFunctionCode, Severity::High);
             alert.detail = Detail::NewFunctionCode {
@@ -49,7 +66,7 @@ impl BaselineRules {
             out.raise(alert, 1);
         }
         let mut first = false;
-        let last = self.last_request.get_or_insert_with((master, slave), || {
+        let last = last_request.get_or_insert_with((master, slave), || {
             first = true;
             ctx.ts_ns
         });
@@ -58,18 +75,16 @@ impl BaselineRules {
         if first {
             return;
         }
-        let Some(stats) = baseline.get_timing_stats(master, slave) else {
+        let Some(stats) = profile.map(|p| &p.timing) else {
             return;
         };
-        if stats.count < self.thresholds.timing_min_samples {
+        if stats.count < thresholds.timing_min_samples {
             return;
         }
-        let std = stats
-            .std()
-            .max(self.thresholds.timing_min_std_ns as f64 / 1e9);
+        let std = stats.std().max(thresholds.timing_min_std_ns as f64 / 1e9);
         let interval_s = interval_ns as f64 / 1e9;
         let sigmas = (interval_s - stats.mean).abs() / std;
-        if sigmas > self.thresholds.timing_sigma {
+        if sigmas > thresholds.timing_sigma {
             let mut alert = ctx.alert(AlertKind::TimingAnomaly, Severity::Medium);
             alert.detail = Detail::Timing {
                 interval_ns,

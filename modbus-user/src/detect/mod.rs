@@ -65,6 +65,19 @@ impl Endpoints {
     }
 }
 
+/// What the rules work out about a connection's master-slave pair from
+/// read-only data (the configuration, the loaded baseline): the same for
+/// every request of the connection, so the shard asks once per connection
+/// ([`Detectors::pair_facts`]) and hands the answer with each request. It
+/// saved four hash lookups per request (criterion `rules/pair_facts`). A
+/// fact left `None` is worked out on the spot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PairFacts {
+    pub access: Option<access::AccessFacts>,
+    /// The pair's place in the loaded baseline (`Some(None)`: not in it).
+    pub baseline: Option<Option<baseline::PairId>>,
+}
+
 /// A decoded request, as rules see it.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestCtx<'a> {
@@ -75,6 +88,8 @@ pub struct RequestCtx<'a> {
     pub req: &'a Request<'a>,
     /// Requests outstanding on this connection, this one included.
     pub outstanding: usize,
+    /// What is known of the pair (all `None`: rules look it up themselves).
+    pub facts: PairFacts,
 }
 
 impl RequestCtx<'_> {
@@ -137,7 +152,8 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
     }
 
     pub fn get_or_insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.map.contains_key(&k) && self.map.len() >= self.capacity {
+        // Below capacity (always, but under attack) one lookup, not two.
+        if self.map.len() >= self.capacity && !self.map.contains_key(&k) {
             if let Some(victim) = self.map.keys().next().copied() {
                 self.map.remove(&victim);
                 self.evicted += 1;
@@ -177,6 +193,14 @@ impl Detectors {
             baseline: baseline_rules::BaselineRules::new(cfg.baseline.clone(), cfg.thresholds),
             exceptions: exceptions::ExceptionBurst::new(cfg.thresholds),
             flood: flood::Flood::new(cfg.thresholds),
+        }
+    }
+
+    /// Everything the rules can work out once per connection.
+    pub fn pair_facts(&self, ep: &Endpoints) -> PairFacts {
+        PairFacts {
+            access: Some(self.access.facts(ep.master)),
+            baseline: Some(self.baseline.pair_id(ep)),
         }
     }
 
@@ -243,6 +267,7 @@ pub(crate) mod testutil {
             tid: 1,
             req,
             outstanding: 1,
+            facts: PairFacts::default(),
         }
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::limits::{RegisterLimit, RegisterLimits};
 use super::{AlertSink, BoundedMap, RequestCtx, ResponseCtx, RULE_STATE_CAPACITY};
 use crate::alert::{Alert, AlertKind, Detail, Severity};
-use crate::modbus::pdu::read_values;
+use crate::modbus::pdu::{read_values, TableValues};
 
 /// Last known value of one limited register.
 #[derive(Debug, Clone, Copy)]
@@ -57,125 +57,142 @@ impl RegisterRules {
     }
 
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
-        let Some(limits) = self.limits.clone() else {
-            return;
-        };
-        if !ctx.req.is_write() {
+        if self.limits.is_none() || !ctx.req.is_write() {
             return;
         }
-        for (table, addr, value) in ctx.req.written_values() {
-            if let Some((limit_idx, limit)) = limits.lookup(table, addr) {
-                let obs = Observation {
-                    slave: ctx.ep.slave,
-                    unit: ctx.unit,
-                    limit_idx,
-                    limit,
-                    value,
-                    ts_ns: ctx.ts_ns,
-                    from_response: false,
-                };
-                self.observe(
-                    &obs,
-                    ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical),
-                    out,
-                );
-            }
-        }
+        let base = ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical);
+        self.observe_all(
+            ctx.req.written_values(),
+            ctx.ep.slave,
+            ctx.unit,
+            false,
+            base,
+            out,
+        );
     }
 
     pub fn on_response(&mut self, ctx: &ResponseCtx<'_>, out: &mut impl AlertSink) {
-        let Some(limits) = self.limits.clone() else {
+        if self.limits.is_none() {
             return;
-        };
+        }
         let Some(read) = ctx.request.and_then(|p| p.read_request()) else {
             return;
         };
-        for (table, addr, value) in read_values(&read, ctx.resp) {
-            if let Some((limit_idx, limit)) = limits.lookup(table, addr) {
-                let obs = Observation {
-                    slave: ctx.ep.slave,
-                    unit: ctx.unit,
-                    limit_idx,
-                    limit,
-                    value,
-                    ts_ns: ctx.ts_ns,
-                    from_response: true,
-                };
-                self.observe(
-                    &obs,
-                    ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical),
-                    out,
+        let base = ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical);
+        self.observe_all(
+            read_values(&read, ctx.resp),
+            ctx.ep.slave,
+            ctx.unit,
+            true,
+            base,
+            out,
+        );
+    }
+
+    /// Observe the values of the limited registers among `values`, in
+    /// address order. Only the limited addresses are visited
+    /// ([`RegisterLimits::within`]), not every value; and the limits are
+    /// borrowed, not `Arc`-cloned, per PDU.
+    fn observe_all(
+        &mut self,
+        values: TableValues<'_>,
+        slave: IpAddr,
+        unit: u8,
+        from_response: bool,
+        base: Alert,
+        out: &mut impl AlertSink,
+    ) {
+        let RegisterRules { limits, state } = self;
+        let Some(limits) = limits else {
+            return;
+        };
+        let (table, start, len) = values.span();
+        for (pos, limit_idx, limit) in limits.within(table, start, len) {
+            let Some(value) = values.value_at(pos) else {
+                continue;
+            };
+            let obs = Observation {
+                slave,
+                unit,
+                limit_idx,
+                limit,
+                value,
+                ts_ns: base.ts_ns,
+                from_response,
+            };
+            observe(state, &obs, base, out);
+        }
+    }
+}
+
+/// Check one value against its limit and its previous value.
+fn observe(
+    states: &mut BoundedMap<(IpAddr, u8, u32), RegState>,
+    o: &Observation<'_>,
+    base: Alert,
+    out: &mut impl AlertSink,
+) {
+    let value = f64::from(o.value);
+    let in_range = o.limit.in_range(value);
+    let state = states.get(&(o.slave, o.unit, o.limit_idx)).copied();
+    let alert = Alert {
+        register: Some(o.limit.modicon),
+        value: Some(i64::from(o.value)),
+        ..base
+    };
+    let entering = state.is_none_or(|s| !s.out_of_range);
+    if !in_range && (!o.from_response || entering) {
+        out.raise(
+            Alert {
+                detail: Detail::Range {
+                    limit: o.limit_idx,
+                    min: o.limit.min.unwrap_or(f64::NEG_INFINITY),
+                    max: o.limit.max.unwrap_or(f64::INFINITY),
+                    from_response: o.from_response,
+                },
+                ..alert
+            },
+            1,
+        );
+    }
+    if let (Some(prev), Some(max_rate)) = (state, o.limit.max_rate) {
+        if prev.value != o.value {
+            let interval_ns = o.ts_ns.saturating_sub(prev.since_ns);
+            let change = (value - f64::from(prev.value)).abs();
+            let rate = if interval_ns == 0 {
+                f64::INFINITY
+            } else {
+                change / (interval_ns as f64 / 1e9)
+            };
+            if rate > max_rate {
+                out.raise(
+                    Alert {
+                        kind: AlertKind::RegisterExcessiveRate,
+                        severity: Severity::High,
+                        detail: Detail::Rate {
+                            limit: o.limit_idx,
+                            previous: i64::from(prev.value),
+                            interval_ns,
+                            rate,
+                            max_rate,
+                        },
+                        ..alert
+                    },
+                    1,
                 );
             }
         }
     }
-
-    /// Check one value against its limit and its previous value.
-    fn observe(&mut self, o: &Observation<'_>, base: Alert, out: &mut impl AlertSink) {
-        let value = f64::from(o.value);
-        let in_range = o.limit.in_range(value);
-        let state = self.state.get(&(o.slave, o.unit, o.limit_idx)).copied();
-        let alert = Alert {
-            register: Some(o.limit.modicon),
-            value: Some(i64::from(o.value)),
-            ..base
-        };
-        let entering = state.is_none_or(|s| !s.out_of_range);
-        if !in_range && (!o.from_response || entering) {
-            out.raise(
-                Alert {
-                    detail: Detail::Range {
-                        limit: o.limit_idx,
-                        min: o.limit.min.unwrap_or(f64::NEG_INFINITY),
-                        max: o.limit.max.unwrap_or(f64::INFINITY),
-                        from_response: o.from_response,
-                    },
-                    ..alert
-                },
-                1,
-            );
-        }
-        if let (Some(prev), Some(max_rate)) = (state, o.limit.max_rate) {
-            if prev.value != o.value {
-                let interval_ns = o.ts_ns.saturating_sub(prev.since_ns);
-                let change = (value - f64::from(prev.value)).abs();
-                let rate = if interval_ns == 0 {
-                    f64::INFINITY
-                } else {
-                    change / (interval_ns as f64 / 1e9)
-                };
-                if rate > max_rate {
-                    out.raise(
-                        Alert {
-                            kind: AlertKind::RegisterExcessiveRate,
-                            severity: Severity::High,
-                            detail: Detail::Rate {
-                                limit: o.limit_idx,
-                                previous: i64::from(prev.value),
-                                interval_ns,
-                                rate,
-                                max_rate,
-                            },
-                            ..alert
-                        },
-                        1,
-                    );
-                }
-            }
-        }
-        let slot = self
-            .state
-            .get_or_insert_with((o.slave, o.unit, o.limit_idx), || RegState {
-                value: o.value,
-                since_ns: o.ts_ns,
-                out_of_range: !in_range,
-            });
-        if slot.value != o.value {
-            slot.value = o.value;
-            slot.since_ns = o.ts_ns;
-        }
-        slot.out_of_range = !in_range;
+    let slot = states.get_or_insert_with((o.slave, o.unit, o.limit_idx), || RegState {
+        value: o.value,
+        since_ns: o.ts_ns,
+        out_of_range: !in_range,
+    });
+    if slot.value != o.value {
+        slot.value = o.value;
+        slot.since_ns = o.ts_ns;
     }
+    slot.out_of_range = !in_range;
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ pub use table::FlowTable;
 
 use std::net::IpAddr;
 
+use crate::detect::baseline::PairId;
+use crate::detect::PairFacts;
 use crate::modbus::transaction::PendingTable;
 use reassembly::Stream;
 
@@ -47,6 +49,20 @@ pub struct Flow {
     pub streams: [Stream; 2],
     /// Requests waiting for their response.
     pub pending: PendingTable,
+    /// What is known of the connection's master-slave pair.
+    pub pair: PairCache,
+}
+
+/// What the shard works out once per connection about its master-slave
+/// pair, instead of once per request (each a hash lookup keyed by two
+/// addresses).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PairCache {
+    /// The rules' facts, from the first request on.
+    pub facts: Option<PairFacts>,
+    /// The pair in the shard's inventory: `Some(Some(id))` recorded there,
+    /// `Some(None)` left out (the inventory was full), `None` not yet seen.
+    pub inventory: Option<Option<PairId>>,
 }
 
 impl Flow {
@@ -56,6 +72,7 @@ impl Flow {
             last_ns: ts_ns,
             streams: [Stream::default(), Stream::default()],
             pending: PendingTable::default(),
+            pair: PairCache::default(),
         }
     }
 

@@ -172,7 +172,11 @@ impl Stream {
             }
         }
         self.deliver(data, ts_ns, sink);
-        self.drain_out_of_order(sink);
+        // Only a stream that ever buffered anything can have segments
+        // waiting: the common case skips the call.
+        if self.bufs.is_some() {
+            self.drain_out_of_order(sink);
+        }
     }
 
     /// The connection's state is being let go (idle, evicted, end of input):

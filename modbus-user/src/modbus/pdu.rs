@@ -670,6 +670,23 @@ impl<'a> TableValues<'a> {
         }
     }
 
+    /// The table, the first address and the number of values: the iterator
+    /// yields addresses `start, start + 1, ...` (wrapping past 65535), `len`
+    /// of them.
+    pub fn span(&self) -> (Table, u16, u16) {
+        (self.table, self.start, self.len)
+    }
+
+    /// The value at position `i` of [`TableValues::span`] (address
+    /// `start + i`), without iterating: rules interested in a few addresses
+    /// of a long read pick them out instead of visiting every value.
+    pub fn value_at(&self, i: u16) -> Option<u16> {
+        if i >= self.len {
+            return None;
+        }
+        self.value(i)
+    }
+
     /// The value at position `i`, `None` past the end of the bytes.
     fn value(&self, i: u16) -> Option<u16> {
         let i = usize::from(i);

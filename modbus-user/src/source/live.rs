@@ -5,7 +5,18 @@
 //! Frames are copied (a Modbus frame is ~60-300 bytes, a memcpy of a cache
 //! line or four) and their UMEM frames go straight back to the fill ring, so
 //! the kernel never waits for a shard; a shard that falls behind fills its
-//! ring and the RX thread counts the batches it had to drop.
+//! ring and the RX thread counts the frames it had to drop, per shard.
+//!
+//! Faults: the interface going down is waited out (the XDP program and the
+//! sockets stay in place and capture resumes when it comes back up; the
+//! outage is counted and reported); the interface disappearing (or being
+//! replaced by another of the same name) ends the capture with a clear
+//! error, the report still written.
+//!
+//! Privileges: once the program is attached and the sockets are bound,
+//! every capability is dropped (see [`drop_capabilities`]) before any
+//! other thread starts, so RX threads, shards and the EVE writer never hold
+//! one.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -67,6 +78,8 @@ struct QueueCounters {
     bytes: AtomicU64,
     /// Frames dropped because a shard's ring was full.
     ring_full_drops: AtomicU64,
+    /// The same, per shard.
+    ring_full_by_shard: Vec<AtomicU64>,
     /// From the socket's XDP_STATISTICS.
     rx_dropped: AtomicU64,
     rx_ring_full: AtomicU64,
@@ -83,6 +96,8 @@ pub struct QueueStats {
     pub frames: u64,
     pub bytes: u64,
     pub shard_ring_full_drops: u64,
+    /// `shard_ring_full_drops` by shard (index = shard).
+    pub shard_ring_full_drops_by_shard: Vec<u64>,
     pub rx_dropped: u64,
     pub rx_ring_full: u64,
     pub fill_ring_empty: u64,
@@ -97,10 +112,18 @@ pub struct LiveOutcome {
     pub mode: XdpMode,
     pub queues: Vec<QueueStats>,
     pub interrupted: bool,
-    /// The interface failed mid-capture (went down, disappeared).
+    /// The interface failed mid-capture (disappeared, a socket error).
     pub error: Option<String>,
     pub eve: Option<Result<u64, String>>,
     pub elapsed: Duration,
+    /// Frames dropped because a shard's ring was full, per shard (all queues).
+    pub shard_ring_full_drops: Vec<u64>,
+    /// Times the interface went down (and capture waited for it).
+    pub link_down_events: u64,
+    /// Seconds the interface was down in all.
+    pub link_down_seconds: f64,
+    /// What the process kept after setup.
+    pub privileges: Privileges,
 }
 
 /// One bound AF_XDP socket and everything that must live as long as it.
@@ -117,12 +140,18 @@ struct XskQueue {
 }
 
 /// Capture on `opts.iface` until the duration ends or `stop` is set.
+///
+/// `ready` runs once setup is done, with no capability in effect, before
+/// capture starts: the caller checks there what must still work without
+/// privileges (that its outputs can be written); an error stops the run.
+/// See [`drop_capabilities`].
 pub fn run_live(
     cfg: Arc<DetectConfig>,
     opts: &LiveOptions,
     shards: usize,
     eve: Option<EveWriter>,
     stop: &AtomicBool,
+    ready: &dyn Fn() -> Result<(), String>,
 ) -> Result<LiveOutcome, LiveError> {
     let iface = &opts.iface;
     if !crate::source::xdp::available() {
@@ -160,6 +189,14 @@ pub fn run_live(
             .map_err(|e| LiveError(e.to_string()))?;
         sockets.push(xsk);
     }
+    // Everything that needs a privilege is done: drop them all before any
+    // other thread exists (capabilities are per thread).
+    let privileges = drop_capabilities(ready).map_err(|e| match e {
+        DropError::Check(e) => LiveError(e),
+        DropError::Caps(e) => LiveError(format!(
+            "{iface}: cannot drop capabilities after setup: {e}"
+        )),
+    })?;
     let cpus = opts.cpus.clone().unwrap_or_default();
     let shard_cpus: Vec<usize> = cpus.iter().skip(queues.len()).copied().collect();
     let (pipe, feeders) =
@@ -167,8 +204,16 @@ pub fn run_live(
     let started = Instant::now();
     let halt = Arc::new(AtomicBool::new(false));
     let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let counters: Arc<Vec<QueueCounters>> =
-        Arc::new(queues.iter().map(|_| QueueCounters::default()).collect());
+    let shards = shards.max(1);
+    let counters: Arc<Vec<QueueCounters>> = Arc::new(
+        queues
+            .iter()
+            .map(|_| QueueCounters {
+                ring_full_by_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+                ..QueueCounters::default()
+            })
+            .collect(),
+    );
     let binds: Vec<(u32, &'static str)> = sockets.iter().map(|s| (s.queue, s.bind)).collect();
     let mut handles = Vec::with_capacity(sockets.len());
     for (i, (xsk, feeder)) in sockets.into_iter().zip(feeders).enumerate() {
@@ -211,6 +256,7 @@ pub fn run_live(
     let mut interrupted = false;
     let mut last_stats = Instant::now();
     let mut last_frames = 0u64;
+    let mut link = LinkWatch::default();
     loop {
         std::thread::sleep(Duration::from_millis(50));
         if stop.load(Ordering::Relaxed) {
@@ -223,9 +269,33 @@ pub fn run_live(
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
-        if !std::path::Path::new("/sys/class/net").join(iface).exists() {
-            set_failure(&failure, format!("{iface}: the interface disappeared"));
-            break;
+        match link_state(iface, program.ifindex()) {
+            LinkState::Gone => {
+                set_failure(
+                    &failure,
+                    format!("{iface}: the interface disappeared during capture"),
+                );
+                break;
+            }
+            LinkState::Down => {
+                if link.went_down() && !opts.quiet {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "live {iface}: link down; waiting for it to come back up (XDP program and sockets stay in place)"
+                    );
+                }
+            }
+            LinkState::Up => {
+                if let Some(after) = link.came_up() {
+                    if !opts.quiet {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "live {iface}: link up again after {:.1} s; capture resumes",
+                            after.as_secs_f64()
+                        );
+                    }
+                }
+            }
         }
         if !opts.quiet && last_stats.elapsed() >= opts.stats_interval {
             let secs = last_stats.elapsed().as_secs_f64();
@@ -255,13 +325,27 @@ pub fn run_live(
             frames: c.frames.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
             shard_ring_full_drops: c.ring_full_drops.load(Ordering::Relaxed),
+            shard_ring_full_drops_by_shard: c
+                .ring_full_by_shard
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect(),
             rx_dropped: c.rx_dropped.load(Ordering::Relaxed),
             rx_ring_full: c.rx_ring_full.load(Ordering::Relaxed),
             fill_ring_empty: c.fill_ring_empty.load(Ordering::Relaxed),
             rx_invalid_descs: c.rx_invalid.load(Ordering::Relaxed),
         })
+        .collect::<Vec<QueueStats>>();
+    let shard_ring_full_drops = (0..shards)
+        .map(|s| {
+            queues
+                .iter()
+                .map(|q| q.shard_ring_full_drops_by_shard[s])
+                .sum()
+        })
         .collect();
     let error = failure.lock().ok().and_then(|f| f.clone());
+    let (link_down_events, link_down) = link.finish();
     Ok(LiveOutcome {
         shards: result.shards,
         dispatch,
@@ -272,7 +356,70 @@ pub fn run_live(
         error,
         eve: result.eve,
         elapsed: started.elapsed(),
+        shard_ring_full_drops,
+        link_down_events,
+        link_down_seconds: link_down.as_secs_f64(),
+        privileges,
     })
+}
+
+/// What the interface is doing, from sysfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    Up,
+    /// Administratively down, or no carrier (a veth whose peer is down).
+    Down,
+    /// Deleted, or replaced by another interface of the same name.
+    Gone,
+}
+
+fn link_state(iface: &str, ifindex: u32) -> LinkState {
+    let dir = std::path::Path::new("/sys/class/net").join(iface);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim().to_string());
+    match read("ifindex").map(|s| s.parse::<u32>()) {
+        Ok(Ok(i)) if i == ifindex => {}
+        _ => return LinkState::Gone,
+    }
+    // "unknown": drivers that do not report it (tun, some virtual ones).
+    match read("operstate").as_deref() {
+        Ok("up") | Ok("unknown") => LinkState::Up,
+        Ok(_) => LinkState::Down,
+        Err(_) => LinkState::Gone,
+    }
+}
+
+/// Link outages during a capture.
+#[derive(Debug, Default)]
+struct LinkWatch {
+    down_since: Option<Instant>,
+    events: u64,
+    total: Duration,
+}
+
+impl LinkWatch {
+    /// The link is down; true when it just went down.
+    fn went_down(&mut self) -> bool {
+        if self.down_since.is_some() {
+            return false;
+        }
+        self.down_since = Some(Instant::now());
+        self.events += 1;
+        true
+    }
+
+    /// The link is up; how long it was down, when it just came back.
+    fn came_up(&mut self) -> Option<Duration> {
+        let since = self.down_since.take()?;
+        let d = since.elapsed();
+        self.total += d;
+        Some(d)
+    }
+
+    /// Outages and their total length (one still going counts until now).
+    fn finish(mut self) -> (u64, Duration) {
+        self.came_up();
+        (self.events, self.total)
+    }
 }
 
 fn set_failure(failure: &Mutex<Option<String>>, msg: String) {
@@ -296,14 +443,30 @@ fn stats_line(
     let frames = sum(|c| &c.frames);
     let (adus, alerts) = pipe.progress();
     let xdp = program.counters().unwrap_or_default();
+    let ring_full = sum(|c| &c.ring_full_drops);
+    // Which shards are behind, when any is.
+    let by_shard = if ring_full == 0 {
+        String::new()
+    } else {
+        let shards = counters.first().map_or(0, |c| c.ring_full_by_shard.len());
+        let per: Vec<String> = (0..shards)
+            .map(|s| {
+                let n: u64 = counters
+                    .iter()
+                    .map(|c| c.ring_full_by_shard[s].load(Ordering::Relaxed))
+                    .sum();
+                format!("{s}:{n}")
+            })
+            .collect();
+        format!(" (by shard {})", per.join(" "))
+    };
     let _ = writeln!(
         std::io::stderr(),
-        "live {iface}: {:.0} frames/s, {frames} frames, {adus} ADUs, {alerts} alerts; drops: xdp-redirect {} rx-ring {} fill-empty {} shard-ring {}",
+        "live {iface}: {:.0} frames/s, {frames} frames, {adus} ADUs, {alerts} alerts; drops: xdp-redirect {} rx-ring {} fill-empty {} shard-ring {ring_full}{by_shard}",
         frames.saturating_sub(last_frames) as f64 / secs.max(1e-3),
         xdp.redirect_failed,
         sum(|c| &c.rx_dropped) + sum(|c| &c.rx_ring_full),
         sum(|c| &c.fill_ring_empty),
-        sum(|c| &c.ring_full_drops),
     );
     frames
 }
@@ -321,13 +484,21 @@ fn bind_queue(iface: &str, queue: u32, mode: XdpMode) -> Result<XskQueue, LiveEr
         .build()
         .map_err(|e| err("UMEM config", &e))?;
     let name: Interface = iface.parse().map_err(|e| err("interface name", &e))?;
+    // A virtual interface (veth, bridge, macvlan: no device behind it in
+    // sysfs) never has zero-copy AF_XDP. Not trying spares a second UMEM:
+    // the kernel releases a UMEM whose bind failed asynchronously, so
+    // without CAP_IPC_LOCK the retry could find RLIMIT_MEMLOCK still full.
+    let has_device = std::path::Path::new("/sys/class/net")
+        .join(iface)
+        .join("device")
+        .exists();
     let attempts: &[(BindFlags, &'static str)] = match mode {
         // Zero-copy needs driver support, which SKB mode never has.
-        XdpMode::Native => &[
+        XdpMode::Native if has_device => &[
             (BindFlags::XDP_ZEROCOPY, "zero-copy"),
             (BindFlags::XDP_COPY, "copy"),
         ],
-        XdpMode::Skb => &[(BindFlags::XDP_COPY, "copy")],
+        XdpMode::Native | XdpMode::Skb => &[(BindFlags::XDP_COPY, "copy")],
     };
     let mut last = String::new();
     for (flags, bind) in attempts {
@@ -336,7 +507,12 @@ fn bind_queue(iface: &str, queue: u32, mode: XdpMode) -> Result<XskQueue, LiveEr
             UMEM_FRAMES.try_into().map_err(|e| err("UMEM", &e))?,
             false,
         )
-        .map_err(|e| err("cannot create the UMEM", &e))?;
+        .map_err(|e| {
+            err(
+                "cannot create the UMEM",
+                &format!("{e} (needs CAP_NET_RAW, and CAP_IPC_LOCK or an RLIMIT_MEMLOCK of 8 MiB more per queue)"),
+            )
+        })?;
         let sock_cfg = SocketConfig::builder()
             .rx_queue_size(size(UMEM_FRAMES)?)
             .tx_queue_size(size(64)?)
@@ -367,7 +543,7 @@ fn bind_queue(iface: &str, queue: u32, mode: XdpMode) -> Result<XskQueue, LiveEr
         }
     }
     Err(LiveError(format!(
-        "{iface}: queue {queue}: cannot bind an AF_XDP socket: {last} (needs root or CAP_NET_RAW+CAP_NET_ADMIN+CAP_BPF)"
+        "{iface}: queue {queue}: cannot bind an AF_XDP socket: {last} (needs CAP_NET_RAW)"
     )))
 }
 
@@ -478,6 +654,9 @@ fn rx_loop(
                 let n = batch.items.len() as u64;
                 if feeder.try_send(shard, batch).is_err() {
                     stats.ring_full_drops.fetch_add(n, Ordering::Relaxed);
+                    if let Some(c) = stats.ring_full_by_shard.get(shard) {
+                        c.fetch_add(n, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -637,6 +816,212 @@ fn interface_addresses(iface: &str) -> Result<Vec<IpAddr>, LiveError> {
     Ok(out)
 }
 
+/// What the live sensor holds once setup is done (report `capture.privileges`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Privileges {
+    /// Capabilities still held (names): none, normally. CAP_NET_ADMIN on
+    /// kernels before 5.9 (no BPF link for XDP: detaching needs netlink);
+    /// CAP_DAC_OVERRIDE when the outputs cannot be written without it.
+    pub kept: Vec<&'static str>,
+    /// The effective set after the drop, as `CapEff` in /proc/PID/status.
+    pub effective: String,
+    /// The permitted set after the drop (`CapPrm`).
+    pub permitted: String,
+    /// Whether the bounding set could be emptied too (needs CAP_SETPCAP,
+    /// which a root process has and a systemd unit with a minimal
+    /// capability set does not: there the unit's bounding set applies).
+    pub bounding_set_cleared: bool,
+    /// PR_SET_NO_NEW_PRIVS: nothing executed later can gain privileges.
+    pub no_new_privs: bool,
+}
+
+/// `capget`/`capset` (linux/capability.h, version 3: two 32-bit words).
+mod caps {
+    pub const DAC_OVERRIDE: u32 = 1;
+    pub const SETPCAP: u32 = 8;
+    pub const NET_ADMIN: u32 = 12;
+    const VERSION_3: u32 = 0x2008_0522;
+
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Data {
+        pub effective: u32,
+        pub permitted: u32,
+        pub inheritable: u32,
+    }
+
+    /// The calling thread's sets (word 0: capabilities 0-31, word 1: 32-63).
+    pub fn get() -> std::io::Result<[Data; 2]> {
+        let mut h = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut d = [Data::default(); 2];
+        // SAFETY: a version-3 header and the two data words it asks for.
+        let r = unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(d)
+    }
+
+    /// Set the calling thread's sets (lowering never needs a privilege).
+    pub fn set(d: &[Data; 2]) -> std::io::Result<()> {
+        let mut h = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        // SAFETY: a version-3 header and two data words, read by the kernel.
+        let r = unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub fn has(d: &[Data; 2], cap: u32, f: fn(&Data) -> u32) -> bool {
+        let word = &d[(cap / 32) as usize];
+        f(word) & (1 << (cap % 32)) != 0
+    }
+
+    pub fn mask64(d: &[Data; 2], f: fn(&Data) -> u32) -> u64 {
+        u64::from(f(&d[0])) | (u64::from(f(&d[1])) << 32)
+    }
+}
+
+/// Whether detaching the XDP program later needs CAP_NET_ADMIN: only where
+/// the kernel has no BPF links for XDP (before 5.9) and aya attached it
+/// through netlink; with a link, closing its descriptor detaches.
+fn detach_needs_net_admin() -> bool {
+    // SAFETY: an all-zero utsname is valid; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return true;
+    }
+    // SAFETY: uname NUL-terminates the release.
+    let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
+    let mut parts = release
+        .to_str()
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) => (major, minor) < (5, 9),
+        _ => true,
+    }
+}
+
+/// Why the capabilities could not be dropped.
+#[derive(Debug)]
+pub enum DropError {
+    /// The caller's check failed, even with the capabilities it could keep.
+    Check(String),
+    /// capget/capset failed.
+    Caps(String),
+}
+
+/// Drop every capability of the calling thread once the XDP program is
+/// attached and the AF_XDP sockets are bound: nothing after needs one
+/// (receiving, the fill ring, XDP_STATISTICS and the program's counters all
+/// go through descriptors already open; detaching closes the BPF link).
+///
+/// `check` runs with no capability in effect and says whether what the
+/// process must still do works (writing its outputs). If it fails and the
+/// process has CAP_DAC_OVERRIDE (root writing into a directory it does not
+/// own), that one is kept, with a warning, when it makes `check` pass.
+///
+/// Also sets no-new-privs, clears the ambient set and, where it can (with
+/// CAP_SETPCAP), the bounding set. Call it before starting other threads:
+/// capabilities are per thread, and threads started later inherit the
+/// emptied sets.
+pub fn drop_capabilities(check: &dyn Fn() -> Result<(), String>) -> Result<Privileges, DropError> {
+    let caps_err = |what: &str, e: std::io::Error| DropError::Caps(format!("{what}: {e}"));
+    let before = caps::get().map_err(|e| caps_err("capget", e))?;
+    let mut keep: Vec<(u32, &'static str)> = Vec::new();
+    if detach_needs_net_admin() {
+        keep.push((caps::NET_ADMIN, "CAP_NET_ADMIN"));
+    }
+    // SAFETY: prctl with integer arguments only.
+    let no_new_privs = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0;
+    // Ambient capabilities would survive an exec; there is none to do, but
+    // leave nothing behind. (EINVAL before Linux 4.3: nothing to clear.)
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    // The bounding set only limits what an exec could gain: empty it whole
+    // (what is kept below stays in the permitted set).
+    let mut bounding_set_cleared = false;
+    if caps::has(&before, caps::SETPCAP, |d| d.effective) {
+        let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(63);
+        bounding_set_cleared = (0..=last).all(|c| {
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) == 0 }
+        });
+    }
+    let with = |keep: &[(u32, &'static str)]| {
+        let mut d = [caps::Data::default(); 2];
+        for &(cap, _) in keep {
+            let bit = 1u32 << (cap % 32);
+            let (b, a) = (&before[(cap / 32) as usize], &mut d[(cap / 32) as usize]);
+            a.effective |= b.permitted & bit;
+            a.permitted |= b.permitted & bit;
+        }
+        d
+    };
+    // Nothing in effect while checking (the permitted set still holds all).
+    let mut lowered = before;
+    lowered.iter_mut().for_each(|d| d.effective = 0);
+    caps::set(&lowered).map_err(|e| caps_err("capset", e))?;
+    if let Err(e) = check() {
+        if !caps::has(&before, caps::DAC_OVERRIDE, |d| d.permitted) {
+            return Err(DropError::Check(e));
+        }
+        keep.push((caps::DAC_OVERRIDE, "CAP_DAC_OVERRIDE"));
+        let mut trial = with(&keep);
+        for (t, b) in trial.iter_mut().zip(before.iter()) {
+            t.permitted = b.permitted;
+        }
+        caps::set(&trial).map_err(|e| caps_err("capset", e))?;
+        check().map_err(DropError::Check)?;
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let _ = writeln!(
+            std::io::stderr(),
+            "modbus-detect: warning: keeping CAP_DAC_OVERRIDE: uid {uid} cannot write the outputs without it ({e}); give their directory to the sensor's user to run with no capability at all"
+        );
+    }
+    caps::set(&with(&keep)).map_err(|e| caps_err("capset", e))?;
+    let now = caps::get().map_err(|e| caps_err("capget", e))?;
+    Ok(Privileges {
+        kept: keep
+            .iter()
+            .filter(|(c, _)| caps::has(&now, *c, |d| d.effective))
+            .map(|(_, n)| *n)
+            .collect(),
+        effective: format!("{:016x}", caps::mask64(&now, |d| d.effective)),
+        permitted: format!("{:016x}", caps::mask64(&now, |d| d.permitted)),
+        bounding_set_cleared,
+        no_new_privs,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,6 +1042,82 @@ mod tests {
         let e = rx_queue_count("mbd-no-such-if0").unwrap_err().to_string();
         assert_eq!(e, "mbd-no-such-if0: no such interface");
         assert!(rx_queue_count("../etc").is_err());
+    }
+
+    #[test]
+    fn link_state_follows_sysfs() {
+        let lo: u32 = std::fs::read_to_string("/sys/class/net/lo/ifindex")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(link_state("lo", lo), LinkState::Up);
+        assert_eq!(link_state("lo", lo + 1000), LinkState::Gone, "replaced");
+        assert_eq!(link_state("mbd-no-such-if0", lo), LinkState::Gone);
+    }
+
+    #[test]
+    fn link_outages_are_counted_and_timed() {
+        let mut w = LinkWatch::default();
+        assert!(w.came_up().is_none(), "up all along");
+        assert!(w.went_down());
+        assert!(!w.went_down(), "still the same outage");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(w.came_up().unwrap() >= Duration::from_millis(20));
+        assert!(w.went_down());
+        let (events, total) = w.finish();
+        assert_eq!(events, 2);
+        assert!(total >= Duration::from_millis(20));
+    }
+
+    /// Capabilities are per thread: this runs the drop in a thread of its
+    /// own, which leaves the test process as it was.
+    #[test]
+    fn capabilities_are_dropped_and_dac_override_kept_only_when_needed() {
+        let in_thread = |check: fn() -> Result<(), String>| {
+            std::thread::spawn(move || {
+                let r = drop_capabilities(&check);
+                (r, caps::get().unwrap())
+            })
+            .join()
+            .unwrap()
+        };
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let (r, now) = in_thread(|| Ok(()));
+        let p = r.unwrap_or_else(|e| panic!("{e:?}"));
+        // Nothing left, but CAP_NET_ADMIN where detaching needs netlink.
+        let kept: u64 = if root && detach_needs_net_admin() {
+            1 << caps::NET_ADMIN
+        } else {
+            0
+        };
+        assert!(p.no_new_privs);
+        assert_eq!(caps::mask64(&now, |d| d.effective), kept);
+        assert_eq!(caps::mask64(&now, |d| d.permitted), kept);
+        assert_eq!(caps::mask64(&now, |d| d.inheritable), 0);
+        assert_eq!(p.effective, format!("{kept:016x}"));
+        assert_eq!(p.kept.len(), kept.count_ones() as usize, "{p:?}");
+        assert_eq!(p.bounding_set_cleared, root);
+        // Outputs writable only with CAP_DAC_OVERRIDE: kept, with it alone.
+        fn needs_dac() -> Result<(), String> {
+            let d = caps::get().map_err(|e| e.to_string())?;
+            if caps::has(&d, caps::DAC_OVERRIDE, |d| d.effective) {
+                Ok(())
+            } else {
+                Err("permission denied".into())
+            }
+        }
+        let (r, now) = in_thread(needs_dac);
+        if root {
+            let p = r.unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(p.kept.last(), Some(&"CAP_DAC_OVERRIDE"));
+            let with_dac = kept | 1 << caps::DAC_OVERRIDE;
+            assert_eq!(caps::mask64(&now, |d| d.effective), with_dac);
+            assert_eq!(caps::mask64(&now, |d| d.permitted), with_dac);
+        } else {
+            assert!(matches!(r, Err(DropError::Check(_))), "{r:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,62 @@
+//! The detection scenario every replay figure is measured with: all rules
+//! on (authorized masters and writers, a register limits file, a baseline
+//! learned from the capture itself), as an operator would run the sensor.
+
+use std::net::IpAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use modbus_user::config::{DetectConfig, Mode};
+use modbus_user::detect::baseline::Baseline;
+use modbus_user::detect::limits::RegisterLimits;
+use modbus_user::engine::replay;
+use modbus_user::source::CaptureFile;
+use modbus_user::synth::{master_addr, SynthConfig};
+
+/// Limits on registers the synthetic masters poll and write (addresses
+/// 0..=99, values 0..=1000 drifting): range and rate alerts do fire, at the
+/// realistic low rate of a plant that mostly behaves.
+pub const LIMITS_JSON: &str = r#"{
+  "40001": {"name": "Reactor Temperature Setpoint", "min": 0, "max": 900, "unit": "C", "max_rate": 50},
+  "40010": {"name": "Pump Speed", "min": 0, "max": 1000, "unit": "RPM", "max_rate": 100},
+  "40043": {"name": "Valve Position", "min": 10, "max": 990, "unit": "%"},
+  "30005": {"name": "Flow", "min": 0, "max": 950, "unit": "l/s", "max_rate": 20},
+  "30050": {"name": "Pressure", "min": 100, "max": 800, "unit": "kPa"}
+}"#;
+
+/// The synthetic capture's masters (10.1.0.1 ...) and, of them, the writers
+/// (the first half), as `modbus-synth` reports them.
+pub fn masters_and_writers() -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let n = SynthConfig::default().masters;
+    let masters: Vec<IpAddr> = (0..n).map(|i| IpAddr::V4(master_addr(i))).collect();
+    let writers = masters[..usize::from(n / 2)].to_vec();
+    (masters, writers)
+}
+
+/// Learn a baseline from `capture` (what `--baseline-mode` does).
+pub fn learn_baseline(capture: &CaptureFile) -> Baseline {
+    let cfg = DetectConfig {
+        mode: Mode::Learn,
+        ..DetectConfig::default()
+    };
+    let stop = AtomicBool::new(false);
+    let out = replay(Arc::new(cfg), capture, 1, None, &stop, None);
+    let mut learned = Baseline::default();
+    for s in out.shards {
+        learned.merge(s.observed);
+    }
+    learned
+}
+
+/// Every rule on: masters, writers, limits and the given baseline.
+pub fn all_rules(baseline: Option<Baseline>) -> DetectConfig {
+    let (masters, writers) = masters_and_writers();
+    let limits = RegisterLimits::parse(LIMITS_JSON).expect("the bench limits file is valid");
+    DetectConfig {
+        authorized_masters: Some(masters.into_iter().collect()),
+        authorized_writers: Some(writers.into_iter().collect()),
+        limits_file: Some(Arc::new(limits)),
+        baseline: baseline.map(Arc::new),
+        ..DetectConfig::default()
+    }
+}

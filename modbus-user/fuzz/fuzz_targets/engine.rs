@@ -1,0 +1,136 @@
+//! The whole engine on arbitrary frames: link/IP/TCP decoding, dispatch to
+//! shards, flow table, reassembly, transactions, every rule, alert
+//! aggregation, the EVE records and the report.
+//!
+//! Input (see `modbus_user_fuzz`): a flags byte choosing the configuration
+//! (every rule on with the lab's masters, writers, limits and baseline, or
+//! none; small tables; learning; 1 to 3 shards; ...), a link-type byte, then
+//! length-prefixed frames with a time delta each. Frames go through
+//! `dispatch::classify` and `Shard::process` as in a replay (`engine::replay`
+//! minus the threads); the shards' results are merged and the report built.
+//!
+//! Invariants: no panic; every frame is counted once (read, then either
+//! skipped with a reason or handed to a shard); the report is valid JSON
+//! whose counters agree with the shards'; with untouched tables (no
+//! eviction), the number of shards changes nothing in the report.
+
+#![no_main]
+
+use std::sync::Arc;
+
+use libfuzzer_sys::fuzz_target;
+use modbus_user::config::DetectConfig;
+use modbus_user::counters::Counters;
+use modbus_user::decode::LinkType;
+use modbus_user::dispatch::classify;
+use modbus_user::output::eve;
+use modbus_user::output::report::{build, RunInfo, Status, Summary};
+use modbus_user::shard::Shard;
+use modbus_user_fuzz::{link_type, records, EngineFlags, START_NS};
+use serde_json::Value;
+
+/// Run the frames through `shards` shards; the report and the EVE lines.
+fn run(cfg: &Arc<DetectConfig>, link: LinkType, frames: &[u8], shards: usize) -> (Value, usize) {
+    let mut shard: Vec<Shard> = (0..shards)
+        .map(|_| Shard::new(cfg.clone(), shards))
+        .collect();
+    let mut dispatch = Counters::default();
+    let mut eve_lines = 0usize;
+    let mut processed = 0u64;
+    for (i, (ts, frame)) in records(frames).enumerate() {
+        dispatch.frames += 1;
+        dispatch.bytes += frame.len() as u64;
+        match classify(link, frame, cfg, shards) {
+            Ok((meta, n)) => {
+                assert!(n < shards, "shard {n} of {shards}");
+                assert!(
+                    usize::from(meta.payload_off) + usize::from(meta.payload_len) <= frame.len(),
+                    "payload inside the frame"
+                );
+                shard[n].process(i as u64 + 1, ts, &meta, frame);
+                processed += 1;
+            }
+            Err(reason) => dispatch.skip(reason),
+        }
+        // As the shard threads do after each batch.
+        for s in &mut shard {
+            for ev in s.drain_eve() {
+                let line = eve::record(&ev, cfg);
+                assert!(line.is_object());
+                serde_json::to_string(&line).expect("an EVE line serialises");
+                eve_lines += 1;
+            }
+        }
+    }
+    let results: Vec<_> = shard.into_iter().map(Shard::finish).collect();
+    let modbus_frames: u64 = results.iter().map(|r| r.counters.modbus_frames).sum();
+    assert_eq!(
+        modbus_frames, processed,
+        "every dispatched frame reached its shard"
+    );
+    let summary = Summary::merge(&dispatch, results);
+    assert_eq!(summary.counters.frames, dispatch.frames);
+    let raised: u64 = summary.raised.iter().sum();
+    let by_severity: u64 = summary.raised_by_severity.iter().sum();
+    assert_eq!(raised, by_severity, "alerts by type and by severity agree");
+    let aggregated: u64 = summary.alerts.iter().map(|a| a.count).sum();
+    assert!(
+        aggregated <= raised,
+        "{aggregated} aggregated of {raised} raised"
+    );
+    assert!(summary.alerts.len() <= cfg.limits.max_alert_keys.max(shards));
+    let info = RunInfo {
+        input_kind: "pcap",
+        input: "fuzz".into(),
+        format: "pcap".into(),
+        threads: shards,
+        status: Status::Complete,
+        error: None,
+        elapsed_s: 0.0,
+        limits_file: None,
+        baseline_file: None,
+        eve_file: None,
+        capture: None,
+    };
+    let report = build(&summary, &info, cfg);
+    let text = serde_json::to_string(&report).expect("the report serialises");
+    let back: Value = serde_json::from_str(&text).expect("the report is valid JSON");
+    assert_eq!(back["counters"]["frames"], dispatch.frames);
+    (report, eve_lines)
+}
+
+/// The parts of a report that must not depend on the number of shards.
+fn comparable(mut r: Value) -> Value {
+    if let Some(s) = r.get_mut("settings").and_then(Value::as_object_mut) {
+        s.remove("threads");
+    }
+    // The sum of each shard's peak: an upper bound, documented as such.
+    if let Some(c) = r.get_mut("counters").and_then(Value::as_object_mut) {
+        c.remove("flows_peak");
+    }
+    r
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&[flags, link], frames)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let flags = EngineFlags(flags);
+    let cfg = Arc::new(flags.config());
+    let link = link_type(link);
+    let shards = flags.shards();
+    let (report, _) = run(&cfg, link, frames, shards);
+    // The same capture gives the same report for any --threads (README),
+    // as long as no table fills up (their capacities are split over shards)
+    // and no connection idles out (each shard sweeps its own table only
+    // when it gets frames).
+    let span = records(frames).last().map_or(0, |(ts, _)| ts - START_NS);
+    if shards > 1 && !flags.tight() && span <= cfg.limits.flow_idle_timeout_ns {
+        let (one, _) = run(&cfg, link, frames, 1);
+        assert_eq!(
+            comparable(report),
+            comparable(one),
+            "{shards} shards and 1 shard disagree"
+        );
+    }
+});
