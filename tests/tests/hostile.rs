@@ -498,7 +498,6 @@ fn zero_window_probes_and_slow_drip_are_decoded_once() {
 /// fillers that follow are ignored as retransmissions, while the server
 /// gets every byte and executes the write.
 #[test]
-#[ignore = "fails until flow/reassembly.rs gives up every hole before a segment that finds the buffer full (patch with the robustness note)"]
 fn buffer_overflow_does_not_discard_buffered_segments() {
     let r = scenario(|w| {
         let mut c = Conversation::new(OPERATOR, 41004, PLC);
@@ -528,7 +527,6 @@ fn buffer_overflow_does_not_discard_buffered_segments() {
 /// different bytes is a conflict too: which copy the server keeps depends
 /// on its TCP stack, so the report must say that they differed.
 #[test]
-#[ignore = "fails until flow/reassembly.rs compares in-order data with buffered segments (patch with the robustness note)"]
 fn in_order_segment_conflicting_with_a_buffered_one_is_counted() {
     let r = scenario(|w| {
         let mut c = Conversation::new(OPERATOR, 41005, PLC);

@@ -158,7 +158,13 @@ impl Stream {
             } else if self.buffer_out_of_order(seq, data, ts_ns, limits, sink) {
                 return;
             } else {
-                self.flush_gap(sink);
+                // The buffer is full: give up every hole before this
+                // segment, delivering what was buffered between them (the
+                // receiver gets those bytes; throwing them away would hide
+                // what they carry).
+                while self.first_buffered().is_some_and(|s| seq_diff(s, seq) < 0) {
+                    self.flush_gap(sink);
+                }
                 let rel = seq_diff(seq, self.next_seq);
                 if rel > 0 {
                     self.skip_to(seq, sink);
@@ -170,6 +176,9 @@ impl Stream {
                     data = &data[old..];
                 }
             }
+        }
+        if self.bufs.is_some() {
+            self.count_conflicts(self.next_seq, data, sink);
         }
         self.deliver(data, ts_ns, sink);
         // Only a stream that ever buffered anything can have segments
@@ -272,6 +281,20 @@ impl Stream {
         bufs.ooo_bytes += data.len();
         sink.counters().out_of_order_segments += 1;
         true
+    }
+
+    /// In-order data that overlaps buffered segments with different bytes:
+    /// two versions of the same stream bytes, a classic IDS-evasion trick.
+    fn count_conflicts(&self, seq: u32, data: &[u8], sink: &mut impl AduSink) {
+        let Some(bufs) = self.bufs.as_ref() else {
+            return;
+        };
+        let conflicts = bufs
+            .ooo
+            .iter()
+            .filter(|seg| overlap_conflicts(seg.seq, &seg.data, seq, data))
+            .count();
+        sink.counters().overlap_conflicts += conflicts as u64;
     }
 
     /// Sequence number of the first buffered out-of-order segment.
