@@ -76,7 +76,7 @@ pub enum XdpError {
     Unavailable,
     #[error("{iface}: no such interface")]
     NoSuchInterface { iface: String },
-    #[error("{}loading the XDP program needs root or CAP_BPF+CAP_NET_ADMIN: {detail}", at(.iface))]
+    #[error("{}loading the XDP program needs root or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN+CAP_NET_RAW: {detail}", at(.iface))]
     Permission {
         iface: Option<String>,
         detail: String,
