@@ -248,7 +248,8 @@ fn read(iface: &str) -> std::io::Result<Received> {
         // come from the kernel and stay inside the block.
         unsafe {
             let n = std::ptr::read(base.add(BLOCK_NUM_PKTS).cast::<u32>());
-            let mut pkt = base.add(std::ptr::read(base.add(BLOCK_FIRST_PKT).cast::<u32>()) as usize);
+            let mut pkt =
+                base.add(std::ptr::read(base.add(BLOCK_FIRST_PKT).cast::<u32>()) as usize);
             for _ in 0..n {
                 let snap = std::ptr::read(pkt.add(PKT_SNAPLEN).cast::<u32>()) as usize;
                 let mac = std::ptr::read(pkt.add(PKT_MAC).cast::<u16>()) as usize;

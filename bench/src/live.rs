@@ -116,7 +116,10 @@ impl Bench<'_> {
     }
 
     fn rx_packets(&self) -> std::io::Result<u64> {
-        let path = format!("/sys/class/net/{}/statistics/rx_packets", self.topo.sensor_iface());
+        let path = format!(
+            "/sys/class/net/{}/statistics/rx_packets",
+            self.topo.sensor_iface()
+        );
         let out = self.topo.run_in(Host::Sensor, "cat", &[&path])?;
         String::from_utf8_lossy(&out.stdout)
             .trim()
@@ -156,7 +159,10 @@ impl Bench<'_> {
 
     /// modbus-detect on the sensor interface while the sender runs at `pps`.
     fn sensor(&self, pps: u64, run: usize) -> std::io::Result<(Point, Value)> {
-        let report = self.setup.work.join(format!("live-sensor-{pps}-{run}.json"));
+        let report = self
+            .setup
+            .work
+            .join(format!("live-sensor-{pps}-{run}.json"));
         let mut args: Vec<String> = vec![
             "--interface".into(),
             self.topo.sensor_iface().into(),
@@ -175,7 +181,13 @@ impl Bench<'_> {
         std::thread::sleep(Duration::from_millis(500));
         let done = p.stop(STOP)?;
         let r: Value = std::fs::read(&report)
-            .map_err(|e| err(format!("{}: {e}; stderr: {}", report.display(), done.stderr)))
+            .map_err(|e| {
+                err(format!(
+                    "{}: {e}; stderr: {}",
+                    report.display(),
+                    done.stderr
+                ))
+            })
             .and_then(|b| serde_json::from_slice(&b).map_err(err))?;
         let received = r["counters"]["modbus_frames"].as_u64().unwrap_or(0);
         let capture = r["capture"].clone();
@@ -333,7 +345,11 @@ pub fn run(setup: &Setup) -> std::io::Result<(Vec<Row>, Value)> {
     rows.push(rate_row(
         "live: modbus-detect at the sender's maximum",
         &[sensor_max],
-        &format!("received frames/s; lost {} of {}", sensor_max.lost(), sensor_max.sent),
+        &format!(
+            "received frames/s; lost {} of {}",
+            sensor_max.lost(),
+            sensor_max.sent
+        ),
     ));
     let mut r = rate_row(
         "live: AF_PACKET TPACKET_V3 + cBPF, zero-loss rate",
@@ -351,10 +367,17 @@ pub fn run(setup: &Setup) -> std::io::Result<(Vec<Row>, Value)> {
     rows.push(rate_row(
         "live: AF_PACKET reader at the sender's maximum",
         &[pkt_max],
-        &format!("received frames/s; lost {} of {}", pkt_max.lost(), pkt_max.sent),
+        &format!(
+            "received frames/s; lost {} of {}",
+            pkt_max.lost(),
+            pkt_max.sent
+        ),
     ));
 
-    let med = |v: &[Point]| Summary::of(&v.iter().map(Point::received_pps).collect::<Vec<_>>()).map_or(f64::NAN, |s| s.median);
+    let med = |v: &[Point]| {
+        Summary::of(&v.iter().map(Point::received_pps).collect::<Vec<_>>())
+            .map_or(f64::NAN, |s| s.median)
+    };
     let ceiling = med(&xdp);
     let ratios = json!({
         "sensor_zero_loss_over_xdp_ceiling": sensor_ok.received_pps() / ceiling,

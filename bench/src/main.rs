@@ -76,6 +76,16 @@ enum Cmd {
         #[arg(long)]
         criterion: Option<PathBuf>,
     },
+    /// (internal) One replay run; prints its figures as JSON.
+    ReplayOnce {
+        #[arg(long)]
+        pcap: PathBuf,
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Shards; without it, the single-thread shard path.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// (internal) An AF_PACKET TPACKET_V3 reader, until SIGTERM.
     AfpacketReader {
         #[arg(long)]
@@ -106,6 +116,11 @@ fn main() -> ExitCode {
             modbus_bench::report::run(&dir, &criterion).map(|md| println!("{md}"))
         }
         Cmd::AfpacketReader { iface } => modbus_bench::afpacket::run(&iface),
+        Cmd::ReplayOnce {
+            pcap,
+            baseline,
+            threads,
+        } => replay_once(&pcap, &baseline, threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,24 +165,41 @@ fn replay_bench(
         }
         return Ok(());
     }
-    // Warm the page cache (and the CPU's frequency) once, unmeasured.
-    replay::run_engine(&cfg, pcap, 1)?;
+    // The children load the same baseline from a file.
+    std::fs::create_dir_all(dir)?;
+    let saved = dir.join("replay-baseline.json");
+    if let Some(b) = cfg.baseline.as_deref() {
+        b.save(&saved, &pcap.display().to_string())?;
+    }
+    // Warm the page cache once, unmeasured.
+    replay::run_child(pcap, &saved, Some(1))?;
+    // Configurations interleaved run by run, so that a slow spell of the
+    // machine does not land on one of them only.
+    let mut configs: Vec<(String, Option<usize>)> =
+        vec![("1 thread, no pipeline (read+decode+detect)".into(), None)];
+    for &n in shards {
+        configs.push((
+            format!(
+                "replay, {n} shard{} + reader thread",
+                if n == 1 { "" } else { "s" }
+            ),
+            Some(n),
+        ));
+    }
+    let mut samples: Vec<Vec<replay::Run>> = vec![Vec::new(); configs.len()];
+    for _ in 0..runs.max(1) {
+        for (i, (_, threads)) in configs.iter().enumerate() {
+            samples[i].push(replay::run_child(pcap, &saved, *threads)?);
+        }
+    }
     let mut rows: Vec<Row> = Vec::new();
     let mut details = Vec::new();
-    let (mut row, d) = replay::measure("1 thread, no pipeline (read+decode+detect)", runs, || {
-        replay::run_inline(&cfg, pcap)
-    })?;
-    row.note = "one core: the shard path without rings or threads".into();
-    show(&row);
-    rows.push(row);
-    details.push(d);
-    for &n in shards {
-        let name = format!(
-            "replay, {n} shard{} + reader thread",
-            if n == 1 { "" } else { "s" }
-        );
-        let (mut row, d) = replay::measure(&name, runs, || replay::run_engine(&cfg, pcap, n))?;
-        row.note = "all rules on, baseline loaded; ML: not built (N/A)".into();
+    for ((name, threads), runs) in configs.iter().zip(&samples) {
+        let (mut row, d) = replay::summarise(name, runs)?;
+        row.note = match threads {
+            None => "one core: the shard path without rings or threads".into(),
+            Some(_) => "all rules on, baseline loaded; ML: not built (N/A)".into(),
+        };
         show(&row);
         rows.push(row);
         details.push(d);
@@ -260,6 +292,21 @@ fn live_bench(
     }
     let path = results::write(dir, "live", &rows, log)?;
     eprintln!("modbus-bench: wrote {}", path.display());
+    Ok(())
+}
+
+fn replay_once(
+    pcap: &std::path::Path,
+    baseline: &std::path::Path,
+    threads: Option<usize>,
+) -> std::io::Result<()> {
+    let learned = Baseline::load(baseline).map_err(std::io::Error::other)?;
+    let cfg = Arc::new(scenario::all_rules(Some(learned)));
+    let run = match threads {
+        Some(n) => replay::run_engine(&cfg, pcap, n)?,
+        None => replay::run_inline(&cfg, pcap)?,
+    };
+    println!("{}", run.to_json());
     Ok(())
 }
 

@@ -76,15 +76,51 @@ pub fn run_inline(cfg: &Arc<DetectConfig>, pcap: &Path) -> std::io::Result<Run> 
     })
 }
 
-/// Rows for `runs` repetitions of `run`.
-pub fn measure(
-    name: &str,
-    runs: usize,
-    mut run: impl FnMut() -> std::io::Result<Run>,
-) -> std::io::Result<(Row, Value)> {
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        samples.push(run()?);
+impl Run {
+    pub fn to_json(&self) -> Value {
+        json!({"frames": self.frames, "bytes": self.bytes, "seconds": self.seconds, "alerts": self.alerts})
+    }
+
+    pub fn from_json(v: &Value) -> Option<Run> {
+        Some(Run {
+            frames: v.get("frames")?.as_u64()?,
+            bytes: v.get("bytes")?.as_u64()?,
+            seconds: v.get("seconds")?.as_f64()?,
+            alerts: v.get("alerts")?.as_u64()?,
+        })
+    }
+}
+
+/// One run in a child process (`modbus-bench replay-once`): each run gets
+/// a fresh process, so that the median covers where the scheduler happens
+/// to place the threads (on this VM, two shards with the reader run at
+/// either about 8 or about 14 M frames/s, the same in every run of one
+/// process).
+pub fn run_child(pcap: &Path, baseline: &Path, threads: Option<usize>) -> std::io::Result<Run> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("replay-once")
+        .arg("--pcap")
+        .arg(pcap)
+        .arg("--baseline")
+        .arg(baseline);
+    if let Some(n) = threads {
+        cmd.arg("--threads").arg(n.to_string());
+    }
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "replay-once failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(std::io::Error::other)?;
+    Run::from_json(&v).ok_or_else(|| std::io::Error::other("replay-once: bad output"))
+}
+
+/// The row of a set of runs of one configuration.
+pub fn summarise(name: &str, samples: &[Run]) -> std::io::Result<(Row, Value)> {
+    if samples.is_empty() {
+        return Err(std::io::Error::other(format!("{name}: no runs")));
     }
     let alerts: Vec<u64> = samples.iter().map(|r| r.alerts).collect();
     if alerts.windows(2).any(|w| w[0] != w[1]) {

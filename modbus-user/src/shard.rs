@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::alert::{Aggregate, Alert, AlertKind, AlertStore, Detail, EveEvent, Severity};
-use crate::config::{DetectConfig, Mode};
+use crate::config::{DetectConfig, Limits, Mode};
 use crate::counters::Counters;
 use crate::decode::{tcp_flags, PacketMeta};
 use crate::detect::baseline::Baseline;
@@ -103,6 +103,10 @@ impl State {
 
 pub struct Shard {
     flows: FlowTable,
+    /// `cfg.limits`, kept apart from `st` so that a segment can borrow it
+    /// while the state is borrowed mutably (copying the struct per segment
+    /// cost 2 % of a frame).
+    limits: Limits,
     st: State,
 }
 
@@ -112,6 +116,7 @@ impl Shard {
         let limits = cfg.limits;
         Shard {
             flows: FlowTable::new(limits.max_flows / shards, limits.flow_idle_timeout_ns),
+            limits,
             st: State {
                 detectors: Detectors::new(&cfg),
                 alerts: Alerts {
@@ -207,18 +212,22 @@ impl Shard {
             Dir::ToClient => (to_client, to_server),
         };
         let st = &mut self.st;
-        let limits = st.cfg.limits;
+        let limits = &self.limits;
         if meta.flags & tcp_flags::SYN != 0 {
             this.on_syn(meta.seq);
         }
         if meta.flags & tcp_flags::ACK != 0 {
-            other.on_peer_ack(meta.ack, &limits, &mut st.sink(key, pending, pair, dir.reverse()));
+            other.on_peer_ack(
+                meta.ack,
+                limits,
+                &mut st.sink(key, pending, pair, dir.reverse()),
+            );
         }
         this.on_segment(
             meta.seq,
             payload,
             ts_ns,
-            &limits,
+            limits,
             &mut st.sink(key, pending, pair, dir),
         );
         let rst = meta.flags & tcp_flags::RST != 0;
@@ -249,7 +258,8 @@ impl Shard {
         for (stream, dir) in streams.iter_mut().zip([Dir::ToServer, Dir::ToClient]) {
             stream.flush(&mut st.sink(key, pending, pair, dir));
         }
-        st.sink(key, pending, pair, Dir::ToClient).release_early(u64::MAX);
+        st.sink(key, pending, pair, Dir::ToClient)
+            .release_early(u64::MAX);
         let c = &mut st.counters;
         match why {
             Retire::Closed => c.flows_closed += 1,
@@ -292,6 +302,7 @@ impl Shard {
 /// Which side is the server: the one on a Modbus port (the destination when
 /// both are, so that both directions of a 502<->502 connection agree on the
 /// lower address as the server).
+#[inline(always)]
 pub fn orient(meta: &PacketMeta, cfg: &DetectConfig) -> (FlowKey, Dir) {
     let dst_is_server = match (
         is_modbus_port(&cfg.ports, meta.sport),
@@ -438,10 +449,7 @@ impl ModbusSink<'_> {
         } else {
             let facts = match self.pair.facts {
                 Some(f) => f,
-                None => *self
-                    .pair
-                    .facts
-                    .insert(self.st.detectors.pair_facts(&ep)),
+                None => *self.pair.facts.insert(self.st.detectors.pair_facts(&ep)),
             };
             let ctx = RequestCtx {
                 ts_ns,

@@ -24,7 +24,9 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     for a in args {
         match a.as_str() {
             "--quick" => quick = true,
-            other => bail!("bench: unknown argument {other:?} (usage: cargo xtask bench [--quick])"),
+            other => {
+                bail!("bench: unknown argument {other:?} (usage: cargo xtask bench [--quick])")
+            }
         }
     }
     setup::setup()?;
@@ -85,7 +87,13 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     eprintln!("xtask: allocation benchmark");
     run(
         &bin.join("modbus-bench-alloc"),
-        &["alloc", "--pcap", &path(&replay_pcap), "--runs", &runs(3, 1)],
+        &[
+            "alloc",
+            "--pcap",
+            &path(&replay_pcap),
+            "--runs",
+            &runs(3, 1),
+        ],
     )?;
     eprintln!("xtask: memory benchmark");
     run(

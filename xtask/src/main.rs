@@ -15,6 +15,7 @@
 //! - `cargo xtask fuzz [--time S] [--target T]... [--seed]`: the cargo-fuzz
 //!   targets (see `fuzz.rs`).
 
+mod bench;
 mod fuzz;
 mod setup;
 
@@ -45,6 +46,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "test" => test(rest),
         "gen-pcap" => gen_pcap(rest),
         "fuzz" => fuzz::fuzz(rest),
+        "bench" => bench::bench(rest),
         "help" | "--help" | "-h" => {
             println!("{}", USAGE);
             Ok(ExitCode::SUCCESS)
@@ -64,7 +66,9 @@ const USAGE: &str = "usage: cargo xtask <task>
                     write a deterministic synthetic Modbus/TCP capture
   fuzz [--time S] [--target T]... [--seed]
                     run the cargo-fuzz targets (modbus-user/fuzz), S seconds each (default 60);
-                    --seed: rewrite their seed corpora from the fixture captures";
+                    --seed: rewrite their seed corpora from the fixture captures
+  bench [--quick]   every benchmark (micro, replay, allocations, memory; live as root):
+                    one Markdown table, JSON in target/bench/";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {

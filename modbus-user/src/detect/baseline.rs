@@ -157,7 +157,8 @@ impl Baseline {
         let next = PairId(self.profiles.len() as u32);
         let id = *self.pairs.entry((master, slave)).or_insert(next);
         if id == next {
-            self.profiles.push(((master, slave), PairProfile::default()));
+            self.profiles
+                .push(((master, slave), PairProfile::default()));
         }
         id
     }

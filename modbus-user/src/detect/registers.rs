@@ -134,7 +134,17 @@ fn observe(
 ) {
     let value = f64::from(o.value);
     let in_range = o.limit.in_range(value);
-    let state = states.get(&(o.slave, o.unit, o.limit_idx)).copied();
+    // One lookup: the slot, created with this value if the register is new.
+    let mut new = false;
+    let slot = states.get_or_insert_with((o.slave, o.unit, o.limit_idx), || {
+        new = true;
+        RegState {
+            value: o.value,
+            since_ns: o.ts_ns,
+            out_of_range: !in_range,
+        }
+    });
+    let state = (!new).then_some(*slot);
     let alert = Alert {
         register: Some(o.limit.modicon),
         value: Some(i64::from(o.value)),
@@ -183,11 +193,6 @@ fn observe(
             }
         }
     }
-    let slot = states.get_or_insert_with((o.slave, o.unit, o.limit_idx), || RegState {
-        value: o.value,
-        since_ns: o.ts_ns,
-        out_of_range: !in_range,
-    });
     if slot.value != o.value {
         slot.value = o.value;
         slot.since_ns = o.ts_ns;

@@ -55,9 +55,10 @@ impl FlowTable {
     #[inline]
     pub fn find(&mut self, key: &FlowKey) -> Option<usize> {
         let slots = &self.slots;
-        let idx = self.index.find(flow_hash(key), |i| {
-            matches!(slots.get(i as usize), Some(Slot { flow: Some(f), .. }) if f.key == *key)
-        })? as usize;
+        let idx = self.index.find(
+            flow_hash(key),
+            |i| matches!(slots.get(i as usize), Some(Slot { flow: Some(f), .. }) if f.key == *key),
+        )? as usize;
         if let Some(slot) = self.slots.get_mut(idx) {
             slot.referenced = true;
         }
@@ -354,7 +355,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let k = key((x % 3_000) as u16);
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 if let Some(i) = t.find(&k) {
                     assert_eq!(model.remove(&k.client_port), Some(i));
                     assert!(t.remove(i).is_some());

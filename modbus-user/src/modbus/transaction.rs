@@ -150,7 +150,10 @@ impl PendingTable {
         if self.head.is_none() {
             self.head = Some(req);
         } else {
-            self.spill.get_or_insert_with(Box::default).rest.push_back(req);
+            self.spill
+                .get_or_insert_with(Box::default)
+                .rest
+                .push_back(req);
         }
     }
 
@@ -285,7 +288,8 @@ mod tests {
         assert_eq!(c.transactions_expired, 1);
         assert_eq!(t.len(), 3);
         assert_eq!(t.clear(), 3);
-        assert!(t.is_empty() && t.len() == 0);
+        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
     }
 
     #[test]
