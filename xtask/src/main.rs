@@ -219,7 +219,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
     t.env("MODBUS_XDP_REQUIRE", "1")
         .args(["test", "--workspace"])
         .args(args);
-    status(t)?;
+    let (passed, failed) = run_counting_tests(t)?;
     // Then every fuzz target for a bounded time, so that a regression that
     // the seeds or a minute of mutation reach is found.
     let seconds = std::env::var("MODBUS_FUZZ_SECONDS")
@@ -229,7 +229,48 @@ fn test(args: &[String]) -> Result<ExitCode> {
     if seconds > 0 {
         fuzz::run_targets(fuzz::TARGETS, seconds)?;
     }
+    // One closing line for the whole run (cargo's last line is a doc-test
+    // binary's "0 passed", which says nothing about the run).
+    println!("tests: {passed} passed, {failed} failed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run `cargo test`, echoing its output, and add up its "test result"
+/// lines; fails like `status` when cargo test fails.
+fn run_counting_tests(mut cmd: Command) -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {shown}"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.context("reading cargo test's output")?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                passed += count_before(rest, " passed");
+                failed += count_before(rest, " failed");
+            }
+        }
+    }
+    let st = child
+        .wait()
+        .with_context(|| format!("waiting for {shown}"))?;
+    if !st.success() {
+        println!("tests: {passed} passed, {failed} failed");
+        bail!("{shown} failed ({st})");
+    }
+    Ok((passed, failed))
+}
+
+/// The number just before `what` in "ok. 12 passed; 0 failed; ...".
+fn count_before(text: &str, what: &str) -> u64 {
+    text.find(what)
+        .and_then(|end| text[..end].rsplit([' ', '.']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn gen_pcap(args: &[String]) -> Result<ExitCode> {
