@@ -136,45 +136,17 @@ impl Stream {
             }
             data = &data[old..];
         } else if rel > 0 {
+            // The peer already has the missing bytes (they will never
+            // come), or the buffer is full: either way the holes before this
+            // segment are given up.
             let acked_past_hole =
                 limits.ack_confirms_loss && self.peer_ack.is_some_and(|a| seq_diff(a, seq) >= 0);
-            if acked_past_hole {
-                // The peer already has the missing bytes: they will never
-                // come. Give up each hole before this segment, delivering
-                // what was buffered between them.
-                while self.first_buffered().is_some_and(|s| seq_diff(s, seq) < 0) {
-                    self.flush_gap(sink);
-                }
-                let rel = seq_diff(seq, self.next_seq);
-                if rel > 0 {
-                    self.skip_to(seq, sink);
-                } else if rel < 0 {
-                    let old = usize::try_from(-rel).unwrap_or(usize::MAX);
-                    if old >= data.len() {
-                        return;
-                    }
-                    data = &data[old..];
-                }
-            } else if self.buffer_out_of_order(seq, data, ts_ns, limits, sink) {
+            if !acked_past_hole && self.buffer_out_of_order(seq, data, ts_ns, limits, sink) {
                 return;
-            } else {
-                // The buffer is full: give up every hole before this
-                // segment, delivering what was buffered between them (the
-                // receiver gets those bytes; throwing them away would hide
-                // what they carry).
-                while self.first_buffered().is_some_and(|s| seq_diff(s, seq) < 0) {
-                    self.flush_gap(sink);
-                }
-                let rel = seq_diff(seq, self.next_seq);
-                if rel > 0 {
-                    self.skip_to(seq, sink);
-                } else if rel < 0 {
-                    let old = usize::try_from(-rel).unwrap_or(usize::MAX);
-                    if old >= data.len() {
-                        return;
-                    }
-                    data = &data[old..];
-                }
+            }
+            match self.give_up_holes_before(seq, data, sink) {
+                Some(rest) => data = rest,
+                None => return,
             }
         }
         if self.bufs.is_some() {
@@ -281,6 +253,28 @@ impl Stream {
         bufs.ooo_bytes += data.len();
         sink.counters().out_of_order_segments += 1;
         true
+    }
+
+    /// Give up every hole before `seq`, delivering what was buffered between
+    /// them (the receiver got those bytes: throwing them away would hide
+    /// what they carry), then skip to `seq`. Returns the part of `data`
+    /// (starting at `seq`) still new, if any.
+    fn give_up_holes_before<'d>(
+        &mut self,
+        seq: u32,
+        data: &'d [u8],
+        sink: &mut impl AduSink,
+    ) -> Option<&'d [u8]> {
+        while self.first_buffered().is_some_and(|s| seq_diff(s, seq) < 0) {
+            self.flush_gap(sink);
+        }
+        let rel = seq_diff(seq, self.next_seq);
+        if rel > 0 {
+            self.skip_to(seq, sink);
+            return Some(data);
+        }
+        let old = usize::try_from(-rel).unwrap_or(usize::MAX);
+        data.get(old..).filter(|rest| !rest.is_empty())
     }
 
     /// In-order data that overlaps buffered segments with different bytes:
