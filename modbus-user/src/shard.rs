@@ -402,11 +402,9 @@ impl ModbusSink<'_> {
                     (observed.pair_count() < INVENTORY_PAIRS || learning)
                         .then(|| observed.add_pair(ep.master, ep.slave))
                 });
-                // A pair left out stays out: the inventory never shrinks,
-                // except when learning, where every pair is kept.
-                if entry.is_some() || !learning {
-                    self.pair.inventory = Some(entry);
-                }
+                // A pair left out stays out: the inventory never shrinks
+                // (and when learning, every pair gets in).
+                self.pair.inventory = Some(entry);
                 entry
             }
         };
