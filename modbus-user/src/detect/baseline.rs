@@ -333,21 +333,7 @@ impl Baseline {
     }
 
     pub fn load(path: &Path) -> Result<Baseline, FileError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            super::limits::ParseError::Json(source) => FileError::Json {
-                path: shown,
-                source,
-            },
-            super::limits::ParseError::Content(problem) => FileError::Content {
-                path: shown,
-                problem,
-            },
-        })
+        super::limits::load_file(path, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Baseline, super::limits::ParseError> {

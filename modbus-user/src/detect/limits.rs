@@ -80,21 +80,7 @@ pub struct RegisterLimits {
 
 impl RegisterLimits {
     pub fn load(path: &Path) -> Result<Self, FileError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            ParseError::Json(source) => FileError::Json {
-                path: shown,
-                source,
-            },
-            ParseError::Content(problem) => FileError::Content {
-                path: shown,
-                problem,
-            },
-        })
+        load_file(path, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Self, ParseError> {
@@ -226,6 +212,28 @@ impl<'a> Iterator for Within<'a> {
             self.parts[0] = std::mem::take(&mut self.parts[1]);
         }
     }
+}
+
+/// Read a settings file and parse it, naming the file in any error.
+pub(crate) fn load_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, ParseError>,
+) -> Result<T, FileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    parse(&text).map_err(|e| match e {
+        ParseError::Json(source) => FileError::Json {
+            path: shown,
+            source,
+        },
+        ParseError::Content(problem) => FileError::Content {
+            path: shown,
+            problem,
+        },
+    })
 }
 
 /// Why limits text did not parse (without the file name).
