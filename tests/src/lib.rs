@@ -84,3 +84,17 @@ pub fn detector_binary() -> PathBuf {
     );
     bin
 }
+
+/// Fail (never skip) a test that needs root: CI runs as root, and a skipped
+/// live test would hide a capture path that was never exercised.
+pub fn require_root(why: &str) {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "{why}; CI runs them as root");
+}
+
+/// A JSON file the test expects to exist and be valid, or a panic naming it.
+pub fn read_json(p: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: not valid JSON: {e}", p.display()))
+}

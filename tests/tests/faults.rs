@@ -20,20 +20,6 @@ const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
 const START: Duration = Duration::from_secs(20);
 const STOP: Duration = Duration::from_secs(20);
 
-fn require_root() {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these tests need root (namespaces, XDP, mounts); CI runs them as root"
-    );
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap_or_else(|e| panic!("{}: not valid JSON: {e}", p.display()))
-}
-
 fn u(v: &Value) -> u64 {
     v.as_u64()
         .unwrap_or_else(|| panic!("{v} is not an unsigned integer"))
@@ -146,7 +132,7 @@ fn sigint(p: &NsProcess) {
 /// (This kernel has no XDP socket diagnostics for `ss --xdp` to list them.)
 #[test]
 fn sigint_during_live_capture_leaves_complete_outputs_and_a_clean_interface() {
-    require_root();
+    modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfs")).expect("topology");
     let _plc = start_plc(&topo);
     let dir = tempfile::tempdir().unwrap();
@@ -176,7 +162,7 @@ fn sigint_during_live_capture_leaves_complete_outputs_and_a_clean_interface() {
     let done = sensor.wait(STOP).expect("the sensor stops on SIGINT");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
     // Outputs: complete, valid, interrupted.
-    let r = read_json(&report);
+    let r = modbus_tests::read_json(&report);
     assert_eq!(r["status"], "interrupted");
     assert_eq!(
         u(&r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"]),
@@ -219,7 +205,7 @@ fn sigint_during_live_capture_leaves_complete_outputs_and_a_clean_interface() {
     assert!(xdp_attached(&topo));
     let done = second.stop(STOP).expect("stops on SIGTERM");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    assert_eq!(read_json(&again)["status"], "interrupted");
+    assert_eq!(modbus_tests::read_json(&again)["status"], "interrupted");
     assert!(!xdp_attached(&topo));
     topo.teardown().expect("teardown");
 }
@@ -249,7 +235,7 @@ fn wait_link(topo: &Topology, state: &str) {
 /// up; the outage is in the report.
 #[test]
 fn interface_down_mid_capture_is_waited_out() {
-    require_root();
+    modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfd")).expect("topology");
     let _plc = start_plc(&topo);
     let dir = tempfile::tempdir().unwrap();
@@ -275,7 +261,7 @@ fn interface_down_mid_capture_is_waited_out() {
     std::thread::sleep(Duration::from_millis(300));
     let done = sensor.stop(STOP).expect("stops on SIGTERM");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    let r = read_json(&report);
+    let r = modbus_tests::read_json(&report);
     assert_eq!(r["status"], "interrupted");
     assert_eq!(r["error"], Value::Null);
     let cap = &r["capture"];
@@ -297,7 +283,7 @@ fn interface_down_mid_capture_is_waited_out() {
 /// is written with what was found before, status `input_error`.
 #[test]
 fn interface_deleted_mid_capture_is_a_clear_error_with_a_report() {
-    require_root();
+    modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfx")).expect("topology");
     let _plc = start_plc(&topo);
     let dir = tempfile::tempdir().unwrap();
@@ -328,7 +314,7 @@ fn interface_deleted_mid_capture_is_a_clear_error_with_a_report() {
         done.stderr
     );
     assert!(!done.stderr.contains("panicked"), "{}", done.stderr);
-    let r = read_json(&report);
+    let r = modbus_tests::read_json(&report);
     assert_eq!(r["status"], "input_error");
     assert!(r["error"].as_str().unwrap().contains("disappeared"));
     assert_eq!(
@@ -368,7 +354,7 @@ fn bulk_capture(path: &Path, frames: u64) -> u64 {
 /// report and on the stats line, and every frame read is accounted for.
 #[test]
 fn shard_overload_drops_are_counted_per_queue_and_per_shard() {
-    require_root();
+    modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfo")).expect("topology");
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("bulk.pcap");
@@ -400,7 +386,7 @@ fn shard_overload_drops_are_counted_per_queue_and_per_shard() {
         .expect("the stats line shows ring-full drops per shard");
     let done = sensor.stop(STOP).expect("stops on SIGTERM");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    let r = read_json(&report);
+    let r = modbus_tests::read_json(&report);
     let c = &r["counters"];
     let cap = &r["capture"];
     let queues = cap["queues"].as_array().unwrap();
@@ -482,7 +468,7 @@ fn thread_caps(pid: u32) -> Vec<(String, [u64; 5], u64)> {
 /// no-new-privs set; the report says the same.
 #[test]
 fn sensor_holds_no_capability_after_setup() {
-    require_root();
+    modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfc")).expect("topology");
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
@@ -501,7 +487,7 @@ fn sensor_holds_no_capability_after_setup() {
     }
     let done = sensor.stop(STOP).expect("stops");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    let p = &read_json(&report)["capture"]["privileges"];
+    let p = &modbus_tests::read_json(&report)["capture"]["privileges"];
     assert_eq!(p["effective"], "0000000000000000", "{p}");
     assert_eq!(p["permitted"], "0000000000000000", "{p}");
     assert_eq!(p["kept"], serde_json::json!([]), "{p}");
@@ -516,7 +502,7 @@ fn sensor_holds_no_capability_after_setup() {
 /// the program; without CAP_NET_RAW there is no AF_XDP socket.
 #[test]
 fn minimal_capabilities_suffice_and_are_dropped() {
-    require_root();
+    modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfm")).expect("topology");
     let _plc = start_plc(&topo);
     let dir = tempfile::tempdir().unwrap();
@@ -567,7 +553,7 @@ fn minimal_capabilities_suffice_and_are_dropped() {
     std::thread::sleep(Duration::from_millis(200));
     let done = sensor.stop(STOP).expect("stops");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    let r = read_json(&report);
+    let r = modbus_tests::read_json(&report);
     assert_eq!(
         u(&r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"]),
         10
@@ -673,7 +659,7 @@ fn many_alerts_capture(path: &Path) {
 /// is left behind.
 #[test]
 fn full_disk_for_the_report_leaves_the_previous_one_whole() {
-    require_root();
+    modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("many.pcap");
     many_alerts_capture(&pcap);
@@ -709,7 +695,7 @@ fn full_disk_for_the_report_leaves_the_previous_one_whole() {
 /// error, and the stream holds whole lines only, each valid JSON.
 #[test]
 fn full_disk_for_the_eve_stream_leaves_whole_lines() {
-    require_root();
+    modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("many.pcap");
     many_alerts_capture(&pcap);
@@ -733,7 +719,7 @@ fn full_disk_for_the_eve_stream_leaves_whole_lines() {
         stderr.contains("EVE stream") && stderr.contains("No space left"),
         "{stderr}"
     );
-    let r = read_json(&report);
+    let r = modbus_tests::read_json(&report);
     assert_eq!(r["status"], "complete");
     assert_eq!(
         u(&r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"]),

@@ -19,15 +19,6 @@ const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
 const START: Duration = Duration::from_secs(20);
 const STOP: Duration = Duration::from_secs(20);
 
-fn require_root() {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the live tests need root (namespaces, XDP); CI runs them as root"
-    );
-}
-
 /// Detector flags shared by the live run and the replay.
 fn detector_flags(limits: &Path) -> Vec<String> {
     [
@@ -43,11 +34,6 @@ fn detector_flags(limits: &Path) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .expect("valid report JSON")
 }
 
 /// Alerts as comparable keys: everything but times and ports.
@@ -97,7 +83,7 @@ fn xdp_attached(topo: &Topology) -> bool {
 
 /// Run the scenario with the sensor in `mode`; returns (live report, replay report).
 fn scenario(mode: &str) -> (Value, Value) {
-    require_root();
+    modbus_tests::require_root("the live tests need root (namespaces, XDP)");
     let topo = Topology::create(&unique_prefix("mbe")).expect("topology");
     let dir = tempfile::tempdir().unwrap();
     let limits = dir.path().join("limits.json");
@@ -203,7 +189,7 @@ fn scenario(mode: &str) -> (Value, Value) {
     plc.stop(STOP).expect("PLC stops");
     assert!(!xdp_attached(&topo), "XDP program detached on exit");
 
-    let live = read_json(&report);
+    let live = modbus_tests::read_json(&report);
     let replay_out = dir.path().join("replay.json");
     let mut rargs: Vec<String> = vec![
         "--pcap".into(),
@@ -222,7 +208,7 @@ fn scenario(mode: &str) -> (Value, Value) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let replay = read_json(&replay_out);
+    let replay = modbus_tests::read_json(&replay_out);
     topo.teardown().expect("teardown");
     (live, replay)
 }
@@ -332,7 +318,7 @@ fn vlan_tagged_frames_reach_the_detector() {
     };
     use std::net::Ipv4Addr;
 
-    require_root();
+    modbus_tests::require_root("the live tests need root (namespaces, XDP)");
     let topo = Topology::create(&unique_prefix("mbv")).expect("topology");
     let dir = tempfile::tempdir().unwrap();
     // One rogue master per tagging: 3 reads each, answered.
@@ -397,7 +383,7 @@ fn vlan_tagged_frames_reach_the_detector() {
     std::thread::sleep(Duration::from_millis(300));
     let done = sensor.stop(STOP).expect("sensor stops");
     assert_eq!(done.status.code(), Some(130), "{}", done.stderr);
-    let r = read_json(&report);
+    let r = modbus_tests::read_json(&report);
     let alerts = alert_set(&r);
     for rogue in ["10.66.0.1", "10.66.0.2"] {
         let n: u64 = alerts
@@ -418,7 +404,7 @@ fn vlan_tagged_frames_reach_the_detector() {
 /// steal its sessions' frames: the sensor refuses unless --force.
 #[test]
 fn refuses_to_steal_frames_from_a_local_modbus_server() {
-    require_root();
+    modbus_tests::require_root("the live tests need root (namespaces, XDP)");
     let topo = Topology::create(&unique_prefix("mbf")).expect("topology");
     let plc_addr = format!("{}:502", topo.plc_ip());
     let mut plc = topo
@@ -449,7 +435,7 @@ fn refuses_to_steal_frames_from_a_local_modbus_server() {
         .run_in(Host::Plc, bin.to_str().unwrap(), &forced)
         .expect("--force attaches");
     assert!(out.status.success());
-    assert_eq!(read_json(&report)["status"], "complete");
+    assert_eq!(modbus_tests::read_json(&report)["status"], "complete");
     plc.stop(STOP).expect("PLC stops");
     topo.teardown().expect("teardown");
 }

@@ -23,15 +23,6 @@ const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
 const START: Duration = Duration::from_secs(10);
 const STOP: Duration = Duration::from_secs(5);
 
-fn require_root() {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the netns tests need root (namespaces, veths, tc); CI runs them as root"
-    );
-}
-
 /// Namespaces whose names start with `prefix`.
 fn namespaces_of(prefix: &str) -> Vec<String> {
     list_namespaces()
@@ -179,7 +170,7 @@ fn count(adus: &[Adu], keep: impl Fn(&Adu) -> bool) -> BTreeMap<u8, u64> {
 /// transaction id, and exactly what the PLC says it served.
 #[test]
 fn mirror_delivers_every_request_and_response() {
-    require_root();
+    modbus_tests::require_root("the netns tests need root (namespaces, veths, tc)");
     let t0 = Instant::now();
     let topo = Topology::create(&unique_prefix("mb")).expect("create the topology");
     let created = t0.elapsed();
@@ -270,7 +261,7 @@ fn mirror_delivers_every_request_and_response() {
 /// frame of tokio-modbus well formed.
 #[test]
 fn attacks_reach_the_sensor_exactly() {
-    require_root();
+    modbus_tests::require_root("the netns tests need root (namespaces, veths, tc)");
     let topo = Topology::create(&unique_prefix("mb")).expect("create the topology");
     let dir = tempfile::tempdir().expect("tempdir");
     let pcap = dir.path().join("span.pcap");
@@ -351,7 +342,7 @@ fn attacks_reach_the_sensor_exactly() {
 /// deletes the namespaces.
 #[test]
 fn teardown_runs_even_after_a_panic() {
-    require_root();
+    modbus_tests::require_root("the netns tests need root (namespaces, veths, tc)");
     let prefix = unique_prefix("mb");
     let mut plc_pid = None;
     let res = catch_unwind(AssertUnwindSafe(|| {
@@ -381,7 +372,7 @@ fn teardown_runs_even_after_a_panic() {
 /// namespaces, whose names it wanted.
 #[test]
 fn failed_create_names_the_command_and_spares_others() {
-    require_root();
+    modbus_tests::require_root("the netns tests need root (namespaces, veths, tc)");
     let prefix = unique_prefix("mb");
     let first = Topology::create(&prefix).expect("create the topology");
     let err = Topology::create(&prefix).expect_err("the names are taken");
@@ -399,7 +390,7 @@ fn failed_create_names_the_command_and_spares_others() {
 /// and mirror included; those of a live run are kept.
 #[test]
 fn cleanup_stale_removes_only_dead_runs() {
-    require_root();
+    modbus_tests::require_root("the netns tests need root (namespaces, veths, tc)");
     let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .expect("pid_max")
         .trim()
