@@ -6,7 +6,8 @@
 //!    ceiling of this interface;
 //! 3. modbus-detect (XDP + AF_XDP, every rule on): the highest rate with no
 //!    loss, found by stepping the sender's rate, and the loss at the
-//!    sender's maximum;
+//!    sender's maximum; then the same with `--busy-poll 0`, to show what
+//!    busy polling buys;
 //! 4. an AF_PACKET TPACKET_V3 reader with the classic BPF filter of
 //!    `tcp port 502` ([`crate::afpacket`]): the same two figures.
 //!
@@ -157,8 +158,26 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Put the sensor interface's NAPI settings back to the kernel's
+    /// defaults: modbus-detect's busy polling tunes them and leaves them
+    /// (see `modbus_user::source::busy_poll`), and every measurement must
+    /// start from the same interface.
+    fn reset_napi(&self) -> std::io::Result<()> {
+        let dir = format!("/sys/class/net/{}", self.topo.sensor_iface());
+        let script =
+            format!("echo 0 > {dir}/napi_defer_hard_irqs && echo 0 > {dir}/gro_flush_timeout");
+        let out = self.topo.run_in(Host::Sensor, "sh", &["-c", &script])?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "resetting {dir}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
     /// modbus-detect on the sensor interface while the sender runs at `pps`.
-    fn sensor(&self, pps: u64, run: usize) -> std::io::Result<(Point, Value)> {
+    fn sensor(&self, pps: u64, run: usize, extra: &[&str]) -> std::io::Result<(Point, Value)> {
         let report = self
             .setup
             .work
@@ -172,6 +191,8 @@ impl Bench<'_> {
             "3600".into(),
         ];
         args.extend(self.setup.rules.iter().cloned());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.reset_napi()?;
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut p = self
             .topo
@@ -204,6 +225,7 @@ impl Bench<'_> {
 
     /// The AF_PACKET reader while the sender runs at `pps`.
     fn afpacket(&self, pps: u64) -> std::io::Result<(Point, Value)> {
+        self.reset_napi()?;
         let mut p = self.topo.spawn_in(
             Host::Sensor,
             &s(&self.setup.bench),
@@ -324,7 +346,13 @@ pub fn run(setup: &Setup) -> std::io::Result<(Vec<Row>, Value)> {
     let mut run = 0;
     let (sensor_ok, sensor_max, sensor_log) = b.zero_loss(|pps| {
         run += 1;
-        b.sensor(pps, run)
+        b.sensor(pps, run, &[])
+    })?;
+    // What busy polling buys (modbus_user::source::busy_poll).
+    eprintln!("  modbus-detect --busy-poll 0 (RX threads sleep in poll(2))");
+    let (sleep_ok, sleep_max, sleep_log) = b.zero_loss(|pps| {
+        run += 1;
+        b.sensor(pps, run, &["--busy-poll", "0"])
     })?;
     eprintln!("  AF_PACKET TPACKET_V3 reader, cBPF 'tcp port 502'");
     let (pkt_ok, pkt_max, pkt_log) = b.zero_loss(|pps| b.afpacket(pps))?;
@@ -351,6 +379,19 @@ pub fn run(setup: &Setup) -> std::io::Result<(Vec<Row>, Value)> {
             sensor_max.sent
         ),
     ));
+    let mut r = rate_row(
+        "live: modbus-detect --busy-poll 0, zero-loss rate",
+        &[sleep_ok],
+        "busy polling off: RX thread sleeps in poll(2), NAPI in softirq",
+    );
+    r.note = format!(
+        "{}; at full speed {:.0} frames/s sent, {} of {} lost",
+        r.note,
+        sleep_max.sent_pps,
+        sleep_max.lost(),
+        sleep_max.sent
+    );
+    rows.push(r);
     let mut r = rate_row(
         "live: AF_PACKET TPACKET_V3 + cBPF, zero-loss rate",
         &[pkt_ok],
@@ -386,20 +427,23 @@ pub fn run(setup: &Setup) -> std::io::Result<(Vec<Row>, Value)> {
         "xdp_ceiling_over_kernel": ceiling / med(&kernel),
         "afpacket_zero_loss_over_xdp_ceiling": pkt_ok.received_pps() / ceiling,
         "sensor_max_over_afpacket_max": sensor_max.received_pps() / pkt_max.received_pps(),
+        "busy_poll_over_no_busy_poll": sensor_ok.received_pps() / sleep_ok.received_pps(),
     });
     let mut r = Row::new("live", "live: ratios");
     r.note = format!(
-        "modbus-detect zero-loss / XDP ceiling = {:.2} (target >= 0.9); / AF_PACKET zero-loss = {:.2} (target >= 3); / kernel drop = {:.2}; at full speed modbus-detect / AF_PACKET = {:.2}",
+        "modbus-detect zero-loss / XDP ceiling = {:.2} (target >= 0.9); / AF_PACKET zero-loss = {:.2} (target >= 3); / kernel drop = {:.2}; at full speed modbus-detect / AF_PACKET = {:.2}; busy polling on / off = {:.2}",
         ratios["sensor_zero_loss_over_xdp_ceiling"].as_f64().unwrap_or(f64::NAN),
         ratios["sensor_zero_loss_over_afpacket_zero_loss"].as_f64().unwrap_or(f64::NAN),
         ratios["sensor_zero_loss_over_kernel"].as_f64().unwrap_or(f64::NAN),
         ratios["sensor_max_over_afpacket_max"].as_f64().unwrap_or(f64::NAN),
+        ratios["busy_poll_over_no_busy_poll"].as_f64().unwrap_or(f64::NAN),
     );
     eprintln!("  {}", r.note);
     rows.push(r);
     log["kernel"] = json!(kernel.iter().map(Point::json).collect::<Vec<_>>());
     log["xdp_drop"] = json!(xdp.iter().map(Point::json).collect::<Vec<_>>());
     log["sensor"] = json!(sensor_log);
+    log["sensor_no_busy_poll"] = json!(sleep_log);
     log["afpacket"] = json!(pkt_log);
     log["ratios"] = ratios;
     log["frames_per_send"] = json!(setup.frames);

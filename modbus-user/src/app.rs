@@ -232,6 +232,7 @@ fn live_capture(
         force: args.force,
         cpus: args.cpus.clone(),
         stats_interval: std::time::Duration::from_secs_f64(args.stats_interval.max(0.1)),
+        busy_poll: std::time::Duration::from_micros(args.busy_poll),
         quiet: args.quiet,
     };
     // One core for the RX thread of a typical single-queue mirror port, the
@@ -290,6 +291,7 @@ fn live_capture(
         "link_down_events": out.link_down_events,
         "link_down_seconds": out.link_down_seconds,
         "privileges": out.privileges,
+        "busy_poll": out.busy_poll,
     }));
     Ok(Finished {
         dispatch: out.dispatch,

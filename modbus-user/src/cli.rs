@@ -47,6 +47,12 @@ pub struct Args {
     #[arg(long, value_name = "CPU", num_args = 1.., value_delimiter = ',')]
     pub cpus: Option<Vec<usize>>,
 
+    /// Live: microseconds an RX thread keeps polling an empty ring (and,
+    /// with preferred busy polling, runs the interface's NAPI itself)
+    /// before it sleeps; 0 turns busy polling off (least CPU, lower rate).
+    #[arg(long, value_name = "US", default_value_t = 1000)]
+    pub busy_poll: u64,
+
     /// Live: seconds between stats lines on stderr.
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     pub stats_interval: f64,

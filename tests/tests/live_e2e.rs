@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use modbus_tests::netns::{unique_prefix, Host, Topology};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
 const START: Duration = Duration::from_secs(20);
@@ -82,7 +82,10 @@ fn xdp_attached(topo: &Topology) -> bool {
 }
 
 /// Run the scenario with the sensor in `mode`; returns (live report, replay report).
-fn scenario(mode: &str) -> (Value, Value) {
+/// One live run on the mirror topology and the replay of its recording;
+/// also the sensor interface's NAPI settings (`napi_defer_hard_irqs`,
+/// `gro_flush_timeout`) as the sensor left them.
+fn scenario(mode: &str, extra: &[&str]) -> (Value, Value, (u64, u64)) {
     modbus_tests::require_root("the live tests need root (namespaces, XDP)");
     let topo = Topology::create(&unique_prefix("mbe")).expect("topology");
     let dir = tempfile::tempdir().unwrap();
@@ -137,6 +140,7 @@ fn scenario(mode: &str) -> (Value, Value) {
         "1".into(),
     ];
     args.extend(detector_flags(&limits));
+    args.extend(extra.iter().map(|a| a.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut sensor = topo
         .spawn_in(Host::Sensor, bin.to_str().unwrap(), &argv)
@@ -209,8 +213,17 @@ fn scenario(mode: &str) -> (Value, Value) {
         String::from_utf8_lossy(&out.stderr)
     );
     let replay = modbus_tests::read_json(&replay_out);
+    let napi = |f: &str| -> u64 {
+        let path = format!("/sys/class/net/{}/{f}", topo.sensor_iface());
+        let out = topo.run_in(Host::Sensor, "cat", &[&path]).expect("cat");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect(f)
+    };
+    let tuning = (napi("napi_defer_hard_irqs"), napi("gro_flush_timeout"));
     topo.teardown().expect("teardown");
-    (live, replay)
+    (live, replay, tuning)
 }
 
 fn check(live: &Value, replay: &Value) {
@@ -275,14 +288,38 @@ fn check(live: &Value, replay: &Value) {
 
 #[test]
 fn live_sensor_in_native_mode_matches_the_replay() {
-    let (live, replay) = scenario("native");
+    let (live, replay, tuning) = scenario("native", &[]);
     assert_eq!(live["capture"]["xdp_mode"], "native");
     check(&live, &replay);
+    // Busy polling is on by default, with the kernel's preferred busy
+    // polling on the socket and the interface tuned for it.
+    let busy = &live["capture"]["busy_poll"];
+    assert_eq!(busy["spin_us"], 1000, "{busy}");
+    assert_eq!(busy["kernel"], true, "{busy}");
+    assert_eq!(busy["interface"]["changed"], true, "{busy}");
+    assert_eq!(busy["interface"]["napi_defer_hard_irqs"], json!([0, 2]));
+    assert_eq!(
+        busy["interface"]["gro_flush_timeout_ns"],
+        json!([0, 200000])
+    );
+    assert!(busy.get("warning").is_none(), "{busy}");
+    assert_eq!(tuning, (2, 200_000), "the tuning the report shows");
+}
+
+#[test]
+fn live_sensor_without_busy_polling_matches_the_replay() {
+    let (live, replay, tuning) = scenario("native", &["--busy-poll", "0"]);
+    check(&live, &replay);
+    let busy = &live["capture"]["busy_poll"];
+    assert_eq!(busy["spin_us"], 0, "{busy}");
+    assert_eq!(busy["kernel"], false, "{busy}");
+    assert!(busy.get("interface").is_none(), "{busy}");
+    assert_eq!(tuning, (0, 0), "interface left untouched");
 }
 
 #[test]
 fn live_sensor_in_skb_mode_matches_the_replay() {
-    let (live, replay) = scenario("skb");
+    let (live, replay, _) = scenario("skb", &[]);
     assert_eq!(live["capture"]["xdp_mode"], "skb");
     check(&live, &replay);
 }

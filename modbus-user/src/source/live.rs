@@ -39,6 +39,7 @@ use crate::dispatch::{classify, Batch, BatchItem, BATCH_FRAMES};
 use crate::engine::{pin_current_thread, Feeder, Pipeline};
 use crate::output::eve::EveWriter;
 use crate::shard::ShardResult;
+use crate::source::busy_poll::{self, BusyPollState};
 use crate::source::xdp::{XdpCounters, XdpMode, XdpProgram};
 
 /// UMEM frames per queue (power of two; 4096 x 2 KiB = 8 MiB).
@@ -63,6 +64,9 @@ pub struct LiveOptions {
     /// CPUs to pin to: RX threads first, then shards.
     pub cpus: Option<Vec<usize>>,
     pub stats_interval: Duration,
+    /// How long an RX thread keeps polling an empty ring before it sleeps;
+    /// zero: no busy polling (see [`busy_poll`]).
+    pub busy_poll: Duration,
     pub quiet: bool,
 }
 
@@ -124,6 +128,7 @@ pub struct LiveOutcome {
     pub link_down_seconds: f64,
     /// What the process kept after setup.
     pub privileges: Privileges,
+    pub busy_poll: BusyPollState,
 }
 
 /// One bound AF_XDP socket and everything that must live as long as it.
@@ -137,6 +142,8 @@ struct XskQueue {
     _tx: TxQueue,
     _comp: CompQueue,
     frames: Vec<FrameDesc>,
+    /// How its RX thread waits for frames (set once busy polling is known).
+    poll: RxPolling,
 }
 
 /// Capture on `opts.iface` until the duration ends or `stop` is set.
@@ -189,6 +196,22 @@ pub fn run_live(
             .map_err(|e| LiveError(e.to_string()))?;
         sockets.push(xsk);
     }
+    let busy = enable_busy_poll(iface, &sockets, opts.busy_poll);
+    if !opts.quiet {
+        if let Some(w) = &busy.warning {
+            let _ = writeln!(std::io::stderr(), "modbus-detect: warning: {w}");
+        }
+        if let Some(t) = busy.interface.as_ref().filter(|t| t.changed) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "modbus-detect: {iface}: set napi_defer_hard_irqs {} -> {} and gro_flush_timeout {} -> {} ns for busy polling (left in place after capture)",
+                t.napi_defer_hard_irqs[0],
+                t.napi_defer_hard_irqs[1],
+                t.gro_flush_timeout_ns[0],
+                t.gro_flush_timeout_ns[1],
+            );
+        }
+    }
     // Everything that needs a privilege is done: drop them all before any
     // other thread exists (capabilities are per thread).
     let privileges = drop_capabilities(ready).map_err(|e| match e {
@@ -216,10 +239,14 @@ pub fn run_live(
     );
     let binds: Vec<(u32, &'static str)> = sockets.iter().map(|s| (s.queue, s.bind)).collect();
     let mut handles = Vec::with_capacity(sockets.len());
-    for (i, (xsk, feeder)) in sockets.into_iter().zip(feeders).enumerate() {
+    for (i, (mut xsk, feeder)) in sockets.into_iter().zip(feeders).enumerate() {
         let (cfg, halt, failure, counters) =
             (cfg.clone(), halt.clone(), failure.clone(), counters.clone());
         let cpu = cpus.get(i).copied();
+        xsk.poll = RxPolling {
+            spin: busy.spin(),
+            kernel: busy.kernel,
+        };
         let name = format!("rx-{iface}-{}", xsk.queue);
         let thread_iface = iface.clone();
         let handle = std::thread::Builder::new()
@@ -360,7 +387,40 @@ pub fn run_live(
         link_down_events,
         link_down_seconds: link_down.as_secs_f64(),
         privileges,
+        busy_poll: busy,
     })
+}
+
+/// Turn on busy polling for every socket (see [`busy_poll`]). Kernel busy
+/// polling needs CAP_NET_ADMIN and a recent kernel; without it the RX
+/// threads still spin, with a warning.
+fn enable_busy_poll(iface: &str, sockets: &[XskQueue], spin: Duration) -> BusyPollState {
+    let mut state = BusyPollState {
+        spin_us: spin.as_micros() as u64,
+        ..BusyPollState::default()
+    };
+    if spin.is_zero() {
+        return state;
+    }
+    if let Err(e) = sockets
+        .iter()
+        .try_for_each(|s| busy_poll::set_socket_options(s.rx.fd().as_raw_fd()))
+    {
+        state.warning = Some(format!(
+            "{iface}: no preferred busy polling on the AF_XDP sockets ({e}); the RX threads poll their rings only"
+        ));
+        return state;
+    }
+    state.kernel = true;
+    match busy_poll::tune_interface(iface) {
+        Ok(t) => state.interface = Some(t),
+        Err(e) => {
+            state.warning = Some(format!(
+                "{iface}: cannot tune the interface for busy polling ({e}); the kernel's softirq keeps part of the work"
+            ));
+        }
+    }
+    state
 }
 
 /// What the interface is doing, from sysfs.
@@ -536,6 +596,10 @@ fn bind_queue(iface: &str, queue: u32, mode: XdpMode) -> Result<XskQueue, LiveEr
                     _tx: tx,
                     _comp: comp,
                     frames,
+                    poll: RxPolling {
+                        spin: Duration::ZERO,
+                        kernel: false,
+                    },
                 });
             }
             Ok((_, _, None)) => return Err(err("AF_XDP socket", &"no fill/completion ring")),
@@ -586,6 +650,20 @@ impl BatchBuilder {
     }
 }
 
+/// How an RX thread waits for frames.
+#[derive(Debug, Clone, Copy)]
+struct RxPolling {
+    /// Keep polling an empty ring this long before sleeping in poll(2).
+    spin: Duration,
+    /// Each look at an empty ring runs the device's NAPI in this thread.
+    kernel: bool,
+}
+
+/// Longest sleep in poll(2), so that a halt is seen soon.
+const POLL_TIMEOUT_MS: i32 = 10;
+/// How often the socket's XDP_STATISTICS are read.
+const SOCKET_STATS_EVERY: Duration = Duration::from_millis(100);
+
 /// The RX thread of one queue. Returns its dispatch counters.
 fn rx_loop(
     mut q: XskQueue,
@@ -602,20 +680,40 @@ fn rx_loop(
     descs.truncate(RX_BATCH);
     let mut counters = Counters::default();
     let mut frame_no = 0u64;
-    let mut polls = 0u32;
+    let fd = q.rx.fd().as_raw_fd();
+    let poll = q.poll;
+    let mut last_frame = Instant::now();
+    let mut last_stats = Instant::now();
     while !halt.load(Ordering::Relaxed) {
         // SAFETY: the descriptors belong to this queue's UMEM.
-        let got = match unsafe { q.rx.poll_and_consume(&mut descs, 10) } {
-            Ok(n) => n,
-            Err(e) => {
-                set_failure(
-                    failure,
-                    format!("{iface}: queue {}: receive failed: {e}", q.queue),
-                );
-                break;
+        let mut got = unsafe { q.rx.consume(&mut descs) };
+        if got == 0 {
+            if last_frame.elapsed() < poll.spin {
+                if poll.kernel {
+                    busy_poll::drive_napi(fd);
+                } else {
+                    std::hint::spin_loop();
+                }
+            } else {
+                // SAFETY: as above.
+                got = match unsafe { q.rx.poll_and_consume(&mut descs, POLL_TIMEOUT_MS) } {
+                    Ok(n) => n,
+                    Err(e) => {
+                        set_failure(
+                            failure,
+                            format!("{iface}: queue {}: receive failed: {e}", q.queue),
+                        );
+                        break;
+                    }
+                };
             }
+        }
+        let ts_ns = if got > 0 {
+            last_frame = Instant::now();
+            now_ns()
+        } else {
+            0
         };
-        let ts_ns = now_ns();
         for d in &descs[..got] {
             // SAFETY: `d` was just consumed from this UMEM's RX ring.
             let data = unsafe { q.umem.data(d) };
@@ -662,9 +760,9 @@ fn rx_loop(
         }
         stats.frames.store(counters.frames, Ordering::Relaxed);
         stats.bytes.store(counters.bytes, Ordering::Relaxed);
-        polls = polls.wrapping_add(1);
-        if polls.is_multiple_of(64) {
+        if last_stats.elapsed() >= SOCKET_STATS_EVERY {
             socket_stats(&q, stats);
+            last_stats = Instant::now();
         }
     }
     // Shards are still draining: the last partial batches wait for room.
