@@ -503,10 +503,17 @@ impl ModbusSink<'_> {
     }
 
     /// Handle held responses whose request did not come within the hold time.
+    /// Inlined check, outlined work: almost no connection ever holds one,
+    /// and the call alone cost 20 instructions per response (callgrind).
+    #[inline(always)]
     fn release_early(&mut self, now: u64) {
-        if !self.pending.has_early() {
-            return;
+        if self.pending.has_early() {
+            self.release_expired_early(now);
         }
+    }
+
+    #[cold]
+    fn release_expired_early(&mut self, now: u64) {
         let hold = self.st.cfg.limits.early_response_hold_ns;
         for e in self.pending.expired_early(now, hold) {
             self.handle_early(&e, None);
