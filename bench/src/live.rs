@@ -249,25 +249,39 @@ impl Bench<'_> {
         ))
     }
 
-    /// The highest rate with no loss: full speed first; if that loses
-    /// frames, step down from the rate the sender reached until a step
-    /// loses none, then bisect between the two.
+    /// The highest rate with no loss: `runs` sends at full speed first
+    /// (the figures at the sender's maximum); if none loses a frame, those
+    /// are the zero-loss figures too. Otherwise step down from the slowest
+    /// lossy rate the sender reached until a step loses none, then bisect
+    /// between the two (one point).
     fn zero_loss(
         &self,
         mut measure: impl FnMut(u64) -> std::io::Result<(Point, Value)>,
-    ) -> std::io::Result<(Point, Point, Vec<Value>)> {
+    ) -> std::io::Result<(Vec<Point>, Vec<Point>, Vec<Value>)> {
         let mut log = Vec::new();
-        let (max, d) = measure(0)?;
-        log.push(json!({"point": max.json(), "details": d}));
-        eprintln!(
-            "    full speed: sent {:.0}/s, received {:.0}/s, lost {}",
-            max.sent_pps,
-            max.received_pps(),
-            max.lost()
-        );
-        if max.lost() == 0 {
-            return Ok((max, max, log));
+        let mut maxima = Vec::new();
+        for _ in 0..self.setup.runs.max(1) {
+            let (p, d) = measure(0)?;
+            log.push(json!({"point": p.json(), "details": d}));
+            eprintln!(
+                "    full speed: sent {:.0}/s, received {:.0}/s, lost {}",
+                p.sent_pps,
+                p.received_pps(),
+                p.lost()
+            );
+            maxima.push(p);
         }
+        if maxima.iter().all(|p| p.lost() == 0) {
+            return Ok((maxima.clone(), maxima, log));
+        }
+        let Some(max) = maxima
+            .iter()
+            .filter(|p| p.lost() > 0)
+            .min_by(|a, b| a.sent_pps.total_cmp(&b.sent_pps))
+            .copied()
+        else {
+            return Ok((maxima.clone(), maxima, log));
+        };
         let mut bad = max.sent_pps;
         let mut good: Option<Point> = None;
         let mut rate = max.received_pps() * 0.95;
@@ -299,8 +313,35 @@ impl Bench<'_> {
             sent_pps: 0.0,
             received: 0,
         });
-        Ok((good, max, log))
+        Ok((vec![good], maxima, log))
     }
+}
+
+/// The two rows of a receiver: its zero-loss rate and what it took in at
+/// the sender's maximum, with the loss.
+fn receiver_rows(name: &str, note: &str, ok: &[Point], max: &[Point]) -> [Row; 2] {
+    let lost: u64 = max.iter().map(Point::lost).sum();
+    let sent: u64 = max.iter().map(|p| p.sent).sum();
+    let search = if ok.len() == max.len() {
+        "no loss at full speed"
+    } else {
+        "found by stepping the sender's rate down"
+    };
+    [
+        rate_row(
+            &format!("live: {name}, zero-loss rate"),
+            ok,
+            &format!("{note}; {search}"),
+        ),
+        rate_row(
+            &format!("live: {name} at the sender's maximum"),
+            max,
+            &format!(
+                "received frames/s; {} runs, lost {lost} of {sent}",
+                max.len()
+            ),
+        ),
+    ]
 }
 
 fn rate_row(name: &str, points: &[Point], note: &str) -> Row {
@@ -357,62 +398,23 @@ pub fn run(setup: &Setup) -> std::io::Result<(Vec<Row>, Value)> {
     eprintln!("  AF_PACKET TPACKET_V3 reader, cBPF 'tcp port 502'");
     let (pkt_ok, pkt_max, pkt_log) = b.zero_loss(|pps| b.afpacket(pps))?;
 
-    let mut r = rate_row(
-        "live: modbus-detect, zero-loss rate",
-        &[sensor_ok],
+    rows.extend(receiver_rows(
+        "modbus-detect",
         "highest sender rate with every frame through the shards",
-    );
-    r.note = format!(
-        "{}; at full speed {:.0} frames/s sent, {} of {} lost",
-        r.note,
-        sensor_max.sent_pps,
-        sensor_max.lost(),
-        sensor_max.sent
-    );
-    rows.push(r);
-    rows.push(rate_row(
-        "live: modbus-detect at the sender's maximum",
-        &[sensor_max],
-        &format!(
-            "received frames/s; lost {} of {}",
-            sensor_max.lost(),
-            sensor_max.sent
-        ),
+        &sensor_ok,
+        &sensor_max,
     ));
-    let mut r = rate_row(
-        "live: modbus-detect --busy-poll 0, zero-loss rate",
-        &[sleep_ok],
+    rows.extend(receiver_rows(
+        "modbus-detect --busy-poll 0",
         "busy polling off: RX thread sleeps in poll(2), NAPI in softirq",
-    );
-    r.note = format!(
-        "{}; at full speed {:.0} frames/s sent, {} of {} lost",
-        r.note,
-        sleep_max.sent_pps,
-        sleep_max.lost(),
-        sleep_max.sent
-    );
-    rows.push(r);
-    let mut r = rate_row(
-        "live: AF_PACKET TPACKET_V3 + cBPF, zero-loss rate",
-        &[pkt_ok],
+        &sleep_ok,
+        &sleep_max,
+    ));
+    rows.extend(receiver_rows(
+        "AF_PACKET TPACKET_V3 + cBPF",
         "what a libpcap-class reader takes in without loss",
-    );
-    r.note = format!(
-        "{}; at full speed {:.0} frames/s sent, {} of {} lost",
-        r.note,
-        pkt_max.sent_pps,
-        pkt_max.lost(),
-        pkt_max.sent
-    );
-    rows.push(r);
-    rows.push(rate_row(
-        "live: AF_PACKET reader at the sender's maximum",
-        &[pkt_max],
-        &format!(
-            "received frames/s; lost {} of {}",
-            pkt_max.lost(),
-            pkt_max.sent
-        ),
+        &pkt_ok,
+        &pkt_max,
     ));
 
     let med = |v: &[Point]| {
@@ -421,13 +423,13 @@ pub fn run(setup: &Setup) -> std::io::Result<(Vec<Row>, Value)> {
     };
     let ceiling = med(&xdp);
     let ratios = json!({
-        "sensor_zero_loss_over_xdp_ceiling": sensor_ok.received_pps() / ceiling,
-        "sensor_zero_loss_over_afpacket_zero_loss": sensor_ok.received_pps() / pkt_ok.received_pps(),
-        "sensor_zero_loss_over_kernel": sensor_ok.received_pps() / med(&kernel),
+        "sensor_zero_loss_over_xdp_ceiling": med(&sensor_ok) / ceiling,
+        "sensor_zero_loss_over_afpacket_zero_loss": med(&sensor_ok) / med(&pkt_ok),
+        "sensor_zero_loss_over_kernel": med(&sensor_ok) / med(&kernel),
         "xdp_ceiling_over_kernel": ceiling / med(&kernel),
-        "afpacket_zero_loss_over_xdp_ceiling": pkt_ok.received_pps() / ceiling,
-        "sensor_max_over_afpacket_max": sensor_max.received_pps() / pkt_max.received_pps(),
-        "busy_poll_over_no_busy_poll": sensor_ok.received_pps() / sleep_ok.received_pps(),
+        "afpacket_zero_loss_over_xdp_ceiling": med(&pkt_ok) / ceiling,
+        "sensor_max_over_afpacket_max": med(&sensor_max) / med(&pkt_max),
+        "busy_poll_over_no_busy_poll": med(&sensor_ok) / med(&sleep_ok),
     });
     let mut r = Row::new("live", "live: ratios");
     r.note = format!(
