@@ -38,8 +38,9 @@ pub struct Pipeline {
 /// shard, so several sources (one per RX queue) never contend.
 pub struct Feeder {
     rings: Vec<rtrb::Producer<Batch>>,
-    /// Item buffers each shard has emptied, coming back for reuse.
-    returns: Vec<rtrb::Consumer<Vec<BatchItem>>>,
+    /// Batches each shard has finished with (items emptied, data kept),
+    /// coming back for reuse.
+    returns: Vec<rtrb::Consumer<Batch>>,
     wakes: Vec<Arc<Wake>>,
 }
 
@@ -87,14 +88,21 @@ impl Feeder {
         self.rings.len()
     }
 
-    /// An empty item buffer for the next batch to `shard`: one the shard has
-    /// finished with when there is one, so that a steady stream allocates
-    /// nothing (a fresh buffer is 22 KB per 256 frames; criterion
-    /// `engine/batch_buffers`, `modbus-bench-alloc alloc`).
+    /// A batch `shard` has finished with (its items emptied, its data
+    /// still attached), if one has come back: its buffers serve the next
+    /// batch, so that a steady stream allocates nothing (fresh item buffers
+    /// are 22 KB per 256 frames; criterion `engine/batch_buffers`,
+    /// `modbus-bench-alloc alloc`; live capture also reuses the buffer its
+    /// frames are copied into).
+    pub fn spare(&mut self, shard: usize) -> Option<Batch> {
+        self.returns.get_mut(shard).and_then(|r| r.pop().ok())
+    }
+
+    /// An empty item buffer for the next batch to `shard`, recycled when
+    /// one has come back.
     pub fn items(&mut self, shard: usize) -> Vec<BatchItem> {
-        self.returns
-            .get_mut(shard)
-            .and_then(|r| r.pop().ok())
+        self.spare(shard)
+            .map(|b| b.items)
             .unwrap_or_else(|| Vec::with_capacity(BATCH_FRAMES))
     }
 
@@ -283,7 +291,7 @@ struct EveOut {
 
 fn run_shard(
     mut shard: Shard,
-    mut rings: Vec<(rtrb::Consumer<Batch>, rtrb::Producer<Vec<BatchItem>>)>,
+    mut rings: Vec<(rtrb::Consumer<Batch>, rtrb::Producer<Batch>)>,
     eve: Option<EveOut>,
     progress: &ShardProgress,
     wake: &Wake,
@@ -295,17 +303,16 @@ fn run_shard(
         for (ring, back) in &mut rings {
             // A few batches per ring per turn keeps the sources fair.
             for _ in 0..4 {
-                let Ok(batch) = ring.pop() else {
+                let Ok(mut batch) = ring.pop() else {
                     break;
                 };
                 got = true;
                 for item in &batch.items {
                     shard.process(item.frame_no, item.ts_ns, &item.meta, batch.frame(item));
                 }
-                let mut items = batch.items;
-                items.clear();
+                batch.items.clear();
                 // Full only if the source stopped taking them back: then drop.
-                let _ = back.push(items);
+                let _ = back.push(batch);
                 publish(&mut shard, &eve, progress);
                 if let Some(d) = delay {
                     std::thread::sleep(d);

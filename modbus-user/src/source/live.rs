@@ -641,8 +641,25 @@ impl BatchBuilder {
             || (!self.items.is_empty() && self.since.elapsed() >= FLUSH_AFTER)
     }
 
-    fn take(&mut self) -> Batch {
-        let full = std::mem::replace(self, BatchBuilder::new());
+    /// The batch built so far; the next one reuses the buffers of `spare`
+    /// (a batch the shard has finished with) when it has some: its copy
+    /// buffer is ours again once the shard has dropped every view of it.
+    fn take(&mut self, spare: Option<Batch>) -> Batch {
+        let next = match spare {
+            Some(b) => BatchBuilder {
+                data: match b.data.try_into_mut() {
+                    Ok(mut data) => {
+                        data.clear();
+                        data
+                    }
+                    Err(_) => BytesMut::with_capacity(BATCH_FRAMES * 128),
+                },
+                items: b.items,
+                since: Instant::now(),
+            },
+            None => BatchBuilder::new(),
+        };
+        let full = std::mem::replace(self, next);
         Batch {
             data: full.data.freeze(),
             items: full.items,
@@ -748,7 +765,7 @@ fn rx_loop(
         }
         for (shard, b) in batches.iter_mut().enumerate() {
             if b.due() {
-                let batch = b.take();
+                let batch = b.take(feeder.spare(shard));
                 let n = batch.items.len() as u64;
                 if feeder.try_send(shard, batch).is_err() {
                     stats.ring_full_drops.fetch_add(n, Ordering::Relaxed);
@@ -768,7 +785,7 @@ fn rx_loop(
     // Shards are still draining: the last partial batches wait for room.
     for (shard, b) in batches.iter_mut().enumerate() {
         if !b.items.is_empty() {
-            feeder.send(shard, b.take());
+            feeder.send(shard, b.take(None));
         }
     }
     socket_stats(&q, stats);
@@ -1123,6 +1140,72 @@ pub fn drop_capabilities(check: &dyn Fn() -> Result<(), String>) -> Result<Privi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item() -> BatchItem {
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        BatchItem {
+            frame_no: 1,
+            ts_ns: 0,
+            off: 0,
+            len: 0,
+            meta: crate::decode::PacketMeta {
+                src: ip,
+                dst: ip,
+                sport: 1024,
+                dport: 502,
+                seq: 0,
+                ack: 0,
+                flags: 0,
+                window: 0,
+                payload_off: 0,
+                payload_len: 0,
+                truncated: false,
+            },
+        }
+    }
+
+    fn pushed(b: &mut BatchBuilder, frame: &[u8]) {
+        b.push(
+            BatchItem {
+                len: frame.len() as u32,
+                ..item()
+            },
+            frame,
+        );
+    }
+
+    #[test]
+    fn a_returned_batch_lends_its_buffers_to_a_later_one() {
+        let mut b = BatchBuilder::new();
+        pushed(&mut b, &[1, 2, 3]);
+        let mut first = b.take(None);
+        let (data, items) = (first.data.as_ptr(), first.items.as_ptr());
+        // The shard is done with it: items emptied, handed back.
+        first.items.clear();
+        pushed(&mut b, &[4, 5]);
+        let second = b.take(Some(first));
+        assert_eq!(second.frame(&second.items[0]), &[4, 5]);
+        pushed(&mut b, &[6]);
+        let third = b.take(None);
+        assert_eq!(third.data.as_ptr(), data, "copy buffer reused");
+        assert_eq!(third.items.as_ptr(), items, "item buffer reused");
+        assert_eq!(third.items.len(), 1);
+        assert_eq!(third.frame(&third.items[0]), &[6]);
+    }
+
+    #[test]
+    fn a_buffer_still_viewed_is_not_reused() {
+        let mut b = BatchBuilder::new();
+        pushed(&mut b, &[1, 2, 3]);
+        let mut first = b.take(None);
+        let view = first.data.clone();
+        first.items.clear();
+        let _ = b.take(Some(first));
+        pushed(&mut b, &[9, 9, 9]);
+        let next = b.take(None);
+        assert_ne!(next.data.as_ptr(), view.as_ptr());
+        assert_eq!(&view[..], &[1, 2, 3], "the old frames are untouched");
+    }
 
     #[test]
     fn proc_net_tcp_listeners() {
