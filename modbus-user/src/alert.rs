@@ -25,10 +25,13 @@ pub enum AlertKind {
     TimingAnomaly,
     MalformedMbap,
     Flood,
+    /// A master-slave pair's window of traffic unlike any of the baseline's
+    /// (Isolation Forest / One-Class SVM, `--ml`).
+    MlAnomaly,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 10] = [
+    pub const ALL: [AlertKind; 11] = [
         AlertKind::RogueMaster,
         AlertKind::UnauthorizedWrite,
         AlertKind::RegisterOutOfRange,
@@ -39,6 +42,7 @@ impl AlertKind {
         AlertKind::TimingAnomaly,
         AlertKind::MalformedMbap,
         AlertKind::Flood,
+        AlertKind::MlAnomaly,
     ];
 
     /// The type name users' scripts and SIEM parsers match on.
@@ -54,6 +58,7 @@ impl AlertKind {
             AlertKind::TimingAnomaly => "TIMING_ANOMALY",
             AlertKind::MalformedMbap => "MALFORMED_MBAP_HEADER",
             AlertKind::Flood => "MODBUS_FLOOD",
+            AlertKind::MlAnomaly => "ML_ANOMALY",
         }
     }
 
@@ -70,6 +75,7 @@ impl AlertKind {
             AlertKind::TimingAnomaly => "MBD-008",
             AlertKind::MalformedMbap => "MBD-009",
             AlertKind::Flood => "MBD-010",
+            AlertKind::MlAnomaly => "MBD-011",
         }
     }
 
@@ -86,7 +92,9 @@ impl AlertKind {
                 "Process Safety Violation"
             }
             AlertKind::DeviceEnumeration => "Reconnaissance",
-            AlertKind::NewFunctionCode | AlertKind::TimingAnomaly => "Behavioural Anomaly",
+            AlertKind::NewFunctionCode | AlertKind::TimingAnomaly | AlertKind::MlAnomaly => {
+                "Behavioural Anomaly"
+            }
             AlertKind::ExceptionBurst => "Device Fault or Probing",
             AlertKind::MalformedMbap => "Protocol Anomaly",
             AlertKind::Flood => "Denial of Service",
@@ -200,6 +208,18 @@ pub enum Detail {
     /// NEW_FUNCTION_CODE: whether the pair itself was in the baseline.
     NewFunctionCode {
         pair_in_baseline: bool,
+    },
+    /// ML_ANOMALY: the window's scores against the models' thresholds, and
+    /// the feature furthest from normal (index into the model's features).
+    Ml {
+        iforest_score: f64,
+        iforest_threshold: f64,
+        ocsvm_decision: f64,
+        ocsvm_threshold: f64,
+        feature: u8,
+        z: f64,
+        window_start_ns: u64,
+        requests: u32,
     },
 }
 

@@ -66,6 +66,13 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
         ..DetectConfig::default()
     };
     cfg.limits.max_flows = args.max_flows.max(1);
+    if !(args.ml_window.is_finite() && (0.001..=86_400.0).contains(&args.ml_window)) {
+        return Err(AppError::Usage(
+            "--ml-window needs seconds from 0.001 to 86400".into(),
+        ));
+    }
+    cfg.ml_window_ns = (args.ml_window * 1e9) as u64;
+    cfg.ml = args.ml;
     if args.ports.is_empty() || args.ports.contains(&0) {
         return Err(AppError::Usage(
             "--ports needs port numbers from 1 to 65535".into(),
@@ -77,6 +84,13 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
     }
     if let (Some(p), false) = (&args.baseline_file, args.baseline_mode) {
         let b = Baseline::load(p).map_err(|e| AppError::Input(e.to_string()))?;
+        if args.ml && b.models().is_none() {
+            return Err(AppError::Input(format!(
+                "{}: has no ML models for --ml (learned from fewer than {} windows of traffic, or by an older version); learn it again with --baseline-mode",
+                p.display(),
+                crate::ml::models::MIN_WINDOWS
+            )));
+        }
         cfg.baseline = Some(Arc::new(b));
     }
     Ok(cfg)
@@ -320,7 +334,10 @@ fn write_results(args: &Args, cfg: &DetectConfig, f: Finished) -> Result<u8, App
     };
     info.error = f.input_error.clone();
     info.elapsed_s = f.elapsed_s;
-    let summary = Summary::merge(&f.dispatch, f.shards);
+    let mut summary = Summary::merge(&f.dispatch, f.shards);
+    if cfg.mode == Mode::Learn {
+        summary.observed.train_models(args.ml_window);
+    }
     let json = report::build(&summary, &info, cfg);
     let text = serde_json::to_vec_pretty(&json).map_err(|e| AppError::Output(e.to_string()))?;
     atomic_write(&args.output, &text).map_err(|e| {
@@ -445,6 +462,20 @@ fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
             s.observed.masters().len(),
             s.observed.slaves().len()
         );
+        let windows = s.observed.ml_sample_count();
+        let _ = match s.observed.models() {
+            Some(_) => writeln!(
+                err,
+                "ML models (Isolation Forest, One-Class SVM) trained on {windows} windows of {} s",
+                args.ml_window
+            ),
+            None => writeln!(
+                err,
+                "no ML models: {windows} windows of {} s of traffic, {} needed (--ml will refuse this baseline)",
+                args.ml_window,
+                crate::ml::models::MIN_WINDOWS
+            ),
+        };
         if let Some(p) = &args.baseline_file {
             let _ = writeln!(err, "baseline written to {}", p.display());
         }

@@ -75,9 +75,20 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub baseline_file: Option<PathBuf>,
 
-    /// Learn a baseline from the traffic instead of detecting.
+    /// Learn a baseline from the traffic instead of detecting (with ML
+    /// models of the traffic's windows when there are enough of them).
     #[arg(long, requires = "baseline_file")]
     pub baseline_mode: bool,
+
+    /// Judge each master-slave pair's windows of traffic with the ML models
+    /// of the baseline (Isolation Forest, One-Class SVM): ML_ANOMALY alerts.
+    #[arg(long, requires = "baseline_file", conflicts_with = "baseline_mode")]
+    pub ml: bool,
+
+    /// Baseline mode: seconds of traffic per ML window (a baseline's models
+    /// keep the window they were learned with).
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    pub ml_window: f64,
 
     /// Where to write the JSON report.
     #[arg(

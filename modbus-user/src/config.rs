@@ -118,6 +118,10 @@ pub struct DetectConfig {
     pub baseline: Option<Arc<Baseline>>,
     pub thresholds: Thresholds,
     pub limits: Limits,
+    /// Judge windows of traffic with the baseline's ML models (`--ml`).
+    pub ml: bool,
+    /// Window length the ML features are learned over (baseline mode).
+    pub ml_window_ns: u64,
 }
 
 impl Default for DetectConfig {
@@ -131,6 +135,8 @@ impl Default for DetectConfig {
             baseline: None,
             thresholds: Thresholds::default(),
             limits: Limits::default(),
+            ml: false,
+            ml_window_ns: 5_000_000_000,
         }
     }
 }

@@ -342,6 +342,10 @@ fn run_shard(
         }
         wake.sleeping.store(false, Ordering::Relaxed);
     }
+    // End of input: what the flows still held, and the last ML windows,
+    // may raise alerts; their EVE lines go out like any others.
+    shard.flush();
+    publish(&mut shard, &eve, progress);
     shard.finish()
 }
 

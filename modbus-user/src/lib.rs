@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod flow;
 pub mod inspect;
+pub mod ml;
 pub mod modbus;
 pub mod output;
 pub mod shard;

@@ -18,8 +18,9 @@ use crate::dispatch::is_modbus_port;
 use crate::flow::reassembly::{AduSink, AduVerdict};
 use crate::flow::{Dir, Flow, FlowKey, FlowTable, PairCache};
 use crate::inspect::{AduOrigin, AduRecord};
+use crate::ml::monitor::{MlStats, Monitor};
 use crate::modbus::mbap::{Mbap, MBAP_LEN};
-use crate::modbus::pdu::{parse_request, parse_response, read_values, Response};
+use crate::modbus::pdu::{parse_request, parse_response, read_values, Request, Response};
 use crate::modbus::transaction::{EarlyResponse, PendingRequest, PendingTable};
 
 /// Requests kept in the inventory per shard; beyond, new pairs are counted only.
@@ -40,6 +41,7 @@ pub struct ShardResult {
     pub rule_state_evicted: u64,
     pub first_ns: Option<u64>,
     pub last_ns: Option<u64>,
+    pub ml: MlStats,
 }
 
 /// Alerts go into the store; lines for the EVE stream are buffered per batch.
@@ -73,6 +75,8 @@ struct State {
     alerts: Alerts,
     observed: Baseline,
     inventory_pairs_dropped: u64,
+    /// Windows of traffic for the ML models.
+    ml: Monitor,
     counters: Counters,
     first_ns: Option<u64>,
     last_ns: Option<u64>,
@@ -128,6 +132,15 @@ impl Shard {
                 },
                 observed: Baseline::default(),
                 inventory_pairs_dropped: 0,
+                ml: match (
+                    cfg.mode,
+                    cfg.ml,
+                    cfg.baseline.as_ref().and_then(|b| b.models()),
+                ) {
+                    (Mode::Learn, _, _) => Monitor::learning(cfg.ml_window_ns),
+                    (Mode::Detect, true, Some(models)) => Monitor::judging(models.clone()),
+                    _ => Monitor::off(),
+                },
                 counters: Counters::default(),
                 first_ns: None,
                 last_ns: None,
@@ -270,18 +283,24 @@ impl Shard {
         c.transactions_expired += pending.clear() as u64;
     }
 
-    /// End of input: deliver what every flow still holds and let them go.
+    /// End of input: deliver what every flow still holds and let them go,
+    /// and close the open ML windows. Alerts it raises are in
+    /// [`Shard::drain_eve`] as usual; a second call finds nothing left.
     pub fn flush(&mut self) {
         let flows: Vec<Flow> = self.flows.drain().collect();
         for flow in flows {
             self.retire(flow, Retire::EndOfInput);
         }
+        let st = &mut self.st;
+        st.ml.finish(&mut st.alerts);
     }
 
     /// End of the run: flush what is left and hand over the results.
     pub fn finish(mut self) -> ShardResult {
         self.flush();
-        let st = self.st;
+        let mut st = self.st;
+        let samples = st.ml.take_samples();
+        st.observed.add_ml_samples(samples);
         let store = st.alerts.store;
         ShardResult {
             counters: st.counters,
@@ -295,6 +314,7 @@ impl Shard {
             rule_state_evicted: st.detectors.state_evicted(),
             first_ns: st.first_ns,
             last_ns: st.last_ns,
+            ml: st.ml.stats,
         }
     }
 }
@@ -392,7 +412,8 @@ impl ModbusSink<'_> {
     /// entry is looked up once per connection and remembered: a request
     /// then costs no hashing here (`Baseline::record` hashed the pair and
     /// the slave every time, 7 % of the per-frame cost).
-    fn note_request(&mut self, ep: &Endpoints, unit: u8, fc: u8, ts_ns: u64) {
+    fn note_request(&mut self, ep: &Endpoints, unit: u8, req: &Request<'_>, ts_ns: u64) {
+        let fc = req.function_code();
         let learning = self.learning();
         let observed = &mut self.st.observed;
         let entry = match self.pair.inventory {
@@ -409,7 +430,13 @@ impl ModbusSink<'_> {
             }
         };
         match entry {
-            Some(id) => observed.count_pair(id, unit, fc, ts_ns, learning),
+            Some(id) => {
+                observed.count_pair(id, unit, fc, ts_ns, learning);
+                let st = &mut *self.st;
+                if st.ml.is_on() {
+                    st.ml.on_request(id, ep, ts_ns, unit, req, &mut st.alerts);
+                }
+            }
             None => self.st.inventory_pairs_dropped += 1,
         }
     }
@@ -429,7 +456,7 @@ impl ModbusSink<'_> {
         self.st.counters.requests += 1;
         let ep = self.endpoints();
         let fc = req.function_code();
-        self.note_request(&ep, mbap.unit, fc, ts_ns);
+        self.note_request(&ep, mbap.unit, &req, ts_ns);
         let limits = self.st.cfg.limits;
         self.pending.insert(
             PendingRequest::new(ts_ns, mbap.tid, mbap.unit, &req),
@@ -550,6 +577,12 @@ impl ModbusSink<'_> {
             self.st.counters.matched_responses += 1;
         } else {
             self.st.counters.unmatched_responses += 1;
+        }
+        if self.st.ml.is_on() {
+            if let Some(Some(id)) = self.pair.inventory {
+                let exception = matches!(resp, Response::Exception { .. });
+                self.st.ml.on_response(id, exception);
+            }
         }
         let ep = self.endpoints();
         if self.learning() {

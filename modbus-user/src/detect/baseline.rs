@@ -10,11 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::limits::FileError;
+use crate::ml::models::Models;
+use crate::ml::monitor::Sample;
 
 /// The `schema` field of a baseline file.
 pub const SCHEMA: &str = "modbus-detect-baseline";
@@ -106,6 +109,13 @@ impl PairProfile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PairId(u32);
 
+impl PairId {
+    /// Position among the baseline's pairs (for tables indexed by pair).
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// Register statistics key: slave, unit id, Modicon register number.
 pub type RegisterKey = (IpAddr, u8, u32);
 
@@ -119,6 +129,11 @@ pub struct Baseline {
     units: FxHashMap<IpAddr, BTreeSet<u8>>,
     first_seen_ns: Option<u64>,
     last_seen_ns: Option<u64>,
+    /// Windows of traffic collected for the ML models (baseline mode; not
+    /// saved: the models trained on them are).
+    ml_samples: Vec<Sample>,
+    /// The ML models of a baseline file, or trained by [`Baseline::train_models`].
+    models: Option<Arc<Models>>,
 }
 
 /// Equal when they hold the same pairs, registers, units and times, in
@@ -272,6 +287,42 @@ impl Baseline {
             self.first_seen_ns = Some(self.first_seen_ns.map_or(t, |f| f.min(t)));
             self.last_seen_ns = Some(self.last_seen_ns.map_or(t, |l| l.max(t)));
         }
+        self.ml_samples.extend(other.ml_samples);
+    }
+
+    /// Keep windows of traffic to train the ML models on.
+    pub fn add_ml_samples(&mut self, samples: Vec<Sample>) {
+        self.ml_samples.extend(samples);
+    }
+
+    /// Windows collected for training.
+    pub fn ml_sample_count(&self) -> usize {
+        self.ml_samples.len()
+    }
+
+    /// Train the ML models on the windows collected, in a fixed order (so
+    /// that any number of shards gives the same models); `false` when there
+    /// are too few windows ([`crate::ml::models::MIN_WINDOWS`]).
+    pub fn train_models(&mut self, window_s: f64) -> bool {
+        let mut samples = self.ml_samples.clone();
+        samples.sort_by(|a, b| {
+            (a.master, a.slave, a.start_ns)
+                .cmp(&(b.master, b.slave, b.start_ns))
+                .then(
+                    a.features
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .cmp(b.features.iter().map(|x| x.to_bits())),
+                )
+        });
+        let features: Vec<_> = samples.iter().map(|s| s.features).collect();
+        self.models = Models::train(&features, window_s).map(Arc::new);
+        self.models.is_some()
+    }
+
+    /// The ML models, if the baseline has them.
+    pub fn models(&self) -> Option<&Arc<Models>> {
+        self.models.as_ref()
     }
 
     pub fn to_file(&self, source: &str) -> BaselineFile {
@@ -322,6 +373,7 @@ impl Baseline {
                 .collect(),
             pairs,
             registers,
+            models: self.models.as_deref().cloned(),
         }
     }
 
@@ -397,6 +449,10 @@ impl Baseline {
             })?;
             b.units.insert(slave, units.into_iter().collect());
         }
+        if let Some(m) = file.models {
+            m.validate().map_err(ParseError::Content)?;
+            b.models = Some(Arc::new(m));
+        }
         Ok(b)
     }
 }
@@ -423,6 +479,10 @@ pub struct BaselineFile {
     pub unit_ids: BTreeMap<String, Vec<u8>>,
     pub pairs: Vec<PairEntry>,
     pub registers: Vec<RegisterEntry>,
+    /// ML models trained on the windows of this traffic (`--ml`); absent
+    /// when there were too few windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Models>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ use crate::alert::{sort_for_report, Aggregate, Alert, AlertKind, Detail, FloodRe
 use crate::config::DetectConfig;
 use crate::counters::Counters;
 use crate::detect::baseline::Baseline;
+use crate::ml::monitor::MlStats;
 use crate::modbus::{exception_name, function_name};
 use crate::shard::ShardResult;
 
@@ -28,6 +29,7 @@ pub struct Summary {
     pub observed: Baseline,
     pub first_ns: Option<u64>,
     pub last_ns: Option<u64>,
+    pub ml: MlStats,
 }
 
 impl Summary {
@@ -50,6 +52,7 @@ impl Summary {
             s.eve_suppressed += r.eve_suppressed;
             s.rule_state_evicted += r.rule_state_evicted;
             s.inventory_pairs_dropped += r.inventory_pairs_dropped;
+            s.ml.merge(&r.ml);
             s.observed.merge(r.observed);
             for t in [r.first_ns, r.last_ns].into_iter().flatten() {
                 s.first_ns = Some(s.first_ns.map_or(t, |f| f.min(t)));
@@ -186,9 +189,47 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Value {
         "settings": settings(info, cfg),
         "capture": info.capture,
         "counters": counters,
+        "ml": ml_section(summary, cfg),
         "inventory": inventory(&summary.observed),
         "alerts": summary.alerts.iter().map(|a| alert_entry(a, cfg)).collect::<Vec<_>>(),
     })
+}
+
+/// What the ML models did: in baseline mode, what they were trained on; in
+/// detection, how many windows they judged and found unlike the baseline.
+fn ml_section(summary: &Summary, cfg: &DetectConfig) -> Value {
+    match cfg.mode {
+        crate::config::Mode::Learn => {
+            let models = summary.observed.models();
+            json!({
+                "window_s": cfg.ml_window_ns as f64 / 1e9,
+                "windows_learned": summary.observed.ml_sample_count(),
+                "models_trained": models.is_some(),
+                "min_windows": crate::ml::models::MIN_WINDOWS,
+                "iforest_threshold": models.map(|m| m.iforest_threshold),
+                "ocsvm_threshold": models.map(|m| m.ocsvm_threshold),
+            })
+        }
+        crate::config::Mode::Detect => {
+            let models = cfg
+                .baseline
+                .as_ref()
+                .and_then(|b| b.models())
+                .filter(|_| cfg.ml);
+            match models {
+                None => json!({"enabled": false}),
+                Some(m) => json!({
+                    "enabled": true,
+                    "window_s": m.window_s,
+                    "training_windows": m.training_windows,
+                    "windows_judged": summary.ml.windows,
+                    "anomalous_windows": summary.ml.anomalous,
+                    "iforest_threshold": m.iforest_threshold,
+                    "ocsvm_threshold": m.ocsvm_threshold,
+                }),
+            }
+        }
+    }
 }
 
 fn settings(info: &RunInfo, cfg: &DetectConfig) -> Value {
@@ -380,8 +421,34 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> Map<String, Value> {
         Detail::NewFunctionCode { pair_in_baseline } => {
             m.insert("pair_in_baseline".into(), json!(pair_in_baseline));
         }
+        Detail::Ml {
+            iforest_score,
+            iforest_threshold,
+            ocsvm_decision,
+            ocsvm_threshold,
+            feature,
+            z,
+            window_start_ns,
+            requests,
+        } => {
+            m.insert("window_start".into(), json!(iso_time(window_start_ns)));
+            m.insert("window_requests".into(), json!(requests));
+            m.insert("iforest_score".into(), json!(finite(iforest_score)));
+            m.insert("iforest_threshold".into(), json!(finite(iforest_threshold)));
+            m.insert("ocsvm_decision".into(), json!(finite(ocsvm_decision)));
+            m.insert("ocsvm_threshold".into(), json!(finite(ocsvm_threshold)));
+            m.insert("most_unusual_feature".into(), json!(feature_name(feature)));
+            m.insert("feature_z".into(), json!(finite(z)));
+        }
     }
     m
+}
+
+fn feature_name(i: u8) -> &'static str {
+    crate::ml::window::FEATURE_NAMES
+        .get(usize::from(i))
+        .copied()
+        .unwrap_or("unknown")
 }
 
 fn finite(x: f64) -> Option<f64> {
@@ -502,6 +569,36 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
             "{} has {run} unanswered requests outstanding on one connection to {}",
             a.src, a.dst
         ),
+        Detail::Ml {
+            iforest_score,
+            iforest_threshold,
+            ocsvm_decision,
+            ocsvm_threshold,
+            feature,
+            z,
+            window_start_ns,
+            requests,
+        } => {
+            let mut models = Vec::new();
+            if iforest_score > iforest_threshold {
+                models.push(format!(
+                    "Isolation Forest score {iforest_score:.3} > {iforest_threshold:.3}"
+                ));
+            }
+            if ocsvm_decision < ocsvm_threshold {
+                models.push(format!(
+                    "One-Class SVM decision {ocsvm_decision:.3} < {ocsvm_threshold:.3}"
+                ));
+            }
+            format!(
+                "{} -> {}: {requests} requests in the window from {} unlike the baseline's traffic ({}); most unusual: {} ({z:+.1} sigma)",
+                a.src,
+                a.dst,
+                iso_time(window_start_ns),
+                models.join(", "),
+                feature_name(feature),
+            )
+        }
         Detail::None => format!("{} from {} to {} ({fc})", a.kind.name(), a.src, a.dst),
     }
 }

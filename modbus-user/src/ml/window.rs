@@ -1,0 +1,273 @@
+//! What the models see: for each master-slave pair, one feature vector per
+//! window of capture time (`--ml-window`, 5 s by default).
+//!
+//! The features describe how a master talks to a slave — how much, how
+//! regularly, with which function codes, to how many addresses and units —
+//! so that a flood, a scan, a master that starts writing or probing, or a
+//! pair whose rhythm changes all move the vector away from the windows of
+//! normal traffic. Counts go through `ln(1 + x)`, so that ten times more
+//! requests is a step, not a cliff, after standardisation.
+//!
+//! A window starts with a pair's first request and closes with the first
+//! request at or after its end (or at the end of the input): no timers, and
+//! the same windows whatever the number of shards, since all of a pair's
+//! traffic goes through the shard of its slave. A pair that falls silent
+//! keeps its last window open until it speaks again or the input ends.
+//! Accumulating costs a few additions per request and no allocation; sets
+//! (function codes, addresses, units) are 256-bit bitmaps.
+
+use crate::detect::baseline::Stats;
+use crate::modbus::pdu::Request;
+
+/// Number of features.
+pub const DIMS: usize = 10;
+
+/// Feature names, in vector order (the report and the baseline file use them).
+pub const FEATURE_NAMES: [&str; DIMS] = [
+    "log_requests",
+    "log_mean_interval_ms",
+    "interval_cv",
+    "write_fraction",
+    "exception_fraction",
+    "distinct_function_codes",
+    "log_distinct_addresses",
+    "diagnostic_fraction",
+    "log_mean_quantity",
+    "log_distinct_units",
+];
+
+/// One window's feature vector.
+pub type Features = [f64; DIMS];
+
+/// A window that has closed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Closed {
+    /// Capture times of its first and last requests.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub requests: u32,
+    pub features: Features,
+}
+
+/// Coefficients of variation above this are all "very irregular".
+const MAX_CV: f64 = 10.0;
+
+/// A 256-bit set: function codes and unit ids exactly, addresses hashed
+/// (so "distinct addresses" saturates at 256, plenty to tell a poll of a few
+/// blocks from a scan).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Bits([u64; 4]);
+
+impl Bits {
+    fn insert(&mut self, v: u8) {
+        self.0[usize::from(v >> 6)] |= 1 << (v & 63);
+    }
+
+    fn len(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+}
+
+/// A 16-bit address folded to a set member (Fibonacci hashing: neighbouring
+/// addresses land far apart).
+fn address_bit(addr: u16) -> u8 {
+    (u32::from(addr).wrapping_mul(0x9E37_79B9) >> 24) as u8
+}
+
+/// Function codes that read or change nothing in the process: diagnostics,
+/// identification, event counters and logs, file records, FIFO queues, and
+/// codes the protocol does not define. A scanner uses them; a poller does not.
+fn is_diagnostic(fc: u8) -> bool {
+    !matches!(fc & 0x7F, 1..=6 | 15 | 16 | 22 | 23)
+}
+
+/// One pair's open window.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    start_ns: u64,
+    last_request_ns: u64,
+    requests: u32,
+    writes: u32,
+    diagnostics: u32,
+    responses: u32,
+    exceptions: u32,
+    quantity: u64,
+    intervals: Stats,
+    function_codes: Bits,
+    addresses: Bits,
+    units: Bits,
+}
+
+impl Window {
+    /// A request of the pair at `ts_ns`. When it falls at or after the end
+    /// of the open window, that window closes first: its features are
+    /// returned (with its start) and the request opens the next one.
+    pub fn on_request(
+        &mut self,
+        window_ns: u64,
+        ts_ns: u64,
+        unit: u8,
+        req: &Request<'_>,
+    ) -> Option<Closed> {
+        let closed = if self.requests > 0 && ts_ns >= self.start_ns.saturating_add(window_ns) {
+            let out = self.close(window_ns);
+            *self = Window::default();
+            out
+        } else {
+            None
+        };
+        if self.requests == 0 {
+            self.start_ns = ts_ns;
+        } else {
+            let gap = ts_ns.saturating_sub(self.last_request_ns);
+            self.intervals.add(gap as f64 / 1e9);
+        }
+        self.last_request_ns = ts_ns;
+        self.requests += 1;
+        let fc = req.function_code();
+        self.writes += u32::from(req.is_write());
+        self.diagnostics += u32::from(is_diagnostic(fc));
+        self.function_codes.insert(fc);
+        self.units.insert(unit);
+        if let Some((addr, qty)) = req.reference() {
+            self.addresses.insert(address_bit(addr));
+            self.quantity += u64::from(qty);
+        }
+        closed
+    }
+
+    /// A response to one of the pair's requests.
+    pub fn on_response(&mut self, exception: bool) {
+        self.responses += 1;
+        self.exceptions += u32::from(exception);
+    }
+
+    /// The features of the open window, if it has a request; `window_ns`
+    /// is the nominal length (a window closed early, at the end of the
+    /// input, counts as a quiet one).
+    pub fn close(&self, window_ns: u64) -> Option<Closed> {
+        if self.requests == 0 {
+            return None;
+        }
+        let n = f64::from(self.requests);
+        let mean_interval_s = if self.intervals.count > 0 {
+            self.intervals.mean
+        } else {
+            window_ns as f64 / 1e9
+        };
+        let cv = if self.intervals.count > 1 && self.intervals.mean > 0.0 {
+            (self.intervals.std() / self.intervals.mean).min(MAX_CV)
+        } else {
+            0.0
+        };
+        let features = [
+            n.ln_1p(),
+            (mean_interval_s * 1e3).ln_1p(),
+            cv,
+            f64::from(self.writes) / n,
+            f64::from(self.exceptions) / f64::from(self.responses.max(1)),
+            f64::from(self.function_codes.len()),
+            f64::from(self.addresses.len()).ln_1p(),
+            f64::from(self.diagnostics) / n,
+            (self.quantity as f64 / n).ln_1p(),
+            f64::from(self.units.len()).ln_1p(),
+        ];
+        Some(Closed {
+            start_ns: self.start_ns,
+            end_ns: self.last_request_ns,
+            requests: self.requests,
+            features,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: u64 = 5_000_000_000;
+    const MS: u64 = 1_000_000;
+
+    fn read(addr: u16, qty: u16) -> Request<'static> {
+        Request::ReadHoldingRegisters { addr, qty }
+    }
+
+    #[test]
+    fn a_window_closes_with_the_first_request_after_its_end() {
+        let mut w = Window::default();
+        for i in 0..10 {
+            assert!(w.on_request(W, i * 500 * MS, 1, &read(0, 10)).is_none());
+        }
+        // 4.5 s after the first: still inside; 5 s: closes it.
+        let c = w.on_request(W, 5_000 * MS, 1, &read(0, 10)).unwrap();
+        let f = c.features;
+        assert_eq!((c.start_ns, c.end_ns, c.requests), (0, 4_500 * MS, 10));
+        assert!((f[0] - 10f64.ln_1p()).abs() < 1e-12, "ten requests");
+        assert!((f[1] - 500f64.ln_1p()).abs() < 1e-9, "500 ms apart");
+        assert!(f[2].abs() < 1e-9, "perfectly regular");
+        let next = w.close(W).unwrap();
+        assert_eq!(next.start_ns, 5_000 * MS, "the request opened the next");
+        let next = next.features;
+        assert!((next[0] - 1f64.ln_1p()).abs() < 1e-12);
+        assert!(
+            (next[1] - 5_000f64.ln_1p()).abs() < 1e-9,
+            "one request: the window length"
+        );
+    }
+
+    #[test]
+    fn features_count_writes_exceptions_codes_addresses_and_units() {
+        let mut w = Window::default();
+        let reqs = [
+            (1, read(0, 10)),
+            (1, read(100, 20)),
+            (2, Request::WriteSingleRegister { addr: 5, value: 1 }),
+            (
+                3,
+                Request::Diagnostics {
+                    sub: 0,
+                    data: &[0, 0],
+                },
+            ),
+        ];
+        for (i, (unit, r)) in reqs.iter().enumerate() {
+            w.on_request(W, i as u64 * MS, *unit, r);
+        }
+        w.on_response(false);
+        w.on_response(true);
+        let f = w.close(W).unwrap().features;
+        assert!((f[3] - 0.25).abs() < 1e-12, "one write in four");
+        assert!((f[4] - 0.5).abs() < 1e-12, "one exception in two responses");
+        assert_eq!(f[5], 3.0, "FC 3, 6 and 8");
+        assert!((f[6] - 2f64.ln_1p()).abs() < 1e-12, "two start addresses");
+        assert!((f[7] - 0.25).abs() < 1e-12, "FC 8 is diagnostic");
+        assert!(
+            (f[8] - (30.0f64 / 4.0).ln_1p()).abs() < 1e-12,
+            "mean quantity"
+        );
+        assert!((f[9] - 3f64.ln_1p()).abs() < 1e-12, "units 1, 2, 3");
+    }
+
+    #[test]
+    fn irregular_requests_have_a_large_cv_and_empty_windows_no_features() {
+        let w = Window::default();
+        assert!(w.close(W).is_none());
+        let mut w = Window::default();
+        for t in [0, 1, 2, 3, 4_000] {
+            w.on_request(W, t * MS, 1, &read(0, 1));
+        }
+        let f = w.close(W).unwrap().features;
+        assert!(f[2] > 1.5, "cv {}", f[2]);
+        assert!(f.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn undefined_and_identification_codes_are_diagnostic() {
+        for fc in [7, 8, 11, 12, 17, 20, 21, 24, 43, 90, 0x88] {
+            assert!(is_diagnostic(fc), "{fc}");
+        }
+        for fc in [1, 2, 3, 4, 5, 6, 15, 16, 22, 23, 0x83] {
+            assert!(!is_diagnostic(fc), "{fc}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The ML models on the lab captures: trained on `normal_baseline` with
+//! `--baseline-mode`, they must stay silent on `normal_test` (the same
+//! network, other minutes) and flag the pairs that carry the attacks — the
+//! sources the manifest marks `primary` — where an attack changes how a
+//! master talks to a slave over a window (a rogue master, an unauthorized
+//! writer, a scan, a flood, a timing change, out-of-range writes,
+//! exceptions).
+
+use std::collections::BTreeSet;
+
+use modbus_tests::{fixture, run};
+use serde_json::Value;
+
+fn learn(dir: &std::path::Path) -> String {
+    let path = dir.join("baseline.json").display().to_string();
+    let r = run(&[
+        "--pcap",
+        fixture("lab/normal_baseline.pcap").to_str().unwrap(),
+        "--baseline-mode",
+        "--baseline-file",
+        &path,
+    ]);
+    assert_eq!(r.exit, Ok(0));
+    let ml = &r.report()["ml"];
+    assert_eq!(ml["models_trained"], true, "{ml}");
+    assert!(ml["windows_learned"].as_u64().unwrap() >= 30, "{ml}");
+    path
+}
+
+/// Sources of the ML_ANOMALY alerts of a run with `--ml`.
+fn flagged(capture: &str, baseline: &str, extra: &[&str]) -> (BTreeSet<String>, Value) {
+    let pcap = fixture(&format!("lab/{capture}"));
+    let mut args = vec![
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--baseline-file",
+        baseline,
+        "--ml",
+    ];
+    args.extend_from_slice(extra);
+    let r = run(&args);
+    assert_eq!(r.exit, Ok(0), "{capture}");
+    let report = r.report().clone();
+    let ml = &report["ml"];
+    assert_eq!(ml["enabled"], true);
+    assert!(
+        ml["windows_judged"].as_u64().unwrap() > 10,
+        "{capture}: {ml}"
+    );
+    let sources = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "ML_ANOMALY")
+        .map(|a| {
+            assert_eq!(a["rule_id"], "MBD-011");
+            assert!(a["ocsvm_decision"].is_number() && a["iforest_score"].is_number());
+            assert!(a["description"].as_str().unwrap().contains("most unusual"));
+            a["src_ip"].as_str().unwrap().to_string()
+        })
+        .collect();
+    (sources, report)
+}
+
+#[test]
+fn normal_traffic_raises_nothing_and_attack_pairs_are_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = learn(dir.path());
+    for normal in ["normal_test.pcap", "normal_test.pcapng"] {
+        let (got, report) = flagged(normal, &b, &[]);
+        assert!(got.is_empty(), "{normal}: {got:?}");
+        assert_eq!(report["ml"]["anomalous_windows"], 0);
+    }
+    for (capture, primary) in [
+        ("rogue_master.pcap", &["192.168.50.66"][..]),
+        ("unauthorized_write.pcap", &["192.168.50.40"]),
+        ("register_out_of_range.pcap", &["192.168.50.20"]),
+        (
+            "device_enumeration.pcap",
+            &["192.168.50.66", "192.168.50.40"],
+        ),
+        ("timing_anomaly.pcap", &["192.168.50.20"]),
+        ("dos_flood.pcap", &["192.168.50.66", "192.168.50.30"]),
+        // The burst's exceptions answer this master's requests.
+        ("exception_burst.pcap", &["192.168.50.20"]),
+    ] {
+        let (got, _) = flagged(capture, &b, &[]);
+        for p in primary {
+            assert!(got.contains(*p), "{capture}: {p} not flagged, got {got:?}");
+        }
+    }
+}
+
+#[test]
+fn ml_alerts_are_the_same_for_any_number_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = learn(dir.path());
+    let alerts = |threads: &str| {
+        let (_, r) = flagged("dos_flood.pcap", &b, &["--threads", threads]);
+        let ml: Vec<Value> = r["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["type"] == "ML_ANOMALY")
+            .cloned()
+            .collect();
+        assert!(!ml.is_empty());
+        (ml, r["ml"].clone())
+    };
+    let one = alerts("1");
+    for t in ["2", "3"] {
+        assert_eq!(alerts(t), one, "--threads {t}");
+    }
+}
+
+#[test]
+fn learning_twice_gives_the_same_models_and_without_ml_nothing_is_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = learn(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    // Learned with three shards: the same windows, in the same order.
+    let path = other.path().join("baseline.json").display().to_string();
+    let r = run(&[
+        "--pcap",
+        fixture("lab/normal_baseline.pcap").to_str().unwrap(),
+        "--baseline-mode",
+        "--baseline-file",
+        &path,
+        "--threads",
+        "3",
+    ]);
+    assert_eq!(r.exit, Ok(0));
+    let models = |p: &str| modbus_tests::read_json(std::path::Path::new(p))["models"].clone();
+    assert!(models(&a).is_object());
+    assert_eq!(models(&a), models(&path));
+
+    let r = run(&[
+        "--pcap",
+        fixture("lab/dos_flood.pcap").to_str().unwrap(),
+        "--baseline-file",
+        &a,
+    ]);
+    assert_eq!(r.exit, Ok(0));
+    assert_eq!(r.report()["ml"]["enabled"], false);
+    assert!(r.report()["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["type"] != "ML_ANOMALY"));
+}
