@@ -146,6 +146,82 @@ fn garbage_baseline_file() {
     }
 }
 
+/// A baseline whose ML models were tampered with (or are missing) is
+/// refused with one line naming the file and what is wrong: a model must
+/// never make scoring panic or loop.
+#[test]
+fn bad_ml_models_in_a_baseline_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/baseline.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(good["models"].is_object(), "the demo baseline has models");
+    let p = dir.path().join("baseline.json");
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(Edit, &str); 5] = [
+        (
+            |b| b["models"]["iforest"]["trees"][0][0][2] = 99_999.into(),
+            "iforest",
+        ),
+        (
+            |b| b["models"]["ocsvm"]["alpha"][0] = (-1.0).into(),
+            "ocsvm",
+        ),
+        (
+            |b| b["models"]["features"][0] = "something_else".into(),
+            "features",
+        ),
+        (|b| b["models"]["window_s"] = 0.into(), "window_s"),
+        (
+            |b| {
+                b.as_object_mut().unwrap().remove("models");
+            },
+            "has no ML models",
+        ),
+    ];
+    for (edit, needle) in cases {
+        let mut b = good.clone();
+        edit(&mut b);
+        std::fs::write(&p, serde_json::to_vec(&b).unwrap()).unwrap();
+        let o = run(&[
+            "--pcap",
+            lab("normal_test.pcap").to_str().unwrap(),
+            "--baseline-file",
+            p.to_str().unwrap(),
+            "--ml",
+            "--output",
+            dir.path().join("r.json").to_str().unwrap(),
+        ]);
+        assert_one_line_error(&o, 3, needle);
+        assert!(stderr(&o).contains("baseline.json"));
+    }
+    // --ml needs a baseline to judge with, and judges rather than learns.
+    let pcap = lab("normal_test.pcap");
+    let o = run(&["--pcap", pcap.to_str().unwrap(), "--ml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let b = p.to_str().unwrap();
+    let o = run(&[
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--baseline-file",
+        b,
+        "--baseline-mode",
+        "--ml",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(&[
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--baseline-file",
+        b,
+        "--baseline-mode",
+        "--ml-window",
+        "0",
+    ]);
+    assert_one_line_error(&o, 2, "--ml-window");
+}
+
 #[test]
 fn unwritable_output_fails_before_reading() {
     let o = run(&[

@@ -19,6 +19,7 @@ fn demo_report(threads: &str) -> Value {
         &p("register_limits.json"),
         "--baseline-file",
         &p("baseline.json"),
+        "--ml",
         "--threads",
         threads,
     ]);

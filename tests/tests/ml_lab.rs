@@ -148,3 +148,43 @@ fn learning_twice_gives_the_same_models_and_without_ml_nothing_is_judged() {
         .iter()
         .all(|a| a["type"] != "ML_ANOMALY"));
 }
+
+/// Windows still open when the capture ends are judged too, and their
+/// alerts reach the EVE stream like any other.
+#[test]
+fn every_ml_alert_has_an_eve_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = learn(dir.path());
+    let eve = dir.path().join("eve.json");
+    let (sources, report) = flagged("dos_flood.pcap", &b, &["--eve", eve.to_str().unwrap()]);
+    assert!(!sources.is_empty());
+    let text = std::fs::read_to_string(&eve).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .filter(|v: &Value| v["modbus_detect"]["type"] == "ML_ANOMALY")
+        .collect();
+    let in_eve: u64 = lines
+        .iter()
+        .map(|l| {
+            l["modbus_detect"]["suppressed_since_last_line"]
+                .as_u64()
+                .unwrap()
+                + 1
+        })
+        .sum();
+    let in_report: u64 = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "ML_ANOMALY")
+        .map(|a| a["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        in_eve, in_report,
+        "every ML alert is in a line or counted as folded"
+    );
+    for src in sources {
+        assert!(lines.iter().any(|l| l["src_ip"] == src.as_str()), "{src}");
+    }
+}

@@ -173,6 +173,7 @@ fn demo_args() -> Vec<String> {
         p(demo.join("register_limits.json")),
         "--baseline-file".into(),
         p(demo.join("baseline.json")),
+        "--ml".into(),
         "--output".into(),
         p(out.join("modbus_anomaly_report.json")),
         "--eve".into(),
