@@ -85,6 +85,9 @@ enum Cmd {
         /// Shards; without it, the single-thread shard path.
         #[arg(long)]
         threads: Option<usize>,
+        /// Judge windows with the baseline's ML models.
+        #[arg(long)]
+        ml: bool,
     },
     /// (internal) An AF_PACKET TPACKET_V3 reader, until SIGTERM.
     AfpacketReader {
@@ -120,7 +123,8 @@ fn main() -> ExitCode {
             pcap,
             baseline,
             threads,
-        } => replay_once(&pcap, &baseline, threads),
+            ml,
+        } => replay_once(&pcap, &baseline, threads, ml),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,10 +151,16 @@ fn replay_bench(
         }
     };
     eprintln!(
-        "modbus-bench: baseline: {} pairs, {} requests",
+        "modbus-bench: baseline: {} pairs, {} requests, ML models trained on {} windows",
         learned.pair_count(),
-        learned.request_count()
+        learned.request_count(),
+        learned.models().map_or(0, |m| m.training_windows)
     );
+    if learned.models().is_none() {
+        return Err(std::io::Error::other(
+            "the baseline has no ML models: the ML-on figures cannot be measured",
+        ));
+    }
     let cfg = Arc::new(scenario::all_rules(Some(learned)));
     if profile {
         for _ in 0..runs {
@@ -172,33 +182,46 @@ fn replay_bench(
         b.save(&saved, &pcap.display().to_string())?;
     }
     // Warm the page cache once, unmeasured.
-    replay::run_child(pcap, &saved, Some(1))?;
+    replay::run_child(pcap, &saved, Some(1), false)?;
     // Configurations interleaved run by run, so that a slow spell of the
     // machine does not land on one of them only.
-    let mut configs: Vec<(String, Option<usize>)> =
-        vec![("1 thread, no pipeline (read+decode+detect)".into(), None)];
-    for &n in shards {
+    let mut configs: Vec<(String, Option<usize>, bool)> = Vec::new();
+    for ml in [false, true] {
+        let tag = if ml { "ML on" } else { "ML off" };
         configs.push((
-            format!(
-                "replay, {n} shard{} + reader thread",
-                if n == 1 { "" } else { "s" }
-            ),
-            Some(n),
+            format!("1 thread, no pipeline (read+decode+detect), {tag}"),
+            None,
+            ml,
         ));
+        for &n in shards {
+            configs.push((
+                format!(
+                    "replay, {n} shard{} + reader thread, {tag}",
+                    if n == 1 { "" } else { "s" }
+                ),
+                Some(n),
+                ml,
+            ));
+        }
     }
     let mut samples: Vec<Vec<replay::Run>> = vec![Vec::new(); configs.len()];
     for _ in 0..runs.max(1) {
-        for (i, (_, threads)) in configs.iter().enumerate() {
-            samples[i].push(replay::run_child(pcap, &saved, *threads)?);
+        for (i, (_, threads, ml)) in configs.iter().enumerate() {
+            samples[i].push(replay::run_child(pcap, &saved, *threads, *ml)?);
         }
     }
     let mut rows: Vec<Row> = Vec::new();
     let mut details = Vec::new();
-    for ((name, threads), runs) in configs.iter().zip(&samples) {
+    for ((name, threads, ml), runs) in configs.iter().zip(&samples) {
         let (mut row, d) = replay::summarise(name, runs)?;
+        let what = if *ml {
+            "all rules on, baseline loaded, ML models judging 5 s windows"
+        } else {
+            "all rules on, baseline loaded, ML off"
+        };
         row.note = match threads {
-            None => "one core: the shard path without rings or threads".into(),
-            Some(_) => "all rules on, baseline loaded; ML: not built (N/A)".into(),
+            None => format!("one core: the shard path without rings or threads; {what}"),
+            Some(_) => what.into(),
         };
         show(&row);
         rows.push(row);
@@ -299,9 +322,12 @@ fn replay_once(
     pcap: &std::path::Path,
     baseline: &std::path::Path,
     threads: Option<usize>,
+    ml: bool,
 ) -> std::io::Result<()> {
     let learned = Baseline::load(baseline).map_err(std::io::Error::other)?;
-    let cfg = Arc::new(scenario::all_rules(Some(learned)));
+    let mut cfg = scenario::all_rules(Some(learned));
+    cfg.ml = ml;
+    let cfg = Arc::new(cfg);
     let run = match threads {
         Some(n) => replay::run_engine(&cfg, pcap, n)?,
         None => replay::run_inline(&cfg, pcap)?,

@@ -96,7 +96,12 @@ impl Run {
 /// to place the threads (on this VM, two shards with the reader run at
 /// either about 8 or about 14 M frames/s, the same in every run of one
 /// process).
-pub fn run_child(pcap: &Path, baseline: &Path, threads: Option<usize>) -> std::io::Result<Run> {
+pub fn run_child(
+    pcap: &Path,
+    baseline: &Path,
+    threads: Option<usize>,
+    ml: bool,
+) -> std::io::Result<Run> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.arg("replay-once")
         .arg("--pcap")
@@ -105,6 +110,9 @@ pub fn run_child(pcap: &Path, baseline: &Path, threads: Option<usize>) -> std::i
         .arg(baseline);
     if let Some(n) = threads {
         cmd.arg("--threads").arg(n.to_string());
+    }
+    if ml {
+        cmd.arg("--ml");
     }
     let out = cmd.output()?;
     if !out.status.success() {

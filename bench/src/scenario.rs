@@ -33,7 +33,11 @@ pub fn masters_and_writers() -> (Vec<IpAddr>, Vec<IpAddr>) {
     (masters, writers)
 }
 
-/// Learn a baseline from `capture` (what `--baseline-mode` does).
+/// ML window of the learned baseline (`--ml-window`'s default).
+pub const ML_WINDOW_S: f64 = 5.0;
+
+/// Learn a baseline from `capture` (what `--baseline-mode` does, ML models
+/// included).
 pub fn learn_baseline(capture: &CaptureFile) -> Baseline {
     let cfg = DetectConfig {
         mode: Mode::Learn,
@@ -45,10 +49,12 @@ pub fn learn_baseline(capture: &CaptureFile) -> Baseline {
     for s in out.shards {
         learned.merge(s.observed);
     }
+    learned.train_models(ML_WINDOW_S);
     learned
 }
 
-/// Every rule on: masters, writers, limits and the given baseline.
+/// Every rule on: masters, writers, limits and the given baseline (ML off:
+/// `cfg.ml` turns it on where the baseline has models).
 pub fn all_rules(baseline: Option<Baseline>) -> DetectConfig {
     let (masters, writers) = masters_and_writers();
     let limits = RegisterLimits::parse(LIMITS_JSON).expect("the bench limits file is valid");
