@@ -561,6 +561,52 @@ fn optimisations(c: &mut Criterion) {
     g.finish();
 }
 
+/// The ML models: what one window costs to judge (both models, against a
+/// forest of 100 trees and an SVM trained on 1,000 windows), and what a
+/// request costs the window it lands in.
+fn ml(c: &mut Criterion) {
+    use modbus_user::ml::models::Models;
+    use modbus_user::ml::window::{Features, Window};
+    // Windows of steady polling, a little jitter in every feature.
+    let windows: Vec<Features> = (0..1000u32)
+        .map(|i| {
+            let j = |k: u32| 1.0 + f64::from((i * 7919 + k * 104_729) % 101) / 1000.0;
+            [
+                50f64.ln_1p() * j(1),
+                100f64.ln_1p() * j(2),
+                0.05 * j(3),
+                0.02 * j(4),
+                0.01 * j(5),
+                2.0 * j(6),
+                2f64.ln_1p() * j(7),
+                0.001 * j(8),
+                16f64.ln_1p() * j(9),
+                1f64.ln_1p() * j(10),
+            ]
+        })
+        .collect();
+    let models = Models::train(&windows, 5.0).expect("enough windows");
+    let mut g = c.benchmark_group("ml");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("judge_window", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % windows.len();
+            models.judge(black_box(&windows[i]))
+        })
+    });
+    let req = Request::ReadHoldingRegisters { addr: 0, qty: 16 };
+    g.bench_function("request_into_window", |b| {
+        let mut w = Window::default();
+        let mut ts = 0u64;
+        b.iter(|| {
+            ts += 100_000_000;
+            w.on_request(5_000_000_000, black_box(ts), 1, black_box(&req))
+        })
+    });
+    g.finish();
+}
+
 fn config_criterion() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -572,6 +618,6 @@ fn config_criterion() -> Criterion {
 criterion_group! {
     name = benches;
     config = config_criterion();
-    targets = decoder, reassembly, dispatch, flow_table, rules, optimisations
+    targets = decoder, reassembly, dispatch, flow_table, rules, ml, optimisations
 }
 criterion_main!(benches);
