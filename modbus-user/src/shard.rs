@@ -179,6 +179,7 @@ impl Shard {
         st.counters.truncated_frames += u64::from(meta.truncated);
         st.first_ns = Some(st.first_ns.map_or(ts_ns, |t| t.min(ts_ns)));
         st.last_ns = Some(st.last_ns.map_or(ts_ns, |t| t.max(ts_ns)));
+        st.ml.tick(ts_ns, &mut st.alerts);
         let (key, dir) = orient(meta, &st.cfg);
         let payload = meta.payload(frame);
         let idx = match self.flows.find(&key) {

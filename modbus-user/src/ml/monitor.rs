@@ -57,10 +57,17 @@ struct Slot {
     ep: Endpoints,
 }
 
+/// How often (in shard time) windows past their end are looked for.
+const SWEEP_EVERY_NS: u64 = 1_000_000_000;
+
 #[derive(Debug)]
 pub struct Monitor {
     window_ns: u64,
     slots: Vec<Option<Slot>>,
+    /// Shard time of the next sweep for windows past their end.
+    next_sweep_ns: u64,
+    /// Windows a sweep closed (kept for its capacity: no allocation per sweep).
+    swept: Vec<(Endpoints, Closed)>,
     what: Use,
     pub stats: MlStats,
 }
@@ -71,6 +78,8 @@ impl Monitor {
         Monitor {
             window_ns: 0,
             slots: Vec::new(),
+            next_sweep_ns: 0,
+            swept: Vec::new(),
             what: Use::Off,
             stats: MlStats::default(),
         }
@@ -109,6 +118,9 @@ impl Monitor {
         req: &Request<'_>,
         out: &mut impl AlertSink,
     ) {
+        if !self.is_on() {
+            return;
+        }
         let i = id.index();
         if self.slots.len() <= i {
             self.slots.resize(i + 1, None);
@@ -126,6 +138,37 @@ impl Monitor {
         if let Some((c, ep)) = done {
             self.window_closed(&ep, &c, out);
         }
+    }
+
+    /// The shard's clock reads `now_ns`: about once a second, close the
+    /// windows of pairs that went quiet past their end, so that a burst
+    /// followed by silence is judged when its window ends, not when the pair
+    /// speaks again (live capture) or the input ends.
+    #[inline]
+    pub fn tick(&mut self, now_ns: u64, out: &mut impl AlertSink) {
+        if now_ns < self.next_sweep_ns || !self.is_on() {
+            return;
+        }
+        self.next_sweep_ns = now_ns.saturating_add(SWEEP_EVERY_NS);
+        self.sweep(now_ns, out);
+    }
+
+    #[cold]
+    fn sweep(&mut self, now_ns: u64, out: &mut impl AlertSink) {
+        let window_ns = self.window_ns;
+        let mut swept = std::mem::take(&mut self.swept);
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.window.due(window_ns, now_ns) {
+                if let Some(c) = slot.window.close(window_ns) {
+                    swept.push((slot.ep, c));
+                }
+                slot.window = Window::default();
+            }
+        }
+        for (ep, c) in swept.drain(..) {
+            self.window_closed(&ep, &c, out);
+        }
+        self.swept = swept;
     }
 
     /// A response of pair `id`.
@@ -188,5 +231,79 @@ impl Monitor {
                 out.raise(alert, 1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Alert;
+    use crate::detect::baseline::Baseline;
+
+    const S: u64 = 1_000_000_000;
+
+    struct Sink(Vec<Alert>);
+
+    impl AlertSink for Sink {
+        fn raise(&mut self, alert: Alert, _count: u64) {
+            self.0.push(alert);
+        }
+    }
+
+    fn ep(master: [u8; 4]) -> Endpoints {
+        Endpoints {
+            master: IpAddr::from(master),
+            master_port: 40000,
+            slave: IpAddr::from([10, 0, 0, 1]),
+            slave_port: 502,
+        }
+    }
+
+    #[test]
+    fn a_quiet_pairs_window_closes_when_the_shard_clock_passes_its_end() {
+        let mut pairs = Baseline::default();
+        let (a, b) = (ep([10, 0, 0, 2]), ep([10, 0, 0, 3]));
+        let ida = pairs.add_pair(a.master, a.slave);
+        let idb = pairs.add_pair(b.master, b.slave);
+        let req = Request::ReadHoldingRegisters { addr: 0, qty: 4 };
+        let mut m = Monitor::learning(5 * S);
+        let mut out = Sink(Vec::new());
+        for i in 0..10 {
+            m.on_request(ida, &a, i * S / 10, 1, &req, &mut out);
+            m.tick(i * S / 10, &mut out);
+        }
+        // Pair a falls silent; pair b's traffic moves the clock on.
+        for t in [3 * S, 4 * S, 5 * S, 6 * S] {
+            m.on_request(idb, &b, t, 1, &req, &mut out);
+            m.tick(t, &mut out);
+        }
+        let samples = m.take_samples();
+        assert_eq!(samples.len(), 1, "a's window closed by the sweep");
+        assert_eq!(samples[0].master, a.master);
+        assert!((samples[0].features[0] - 10f64.ln_1p()).abs() < 1e-12);
+        // b's window (3 s .. 8 s) is still open; the end of input closes it.
+        m.finish(&mut out);
+        let samples = m.take_samples();
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].master, b.master);
+        assert!(out.0.is_empty(), "learning raises nothing");
+    }
+
+    #[test]
+    fn an_off_monitor_keeps_nothing() {
+        let mut pairs = Baseline::default();
+        let a = ep([10, 0, 0, 2]);
+        let id = pairs.add_pair(a.master, a.slave);
+        let req = Request::ReadHoldingRegisters { addr: 0, qty: 4 };
+        let mut m = Monitor::off();
+        let mut out = Sink(Vec::new());
+        assert!(!m.is_on());
+        m.on_request(id, &a, 0, 1, &req, &mut out);
+        m.tick(100 * S, &mut out);
+        m.finish(&mut out);
+        assert!(m.take_samples().is_empty());
+        assert_eq!(m.stats, MlStats::default());
+        assert!(out.0.is_empty());
+        assert!(m.slots.is_empty(), "no window kept");
     }
 }

@@ -9,10 +9,11 @@
 //! requests is a step, not a cliff, after standardisation.
 //!
 //! A window starts with a pair's first request and closes with the first
-//! request at or after its end (or at the end of the input): no timers, and
-//! the same windows whatever the number of shards, since all of a pair's
-//! traffic goes through the shard of its slave. A pair that falls silent
-//! keeps its last window open until it speaks again or the input ends.
+//! request at or after its end, when the shard's clock (the capture time of
+//! its traffic) passes its end, or at the end of the input; a window takes
+//! no request after its end, so when it closes changes nothing in it: the
+//! same windows whatever the number of shards (all of a pair's traffic goes
+//! through the shard of its slave).
 //! Accumulating costs a few additions per request and no allocation; sets
 //! (function codes, addresses, units) are 256-bit bitmaps.
 
@@ -99,6 +100,11 @@ pub struct Window {
 }
 
 impl Window {
+    /// Has the window a request, and is `now_ns` at or past its end?
+    pub fn due(&self, window_ns: u64, now_ns: u64) -> bool {
+        self.requests > 0 && now_ns >= self.start_ns.saturating_add(window_ns)
+    }
+
     /// A request of the pair at `ts_ns`. When it falls at or after the end
     /// of the open window, that window closes first: its features are
     /// returned (with its start) and the request opens the next one.
@@ -109,7 +115,7 @@ impl Window {
         unit: u8,
         req: &Request<'_>,
     ) -> Option<Closed> {
-        let closed = if self.requests > 0 && ts_ns >= self.start_ns.saturating_add(window_ns) {
+        let closed = if self.due(window_ns, ts_ns) {
             let out = self.close(window_ns);
             *self = Window::default();
             out
