@@ -146,6 +146,15 @@ pub fn run(dir: &Path, pcap: &Path, runs: usize, warmup: f64) -> std::io::Result
         .map(|_| shard_path(&cfg, pcap, warm))
         .collect::<Result<_, _>>()?;
     add("steady state, 1 thread (shard path)", shard);
+    // The same with the ML models judging every pair's windows.
+    let ml_cfg = Arc::new(DetectConfig {
+        ml: true,
+        ..DetectConfig::clone(&cfg)
+    });
+    let ml: Vec<Window> = (0..runs.max(1))
+        .map(|_| shard_path(&ml_cfg, pcap, warm))
+        .collect::<Result<_, _>>()?;
+    add("steady state, 1 thread (shard path), ML on", ml);
     for n in [1usize, 2] {
         let w: Vec<Window> = (0..runs.max(1))
             .map(|_| pipeline(&cfg, pcap, n, &offsets, warm))
