@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod ml;
 pub mod modbus;
 pub mod output;
+pub mod rng;
 pub mod shard;
 pub mod source;
 pub mod synth;

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Rng;
+use crate::rng::Rng;
 
 /// Euler-Mascheroni constant, for the harmonic-number approximation.
 const EULER_GAMMA: f64 = 0.577_215_664_9;
@@ -246,7 +246,7 @@ impl Grower<'_> {
                 }
             }
         }
-        let pick = self.rng.below(self.candidates.len());
+        let pick = self.rng.index(self.candidates.len());
         let &(feature, lo, hi) = self.candidates.get(pick)?;
         Some((feature, split_value(lo, hi, self.rng.unit_f64())))
     }

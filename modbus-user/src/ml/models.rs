@@ -179,7 +179,7 @@ impl Models {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ml::Rng;
+    use crate::rng::Rng;
 
     /// Windows of a steady poller: ~50 requests, 100 ms apart, a little jitter.
     fn normal(n: usize, seed: u64) -> Vec<Features> {

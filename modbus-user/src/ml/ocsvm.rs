@@ -34,7 +34,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Rng;
+use crate::rng::Rng;
 
 /// Stopping tolerance on the KKT gap (largest gradient difference over a
 /// pair that can still move), measured like libsvm's (gradients of weights

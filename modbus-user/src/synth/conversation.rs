@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use super::frames::{Segment, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 use super::pcap_writer::PcapWriter;
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// The registered Modbus/TCP port.
 const MODBUS_PORT: u16 = 502;

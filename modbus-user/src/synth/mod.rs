@@ -52,7 +52,6 @@ mod link;
 mod pcap_writer;
 mod pdu;
 mod plan;
-mod rng;
 mod slaves;
 mod traffic;
 
