@@ -62,6 +62,24 @@ pub fn run(args: &[&str]) -> Run {
     Run { exit, report, dir }
 }
 
+/// Learn a baseline from the lab's normal traffic with `--baseline-mode`
+/// (and `extra` flags) into `dir/baseline.json`: its path, and the run.
+pub fn learn_lab_baseline(dir: &std::path::Path, extra: &[&str]) -> (String, Run) {
+    let path = dir.join("baseline.json").display().to_string();
+    let pcap = fixture("lab/normal_baseline.pcap");
+    let mut args = vec![
+        "--pcap",
+        pcap.to_str().expect("a UTF-8 fixture path"),
+        "--baseline-mode",
+        "--baseline-file",
+        &path,
+    ];
+    args.extend_from_slice(extra);
+    let r = run(&args);
+    assert_eq!(r.exit, Ok(0), "learning the lab baseline");
+    (path, r)
+}
+
 /// The `modbus-detect` binary of this build, for end-to-end tests that run
 /// it in a network namespace. `cargo test --workspace` builds it next to the
 /// test binaries (the `modbus-user` package has integration tests, which

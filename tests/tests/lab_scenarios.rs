@@ -21,20 +21,6 @@ fn our_type(manifest_type: &str) -> &str {
     }
 }
 
-/// Learn the lab baseline once per test process, with --baseline-mode.
-fn learned_baseline(dir: &std::path::Path) -> String {
-    let path = dir.join("baseline.json").display().to_string();
-    let r = run(&[
-        "--pcap",
-        fixture("lab/normal_baseline.pcap").to_str().unwrap(),
-        "--baseline-mode",
-        "--baseline-file",
-        &path,
-    ]);
-    assert_eq!(r.exit, Ok(0));
-    path
-}
-
 /// (type, src, dst).
 type Key = (String, String, String);
 
@@ -78,7 +64,7 @@ fn expected_severity(capture: &str, t: &str, src: &str, manifest_sev: &str) -> S
 fn every_lab_scenario_raises_exactly_its_ground_truth() {
     let m = manifest();
     let work = tempfile::tempdir().unwrap();
-    let baseline = learned_baseline(work.path());
+    let baseline = modbus_tests::learn_lab_baseline(work.path(), &[]).0;
     let limits = fixture("lab/register_limits.json");
     let mut checked = 0;
     for cap in m["captures"].as_array().expect("captures") {
@@ -194,7 +180,7 @@ fn pcapng_and_pcap_of_the_same_traffic_agree() {
 #[test]
 fn baseline_file_matches_the_manifests_model() {
     let work = tempfile::tempdir().unwrap();
-    let path = learned_baseline(work.path());
+    let path = modbus_tests::learn_lab_baseline(work.path(), &[]).0;
     let b: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(b["schema"], "modbus-detect-baseline");
     assert_eq!(b["version"], 1);

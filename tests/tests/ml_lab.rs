@@ -12,15 +12,7 @@ use modbus_tests::{fixture, run};
 use serde_json::Value;
 
 fn learn(dir: &std::path::Path) -> String {
-    let path = dir.join("baseline.json").display().to_string();
-    let r = run(&[
-        "--pcap",
-        fixture("lab/normal_baseline.pcap").to_str().unwrap(),
-        "--baseline-mode",
-        "--baseline-file",
-        &path,
-    ]);
-    assert_eq!(r.exit, Ok(0));
+    let (path, r) = modbus_tests::learn_lab_baseline(dir, &[]);
     let ml = &r.report()["ml"];
     assert_eq!(ml["models_trained"], true, "{ml}");
     assert!(ml["windows_learned"].as_u64().unwrap() >= 30, "{ml}");
@@ -119,17 +111,7 @@ fn learning_twice_gives_the_same_models_and_without_ml_nothing_is_judged() {
     let a = learn(dir.path());
     let other = tempfile::tempdir().unwrap();
     // Learned with three shards: the same windows, in the same order.
-    let path = other.path().join("baseline.json").display().to_string();
-    let r = run(&[
-        "--pcap",
-        fixture("lab/normal_baseline.pcap").to_str().unwrap(),
-        "--baseline-mode",
-        "--baseline-file",
-        &path,
-        "--threads",
-        "3",
-    ]);
-    assert_eq!(r.exit, Ok(0));
+    let (path, _) = modbus_tests::learn_lab_baseline(other.path(), &["--threads", "3"]);
     let models = |p: &str| modbus_tests::read_json(std::path::Path::new(p))["models"].clone();
     assert!(models(&a).is_object());
     assert_eq!(models(&a), models(&path));
