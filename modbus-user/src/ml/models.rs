@@ -55,6 +55,17 @@ pub struct Judgement {
     pub z: f64,
 }
 
+/// Does the forest call this score anomalous? (The one place the rule is
+/// written: judging a window, and the alert's description.)
+pub fn iforest_flags(score: f64, threshold: f64) -> bool {
+    score > threshold
+}
+
+/// Does the SVM call this decision anomalous?
+pub fn ocsvm_flags(decision: f64, threshold: f64) -> bool {
+    decision < threshold
+}
+
 impl Judgement {
     pub fn anomalous(&self) -> bool {
         self.iforest_flags || self.ocsvm_flags
@@ -131,9 +142,9 @@ impl Models {
         });
         Judgement {
             iforest_score,
-            iforest_flags: iforest_score > self.iforest_threshold,
+            iforest_flags: iforest_flags(iforest_score, self.iforest_threshold),
             ocsvm_decision,
-            ocsvm_flags: ocsvm_decision < self.ocsvm_threshold,
+            ocsvm_flags: ocsvm_flags(ocsvm_decision, self.ocsvm_threshold),
             feature,
             z: z_max,
         }

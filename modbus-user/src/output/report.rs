@@ -580,12 +580,12 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
             requests,
         } => {
             let mut models = Vec::new();
-            if iforest_score > iforest_threshold {
+            if crate::ml::models::iforest_flags(iforest_score, iforest_threshold) {
                 models.push(format!(
                     "Isolation Forest score {iforest_score:.3} > {iforest_threshold:.3}"
                 ));
             }
-            if ocsvm_decision < ocsvm_threshold {
+            if crate::ml::models::ocsvm_flags(ocsvm_decision, ocsvm_threshold) {
                 models.push(format!(
                     "One-Class SVM decision {ocsvm_decision:.3} < {ocsvm_threshold:.3}"
                 ));
