@@ -304,8 +304,7 @@ impl Baseline {
     /// that any number of shards gives the same models); `false` when there
     /// are too few windows ([`crate::ml::models::MIN_WINDOWS`]).
     pub fn train_models(&mut self, window_s: f64) -> bool {
-        let mut samples = self.ml_samples.clone();
-        samples.sort_by(|a, b| {
+        self.ml_samples.sort_by(|a, b| {
             (a.master, a.slave, a.start_ns)
                 .cmp(&(b.master, b.slave, b.start_ns))
                 .then(
@@ -315,7 +314,7 @@ impl Baseline {
                         .cmp(b.features.iter().map(|x| x.to_bits())),
                 )
         });
-        let features: Vec<_> = samples.iter().map(|s| s.features).collect();
+        let features: Vec<_> = self.ml_samples.iter().map(|s| s.features).collect();
         self.models = Models::train(&features, window_s).map(Arc::new);
         self.models.is_some()
     }
