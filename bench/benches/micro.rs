@@ -14,20 +14,20 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use modbus_bench::frames::{decode_all, feed, record, Decoded, Frame};
 use modbus_bench::scenario::{self, LIMITS_JSON};
-use modbus_user::config::{DetectConfig, Limits};
-use modbus_user::counters::Counters;
-use modbus_user::decode::{decode, LinkType};
-use modbus_user::detect::baseline::Baseline;
-use modbus_user::detect::limits::RegisterLimits;
-use modbus_user::detect::{AlertSink, Detectors, Endpoints, RequestCtx};
-use modbus_user::dispatch::{classify, is_modbus_port, shard_of, BatchItem, BATCH_FRAMES};
-use modbus_user::flow::reassembly::{AduSink, AduVerdict, Stream};
-use modbus_user::flow::{Flow, FlowKey, FlowTable};
-use modbus_user::modbus::mbap::Mbap;
-use modbus_user::modbus::pdu::{parse_request, parse_response, Request, Table};
-use modbus_user::modbus::transaction::{PendingRequest, PendingTable};
-use modbus_user::shard::Shard;
-use modbus_user::synth::{
+use modbus_detect::config::{DetectConfig, Limits};
+use modbus_detect::counters::Counters;
+use modbus_detect::decode::{decode, LinkType};
+use modbus_detect::detect::baseline::Baseline;
+use modbus_detect::detect::limits::RegisterLimits;
+use modbus_detect::detect::{AlertSink, Detectors, Endpoints, RequestCtx};
+use modbus_detect::dispatch::{classify, is_modbus_port, shard_of, BatchItem, BATCH_FRAMES};
+use modbus_detect::flow::reassembly::{AduSink, AduVerdict, Stream};
+use modbus_detect::flow::{Flow, FlowKey, FlowTable};
+use modbus_detect::modbus::mbap::Mbap;
+use modbus_detect::modbus::pdu::{parse_request, parse_response, Request, Table};
+use modbus_detect::modbus::transaction::{PendingRequest, PendingTable};
+use modbus_detect::shard::Shard;
+use modbus_detect::synth::{
     adu, diagnostics, exception, read_device_id_request, read_registers_response, read_request,
     write_multiple_registers_request, write_multiple_registers_response, Conversation,
 };
@@ -419,7 +419,7 @@ impl VecPending {
 struct NullSink;
 
 impl AlertSink for NullSink {
-    fn raise(&mut self, alert: modbus_user::alert::Alert, count: u64) {
+    fn raise(&mut self, alert: modbus_detect::alert::Alert, count: u64) {
         black_box((alert, count));
     }
 }
@@ -565,8 +565,8 @@ fn optimisations(c: &mut Criterion) {
 /// forest of 100 trees and an SVM trained on 1,000 windows), and what a
 /// request costs the window it lands in.
 fn ml(c: &mut Criterion) {
-    use modbus_user::ml::models::Models;
-    use modbus_user::ml::window::{Features, Window};
+    use modbus_detect::ml::models::Models;
+    use modbus_detect::ml::window::{Features, Window};
     // Windows of steady polling, a little jitter in every feature.
     let windows: Vec<Features> = (0..1000u32)
         .map(|i| {

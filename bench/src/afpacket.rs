@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use modbus_user::decode::{decode, LinkType};
+use modbus_detect::decode::{decode, LinkType};
 use serde_json::json;
 
 /// `tcpdump -dd 'tcp port 502'` (Ethernet; IPv4 and IPv6).

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use modbus_user::config::DetectConfig;
-use modbus_user::dispatch::classify;
-use modbus_user::engine::replay;
-use modbus_user::shard::Shard;
-use modbus_user::source::CaptureFile;
+use modbus_detect::config::DetectConfig;
+use modbus_detect::dispatch::classify;
+use modbus_detect::engine::replay;
+use modbus_detect::shard::Shard;
+use modbus_detect::source::CaptureFile;
 use serde_json::json;
 
 use crate::alloc::{snapshot, Snapshot};

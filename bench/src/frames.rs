@@ -5,11 +5,11 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-use modbus_user::config::DetectConfig;
-use modbus_user::decode::{LinkType, PacketMeta};
-use modbus_user::dispatch::classify;
-use modbus_user::shard::Shard;
-use modbus_user::synth::{Conversation, PcapWriter};
+use modbus_detect::config::DetectConfig;
+use modbus_detect::decode::{LinkType, PacketMeta};
+use modbus_detect::dispatch::classify;
+use modbus_detect::shard::Shard;
+use modbus_detect::synth::{Conversation, PcapWriter};
 
 /// One captured frame.
 #[derive(Debug, Clone)]
@@ -101,7 +101,7 @@ pub fn idle_connection(
     slave: Ipv4Addr,
     ts_ns: u64,
 ) -> io::Result<()> {
-    use modbus_user::synth::{adu, read_registers_response, read_request};
+    use modbus_detect::synth::{adu, read_registers_response, read_request};
     let mut c = Conversation::new(master, port, slave);
     c.handshake(w, ts_ns)?;
     c.send(w, ts_ns + 300_000, true, &adu(1, 1, &read_request(3, 0, 2)))?;

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use modbus_bench::results::{self, Row};
 use modbus_bench::{replay, scenario};
-use modbus_user::detect::baseline::Baseline;
-use modbus_user::source::CaptureFile;
+use modbus_detect::detect::baseline::Baseline;
+use modbus_detect::source::CaptureFile;
 use serde_json::json;
 
 #[derive(Debug, Parser)]

@@ -15,10 +15,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use modbus_user::config::DetectConfig;
-use modbus_user::detect::baseline::Baseline;
-use modbus_user::detect::limits::RegisterLimits;
-use modbus_user::shard::Shard;
+use modbus_detect::config::DetectConfig;
+use modbus_detect::detect::baseline::Baseline;
+use modbus_detect::detect::limits::RegisterLimits;
+use modbus_detect::shard::Shard;
 use serde_json::{json, Value};
 
 use crate::alloc::{rss_bytes, snapshot};

@@ -8,11 +8,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use modbus_user::config::DetectConfig;
-use modbus_user::dispatch::classify;
-use modbus_user::engine::replay;
-use modbus_user::shard::Shard;
-use modbus_user::source::CaptureFile;
+use modbus_detect::config::DetectConfig;
+use modbus_detect::dispatch::classify;
+use modbus_detect::engine::replay;
+use modbus_detect::shard::Shard;
+use modbus_detect::source::CaptureFile;
 use serde_json::{json, Value};
 
 use crate::results::Row;

@@ -6,12 +6,12 @@ use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use modbus_user::config::{DetectConfig, Mode};
-use modbus_user::detect::baseline::Baseline;
-use modbus_user::detect::limits::RegisterLimits;
-use modbus_user::engine::replay;
-use modbus_user::source::CaptureFile;
-use modbus_user::synth::{master_addr, SynthConfig};
+use modbus_detect::config::{DetectConfig, Mode};
+use modbus_detect::detect::baseline::Baseline;
+use modbus_detect::detect::limits::RegisterLimits;
+use modbus_detect::engine::replay;
+use modbus_detect::source::CaptureFile;
+use modbus_detect::synth::{master_addr, SynthConfig};
 
 /// Limits on registers the synthetic masters poll and write (addresses
 /// 0..=99, values 0..=1000 drifting): range and rate alerts do fire, at the

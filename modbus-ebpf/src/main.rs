@@ -15,8 +15,6 @@
 #![no_std]
 #![no_main]
 
-mod shared;
-
 use aya_ebpf::{
     bindings::xdp_action::{XDP_PASS, XDP_REDIRECT},
     macros::{map, xdp},
@@ -24,9 +22,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
-use shared::{MAX_IPV6_EXT_HEADERS, MAX_PORTS, MAX_QUEUES, MAX_VLAN_TAGS, XdpStats};
+use modbus_common::{MAX_IPV6_EXT_HEADERS, MAX_PORTS, MAX_QUEUES, MAX_VLAN_TAGS, XdpStats};
 
-// The statics' names are the map names of `shared` (MAP_PORTS, MAP_XSKS,
+// The statics' names are the map names of `modbus_common` (MAP_PORTS, MAP_XSKS,
 // MAP_COUNTERS): `#[map]` names a map after its static.
 #[map]
 static MODBUS_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);

@@ -53,8 +53,8 @@ pub fn run(args: &[&str]) -> Run {
         argv.push("--output".into());
         argv.push(report.display().to_string());
     }
-    let parsed = modbus_user::cli::Args::try_parse_from(&argv).expect("valid arguments");
-    let exit = modbus_user::app::run(&parsed).map_err(|e| e.to_string());
+    let parsed = modbus_detect::cli::Args::try_parse_from(&argv).expect("valid arguments");
+    let exit = modbus_detect::app::run(&parsed).map_err(|e| e.to_string());
     let out = parsed.output.clone();
     let report = std::fs::read(&out)
         .ok()
@@ -82,7 +82,7 @@ pub fn learn_lab_baseline(dir: &std::path::Path, extra: &[&str]) -> (String, Run
 
 /// The `modbus-detect` binary of this build, for end-to-end tests that run
 /// it in a network namespace. `cargo test --workspace` builds it next to the
-/// test binaries (the `modbus-user` package has integration tests, which
+/// test binaries (the `modbus-detect` package has integration tests, which
 /// need it); `MODBUS_DETECT_BIN` overrides.
 pub fn detector_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("MODBUS_DETECT_BIN") {

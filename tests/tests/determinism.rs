@@ -6,7 +6,7 @@ use modbus_tests::run;
 use serde_json::Value;
 
 fn demo_report(threads: &str) -> Value {
-    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../modbus-user/demo");
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../modbus-detect/demo");
     let p = |f: &str| demo.join(f).display().to_string();
     let r = run(&[
         "--pcap",

@@ -337,13 +337,13 @@ fn interface_deleted_mid_capture_is_a_clear_error_with_a_report() {
 /// A capture the tests inject: bulk polling of many slaves (so that both
 /// shards get frames).
 fn bulk_capture(path: &Path, frames: u64) -> u64 {
-    let cfg = modbus_user::synth::SynthConfig {
+    let cfg = modbus_detect::synth::SynthConfig {
         frames,
         seed: 11,
-        ..modbus_user::synth::SynthConfig::default()
+        ..modbus_detect::synth::SynthConfig::default()
     };
     let f = std::fs::File::create(path).unwrap();
-    modbus_user::synth::generate(&cfg, std::io::BufWriter::new(f))
+    modbus_detect::synth::generate(&cfg, std::io::BufWriter::new(f))
         .unwrap()
         .frames
 }
@@ -364,7 +364,7 @@ fn shard_overload_drops_are_counted_per_queue_and_per_shard() {
         &topo,
         &report,
         &["--threads", "2"],
-        &[(modbus_user::engine::SHARD_DELAY_ENV, "20000")],
+        &[(modbus_detect::engine::SHARD_DELAY_ENV, "20000")],
     );
     let out = topo
         .run_in(
@@ -635,7 +635,7 @@ exit $code
 
 /// A capture whose report is large: 400 rogue masters, one alert entry each.
 fn many_alerts_capture(path: &Path) {
-    use modbus_user::synth::{adu, read_request, Conversation, PcapWriter};
+    use modbus_detect::synth::{adu, read_request, Conversation, PcapWriter};
     let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
     let plc = std::net::Ipv4Addr::new(10, 0, 0, 10);
     for i in 0..400u32 {

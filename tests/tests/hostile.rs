@@ -8,11 +8,11 @@ use std::io::BufWriter;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use modbus_tests::run;
-use modbus_user::synth::{
+use modbus_detect::synth::{
     adu, read_registers_response, read_request, write_single_register, Conversation, PcapWriter,
     TCP_SYN,
 };
+use modbus_tests::run;
 use serde_json::Value;
 
 const SEC: u64 = 1_000_000_000;
@@ -452,7 +452,7 @@ fn zero_window_probes_and_slow_drip_are_decoded_once() {
     let big = adu(
         2,
         1,
-        &modbus_user::synth::write_multiple_registers_request(0, &[7; 123]),
+        &modbus_detect::synth::write_multiple_registers_request(0, &[7; 123]),
     );
     assert_eq!(big.len(), 259);
     let r = scenario(|w| {
@@ -547,18 +547,18 @@ fn in_order_segment_conflicting_with_a_buffered_one_is_counted() {
 /// Counts what a stream hands out.
 #[derive(Default)]
 struct Tally {
-    c: modbus_user::counters::Counters,
+    c: modbus_detect::counters::Counters,
     adus: u64,
     malformed: u64,
 }
 
-impl modbus_user::flow::reassembly::AduSink for Tally {
-    fn counters(&mut self) -> &mut modbus_user::counters::Counters {
+impl modbus_detect::flow::reassembly::AduSink for Tally {
+    fn counters(&mut self) -> &mut modbus_detect::counters::Counters {
         &mut self.c
     }
-    fn adu(&mut self, _adu: &[u8], _ts_ns: u64) -> modbus_user::flow::reassembly::AduVerdict {
+    fn adu(&mut self, _adu: &[u8], _ts_ns: u64) -> modbus_detect::flow::reassembly::AduVerdict {
         self.adus += 1;
-        modbus_user::flow::reassembly::AduVerdict::Continue
+        modbus_detect::flow::reassembly::AduVerdict::Continue
     }
     fn malformed(&mut self, _reason: &'static str, _ts_ns: u64) {
         self.malformed += 1;
@@ -588,8 +588,8 @@ impl Rng {
 /// in its counters.
 #[test]
 fn stream_buffers_stay_bounded_under_any_segment_sequence() {
-    use modbus_user::config::Limits;
-    use modbus_user::flow::reassembly::Stream;
+    use modbus_detect::config::Limits;
+    use modbus_detect::flow::reassembly::Stream;
     let limits = Limits::default();
     // Out-of-order bytes, plus a partial ADU (at most 260 bytes) in a
     // vector that may have doubled its capacity once.
@@ -816,9 +816,9 @@ fn storm_capture(path: &Path, sources: u32, per_source: u64, units: u64) -> Stor
 /// time, every folded alert counted.
 #[test]
 fn alert_storm_leaves_a_bounded_report_with_exact_counts() {
-    use modbus_user::config::DetectConfig;
-    use modbus_user::output::eve::EveWriter;
-    use modbus_user::output::report::{self, RunInfo, Status, Summary};
+    use modbus_detect::config::DetectConfig;
+    use modbus_detect::output::eve::EveWriter;
+    use modbus_detect::output::report::{self, RunInfo, Status, Summary};
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
@@ -833,9 +833,9 @@ fn alert_storm_leaves_a_bounded_report_with_exact_counts() {
     let cfg = Arc::new(cfg);
     let eve_path = dir.path().join("eve.json");
     let eve = EveWriter::create(&eve_path, cfg.clone()).unwrap();
-    let capture = modbus_user::source::CaptureFile::open(&pcap).unwrap();
+    let capture = modbus_detect::source::CaptureFile::open(&pcap).unwrap();
     let stop = AtomicBool::new(false);
-    let out = modbus_user::engine::replay(cfg.clone(), &capture, 1, Some(eve), &stop, None);
+    let out = modbus_detect::engine::replay(cfg.clone(), &capture, 1, Some(eve), &stop, None);
     assert!(out.input_error.is_none());
     let eve_lines = out.eve.clone().unwrap().unwrap();
     let summary = Summary::merge(&out.dispatch, out.shards);

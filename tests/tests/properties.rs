@@ -10,25 +10,25 @@
 //!
 //! Also the fuzz corpus seeding step (`seed_fuzz_corpora`, ignored by
 //! default; `cargo xtask fuzz --seed` runs it): ADUs, TCP streams, frames and
-//! files from the fixture captures, written under `modbus-user/fuzz/corpus/`.
+//! files from the fixture captures, written under `modbus-detect/fuzz/corpus/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use modbus_tests::fixture;
-use modbus_user::config::{DetectConfig, Limits};
-use modbus_user::counters::Counters;
-use modbus_user::decode::{decode, tcp_flags, LinkType};
-use modbus_user::flow::reassembly::{AduSink, AduVerdict, Stream};
-use modbus_user::inspect::decode_capture;
-use modbus_user::modbus::mbap::{Mbap, MBAP_LEN};
-use modbus_user::modbus::pdu::{
+use modbus_detect::config::{DetectConfig, Limits};
+use modbus_detect::counters::Counters;
+use modbus_detect::decode::{decode, tcp_flags, LinkType};
+use modbus_detect::flow::reassembly::{AduSink, AduVerdict, Stream};
+use modbus_detect::inspect::decode_capture;
+use modbus_detect::modbus::mbap::{Mbap, MBAP_LEN};
+use modbus_detect::modbus::pdu::{
     encode_request, encode_response, parse_request, parse_response, Request, Response,
 };
-use modbus_user::source::CaptureFile;
-use modbus_user::synth::{Conversation, PcapWriter};
+use modbus_detect::source::CaptureFile;
+use modbus_detect::synth::{Conversation, PcapWriter};
+use modbus_tests::fixture;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -470,7 +470,7 @@ fn corpus_root() -> PathBuf {
             tests
                 .parent()
                 .unwrap_or(tests)
-                .join("modbus-user/fuzz/corpus")
+                .join("modbus-detect/fuzz/corpus")
         })
 }
 
@@ -649,7 +649,7 @@ fn reassembly_ops(segs: &[Seg], key: DirKey, max_ops: usize) -> Option<Vec<u8>> 
 }
 
 /// `engine`: frames as length-prefixed records with time deltas (see
-/// `modbus-user/fuzz/src/lib.rs`), behind a flags byte and a link byte.
+/// `modbus-detect/fuzz/src/lib.rs`), behind a flags byte and a link byte.
 fn engine_input(flags: u8, segs: &[Seg]) -> Vec<u8> {
     let link = match segs.first().map(|s| s.link) {
         Some(LinkType::LinuxSll) => 1,
@@ -736,7 +736,7 @@ fn captures(dir: &str) -> Vec<PathBuf> {
 
 /// Seed every fuzz target's corpus from the fixture captures and files.
 #[test]
-#[ignore = "writes the fuzz corpora under modbus-user/fuzz/corpus: cargo xtask fuzz --seed"]
+#[ignore = "writes the fuzz corpora under modbus-detect/fuzz/corpus: cargo xtask fuzz --seed"]
 fn seed_fuzz_corpora() {
     let mut mbap = Corpus::new("mbap_pdu");
     let mut reasm = Corpus::new("reassembly");

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use modbus_tests::run;
-use modbus_user::synth::{
+use modbus_detect::synth::{
     adu, generate, read_request, write_single_register, Conversation, PcapWriter, SynthConfig,
 };
+use modbus_tests::run;
 
 const SEC: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
@@ -244,9 +244,9 @@ fn a_response_that_overtakes_its_request_is_still_matched() {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
-    use modbus_user::config::DetectConfig;
-    use modbus_user::detect::limits::RegisterLimits;
-    use modbus_user::output::report::Summary;
+    use modbus_detect::config::DetectConfig;
+    use modbus_detect::detect::limits::RegisterLimits;
+    use modbus_detect::output::report::Summary;
 
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("overtake.pcap");
@@ -258,7 +258,7 @@ fn a_response_that_overtakes_its_request_is_still_matched() {
         let resp = adu(
             5,
             1,
-            &modbus_user::synth::read_registers_response(3, &[5000]),
+            &modbus_detect::synth::read_registers_response(3, &[5000]),
         );
         let mut later = PcapWriter::new(Vec::new())?;
         // The response is captured first, its request 20 us later.
@@ -276,8 +276,8 @@ fn a_response_that_overtakes_its_request_is_still_matched() {
             ..DetectConfig::default()
         };
         cfg.limits.early_response_hold_ns = hold_ns;
-        let capture = modbus_user::source::CaptureFile::open(&pcap).unwrap();
-        let out = modbus_user::engine::replay(
+        let capture = modbus_detect::source::CaptureFile::open(&pcap).unwrap();
+        let out = modbus_detect::engine::replay(
             Arc::new(cfg),
             &capture,
             1,

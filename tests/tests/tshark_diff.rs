@@ -24,9 +24,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use modbus_detect::config::DetectConfig;
+use modbus_detect::inspect::{decode_capture, AduRecord};
 use modbus_tests::fixture;
-use modbus_user::config::DetectConfig;
-use modbus_user::inspect::{decode_capture, AduRecord};
 
 /// Who is at fault for a documented difference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

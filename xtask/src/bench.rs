@@ -31,7 +31,7 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     }
     setup::setup()?;
     let bin = build_release(
-        &["modbus-user", "modbus-bench", "modbus-tests"],
+        &["modbus-detect", "modbus-bench", "modbus-tests"],
         &[
             "modbus-detect",
             "modbus-synth",

@@ -1,15 +1,15 @@
 //! `cargo xtask fuzz [--time S] [--target T]... [--seed]`: the cargo-fuzz
-//! targets of `modbus-user/fuzz`, each for S seconds (default 60).
+//! targets of `modbus-detect/fuzz`, each for S seconds (default 60).
 //!
 //! - Installs cargo-fuzz if missing (`cargo install cargo-fuzz --locked`);
 //!   the targets need the nightly toolchain (`setup` installs it).
-//! - The committed corpus (`modbus-user/fuzz/corpus/<target>`, seeds) is
+//! - The committed corpus (`modbus-detect/fuzz/corpus/<target>`, seeds) is
 //!   read, never written: what libFuzzer finds goes to
 //!   `target/fuzz-corpus/<target>`, and the full log to
 //!   `target/fuzz-logs/<target>.log`.
 //! - A crash, a timeout (an input that takes more than `TIMEOUT_S`) or an
 //!   out-of-memory fails the task with the input's path under
-//!   `modbus-user/fuzz/artifacts/<target>/`, after every target has run.
+//!   `modbus-detect/fuzz/artifacts/<target>/`, after every target has run.
 //! - `--seed` (re)writes the committed corpora from the fixture captures
 //!   (`seed_fuzz_corpora` in tests/tests/properties.rs) and stops.
 
@@ -37,7 +37,7 @@ pub const DEFAULT_SECONDS: u64 = 60;
 const TIMEOUT_S: u64 = 25;
 
 fn fuzz_dir() -> PathBuf {
-    root().join("modbus-user/fuzz")
+    root().join("modbus-detect/fuzz")
 }
 
 /// `cargo +nightly ...` through rustup's proxy, without the variables the
@@ -195,7 +195,7 @@ pub fn run_targets(targets: &[&str], seconds: u64) -> Result<()> {
             .map(|o| {
                 let (what, path) = o.finding.as_ref().expect("filtered on findings");
                 format!(
-                    "{}: {what}, input {path} (log {}; reproduce: cargo +nightly fuzz run --fuzz-dir modbus-user/fuzz {} {path})",
+                    "{}: {what}, input {path} (log {}; reproduce: cargo +nightly fuzz run --fuzz-dir modbus-detect/fuzz {} {path})",
                     o.target,
                     o.log.display(),
                     o.target

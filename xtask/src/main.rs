@@ -65,7 +65,7 @@ const USAGE: &str = "usage: cargo xtask <task>
   gen-pcap --frames N --out FILE [--seed S] [--attacks] [--adus-per-segment N] [--split-adus]
                     write a deterministic synthetic Modbus/TCP capture
   fuzz [--time S] [--target T]... [--seed]
-                    run the cargo-fuzz targets (modbus-user/fuzz), S seconds each (default 60);
+                    run the cargo-fuzz targets (modbus-detect/fuzz), S seconds each (default 60);
                     --seed: rewrite their seed corpora from the fixture captures
   bench [--quick]   every benchmark (micro, replay, allocations, memory; live as root):
                     one Markdown table, JSON in target/bench/";
@@ -98,11 +98,11 @@ fn status(mut cmd: Command) -> Result<()> {
 
 fn run(args: &[String]) -> Result<ExitCode> {
     setup::setup()?;
-    let bin = build_release(&["modbus-user"], &["modbus-detect"])?.join("modbus-detect");
+    let bin = build_release(&["modbus-detect"], &["modbus-detect"])?.join("modbus-detect");
     let demo = args.is_empty();
     let args: Vec<String> = if demo { demo_args() } else { args.to_vec() };
     if demo {
-        eprintln!("xtask: replaying the bundled demo capture (modbus-user/demo/)");
+        eprintln!("xtask: replaying the bundled demo capture (modbus-detect/demo/)");
     }
     let st = Command::new(&bin)
         .args(&args)
@@ -141,7 +141,7 @@ fn demo(args: &[String]) -> Result<ExitCode> {
     }
     setup::setup()?;
     let dir = build_release(
-        &["modbus-user", "modbus-tests"],
+        &["modbus-detect", "modbus-tests"],
         &["modbus-detect", "modbus-lab"],
     )?;
     let seconds = args.get(1).map_or("20", String::as_str);
@@ -158,7 +158,7 @@ fn demo(args: &[String]) -> Result<ExitCode> {
 /// The demo: lab captures of every attack scenario, with the lab's masters,
 /// writers, limits and a baseline learned from its normal traffic.
 fn demo_args() -> Vec<String> {
-    let demo = root().join("modbus-user/demo");
+    let demo = root().join("modbus-detect/demo");
     let out = root().join("target/demo");
     let _ = std::fs::create_dir_all(&out);
     let p = |p: PathBuf| p.display().to_string();
@@ -199,11 +199,11 @@ fn test(args: &[String]) -> Result<ExitCode> {
     fmt_fuzz.args([
         "fmt",
         "--manifest-path",
-        "modbus-user/fuzz/Cargo.toml",
+        "modbus-detect/fuzz/Cargo.toml",
         "--",
         "--check",
     ]);
-    status(fmt_fuzz).context("formatting of modbus-user/fuzz")?;
+    status(fmt_fuzz).context("formatting of modbus-detect/fuzz")?;
     let mut clippy = cargo();
     clippy.env("MODBUS_XDP_REQUIRE", "1").args([
         "clippy",
@@ -276,7 +276,7 @@ fn count_before(text: &str, what: &str) -> u64 {
 
 fn gen_pcap(args: &[String]) -> Result<ExitCode> {
     setup::setup()?;
-    let bin = build_release(&["modbus-user"], &["modbus-synth"])?.join("modbus-synth");
+    let bin = build_release(&["modbus-detect"], &["modbus-synth"])?.join("modbus-synth");
     let st = Command::new(&bin)
         .args(args)
         .status()

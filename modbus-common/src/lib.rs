@@ -1,12 +1,12 @@
-//! What the XDP program (`modbus-ebpf`) and its loader (`modbus-user`,
+//! What the XDP program (`modbus-ebpf`) and its loader (`modbus-detect`,
 //! `source::xdp`) must agree on: map names, map sizes and the layout of the
-//! counter block. `no_std`, no dependencies: the eBPF crate has it as a
-//! module, the user crate includes this very file with `#[path]`.
+//! counter block. `no_std`, no dependencies, as aya-template's `-common`
+//! crate: both sides depend on this one crate.
 //!
-//! Change a layout here and both sides change with it; the user crate's
+//! Change a layout here and both sides change with it; `modbus-detect`'s
 //! build.rs rebuilds the eBPF object whenever this folder changes.
 
-#![allow(dead_code)]
+#![no_std]
 
 /// Name of the XDP program (its function) in the object.
 pub const PROGRAM_NAME: &str = "modbus_xdp";
@@ -50,3 +50,7 @@ pub struct XdpStats {
     /// invalid (passed on).
     pub malformed: u64,
 }
+
+// SAFETY: `#[repr(C)]`, five u64s, no padding, every bit pattern valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for XdpStats {}

@@ -2,7 +2,7 @@
 //! shards, flow table, reassembly, transactions, every rule, alert
 //! aggregation, the EVE records and the report.
 //!
-//! Input (see `modbus_user_fuzz`): a flags byte choosing the configuration
+//! Input (see `modbus_detect_fuzz`): a flags byte choosing the configuration
 //! (every rule on with the lab's masters, writers, limits and baseline, or
 //! none; small tables; learning; 1 to 3 shards; ...), a link-type byte, then
 //! length-prefixed frames with a time delta each. Frames go through
@@ -19,14 +19,14 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use modbus_user::config::DetectConfig;
-use modbus_user::counters::Counters;
-use modbus_user::decode::LinkType;
-use modbus_user::dispatch::classify;
-use modbus_user::output::eve;
-use modbus_user::output::report::{build, RunInfo, Status, Summary};
-use modbus_user::shard::Shard;
-use modbus_user_fuzz::{link_type, records, EngineFlags, START_NS};
+use modbus_detect::config::DetectConfig;
+use modbus_detect::counters::Counters;
+use modbus_detect::decode::LinkType;
+use modbus_detect::dispatch::classify;
+use modbus_detect::output::eve;
+use modbus_detect::output::report::{build, RunInfo, Status, Summary};
+use modbus_detect::shard::Shard;
+use modbus_detect_fuzz::{link_type, records, EngineFlags, START_NS};
 use serde_json::Value;
 
 /// Run the frames through `shards` shards; the report and the EVE lines.

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = modbus_user::cli::Args::parse();
-    match modbus_user::app::run(&args) {
+    let args = modbus_detect::cli::Args::parse();
+    match modbus_detect::app::run(&args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("modbus-detect: error: {e}");

@@ -23,11 +23,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modbus_user::config::Limits;
-use modbus_user::counters::Counters;
-use modbus_user::flow::reassembly::{AduSink, AduVerdict, Stream};
-use modbus_user::modbus::mbap::{Mbap, MBAP_LEN};
-use modbus_user::modbus::pdu::{parse_request, parse_response};
+use modbus_detect::config::Limits;
+use modbus_detect::counters::Counters;
+use modbus_detect::flow::reassembly::{AduSink, AduVerdict, Stream};
+use modbus_detect::modbus::mbap::{Mbap, MBAP_LEN};
+use modbus_detect::modbus::pdu::{parse_request, parse_response};
 
 /// Largest ADU: 6 bytes before the unit id plus a length field of 254.
 const MAX_ADU: usize = 6 + 254;

@@ -13,13 +13,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
-use modbus_user::inspect::{AduOrigin, AduRecord};
-use modbus_user::modbus::mbap::{plausible_header, Mbap, MBAP_LEN};
-use modbus_user::modbus::pdu::{
+use modbus_detect::inspect::{AduOrigin, AduRecord};
+use modbus_detect::modbus::mbap::{plausible_header, Mbap, MBAP_LEN};
+use modbus_detect::modbus::pdu::{
     encode_request, encode_response, parse_request, parse_response, read_values, Request, Response,
     Table,
 };
-use modbus_user::modbus::{exception_name, function_name};
+use modbus_detect::modbus::{exception_name, function_name};
 
 fn origin() -> AduOrigin {
     AduOrigin {

@@ -13,8 +13,6 @@
 
 mod debug_log;
 mod program;
-#[path = "../../../../modbus-ebpf/src/shared.rs"]
-mod shared;
 
 use std::ffi::CString;
 use std::fmt;
@@ -24,8 +22,8 @@ use aya::programs::xdp::{XdpLinkId, XdpMode as AyaMode};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::Ebpf;
 
+pub use modbus_common::{MAX_PORTS, MAX_QUEUES};
 pub use program::LOG_ENV;
-pub use shared::{MAX_PORTS, MAX_QUEUES};
 
 /// How the program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,13 +146,13 @@ impl fmt::Debug for XdpProgram {
 }
 
 fn xdp_mut(ebpf: &mut Ebpf) -> &mut Xdp {
-    ebpf.program_mut(shared::PROGRAM_NAME)
+    ebpf.program_mut(modbus_common::PROGRAM_NAME)
         .and_then(|p| <&mut Xdp>::try_from(p).ok())
         .expect("load() checked the program")
 }
 
 fn xdp_ref(ebpf: &Ebpf) -> &Xdp {
-    ebpf.program(shared::PROGRAM_NAME)
+    ebpf.program(modbus_common::PROGRAM_NAME)
         .and_then(|p| <&Xdp>::try_from(p).ok())
         .expect("load() checked the program")
 }

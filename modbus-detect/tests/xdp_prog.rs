@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use modbus_user::source::xdp::{
+use modbus_detect::source::xdp::{
     available, test_run, XdpCounters, XdpError, XdpMode, XdpProgram, XdpTestProgram,
 };
 
@@ -619,7 +619,7 @@ fn socket_registration_bounds() {
     let socket = xdp_socket();
     let mut p = XdpTestProgram::load(&[502]).unwrap();
     let e = p
-        .register_socket(modbus_user::source::xdp::MAX_QUEUES, socket.as_raw_fd())
+        .register_socket(modbus_detect::source::xdp::MAX_QUEUES, socket.as_raw_fd())
         .unwrap_err();
     assert!(e.to_string().contains("RX queue"), "{e}");
     // Not an AF_XDP socket.

@@ -13,9 +13,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use modbus_user::inspect::decode_capture;
-use modbus_user::source::CaptureFile;
-use modbus_user_fuzz::full_config;
+use modbus_detect::inspect::decode_capture;
+use modbus_detect::source::CaptureFile;
+use modbus_detect_fuzz::full_config;
 
 fuzz_target!(|data: &[u8]| {
     let mut file = tempfile::NamedTempFile::new().expect("a temporary file");

@@ -8,10 +8,10 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 
-use super::shared::{
+use super::{XdpCounters, XdpError};
+use modbus_common::{
     XdpStats, MAP_COUNTERS, MAP_PORTS, MAP_XSKS, MAX_PORTS, PORT_ENABLED, PROGRAM_NAME,
 };
-use super::{XdpCounters, XdpError};
 
 /// The object built by build.rs (aya-build), 8-byte aligned for the ELF
 /// parser; empty in a build without it (AYA_BUILD_SKIP=1, or no bpf-linker).
@@ -19,9 +19,6 @@ use super::{XdpCounters, XdpError};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/modbus-xdp"));
 #[cfg(not(modbus_xdp))]
 static OBJECT: &[u8] = &[];
-
-// SAFETY: `#[repr(C)]`, five u64s, no padding, every bit pattern valid.
-unsafe impl aya::Pod for XdpStats {}
 
 /// Environment variable naming the level of the program's debug log
 /// (`off`, `error`, `warn`, `info`, `debug`, `trace`); default off.

@@ -46,6 +46,13 @@ fn main() -> Result<()> {
             )
         })?;
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
+    // aya-build watches the eBPF crate's folder; the types both sides share
+    // live in the common crate beside it, and a change there must rebuild
+    // the object too.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("..").join("modbus-common").display()
+    );
 
     if skip_requested() {
         println!(
