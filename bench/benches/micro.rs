@@ -14,18 +14,19 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use modbus_bench::frames::{decode_all, feed, record, Decoded, Frame};
 use modbus_bench::scenario::{self, LIMITS_JSON};
+use modbus_detect::config::baseline::Baseline;
+use modbus_detect::config::limits::RegisterLimits;
 use modbus_detect::config::{DetectConfig, Limits};
 use modbus_detect::counters::Counters;
 use modbus_detect::decode::{decode, LinkType};
-use modbus_detect::detect::baseline::Baseline;
-use modbus_detect::detect::limits::RegisterLimits;
 use modbus_detect::detect::{AlertSink, Detectors, Endpoints, RequestCtx};
-use modbus_detect::dispatch::{classify, is_modbus_port, shard_of, BatchItem, BATCH_FRAMES};
+use modbus_detect::flow::is_modbus_port;
 use modbus_detect::flow::reassembly::{AduSink, AduVerdict, Stream};
 use modbus_detect::flow::{Flow, FlowKey, FlowTable};
 use modbus_detect::modbus::mbap::Mbap;
 use modbus_detect::modbus::pdu::{parse_request, parse_response, Request, Table};
 use modbus_detect::modbus::transaction::{PendingRequest, PendingTable};
+use modbus_detect::runtime::dispatch::{classify, shard_of, BatchItem, BATCH_FRAMES};
 use modbus_detect::shard::Shard;
 use modbus_detect::synth::{
     adu, diagnostics, exception, read_device_id_request, read_registers_response, read_request,
@@ -314,29 +315,26 @@ fn dispatch(c: &mut Criterion) {
     let mut g = c.benchmark_group("dispatch");
     g.throughput(Throughput::Elements(1));
     g.bench_function("classify_1_shard", |b| {
-        b.iter(|| classify(LinkType::Ethernet, black_box(&f.bytes), &cfg, 1).is_ok())
+        b.iter(|| classify(LinkType::Ethernet, black_box(&f.bytes), &cfg.ports, 1).is_ok())
     });
     g.bench_function("classify_4_shards", |b| {
-        b.iter(|| classify(LinkType::Ethernet, black_box(&f.bytes), &cfg, 4).is_ok())
+        b.iter(|| classify(LinkType::Ethernet, black_box(&f.bytes), &cfg.ports, 4).is_ok())
     });
     let addr = IpAddr::V4(slave());
     g.bench_function("shard_of_4", |b| b.iter(|| shard_of(black_box(addr), 4)));
-    // The port test, four times per frame: `slice::contains` before,
+    // The port test, twice per frame: `slice::contains` before,
     // the one-port fast path after.
     let ports = vec![502u16];
     g.bench_function("port_check/before", |b| {
         b.iter(|| {
             let p = black_box(&ports);
-            [40000u16, 502, 502, 40000]
-                .iter()
-                .filter(|x| p.contains(x))
-                .count()
+            [40000u16, 502].iter().filter(|x| p.contains(x)).count()
         })
     });
     g.bench_function("port_check/after", |b| {
         b.iter(|| {
             let p = black_box(&ports);
-            [40000u16, 502, 502, 40000]
+            [40000u16, 502]
                 .iter()
                 .filter(|x| is_modbus_port(p, **x))
                 .count()
@@ -506,6 +504,7 @@ fn optimisations(c: &mut Criterion) {
                     req: &req,
                     outstanding: 1,
                     facts: f,
+                    pair: None,
                 };
                 detectors.on_request(black_box(&ctx), &mut NullSink);
             })
@@ -540,6 +539,7 @@ fn optimisations(c: &mut Criterion) {
         off: 0,
         len: 60,
         meta: frame_of(&cfgd).meta,
+        dir: frame_of(&cfgd).dir,
     };
     let mut g = c.benchmark_group("engine_batch_buffers");
     g.throughput(Throughput::Elements(BATCH_FRAMES as u64));
@@ -565,8 +565,9 @@ fn optimisations(c: &mut Criterion) {
 /// forest of 100 trees and an SVM trained on 1,000 windows), and what a
 /// request costs the window it lands in.
 fn ml(c: &mut Criterion) {
+    use modbus_detect::detect::ml::window::Window;
+    use modbus_detect::ml::features::Features;
     use modbus_detect::ml::models::Models;
-    use modbus_detect::ml::window::{Features, Window};
     // Windows of steady polling, a little jitter in every feature.
     let windows: Vec<Features> = (0..1000u32)
         .map(|i| {

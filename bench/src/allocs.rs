@@ -10,9 +10,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use modbus_detect::config::DetectConfig;
-use modbus_detect::dispatch::classify;
-use modbus_detect::engine::replay;
-use modbus_detect::shard::Shard;
+use modbus_detect::runtime::offline::replay;
+use modbus_detect::runtime::Plan;
 use modbus_detect::source::CaptureFile;
 use serde_json::json;
 
@@ -47,38 +46,12 @@ fn frame_offsets(capture: &CaptureFile) -> std::io::Result<Vec<usize>> {
         .collect()
 }
 
-fn shard_path(cfg: &Arc<DetectConfig>, pcap: &Path, warmup: usize) -> std::io::Result<Window> {
-    let capture = open(pcap)?;
-    let data = capture.data();
-    let mut shard = Shard::new(cfg.clone(), 1);
-    let mut start: Option<(Snapshot, u64)> = None;
-    let mut frames = 0u64;
-    for (i, f) in capture.frames().enumerate() {
-        if i == warmup {
-            start = Some((snapshot(), frames));
-        }
-        let f = f.map_err(std::io::Error::other)?;
-        frames += 1;
-        let frame = &data[f.off..f.off + f.len as usize];
-        if let Ok((meta, _)) = classify(f.link, frame, cfg, 1) {
-            shard.process(i as u64 + 1, f.ts_ns, &meta, frame);
-        }
-        // The EVE lines a batch would hand to the writer.
-        shard.drain_eve().for_each(drop);
-    }
-    let end = snapshot();
-    let (s, at) = start.unwrap_or((end, frames));
-    drop(shard);
-    Ok(Window {
-        frames: frames - at,
-        allocs: end.allocs - s.allocs,
-    })
-}
-
+/// Allocations between the warm-up and the end, through the runtime as
+/// `plan` says ([`Plan::Inline`]: the shard path in one thread).
 fn pipeline(
     cfg: &Arc<DetectConfig>,
     pcap: &Path,
-    shards: usize,
+    plan: Plan,
     offsets: &[usize],
     warmup: usize,
 ) -> std::io::Result<Window> {
@@ -101,7 +74,7 @@ fn pipeline(
         }
     };
     let stop = AtomicBool::new(false);
-    let out = replay(cfg.clone(), &capture, shards, None, &stop, Some(&progress));
+    let out = replay(cfg.clone(), &capture, plan, None, &stop, Some(&progress))?;
     drop(out);
     let (Some((a, a_off)), Some((b, b_off))) = (first.get(), last.get()) else {
         return Err(std::io::Error::other("capture too short for the window"));
@@ -143,7 +116,7 @@ pub fn run(dir: &Path, pcap: &Path, runs: usize, warmup: f64) -> std::io::Result
         rows.push(row);
     };
     let shard: Vec<Window> = (0..runs.max(1))
-        .map(|_| shard_path(&cfg, pcap, warm))
+        .map(|_| pipeline(&cfg, pcap, Plan::Inline, &offsets, warm))
         .collect::<Result<_, _>>()?;
     add("steady state, 1 thread (shard path)", shard);
     // The same with the ML models judging every pair's windows.
@@ -152,12 +125,12 @@ pub fn run(dir: &Path, pcap: &Path, runs: usize, warmup: f64) -> std::io::Result
         ..DetectConfig::clone(&cfg)
     });
     let ml: Vec<Window> = (0..runs.max(1))
-        .map(|_| shard_path(&ml_cfg, pcap, warm))
+        .map(|_| pipeline(&ml_cfg, pcap, Plan::Inline, &offsets, warm))
         .collect::<Result<_, _>>()?;
     add("steady state, 1 thread (shard path), ML on", ml);
     for n in [1usize, 2] {
         let w: Vec<Window> = (0..runs.max(1))
-            .map(|_| pipeline(&cfg, pcap, n, &offsets, warm))
+            .map(|_| pipeline(&cfg, pcap, Plan::Threads(n), &offsets, warm))
             .collect::<Result<_, _>>()?;
         add(&format!("steady state, replay with {n} shard(s)"), w);
     }

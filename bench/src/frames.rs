@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 
 use modbus_detect::config::DetectConfig;
 use modbus_detect::decode::{LinkType, PacketMeta};
-use modbus_detect::dispatch::classify;
+use modbus_detect::flow::Dir;
+use modbus_detect::runtime::dispatch::classify;
 use modbus_detect::shard::Shard;
 use modbus_detect::synth::{Conversation, PcapWriter};
 
@@ -23,6 +24,7 @@ pub struct Frame {
 pub struct Decoded {
     pub ts_ns: u64,
     pub meta: PacketMeta,
+    pub dir: Dir,
     pub bytes: Vec<u8>,
 }
 
@@ -61,10 +63,11 @@ pub fn decode_all(frames: &[Frame], cfg: &DetectConfig) -> Vec<Decoded> {
     frames
         .iter()
         .filter_map(|f| {
-            let (meta, _) = classify(LinkType::Ethernet, &f.bytes, cfg, 1).ok()?;
+            let c = classify(LinkType::Ethernet, &f.bytes, &cfg.ports, 1).ok()?;
             Some(Decoded {
                 ts_ns: f.ts_ns,
-                meta,
+                meta: c.meta,
+                dir: c.dir,
                 bytes: f.bytes.clone(),
             })
         })
@@ -76,7 +79,7 @@ pub fn decode_all(frames: &[Frame], cfg: &DetectConfig) -> Vec<Decoded> {
 pub fn feed(shard: &mut Shard, frames: &[Decoded], frame_no: &mut u64, shift_ns: u64) {
     for f in frames {
         *frame_no += 1;
-        shard.process(*frame_no, f.ts_ns + shift_ns, &f.meta, &f.bytes);
+        shard.process(*frame_no, f.ts_ns + shift_ns, &f.meta, f.dir, &f.bytes);
     }
 }
 

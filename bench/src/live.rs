@@ -160,7 +160,7 @@ impl Bench<'_> {
 
     /// Put the sensor interface's NAPI settings back to the kernel's
     /// defaults: modbus-detect's busy polling tunes them and leaves them
-    /// (see `modbus_detect::source::busy_poll`), and every measurement must
+    /// (see `modbus_detect::source::xdp::busy_poll`), and every measurement must
     /// start from the same interface.
     fn reset_napi(&self) -> std::io::Result<()> {
         let dir = format!("/sys/class/net/{}", self.topo.sensor_iface());
@@ -389,7 +389,7 @@ pub fn run(setup: &Setup) -> std::io::Result<(Vec<Row>, Value)> {
         run += 1;
         b.sensor(pps, run, &[])
     })?;
-    // What busy polling buys (modbus_detect::source::busy_poll).
+    // What busy polling buys (modbus_detect::source::xdp::busy_poll).
     eprintln!("  modbus-detect --busy-poll 0 (RX threads sleep in poll(2))");
     let (sleep_ok, sleep_max, sleep_log) = b.zero_loss(|pps| {
         run += 1;

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use modbus_bench::results::{self, Row};
 use modbus_bench::{replay, scenario};
-use modbus_detect::detect::baseline::Baseline;
+use modbus_detect::config::baseline::Baseline;
+use modbus_detect::runtime::Plan;
 use modbus_detect::source::CaptureFile;
 use serde_json::json;
 
@@ -82,9 +83,10 @@ enum Cmd {
         pcap: PathBuf,
         #[arg(long)]
         baseline: PathBuf,
-        /// Shards; without it, the single-thread shard path.
-        #[arg(long)]
-        threads: Option<usize>,
+        /// `inline` (the single-thread shard path), `default` (what
+        /// modbus-detect chooses) or a number of shard threads.
+        #[arg(long, default_value = "default")]
+        plan: String,
         /// Judge windows with the baseline's ML models.
         #[arg(long)]
         ml: bool,
@@ -122,9 +124,9 @@ fn main() -> ExitCode {
         Cmd::ReplayOnce {
             pcap,
             baseline,
-            threads,
+            plan,
             ml,
-        } => replay_once(&pcap, &baseline, threads, ml),
+        } => replay_once(&pcap, &baseline, &plan, ml),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,7 +166,7 @@ fn replay_bench(
     let cfg = Arc::new(scenario::all_rules(Some(learned)));
     if profile {
         for _ in 0..runs {
-            let r = replay::run_inline(&cfg, pcap)?;
+            let r = replay::run_engine(&cfg, pcap, Some(Plan::Inline))?;
             eprintln!(
                 "modbus-bench: {} frames in {:.3} s: {:.2} M frames/s, {} alerts",
                 r.frames,
@@ -182,14 +184,20 @@ fn replay_bench(
         b.save(&saved, &pcap.display().to_string())?;
     }
     // Warm the page cache once, unmeasured.
-    replay::run_child(pcap, &saved, Some(1), false)?;
+    replay::run_child(pcap, &saved, Some(Plan::Threads(1)), false)?;
     // Configurations interleaved run by run, so that a slow spell of the
     // machine does not land on one of them only.
-    let mut configs: Vec<(String, Option<usize>, bool)> = Vec::new();
+    let default = Plan::choose(None, 1);
+    let mut configs: Vec<(String, Option<Plan>, bool)> = Vec::new();
     for ml in [false, true] {
         let tag = if ml { "ML on" } else { "ML off" };
         configs.push((
             format!("1 thread, no pipeline (read+decode+detect), {tag}"),
+            Some(Plan::Inline),
+            ml,
+        ));
+        configs.push((
+            format!("replay, default plan (no --threads), {tag}"),
             None,
             ml,
         ));
@@ -199,28 +207,31 @@ fn replay_bench(
                     "replay, {n} shard{} + reader thread, {tag}",
                     if n == 1 { "" } else { "s" }
                 ),
-                Some(n),
+                Some(Plan::Threads(n)),
                 ml,
             ));
         }
     }
     let mut samples: Vec<Vec<replay::Run>> = vec![Vec::new(); configs.len()];
     for _ in 0..runs.max(1) {
-        for (i, (_, threads, ml)) in configs.iter().enumerate() {
-            samples[i].push(replay::run_child(pcap, &saved, *threads, *ml)?);
+        for (i, (_, plan, ml)) in configs.iter().enumerate() {
+            samples[i].push(replay::run_child(pcap, &saved, *plan, *ml)?);
         }
     }
     let mut rows: Vec<Row> = Vec::new();
     let mut details = Vec::new();
-    for ((name, threads, ml), runs) in configs.iter().zip(&samples) {
+    for ((name, plan, ml), runs) in configs.iter().zip(&samples) {
         let (mut row, d) = replay::summarise(name, runs)?;
         let what = if *ml {
             "all rules on, baseline loaded, ML models judging 5 s windows"
         } else {
             "all rules on, baseline loaded, ML off"
         };
-        row.note = match threads {
-            None => format!("one core: the shard path without rings or threads; {what}"),
+        row.note = match plan {
+            Some(Plan::Inline) => {
+                format!("one core: the shard path without rings or threads; {what}")
+            }
+            None => format!("on this machine: {default:?}; {what}"),
             Some(_) => what.into(),
         };
         show(&row);
@@ -321,17 +332,15 @@ fn live_bench(
 fn replay_once(
     pcap: &std::path::Path,
     baseline: &std::path::Path,
-    threads: Option<usize>,
+    plan: &str,
     ml: bool,
 ) -> std::io::Result<()> {
+    let plan = replay::parse_plan(plan).map_err(std::io::Error::other)?;
     let learned = Baseline::load(baseline).map_err(std::io::Error::other)?;
     let mut cfg = scenario::all_rules(Some(learned));
     cfg.ml = ml;
     let cfg = Arc::new(cfg);
-    let run = match threads {
-        Some(n) => replay::run_engine(&cfg, pcap, n)?,
-        None => replay::run_inline(&cfg, pcap)?,
-    };
+    let run = replay::run_engine(&cfg, pcap, plan)?;
     println!("{}", run.to_json());
     Ok(())
 }

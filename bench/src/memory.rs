@@ -15,9 +15,9 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use modbus_detect::config::baseline::Baseline;
+use modbus_detect::config::limits::RegisterLimits;
 use modbus_detect::config::DetectConfig;
-use modbus_detect::detect::baseline::Baseline;
-use modbus_detect::detect::limits::RegisterLimits;
 use modbus_detect::shard::Shard;
 use serde_json::{json, Value};
 

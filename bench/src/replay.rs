@@ -1,17 +1,16 @@
 //! The replay benchmark: a capture through the whole engine (memory-mapped
-//! reader and dispatcher on the calling thread, 1..N shard threads), all
+//! reader and dispatcher on the calling thread, 1..N shard threads, or the
+//! default plan), all
 //! rules on, baseline loaded; and the same frames through one shard on one
 //! thread with no pipeline, to show the per-core cost of the detection path.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 use modbus_detect::config::DetectConfig;
-use modbus_detect::dispatch::classify;
-use modbus_detect::engine::replay;
-use modbus_detect::shard::Shard;
+use modbus_detect::runtime::offline::replay;
+use modbus_detect::runtime::Plan;
 use modbus_detect::source::CaptureFile;
 use serde_json::{json, Value};
 
@@ -28,52 +27,50 @@ pub struct Run {
     pub alerts: u64,
 }
 
-/// One replay through `threads` shards, exactly as `modbus-detect --pcap`
-/// does it (the capture is opened and mapped afresh each time).
-pub fn run_engine(cfg: &Arc<DetectConfig>, pcap: &Path, threads: usize) -> std::io::Result<Run> {
+/// One replay as `plan` says (`None`: what `modbus-detect --pcap` chooses
+/// without `--threads`), through the very runtime of `modbus-detect --pcap`
+/// (the capture is opened and mapped afresh each time).
+/// [`Plan::Inline`] is what one core does per frame: read, decode and
+/// detect on the calling thread, no rings, no shard threads.
+pub fn run_engine(
+    cfg: &Arc<DetectConfig>,
+    pcap: &Path,
+    plan: Option<Plan>,
+) -> std::io::Result<Run> {
     let capture = CaptureFile::open(pcap).map_err(std::io::Error::other)?;
     let stop = AtomicBool::new(false);
-    let out = replay(cfg.clone(), &capture, threads, None, &stop, None);
+    let plan = plan.unwrap_or_else(|| Plan::choose(None, 1));
+    let out = replay(cfg.clone(), &capture, plan, None, &stop, None)?;
     if let Some(e) = out.input_error {
         return Err(std::io::Error::other(e));
     }
-    let alerts = out
-        .shards
-        .iter()
-        .map(|s| s.raised.iter().sum::<u64>())
-        .sum();
     Ok(Run {
         frames: out.dispatch.frames,
         bytes: out.dispatch.bytes,
         seconds: out.elapsed.as_secs_f64(),
-        alerts,
+        alerts: out.alerts_raised(),
     })
 }
 
-/// Read, decode and detect on the calling thread only: no rings, no shard
-/// threads. What one core does per frame.
-pub fn run_inline(cfg: &Arc<DetectConfig>, pcap: &Path) -> std::io::Result<Run> {
-    let capture = CaptureFile::open(pcap).map_err(std::io::Error::other)?;
-    let started = Instant::now();
-    let data = capture.data();
-    let mut shard = Shard::new(cfg.clone(), 1);
-    let (mut frames, mut bytes) = (0u64, 0u64);
-    for (i, f) in capture.frames().enumerate() {
-        let f = f.map_err(std::io::Error::other)?;
-        frames += 1;
-        bytes += u64::from(f.len);
-        let frame = &data[f.off..f.off + f.len as usize];
-        if let Ok((meta, _)) = classify(f.link, frame, cfg, 1) {
-            shard.process(i as u64 + 1, f.ts_ns, &meta, frame);
-        }
+/// How a child replay runs: `inline`, `default` or a number of shard threads.
+pub fn plan_arg(plan: Option<Plan>) -> String {
+    match plan {
+        None => "default".into(),
+        Some(Plan::Inline) => "inline".into(),
+        Some(Plan::Threads(n)) => n.to_string(),
     }
-    let result = shard.finish();
-    Ok(Run {
-        frames,
-        bytes,
-        seconds: started.elapsed().as_secs_f64(),
-        alerts: result.raised.iter().sum(),
-    })
+}
+
+/// The plan a `plan_arg` names.
+pub fn parse_plan(s: &str) -> Result<Option<Plan>, String> {
+    match s {
+        "default" => Ok(None),
+        "inline" => Ok(Some(Plan::Inline)),
+        n => n
+            .parse()
+            .map(|n| Some(Plan::Threads(n)))
+            .map_err(|_| format!("--plan: inline, default or a number, not {n:?}")),
+    }
 }
 
 impl Run {
@@ -99,7 +96,7 @@ impl Run {
 pub fn run_child(
     pcap: &Path,
     baseline: &Path,
-    threads: Option<usize>,
+    plan: Option<Plan>,
     ml: bool,
 ) -> std::io::Result<Run> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
@@ -108,9 +105,7 @@ pub fn run_child(
         .arg(pcap)
         .arg("--baseline")
         .arg(baseline);
-    if let Some(n) = threads {
-        cmd.arg("--threads").arg(n.to_string());
-    }
+    cmd.arg("--plan").arg(plan_arg(plan));
     if ml {
         cmd.arg("--ml");
     }

@@ -6,10 +6,11 @@ use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use modbus_detect::config::baseline::Baseline;
+use modbus_detect::config::limits::RegisterLimits;
 use modbus_detect::config::{DetectConfig, Mode};
-use modbus_detect::detect::baseline::Baseline;
-use modbus_detect::detect::limits::RegisterLimits;
-use modbus_detect::engine::replay;
+use modbus_detect::runtime::offline::replay;
+use modbus_detect::runtime::Plan;
 use modbus_detect::source::CaptureFile;
 use modbus_detect::synth::{master_addr, SynthConfig};
 
@@ -44,12 +45,15 @@ pub fn learn_baseline(capture: &CaptureFile) -> Baseline {
         ..DetectConfig::default()
     };
     let stop = AtomicBool::new(false);
-    let out = replay(Arc::new(cfg), capture, 1, None, &stop, None);
+    let out = replay(Arc::new(cfg), capture, Plan::Inline, None, &stop, None)
+        .expect("the inline plan starts no thread");
     let mut learned = Baseline::default();
+    let mut samples = Vec::new();
     for s in out.shards {
         learned.merge(s.observed);
+        samples.extend(s.ml_samples);
     }
-    learned.train_models(ML_WINDOW_S);
+    modbus_detect::detect::learn::train(&mut learned, &mut samples, ML_WINDOW_S);
     learned
 }
 

@@ -13,13 +13,16 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::cli::Args;
+use crate::config::baseline::Baseline;
+use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode};
-use crate::detect::baseline::Baseline;
-use crate::detect::limits::RegisterLimits;
-use crate::engine::replay;
+use crate::files::{atomic_write, check_writable};
 use crate::output::eve::EveWriter;
 use crate::output::report::{self, RunInfo, Status, Summary};
-use crate::output::{atomic_write, check_writable};
+use crate::runtime::offline::replay;
+use crate::runtime::online::{self, LiveOptions, StartError};
+use crate::runtime::{Plan, RunOutcome};
+use crate::source::xdp::XdpMode;
 use crate::source::CaptureFile;
 
 /// A run that could not be completed, with its exit code.
@@ -96,23 +99,12 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
     Ok(cfg)
 }
 
-/// What a run produced, whatever its source.
-struct Finished {
-    dispatch: crate::counters::Counters,
-    shards: Vec<crate::shard::ShardResult>,
-    interrupted: bool,
-    input_error: Option<String>,
-    eve: Option<Result<u64, String>>,
-    elapsed_s: f64,
-    info: RunInfo,
-}
-
 /// Run with the given flags; returns the exit code.
 pub fn run(args: &Args) -> Result<u8, AppError> {
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stop);
     let cfg = Arc::new(config_from_args(args)?);
-    let finished = match (&args.pcap, &args.interface) {
+    let (outcome, info) = match (&args.pcap, &args.interface) {
         (Some(pcap), _) => {
             let capture = open_inputs(args, pcap)?;
             if let Some(path) = &args.dump_adus {
@@ -130,7 +122,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             ))
         }
     };
-    write_results(args, &cfg, finished)
+    write_results(args, &cfg, outcome, info)
 }
 
 /// Every file the run will write must be writable before it reads a frame:
@@ -159,8 +151,9 @@ fn eve_writer(args: &Args, cfg: &Arc<DetectConfig>) -> Result<Option<EveWriter>,
     args.eve
         .as_ref()
         .map(|p| {
-            EveWriter::create(p, cfg.clone())
-                .map_err(|e| AppError::Output(format!("{}: cannot create: {e}", p.display())))
+            EveWriter::create(p, cfg.clone()).map_err(|e| {
+                AppError::Output(format!("{}: cannot create: {}", p.display(), e.source))
+            })
         })
         .transpose()
 }
@@ -196,9 +189,9 @@ fn replay_capture(
     capture: &CaptureFile,
     pcap: &Path,
     stop: &AtomicBool,
-) -> Result<Finished, AppError> {
+) -> Result<(RunOutcome, RunInfo), AppError> {
     let eve = eve_writer(args, cfg)?;
-    let threads = usize::from(args.threads.unwrap_or_else(default_threads));
+    let plan = Plan::choose(args.threads.map(usize::from), 1);
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let bar = show_progress.then(|| progress_bar(capture.data().len() as u64));
     let progress = |pos: u64| {
@@ -206,25 +199,20 @@ fn replay_capture(
             b.set_position(pos);
         }
     };
-    let outcome = replay(cfg.clone(), capture, threads, eve, stop, Some(&progress));
+    let outcome = replay(cfg.clone(), capture, plan, eve, stop, Some(&progress)).map_err(|e| {
+        AppError::Input(format!("{}: cannot start the shards: {e}", pcap.display()))
+    })?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    Ok(Finished {
-        dispatch: outcome.dispatch,
-        shards: outcome.shards,
-        interrupted: outcome.interrupted,
-        input_error: outcome.input_error,
-        eve: outcome.eve,
-        elapsed_s: outcome.elapsed.as_secs_f64(),
-        info: run_info(
-            args,
-            "pcap",
-            pcap.display().to_string(),
-            capture.format().to_string(),
-            threads,
-        ),
-    })
+    let info = run_info(
+        args,
+        "pcap",
+        pcap.display().to_string(),
+        capture.format().to_string(),
+        plan.shards(),
+    );
+    Ok((outcome, info))
 }
 
 fn live_capture(
@@ -232,9 +220,7 @@ fn live_capture(
     cfg: &Arc<DetectConfig>,
     iface: &str,
     stop: &AtomicBool,
-) -> Result<Finished, AppError> {
-    use crate::source::live::{run_live, rx_queue_count, LiveOptions};
-    use crate::source::xdp::XdpMode;
+) -> Result<(RunOutcome, RunInfo), AppError> {
     let opts = LiveOptions {
         iface: iface.to_string(),
         queues: args.queues.clone(),
@@ -249,14 +235,13 @@ fn live_capture(
         busy_poll: std::time::Duration::from_micros(args.busy_poll),
         quiet: args.quiet,
     };
-    // One core for the RX thread of a typical single-queue mirror port, the
-    // rest for shards; at least one shard.
-    let threads = usize::from(
-        args.threads
-            .unwrap_or_else(|| default_threads().saturating_sub(1).max(1)),
-    );
-    let available = rx_queue_count(iface).map_err(|e| AppError::Input(e.to_string()))?;
+    let input = |e: &dyn std::fmt::Display| AppError::Input(e.to_string());
+    let available = crate::sys::netdev::rx_queue_count(iface).map_err(|e| input(&e))?;
     let queues = args.queues.as_ref().map_or(available as usize, Vec::len);
+    let threads = match args.threads {
+        Some(n) => usize::from(n),
+        None => online::default_shards(iface, args.queues.as_deref()).map_err(|e| input(&e))?,
+    };
     let mut live_cfg = DetectConfig::clone(cfg);
     if queues > 1 {
         // The directions of a connection may come through different queues.
@@ -267,24 +252,16 @@ fn live_capture(
     let eve = eve_writer(args, cfg)?;
     // Once the capabilities are gone (CAP_DAC_OVERRIDE with them), check
     // again that the outputs can be written, before capture starts.
-    let outputs_failed = std::cell::Cell::new(false);
-    let ready = || {
-        check_outputs(args).map_err(|e| {
-            outputs_failed.set(true);
-            format!("{e} (after dropping privileges)")
-        })
-    };
-    let out = run_live(cfg.clone(), &opts, threads, eve, stop, &ready).map_err(|e| {
-        if outputs_failed.get() {
-            AppError::Output(e.to_string())
-        } else {
-            AppError::Input(e.to_string())
-        }
-    })?;
-    let mode = match out.mode {
+    let ready = || check_outputs(args);
+    let outcome =
+        online::run_live(cfg.clone(), &opts, threads, eve, stop, &ready).map_err(|e| match e {
+            StartError::Check(e) => AppError::Output(format!("{e} (after dropping privileges)")),
+            StartError::Live(e) => input(&e),
+        })?;
+    let mode = outcome.capture.as_ref().map_or("", |c| match c.mode {
         XdpMode::Native => "native",
         XdpMode::Skb => "skb",
-    };
+    });
     let mut info = run_info(
         args,
         "interface",
@@ -292,39 +269,37 @@ fn live_capture(
         format!("af_xdp ({mode})"),
         threads,
     );
-    info.capture = Some(serde_json::json!({
-        "xdp_mode": mode,
-        "xdp": out.xdp,
-        "queues": out.queues,
-        "shards": out
-            .shard_ring_full_drops
-            .iter()
-            .enumerate()
-            .map(|(shard, drops)| serde_json::json!({"shard": shard, "ring_full_drops": drops}))
-            .collect::<Vec<_>>(),
-        "link_down_events": out.link_down_events,
-        "link_down_seconds": out.link_down_seconds,
-        "privileges": out.privileges,
-        "busy_poll": out.busy_poll,
-    }));
-    Ok(Finished {
-        dispatch: out.dispatch,
-        shards: out.shards,
-        interrupted: out.interrupted,
-        input_error: out.error,
-        eve: out.eve,
-        elapsed_s: out.elapsed.as_secs_f64(),
-        info,
-    })
+    info.capture = outcome.capture.as_ref().map(|out| {
+        serde_json::json!({
+            "xdp_mode": mode,
+            "xdp": out.xdp,
+            "queues": out.queues,
+            "shards": out
+                .shard_ring_full_drops
+                .iter()
+                .enumerate()
+                .map(|(shard, drops)| serde_json::json!({"shard": shard, "ring_full_drops": drops}))
+                .collect::<Vec<_>>(),
+            "link_down_events": out.link_down_events,
+            "link_down_seconds": out.link_down_seconds,
+            "privileges": out.privileges,
+            "busy_poll": out.busy_poll,
+        })
+    });
+    Ok((outcome, info))
 }
 
 /// Report, baseline, summary and exit code, for replay and live alike.
-fn write_results(args: &Args, cfg: &DetectConfig, f: Finished) -> Result<u8, AppError> {
+fn write_results(
+    args: &Args,
+    cfg: &DetectConfig,
+    f: RunOutcome,
+    mut info: RunInfo,
+) -> Result<u8, AppError> {
     if let (Some(Err(_)), Some(path)) = (&f.eve, &args.eve) {
         // The stream broke off (disk full, I/O error): leave whole lines.
         trim_to_last_line(path);
     }
-    let mut info = f.info;
     info.status = if f.interrupted {
         Status::Interrupted
     } else if f.input_error.is_some() {
@@ -332,11 +307,16 @@ fn write_results(args: &Args, cfg: &DetectConfig, f: Finished) -> Result<u8, App
     } else {
         Status::Complete
     };
-    info.error = f.input_error.clone();
-    info.elapsed_s = f.elapsed_s;
+    info.error = f.input_error.as_ref().map(ToString::to_string);
+    let elapsed_s = f.elapsed.as_secs_f64();
+    info.elapsed_s = elapsed_s;
     let mut summary = Summary::merge(&f.dispatch, f.shards);
     if cfg.mode == Mode::Learn {
-        summary.observed.train_models(args.ml_window);
+        crate::detect::learn::train(
+            &mut summary.observed,
+            &mut summary.ml_samples,
+            args.ml_window,
+        );
     }
     let json = report::build(&summary, &info, cfg);
     let text = serde_json::to_vec_pretty(&json).map_err(|e| AppError::Output(e.to_string()))?;
@@ -352,7 +332,7 @@ fn write_results(args: &Args, cfg: &DetectConfig, f: Finished) -> Result<u8, App
         })?;
     }
     if !args.quiet {
-        print_summary(&summary, &info, args, f.elapsed_s);
+        print_summary(&summary, &info, args, elapsed_s);
     }
     if let Some(Err(e)) = &f.eve {
         return Err(AppError::Output(format!("EVE stream {e}")));
@@ -413,12 +393,6 @@ fn trim_to_last_line(path: &Path) {
     }
 }
 
-fn default_threads() -> u16 {
-    std::thread::available_parallelism()
-        .map(|n| u16::try_from(n.get()).unwrap_or(u16::MAX))
-        .unwrap_or(1)
-}
-
 /// First SIGINT/SIGTERM: stop reading and write what was found. A second
 /// one: exit at once.
 fn install_signal_handlers(stop: &Arc<AtomicBool>) {
@@ -462,7 +436,7 @@ fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
             s.observed.masters().len(),
             s.observed.slaves().len()
         );
-        let windows = s.observed.ml_sample_count();
+        let windows = s.ml_samples.len();
         let _ = match s.observed.models() {
             Some(_) => writeln!(
                 err,

@@ -2,138 +2,15 @@
 //! frame that completed it. Used by `modbus-detect --dump-adus` (analysts
 //! comparing with Wireshark) and by the differential test against tshark.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::config::DetectConfig;
-use crate::dispatch::classify;
-use crate::modbus::mbap::Mbap;
-use crate::modbus::pdu::{Request, Response};
-use crate::shard::{Shard, ShardResult};
+use crate::modbus::record::AduRecord;
+use crate::runtime::dispatch::{Dispatcher, FrameStore};
+use crate::runtime::inline::Inline;
+use crate::shard::ShardResult;
 use crate::source::{CaptureFile, SourceError};
-
-/// One decoded ADU.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AduRecord {
-    /// 1-based frame number of the segment that completed the ADU.
-    pub frame: u64,
-    pub ts_ns: u64,
-    pub src: IpAddr,
-    pub src_port: u16,
-    pub dst: IpAddr,
-    pub dst_port: u16,
-    pub is_request: bool,
-    pub tid: u16,
-    pub protocol_id: u16,
-    pub length: u16,
-    pub unit: u8,
-    /// The function code byte as sent (0x80 set on exceptions).
-    pub function_code: u8,
-    pub exception_code: Option<u8>,
-    /// Start address, as Wireshark's `modbus.reference_num`.
-    pub reference: Option<u16>,
-    /// Quantity, as Wireshark's `modbus.word_cnt` / `modbus.bit_cnt`.
-    pub quantity: Option<u16>,
-    pub sub_function: Option<u16>,
-    pub mei: Option<u8>,
-    /// Why the PDU did not decode, if it did not.
-    pub error: Option<&'static str>,
-}
-
-/// Endpoints and direction of an ADU, filled by the shard.
-#[derive(Debug, Clone, Copy)]
-pub struct AduOrigin {
-    pub frame: u64,
-    pub ts_ns: u64,
-    pub src: IpAddr,
-    pub src_port: u16,
-    pub dst: IpAddr,
-    pub dst_port: u16,
-}
-
-impl AduRecord {
-    fn base(o: &AduOrigin, mbap: &Mbap, fc: u8, is_request: bool) -> Self {
-        AduRecord {
-            frame: o.frame,
-            ts_ns: o.ts_ns,
-            src: o.src,
-            src_port: o.src_port,
-            dst: o.dst,
-            dst_port: o.dst_port,
-            is_request,
-            tid: mbap.tid,
-            protocol_id: mbap.proto,
-            length: mbap.len,
-            unit: mbap.unit,
-            function_code: fc,
-            exception_code: None,
-            reference: None,
-            quantity: None,
-            sub_function: None,
-            mei: None,
-            error: None,
-        }
-    }
-
-    pub fn request(o: &AduOrigin, mbap: &Mbap, req: &Request<'_>) -> Self {
-        let mut r = Self::base(o, mbap, req.function_code(), true);
-        if let Some((addr, qty)) = req.reference() {
-            r.reference = Some(addr);
-            r.quantity = Some(qty);
-        }
-        match *req {
-            Request::WriteSingleCoil { addr, .. }
-            | Request::WriteSingleRegister { addr, .. }
-            | Request::MaskWriteRegister { addr, .. }
-            | Request::ReadFifoQueue { addr } => r.reference = Some(addr),
-            Request::Diagnostics { sub, .. } => r.sub_function = Some(sub),
-            Request::EncapsulatedInterface { mei, .. } => r.mei = Some(mei),
-            _ => {}
-        }
-        r
-    }
-
-    pub fn response(o: &AduOrigin, mbap: &Mbap, resp: &Response<'_>) -> Self {
-        let fc = resp.function_code();
-        let mut r = Self::base(o, mbap, fc, false);
-        match *resp {
-            Response::Exception { code, .. } => {
-                r.function_code = fc | 0x80;
-                r.exception_code = Some(code);
-            }
-            Response::WriteSingle { addr, .. } | Response::MaskWriteRegister { addr, .. } => {
-                r.reference = Some(addr)
-            }
-            Response::WriteMultiple { addr, qty, .. } => {
-                r.reference = Some(addr);
-                r.quantity = Some(qty);
-            }
-            Response::Diagnostics { sub, .. } => r.sub_function = Some(sub),
-            Response::EncapsulatedInterface { mei, .. } => r.mei = Some(mei),
-            // Wireshark's word_cnt of a FIFO response is the FIFO count.
-            Response::ReadFifoQueue { data } => {
-                r.quantity = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-            }
-            _ => {}
-        }
-        r
-    }
-
-    pub fn undecodable(
-        o: &AduOrigin,
-        mbap: &Mbap,
-        pdu: &[u8],
-        is_request: bool,
-        error: &'static str,
-    ) -> Self {
-        let mut r = Self::base(o, mbap, pdu.first().copied().unwrap_or(0), is_request);
-        r.error = Some(error);
-        r
-    }
-}
 
 /// Result of [`decode_capture`].
 pub struct Inspection {
@@ -146,32 +23,34 @@ pub struct Inspection {
 /// Decode a capture on one shard in this thread, recording every ADU.
 pub fn decode_capture(path: &Path, cfg: Arc<DetectConfig>) -> Result<Inspection, SourceError> {
     let capture = CaptureFile::open(path)?;
-    let mut shard = Shard::new(cfg.clone(), 1);
-    shard.enable_tap();
-    let data = capture.data();
+    let mut inline = Inline::new(&cfg, 1, None);
+    for shard in inline.shards_mut() {
+        shard.enable_tap();
+    }
+    let store = FrameStore::Shared(capture.data().clone());
+    let mut dispatcher = Dispatcher::inline(&cfg, inline, store);
     let mut error = None;
-    let mut skipped = crate::counters::Counters::default();
-    for (i, frame) in capture.frames().enumerate() {
-        let frame = match frame {
-            Ok(f) => f,
+    for frame in capture.frames() {
+        match frame {
+            Ok(f) => dispatcher.push_ref(&f),
             Err(e) => {
                 error = Some(e);
                 break;
             }
-        };
-        skipped.frames += 1;
-        let bytes = data
-            .get(frame.off..frame.off + frame.len as usize)
-            .unwrap_or(&[]);
-        match classify(frame.link, bytes, &cfg, 1) {
-            Ok((meta, _)) => shard.process(i as u64 + 1, frame.ts_ns, &meta, bytes),
-            Err(reason) => skipped.skip(reason),
         }
     }
-    shard.flush();
-    let adus = shard.take_tap();
-    let mut result = shard.finish();
-    result.counters.merge(&skipped);
+    let done = dispatcher.finish();
+    let mut adus = Vec::new();
+    let mut results = Vec::new();
+    if let Some(mut inline) = done.inline {
+        for shard in inline.shards_mut() {
+            shard.flush();
+            adus.extend(shard.take_tap());
+        }
+        results = inline.finish().0;
+    }
+    let mut result = results.pop().unwrap_or_default();
+    result.counters.merge(&done.counters);
     Ok(Inspection {
         adus,
         result,

@@ -8,26 +8,25 @@
 use std::sync::Arc;
 
 use crate::alert::{Aggregate, Alert, AlertKind, AlertStore, Detail, EveEvent, Severity};
+use crate::config::baseline::{Baseline, PairId};
 use crate::config::{DetectConfig, Limits, Mode};
 use crate::counters::Counters;
 use crate::decode::{tcp_flags, PacketMeta};
-use crate::detect::baseline::Baseline;
-use crate::detect::limits::modicon_number;
-use crate::detect::{AlertSink, Detectors, Endpoints, RequestCtx, ResponseCtx};
-use crate::dispatch::is_modbus_port;
+use crate::detect::learn::Sample;
+use crate::detect::ml::MlStats;
+use crate::detect::{AlertSink, Analysis, Endpoints, RequestCtx, ResponseCtx};
 use crate::flow::reassembly::{AduSink, AduVerdict};
 use crate::flow::{Dir, Flow, FlowKey, FlowTable, PairCache};
-use crate::inspect::{AduOrigin, AduRecord};
-use crate::ml::monitor::{MlStats, Monitor};
 use crate::modbus::mbap::{Mbap, MBAP_LEN};
-use crate::modbus::pdu::{parse_request, parse_response, read_values, Request, Response};
+use crate::modbus::pdu::{parse_request, parse_response, Response};
+use crate::modbus::record::{AduOrigin, AduRecord};
 use crate::modbus::transaction::{EarlyResponse, PendingRequest, PendingTable};
 
 /// Requests kept in the inventory per shard; beyond, new pairs are counted only.
 const INVENTORY_PAIRS: usize = 1 << 16;
 
 /// What a shard hands to the merger at the end of a run.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ShardResult {
     pub counters: Counters,
     pub aggregates: Vec<Aggregate>,
@@ -42,6 +41,8 @@ pub struct ShardResult {
     pub first_ns: Option<u64>,
     pub last_ns: Option<u64>,
     pub ml: MlStats,
+    /// Baseline mode: the ML training windows.
+    pub ml_samples: Vec<Sample>,
 }
 
 /// Alerts go into the store; lines for the EVE stream are buffered per batch.
@@ -67,16 +68,52 @@ enum Retire {
     EndOfInput,
 }
 
+/// What the shard has seen: pairs, function codes, units (and, in baseline
+/// mode, the timing of each pair's requests). Bounded in pairs when
+/// detecting; when learning, every pair gets in (the baseline is the point).
+struct Inventory {
+    observed: Baseline,
+    /// Keep every pair and its timing (baseline mode).
+    learning: bool,
+    /// Requests of pairs left out because the inventory was full.
+    dropped: u64,
+}
+
+impl Inventory {
+    fn new(mode: Mode) -> Inventory {
+        Inventory {
+            observed: Baseline::default(),
+            learning: mode == Mode::Learn,
+            dropped: 0,
+        }
+    }
+
+    /// The pair's entry, added if there is room.
+    fn pair(&mut self, ep: &Endpoints) -> Option<PairId> {
+        let observed = &mut self.observed;
+        observed.pair_id(ep.master, ep.slave).or_else(|| {
+            (observed.pair_count() < INVENTORY_PAIRS || self.learning)
+                .then(|| observed.add_pair(ep.master, ep.slave))
+        })
+    }
+
+    /// A request of pair `entry` (`None`: left out, counted).
+    #[inline]
+    fn count(&mut self, entry: Option<PairId>, unit: u8, fc: u8, ts_ns: u64) {
+        match entry {
+            Some(id) => self.observed.count_pair(id, unit, fc, ts_ns, self.learning),
+            None => self.dropped += 1,
+        }
+    }
+}
+
 /// Everything of a shard but its connection table, so that a flow (borrowed
 /// from the table) and the state its ADUs update can be borrowed together.
 struct State {
     cfg: Arc<DetectConfig>,
-    detectors: Detectors,
+    analysis: Analysis,
     alerts: Alerts,
-    observed: Baseline,
-    inventory_pairs_dropped: u64,
-    /// Windows of traffic for the ML models.
-    ml: Monitor,
+    inventory: Inventory,
     counters: Counters,
     first_ns: Option<u64>,
     last_ns: Option<u64>,
@@ -122,7 +159,7 @@ impl Shard {
             flows: FlowTable::new(limits.max_flows / shards, limits.flow_idle_timeout_ns),
             limits,
             st: State {
-                detectors: Detectors::new(&cfg),
+                analysis: Analysis::new(&cfg),
                 alerts: Alerts {
                     store: AlertStore::new(
                         (limits.max_alert_keys / shards).max(1),
@@ -130,17 +167,7 @@ impl Shard {
                     ),
                     eve: Vec::new(),
                 },
-                observed: Baseline::default(),
-                inventory_pairs_dropped: 0,
-                ml: match (
-                    cfg.mode,
-                    cfg.ml,
-                    cfg.baseline.as_ref().and_then(|b| b.models()),
-                ) {
-                    (Mode::Learn, _, _) => Monitor::learning(cfg.ml_window_ns),
-                    (Mode::Detect, true, Some(models)) => Monitor::judging(models.clone()),
-                    _ => Monitor::off(),
-                },
+                inventory: Inventory::new(cfg.mode),
                 counters: Counters::default(),
                 first_ns: None,
                 last_ns: None,
@@ -171,16 +198,24 @@ impl Shard {
         self.st.alerts.eve.drain(..)
     }
 
-    /// Process one TCP segment on a Modbus port (`frame_no` is 1-based).
-    pub fn process(&mut self, frame_no: u64, ts_ns: u64, meta: &PacketMeta, frame: &[u8]) {
+    /// Process one TCP segment on a Modbus port (`frame_no` is 1-based),
+    /// going in direction `dir` of its connection (see [`crate::flow::orient`]).
+    pub fn process(
+        &mut self,
+        frame_no: u64,
+        ts_ns: u64,
+        meta: &PacketMeta,
+        dir: Dir,
+        frame: &[u8],
+    ) {
         let st = &mut self.st;
         st.frame_no = frame_no;
         st.counters.modbus_frames += 1;
         st.counters.truncated_frames += u64::from(meta.truncated);
         st.first_ns = Some(st.first_ns.map_or(ts_ns, |t| t.min(ts_ns)));
         st.last_ns = Some(st.last_ns.map_or(ts_ns, |t| t.max(ts_ns)));
-        st.ml.tick(ts_ns, &mut st.alerts);
-        let (key, dir) = orient(meta, &st.cfg);
+        st.analysis.on_tick(ts_ns, &mut st.alerts);
+        let key = FlowKey::of(meta, dir);
         let payload = meta.payload(frame);
         let idx = match self.flows.find(&key) {
             Some(i) => i,
@@ -293,15 +328,15 @@ impl Shard {
             self.retire(flow, Retire::EndOfInput);
         }
         let st = &mut self.st;
-        st.ml.finish(&mut st.alerts);
+        st.analysis.flush(&mut st.alerts);
     }
 
     /// End of the run: flush what is left and hand over the results.
     pub fn finish(mut self) -> ShardResult {
         self.flush();
         let mut st = self.st;
-        let samples = st.ml.take_samples();
-        st.observed.add_ml_samples(samples);
+        let analysed = st.analysis.finish();
+        st.inventory.observed.merge(analysed.learned.registers);
         let store = st.alerts.store;
         ShardResult {
             counters: st.counters,
@@ -310,49 +345,14 @@ impl Shard {
             alerts_dropped: store.dropped,
             eve_suppressed: store.eve_suppressed,
             aggregates: store.into_aggregates(),
-            observed: st.observed,
-            inventory_pairs_dropped: st.inventory_pairs_dropped,
-            rule_state_evicted: st.detectors.state_evicted(),
+            observed: st.inventory.observed,
+            inventory_pairs_dropped: st.inventory.dropped,
+            rule_state_evicted: analysed.rule_state_evicted,
             first_ns: st.first_ns,
             last_ns: st.last_ns,
-            ml: st.ml.stats,
+            ml: analysed.ml,
+            ml_samples: analysed.learned.samples,
         }
-    }
-}
-
-/// Which side is the server: the one on a Modbus port (the destination when
-/// both are, so that both directions of a 502<->502 connection agree on the
-/// lower address as the server).
-#[inline(always)]
-pub fn orient(meta: &PacketMeta, cfg: &DetectConfig) -> (FlowKey, Dir) {
-    let dst_is_server = match (
-        is_modbus_port(&cfg.ports, meta.sport),
-        is_modbus_port(&cfg.ports, meta.dport),
-    ) {
-        (true, false) => false,
-        (false, true) => true,
-        _ => (meta.dst, meta.dport) <= (meta.src, meta.sport),
-    };
-    if dst_is_server {
-        (
-            FlowKey {
-                client: meta.src,
-                server: meta.dst,
-                client_port: meta.sport,
-                server_port: meta.dport,
-            },
-            Dir::ToServer,
-        )
-    } else {
-        (
-            FlowKey {
-                client: meta.dst,
-                server: meta.src,
-                client_port: meta.dport,
-                server_port: meta.sport,
-            },
-            Dir::ToClient,
-        )
     }
 }
 
@@ -405,41 +405,23 @@ impl ModbusSink<'_> {
         }));
     }
 
-    fn learning(&self) -> bool {
-        self.st.cfg.mode == Mode::Learn
-    }
-
-    /// Record a request in the inventory (bounded in pairs). The pair's
-    /// entry is looked up once per connection and remembered: a request
+    /// Record a request in the inventory; the pair's entry, if it has one.
+    /// The entry is looked up once per connection and remembered: a request
     /// then costs no hashing here (`Baseline::record` hashed the pair and
     /// the slave every time, 7 % of the per-frame cost).
-    fn note_request(&mut self, ep: &Endpoints, unit: u8, req: &Request<'_>, ts_ns: u64) {
-        let fc = req.function_code();
-        let learning = self.learning();
-        let observed = &mut self.st.observed;
+    fn note_request(&mut self, ep: &Endpoints, unit: u8, fc: u8, ts_ns: u64) -> Option<PairId> {
+        let inventory = &mut self.st.inventory;
         let entry = match self.pair.inventory {
             Some(entry) => entry,
             None => {
-                let entry = observed.pair_id(ep.master, ep.slave).or_else(|| {
-                    (observed.pair_count() < INVENTORY_PAIRS || learning)
-                        .then(|| observed.add_pair(ep.master, ep.slave))
-                });
-                // A pair left out stays out: the inventory never shrinks
-                // (and when learning, every pair gets in).
+                // A pair left out stays out: the inventory never shrinks.
+                let entry = inventory.pair(ep);
                 self.pair.inventory = Some(entry);
                 entry
             }
         };
-        match entry {
-            Some(id) => {
-                observed.count_pair(id, unit, fc, ts_ns, learning);
-                let st = &mut *self.st;
-                if st.ml.is_on() {
-                    st.ml.on_request(id, ep, ts_ns, unit, req, &mut st.alerts);
-                }
-            }
-            None => self.st.inventory_pairs_dropped += 1,
-        }
+        inventory.count(entry, unit, fc, ts_ns);
+        entry
     }
 
     fn on_request(&mut self, mbap: &Mbap, pdu: &[u8], ts_ns: u64) -> AduVerdict {
@@ -457,7 +439,7 @@ impl ModbusSink<'_> {
         self.st.counters.requests += 1;
         let ep = self.endpoints();
         let fc = req.function_code();
-        self.note_request(&ep, mbap.unit, &req, ts_ns);
+        let pair = self.note_request(&ep, mbap.unit, fc, ts_ns);
         let limits = self.st.cfg.limits;
         self.pending.insert(
             PendingRequest::new(ts_ns, mbap.tid, mbap.unit, &req),
@@ -465,29 +447,21 @@ impl ModbusSink<'_> {
             limits.transaction_timeout_ns,
             &mut self.st.counters,
         );
-        if self.learning() {
-            for (table, addr, value) in req.written_values() {
-                let reg = modicon_number(table, addr);
-                self.st
-                    .observed
-                    .record_register(ep.slave, mbap.unit, reg, f64::from(value));
-            }
-        } else {
-            let facts = match self.pair.facts {
-                Some(f) => f,
-                None => *self.pair.facts.insert(self.st.detectors.pair_facts(&ep)),
-            };
-            let ctx = RequestCtx {
-                ts_ns,
-                ep,
-                unit: mbap.unit,
-                tid: mbap.tid,
-                req: &req,
-                outstanding: self.pending.len(),
-                facts,
-            };
-            self.st.detectors.on_request(&ctx, &mut self.st.alerts);
-        }
+        let facts = match self.pair.facts {
+            Some(f) => f,
+            None => *self.pair.facts.insert(self.st.analysis.pair_facts(&ep)),
+        };
+        let ctx = RequestCtx {
+            ts_ns,
+            ep,
+            unit: mbap.unit,
+            tid: mbap.tid,
+            req: &req,
+            outstanding: self.pending.len(),
+            facts,
+            pair,
+        };
+        self.st.analysis.on_request(&ctx, &mut self.st.alerts);
         // Its response may have overtaken it (several RX queues).
         if let Some(early) = self.pending.take_early(mbap.tid, mbap.unit, fc) {
             let request = self.pending.take(mbap.tid, mbap.unit, fc);
@@ -579,33 +553,16 @@ impl ModbusSink<'_> {
         } else {
             self.st.counters.unmatched_responses += 1;
         }
-        if self.st.ml.is_on() {
-            if let Some(Some(id)) = self.pair.inventory {
-                let exception = matches!(resp, Response::Exception { .. });
-                self.st.ml.on_response(id, exception);
-            }
-        }
-        let ep = self.endpoints();
-        if self.learning() {
-            if let Some(read) = request.and_then(|r| r.read_request()) {
-                for (table, addr, value) in read_values(&read, resp) {
-                    let reg = modicon_number(table, addr);
-                    self.st
-                        .observed
-                        .record_register(ep.slave, mbap.unit, reg, f64::from(value));
-                }
-            }
-            return;
-        }
         let ctx = ResponseCtx {
             ts_ns,
-            ep,
+            ep: self.endpoints(),
             unit: mbap.unit,
             tid: mbap.tid,
             resp,
             request: request.as_ref(),
+            pair: self.pair.inventory.flatten(),
         };
-        self.st.detectors.on_response(&ctx, &mut self.st.alerts);
+        self.st.analysis.on_response(&ctx, &mut self.st.alerts);
     }
 
     /// A PDU that does not fit its MBAP length: the length field is wrong.
@@ -628,9 +585,8 @@ impl ModbusSink<'_> {
 
     fn raise_malformed(&mut self, alert: Alert) {
         self.st.counters.malformed_adus += 1;
-        if !self.learning() {
-            self.st.alerts.raise(alert, 1);
-        }
+        let st = &mut *self.st;
+        st.analysis.on_malformed(alert, &mut st.alerts);
     }
 }
 

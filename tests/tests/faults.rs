@@ -364,7 +364,7 @@ fn shard_overload_drops_are_counted_per_queue_and_per_shard() {
         &topo,
         &report,
         &["--threads", "2"],
-        &[(modbus_detect::engine::SHARD_DELAY_ENV, "20000")],
+        &[(modbus_detect::runtime::SHARD_DELAY_ENV, "20000")],
     );
     let out = topo
         .run_in(

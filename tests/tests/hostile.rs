@@ -835,9 +835,17 @@ fn alert_storm_leaves_a_bounded_report_with_exact_counts() {
     let eve = EveWriter::create(&eve_path, cfg.clone()).unwrap();
     let capture = modbus_detect::source::CaptureFile::open(&pcap).unwrap();
     let stop = AtomicBool::new(false);
-    let out = modbus_detect::engine::replay(cfg.clone(), &capture, 1, Some(eve), &stop, None);
+    let out = modbus_detect::runtime::offline::replay(
+        cfg.clone(),
+        &capture,
+        modbus_detect::runtime::Plan::Threads(1),
+        Some(eve),
+        &stop,
+        None,
+    )
+    .unwrap();
     assert!(out.input_error.is_none());
-    let eve_lines = out.eve.clone().unwrap().unwrap();
+    let eve_lines = *out.eve.as_ref().unwrap().as_ref().unwrap();
     let summary = Summary::merge(&out.dispatch, out.shards);
     let info = RunInfo {
         input_kind: "pcap",

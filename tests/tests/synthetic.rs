@@ -244,8 +244,8 @@ fn a_response_that_overtakes_its_request_is_still_matched() {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
+    use modbus_detect::config::limits::RegisterLimits;
     use modbus_detect::config::DetectConfig;
-    use modbus_detect::detect::limits::RegisterLimits;
     use modbus_detect::output::report::Summary;
 
     let dir = tempfile::tempdir().unwrap();
@@ -277,14 +277,15 @@ fn a_response_that_overtakes_its_request_is_still_matched() {
         };
         cfg.limits.early_response_hold_ns = hold_ns;
         let capture = modbus_detect::source::CaptureFile::open(&pcap).unwrap();
-        let out = modbus_detect::engine::replay(
+        let out = modbus_detect::runtime::offline::replay(
             Arc::new(cfg),
             &capture,
-            1,
+            modbus_detect::runtime::Plan::Threads(1),
             None,
             &AtomicBool::new(false),
             None,
-        );
+        )
+        .unwrap();
         Summary::merge(&out.dispatch, out.shards)
     };
     let held = run(50_000_000);

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use modbus_detect::config::DetectConfig;
-use modbus_detect::inspect::{decode_capture, AduRecord};
+use modbus_detect::inspect::decode_capture;
+use modbus_detect::modbus::record::AduRecord;
 use modbus_tests::fixture;
 
 /// Who is at fault for a documented difference.

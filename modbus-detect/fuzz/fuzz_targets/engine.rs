@@ -5,9 +5,9 @@
 //! Input (see `modbus_detect_fuzz`): a flags byte choosing the configuration
 //! (every rule on with the lab's masters, writers, limits and baseline, or
 //! none; small tables; learning; 1 to 3 shards; ...), a link-type byte, then
-//! length-prefixed frames with a time delta each. Frames go through
-//! `dispatch::classify` and `Shard::process` as in a replay (`engine::replay`
-//! minus the threads); the shards' results are merged and the report built.
+//! length-prefixed frames with a time delta each. Frames go through the
+//! runtime's `Dispatcher` into inline shards (a replay minus the threads);
+//! the shards' results are merged and the report built.
 //!
 //! Invariants: no panic; every frame is counted once (read, then either
 //! skipped with a reason or handed to a shard); the report is valid JSON
@@ -20,49 +20,46 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use modbus_detect::config::DetectConfig;
-use modbus_detect::counters::Counters;
 use modbus_detect::decode::LinkType;
-use modbus_detect::dispatch::classify;
 use modbus_detect::output::eve;
 use modbus_detect::output::report::{build, RunInfo, Status, Summary};
-use modbus_detect::shard::Shard;
+use modbus_detect::runtime::dispatch::{classify, Dispatcher, FrameStore};
+use modbus_detect::runtime::inline::Inline;
 use modbus_detect_fuzz::{link_type, records, EngineFlags, START_NS};
 use serde_json::Value;
 
 /// Run the frames through `shards` shards; the report and the EVE lines.
 fn run(cfg: &Arc<DetectConfig>, link: LinkType, frames: &[u8], shards: usize) -> (Value, usize) {
-    let mut shard: Vec<Shard> = (0..shards)
-        .map(|_| Shard::new(cfg.clone(), shards))
-        .collect();
-    let mut dispatch = Counters::default();
+    let inline = Inline::new(cfg, shards, None).keeping_lines();
+    let mut dispatcher = Dispatcher::inline(cfg, inline, FrameStore::Copied);
     let mut eve_lines = 0usize;
     let mut processed = 0u64;
-    for (i, (ts, frame)) in records(frames).enumerate() {
-        dispatch.frames += 1;
-        dispatch.bytes += frame.len() as u64;
-        match classify(link, frame, cfg, shards) {
-            Ok((meta, n)) => {
-                assert!(n < shards, "shard {n} of {shards}");
-                assert!(
-                    usize::from(meta.payload_off) + usize::from(meta.payload_len) <= frame.len(),
-                    "payload inside the frame"
-                );
-                shard[n].process(i as u64 + 1, ts, &meta, frame);
-                processed += 1;
-            }
-            Err(reason) => dispatch.skip(reason),
+    for (ts, frame) in records(frames) {
+        if let Ok(c) = classify(link, frame, &cfg.ports, shards) {
+            assert!(c.shard < shards, "shard {} of {shards}", c.shard);
+            assert!(
+                usize::from(c.meta.payload_off) + usize::from(c.meta.payload_len) <= frame.len(),
+                "payload inside the frame"
+            );
+            processed += 1;
         }
-        // As the shard threads do after each batch.
-        for s in &mut shard {
-            for ev in s.drain_eve() {
-                let line = eve::record(&ev, cfg);
-                assert!(line.is_object());
-                serde_json::to_string(&line).expect("an EVE line serialises");
-                eve_lines += 1;
-            }
-        }
+        dispatcher.push(ts, link, frame);
     }
-    let results: Vec<_> = shard.into_iter().map(Shard::finish).collect();
+    let done = dispatcher.finish();
+    let dispatch = done.counters;
+    let Some(mut inline) = done.inline else {
+        panic!("an inline dispatcher hands its shards back");
+    };
+    for s in inline.shards_mut() {
+        s.flush();
+    }
+    for ev in inline.take_lines() {
+        let line = eve::record(&ev, cfg);
+        assert!(line.is_object());
+        serde_json::to_string(&line).expect("an EVE line serialises");
+        eve_lines += 1;
+    }
+    let (results, _) = inline.finish();
     let modbus_frames: u64 = results.iter().map(|r| r.counters.modbus_frames).sum();
     assert_eq!(
         modbus_frames, processed,

@@ -13,12 +13,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use libfuzzer_sys::fuzz_target;
-use modbus_detect::inspect::{AduOrigin, AduRecord};
 use modbus_detect::modbus::mbap::{plausible_header, Mbap, MBAP_LEN};
 use modbus_detect::modbus::pdu::{
     encode_request, encode_response, parse_request, parse_response, read_values, Request, Response,
     Table,
 };
+use modbus_detect::modbus::record::{AduOrigin, AduRecord};
 use modbus_detect::modbus::{exception_name, function_name};
 
 fn origin() -> AduOrigin {

@@ -16,10 +16,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
 
+use modbus_detect::config::baseline::Baseline;
+use modbus_detect::config::limits::RegisterLimits;
 use modbus_detect::config::{DetectConfig, Limits, Mode};
 use modbus_detect::decode::LinkType;
-use modbus_detect::detect::baseline::Baseline;
-use modbus_detect::detect::limits::RegisterLimits;
 use rustc_hash::FxHashSet;
 
 /// The lab's register limits file (every capture of tests/fixtures/lab).

@@ -9,9 +9,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::baseline::{Baseline, PairId};
 use super::{AlertSink, BoundedMap, Endpoints, RequestCtx, RULE_STATE_CAPACITY};
 use crate::alert::{AlertKind, Detail, Severity};
+use crate::config::baseline::{Baseline, PairId};
 use crate::config::Thresholds;
 
 pub struct BaselineRules {

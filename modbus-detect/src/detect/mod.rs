@@ -1,4 +1,6 @@
-//! Detection: the rules, the baseline model and the limits file.
+//! What a shard does with decoded ADUs: detection (the rules, and the ML
+//! judge with `--ml`) or, in baseline mode, learning ([`learn`]). The
+//! choice is made once, when the shard is built ([`Analysis`]).
 //!
 //! A rule is a small struct with `on_request` / `on_response` over borrowed,
 //! already-decoded data: it never parses bytes, never allocates per packet,
@@ -6,12 +8,12 @@
 //! the slave, so it lives in the slave's shard.
 
 pub mod access;
-pub mod baseline;
 pub mod baseline_rules;
 pub mod enumeration;
 pub mod exceptions;
 pub mod flood;
-pub mod limits;
+pub mod learn;
+pub mod ml;
 pub mod registers;
 
 use std::hash::Hash;
@@ -21,7 +23,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::alert::{Alert, AlertKind, Detail, Severity};
-use crate::config::DetectConfig;
+use crate::config::baseline::PairId;
+use crate::config::{DetectConfig, Mode};
 use crate::modbus::pdu::{Request, Response};
 use crate::modbus::transaction::PendingRequest;
 
@@ -75,7 +78,7 @@ impl Endpoints {
 pub struct PairFacts {
     pub access: Option<access::AccessFacts>,
     /// The pair's place in the loaded baseline (`Some(None)`: not in it).
-    pub baseline: Option<Option<baseline::PairId>>,
+    pub baseline: Option<Option<PairId>>,
 }
 
 /// A decoded request, as rules see it.
@@ -90,6 +93,8 @@ pub struct RequestCtx<'a> {
     pub outstanding: usize,
     /// What is known of the pair (all `None`: rules look it up themselves).
     pub facts: PairFacts,
+    /// The pair in the shard's inventory (`None`: left out, it was full).
+    pub pair: Option<PairId>,
 }
 
 impl RequestCtx<'_> {
@@ -111,6 +116,8 @@ pub struct ResponseCtx<'a> {
     pub tid: u16,
     pub resp: &'a Response<'a>,
     pub request: Option<&'a PendingRequest>,
+    /// The pair in the shard's inventory (`None`: left out, it was full).
+    pub pair: Option<PairId>,
 }
 
 impl ResponseCtx<'_> {
@@ -174,7 +181,7 @@ impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
 /// Entries each per-shard rule table may hold.
 pub const RULE_STATE_CAPACITY: usize = 1 << 18;
 
-/// Every rule of a shard.
+/// Every rule of a shard, and the ML judge with `--ml`.
 pub struct Detectors {
     access: access::AccessRules,
     enumeration: enumeration::Enumeration,
@@ -182,10 +189,12 @@ pub struct Detectors {
     baseline: baseline_rules::BaselineRules,
     exceptions: exceptions::ExceptionBurst,
     flood: flood::Flood,
+    ml: Option<ml::MlJudge>,
 }
 
 impl Detectors {
     pub fn new(cfg: &Arc<DetectConfig>) -> Self {
+        let models = cfg.baseline.as_ref().and_then(|b| b.models());
         Detectors {
             access: access::AccessRules::new(cfg.clone()),
             enumeration: enumeration::Enumeration,
@@ -193,6 +202,9 @@ impl Detectors {
             baseline: baseline_rules::BaselineRules::new(cfg.baseline.clone(), cfg.thresholds),
             exceptions: exceptions::ExceptionBurst::new(cfg.thresholds),
             flood: flood::Flood::new(cfg.thresholds),
+            ml: models
+                .filter(|_| cfg.ml)
+                .map(|m| ml::MlJudge::new(m.clone())),
         }
     }
 
@@ -205,6 +217,11 @@ impl Detectors {
     }
 
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
+        // The request may close its pair's window: that window is judged
+        // before the request's own alerts are raised.
+        if let Some(ml) = &mut self.ml {
+            ml.on_request(ctx, out);
+        }
         self.access.on_request(ctx, out);
         self.enumeration.on_request(ctx, out);
         self.registers.on_request(ctx, out);
@@ -213,6 +230,9 @@ impl Detectors {
     }
 
     pub fn on_response(&mut self, ctx: &ResponseCtx<'_>, out: &mut impl AlertSink) {
+        if let Some(ml) = &mut self.ml {
+            ml.on_response(ctx);
+        }
         self.registers.on_response(ctx, out);
         self.exceptions.on_response(ctx, out);
     }
@@ -223,6 +243,101 @@ impl Detectors {
             + self.baseline.evicted()
             + self.exceptions.evicted()
             + self.flood.evicted()
+    }
+}
+
+/// What a shard does with its ADUs, chosen once when it is built.
+pub enum Analysis {
+    /// Raise alerts.
+    Detect(Box<Detectors>),
+    /// Learn a baseline; raise nothing.
+    Learn(Box<learn::Learners>),
+}
+
+/// What an [`Analysis`] leaves at the end of a run.
+#[derive(Debug, Default)]
+pub struct Analysed {
+    pub ml: ml::MlStats,
+    pub rule_state_evicted: u64,
+    /// Baseline mode: what was learnt.
+    pub learned: learn::Learned,
+}
+
+impl Analysis {
+    pub fn new(cfg: &Arc<DetectConfig>) -> Analysis {
+        match cfg.mode {
+            Mode::Detect => Analysis::Detect(Box::new(Detectors::new(cfg))),
+            Mode::Learn => Analysis::Learn(Box::new(learn::Learners::new(cfg.ml_window_ns))),
+        }
+    }
+
+    /// What the rules work out once per connection (nothing when learning).
+    pub fn pair_facts(&self, ep: &Endpoints) -> PairFacts {
+        match self {
+            Analysis::Detect(d) => d.pair_facts(ep),
+            Analysis::Learn(_) => PairFacts::default(),
+        }
+    }
+
+    #[inline]
+    pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
+        match self {
+            Analysis::Detect(d) => d.on_request(ctx, out),
+            Analysis::Learn(l) => l.on_request(ctx),
+        }
+    }
+
+    #[inline]
+    pub fn on_response(&mut self, ctx: &ResponseCtx<'_>, out: &mut impl AlertSink) {
+        match self {
+            Analysis::Detect(d) => d.on_response(ctx, out),
+            Analysis::Learn(l) => l.on_response(ctx),
+        }
+    }
+
+    /// An ADU whose MBAP header or PDU is malformed: an alert when detecting.
+    pub fn on_malformed(&mut self, alert: Alert, out: &mut impl AlertSink) {
+        if let Analysis::Detect(_) = self {
+            out.raise(alert, 1);
+        }
+    }
+
+    /// The shard's clock reads `now_ns` (every frame).
+    #[inline]
+    pub fn on_tick(&mut self, now_ns: u64, out: &mut impl AlertSink) {
+        match self {
+            Analysis::Detect(d) => {
+                if let Some(ml) = &mut d.ml {
+                    ml.on_tick(now_ns, out);
+                }
+            }
+            Analysis::Learn(l) => l.on_tick(now_ns),
+        }
+    }
+
+    /// End of input: close what is still open (the last ML windows). Alerts
+    /// go to `out`; a second call finds nothing left.
+    pub fn flush(&mut self, out: &mut impl AlertSink) {
+        if let Analysis::Detect(d) = self {
+            if let Some(ml) = &mut d.ml {
+                ml.finish(out);
+            }
+        }
+    }
+
+    /// End of the run (after [`Analysis::flush`]).
+    pub fn finish(self) -> Analysed {
+        match self {
+            Analysis::Detect(d) => Analysed {
+                ml: d.ml.as_ref().map(|m| m.stats).unwrap_or_default(),
+                rule_state_evicted: d.state_evicted(),
+                learned: learn::Learned::default(),
+            },
+            Analysis::Learn(l) => Analysed {
+                learned: l.finish(),
+                ..Analysed::default()
+            },
+        }
     }
 }
 
@@ -268,6 +383,7 @@ pub(crate) mod testutil {
             req,
             outstanding: 1,
             facts: PairFacts::default(),
+            pair: None,
         }
     }
 
@@ -284,6 +400,7 @@ pub(crate) mod testutil {
             tid: 1,
             resp,
             request,
+            pair: None,
         }
     }
 }

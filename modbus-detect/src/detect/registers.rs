@@ -14,9 +14,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::limits::{RegisterLimit, RegisterLimits};
 use super::{AlertSink, BoundedMap, RequestCtx, ResponseCtx, RULE_STATE_CAPACITY};
 use crate::alert::{Alert, AlertKind, Detail, Severity};
+use crate::config::limits::{RegisterLimit, RegisterLimits};
 use crate::modbus::pdu::{read_values, TableValues};
 
 /// Last known value of one limited register.

@@ -7,7 +7,9 @@ pub use table::FlowTable;
 
 use std::net::IpAddr;
 
-use crate::detect::baseline::PairId;
+use crate::decode::PacketMeta;
+
+use crate::config::baseline::PairId;
 use crate::detect::PairFacts;
 use crate::modbus::transaction::PendingTable;
 use reassembly::Stream;
@@ -37,6 +39,60 @@ impl Dir {
             Dir::ToClient => Dir::ToServer,
         }
     }
+}
+
+impl FlowKey {
+    /// The key of a segment whose direction [`orient`] has decided: a copy
+    /// of its addresses, no decision again.
+    #[inline(always)]
+    pub fn of(meta: &PacketMeta, dir: Dir) -> FlowKey {
+        match dir {
+            Dir::ToServer => FlowKey {
+                client: meta.src,
+                server: meta.dst,
+                client_port: meta.sport,
+                server_port: meta.dport,
+            },
+            Dir::ToClient => FlowKey {
+                client: meta.dst,
+                server: meta.src,
+                client_port: meta.dport,
+                server_port: meta.sport,
+            },
+        }
+    }
+}
+
+/// Whether `port` is one of `ports` (`--ports`), with the usual single port
+/// (502) a single comparison: `slice::contains` costs some 30 instructions
+/// even on a one-element slice, and every frame asks twice, 6 % of the
+/// per-frame cost before this (micro-benchmark `dispatch/port_check`).
+#[inline]
+pub fn is_modbus_port(ports: &[u16], port: u16) -> bool {
+    match ports {
+        [p] => *p == port,
+        _ => ports.contains(&port),
+    }
+}
+
+/// Which side of a segment is the server, decided once per frame by the
+/// dispatcher (the shard key is the server) and carried to the shard with
+/// the frame: the side on a Modbus port, the destination when both are, so
+/// that both directions of a 502<->502 connection agree on the lower
+/// address as the server. `None` when neither port is a Modbus port.
+#[inline(always)]
+pub fn orient(meta: &PacketMeta, ports: &[u16]) -> Option<(FlowKey, Dir)> {
+    let dir = match (
+        is_modbus_port(ports, meta.sport),
+        is_modbus_port(ports, meta.dport),
+    ) {
+        (false, false) => return None,
+        (true, false) => Dir::ToClient,
+        (false, true) => Dir::ToServer,
+        (true, true) if (meta.dst, meta.dport) <= (meta.src, meta.sport) => Dir::ToServer,
+        (true, true) => Dir::ToClient,
+    };
+    Some((FlowKey::of(meta, dir), dir))
 }
 
 /// State of one tracked connection.

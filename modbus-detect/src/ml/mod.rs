@@ -9,12 +9,11 @@
 //! what can be written down; these models catch departures from the learnt
 //! baseline that nobody wrote a rule for.
 //!
-//! How the detector uses them: [`window`] turns each master-slave pair's
-//! traffic into one feature vector per window of capture time, [`models`]
-//! trains both models on the windows of a baseline and judges a window
-//! against thresholds set from them, and [`monitor`] is a shard's share of
-//! that work (training windows in `--baseline-mode`, `ML_ANOMALY` alerts
-//! with `--ml`).
+//! How the detector uses them: `detect::ml` turns each master-slave pair's
+//! traffic into one feature vector ([`features`]) per window of capture
+//! time; [`models`] trains both models on the windows of a baseline and
+//! judges a window against thresholds set from them. This module knows
+//! nothing of packets, shards or alerts: it is the algorithms only.
 //!
 //! The algorithms, all pure computation with no I/O, needing nothing of the
 //! rest of the crate but its seeded generator:
@@ -33,12 +32,11 @@
 //! user's file must be validated before it is used, and a model that passed
 //! `validate` never makes scoring panic or loop.
 
+pub mod features;
 pub mod iforest;
 pub mod models;
-pub mod monitor;
 pub mod ocsvm;
 pub mod scale;
-pub mod window;
 
 /// Data shared by the models' tests.
 #[cfg(test)]

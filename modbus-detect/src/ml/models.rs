@@ -19,10 +19,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::features::{Features, DIMS, FEATURE_NAMES};
 use super::iforest::IsolationForest;
 use super::ocsvm::OneClassSvm;
 use super::scale::Standardizer;
-use super::window::{Features, DIMS, FEATURE_NAMES};
 
 /// Fewer training windows than this and no model is trained: they would
 /// only describe noise (5 s windows: a pair must be seen for over a minute,

@@ -1,8 +1,9 @@
-//! Modbus/TCP: MBAP header, PDUs of every public function code, and the
-//! request/response transaction table.
+//! Modbus/TCP: MBAP header, PDUs of every public function code, the
+//! request/response transaction table, and ADU records (`--dump-adus`).
 
 pub mod mbap;
 pub mod pdu;
+pub mod record;
 pub mod transaction;
 
 /// Name of a function code as in the Modbus specification.

@@ -23,12 +23,25 @@ pub struct EveWriter {
     lines: u64,
 }
 
+/// The alert stream could not be written (disk full, I/O error); names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct EveError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl EveWriter {
     /// Create (truncate) the stream file.
-    pub fn create(path: &Path, cfg: Arc<DetectConfig>) -> std::io::Result<Self> {
+    pub fn create(path: &Path, cfg: Arc<DetectConfig>) -> Result<Self, EveError> {
+        let file = File::create(path).map_err(|source| EveError {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(EveWriter {
             path: path.to_path_buf(),
-            out: BufWriter::new(File::create(path)?),
+            out: BufWriter::new(file),
             cfg,
             lines: 0,
         })
@@ -38,7 +51,14 @@ impl EveWriter {
         &self.path
     }
 
-    pub fn write(&mut self, ev: &EveEvent) -> std::io::Result<()> {
+    fn error(&self, source: std::io::Error) -> EveError {
+        EveError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn write(&mut self, ev: &EveEvent) -> std::io::Result<()> {
         let line = record(ev, &self.cfg);
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")?;
@@ -46,16 +66,26 @@ impl EveWriter {
         Ok(())
     }
 
-    /// Hand what was written to the kernel.
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+    /// Write lines and hand them to the kernel, so that a SIEM tailing the
+    /// file sees alerts as they are raised.
+    pub fn write_lines(&mut self, lines: &[EveEvent]) -> Result<(), EveError> {
+        lines
+            .iter()
+            .try_for_each(|ev| self.write(ev))
+            .and_then(|()| self.out.flush())
+            .map_err(|e| self.error(e))
     }
 
     /// Flush and sync; returns the number of lines written.
-    pub fn finish(mut self) -> std::io::Result<u64> {
-        self.out.flush()?;
-        self.out.get_ref().sync_all()?;
-        Ok(self.lines)
+    pub fn finish(mut self) -> Result<u64, EveError> {
+        let done = self
+            .out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_all());
+        match done {
+            Ok(()) => Ok(self.lines),
+            Err(e) => Err(self.error(e)),
+        }
     }
 }
 

@@ -1,41 +1,7 @@
-//! Outputs: the JSON report, the EVE JSON-lines alert stream, and helpers.
+//! Outputs: the JSON report, the EVE JSON-lines alert stream, and time formats.
 
 pub mod eve;
 pub mod report;
-
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-/// Write a file so that readers see the old content or the new, never half:
-/// a temporary file in the same directory, fsynced, then renamed over.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
-/// Fail early, before a long capture, if `path` cannot be written.
-pub fn check_writable(path: &Path) -> std::io::Result<()> {
-    let tmp = temp_path(path);
-    std::fs::File::create(&tmp)?;
-    std::fs::remove_file(&tmp)
-}
 
 /// RFC 3339 UTC time with microseconds, e.g. `2026-11-23T12:00:00.123456Z`.
 pub fn iso_time(ts_ns: u64) -> String {
@@ -86,19 +52,5 @@ mod tests {
             iso_time(951_782_400_000_000_000),
             "2000-02-29T00:00:00.000000Z"
         );
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("r.json");
-        atomic_write(&p, b"one").unwrap();
-        atomic_write(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        let bad = dir.path().join("missing-dir").join("r.json");
-        assert!(atomic_write(&bad, b"x").is_err());
-        assert!(check_writable(&bad).is_err());
-        assert!(check_writable(&p).is_ok());
     }
 }

@@ -6,10 +6,11 @@
 use serde_json::{json, Map, Value};
 
 use crate::alert::{sort_for_report, Aggregate, Alert, AlertKind, Detail, FloodReason, Severity};
+use crate::config::baseline::Baseline;
 use crate::config::DetectConfig;
 use crate::counters::Counters;
-use crate::detect::baseline::Baseline;
-use crate::ml::monitor::MlStats;
+use crate::detect::learn::Sample;
+use crate::detect::ml::MlStats;
 use crate::modbus::{exception_name, function_name};
 use crate::shard::ShardResult;
 
@@ -30,6 +31,8 @@ pub struct Summary {
     pub first_ns: Option<u64>,
     pub last_ns: Option<u64>,
     pub ml: MlStats,
+    /// Baseline mode: every shard's ML training windows.
+    pub ml_samples: Vec<Sample>,
 }
 
 impl Summary {
@@ -53,6 +56,7 @@ impl Summary {
             s.rule_state_evicted += r.rule_state_evicted;
             s.inventory_pairs_dropped += r.inventory_pairs_dropped;
             s.ml.merge(&r.ml);
+            s.ml_samples.extend(r.ml_samples);
             s.observed.merge(r.observed);
             for t in [r.first_ns, r.last_ns].into_iter().flatten() {
                 s.first_ns = Some(s.first_ns.map_or(t, |f| f.min(t)));
@@ -203,7 +207,7 @@ fn ml_section(summary: &Summary, cfg: &DetectConfig) -> Value {
             let models = summary.observed.models();
             json!({
                 "window_s": cfg.ml_window_ns as f64 / 1e9,
-                "windows_learned": summary.observed.ml_sample_count(),
+                "windows_learned": summary.ml_samples.len(),
                 "models_trained": models.is_some(),
                 "min_windows": crate::ml::models::MIN_WINDOWS,
                 "iforest_threshold": models.map(|m| m.iforest_threshold),
@@ -445,7 +449,7 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> Map<String, Value> {
 }
 
 fn feature_name(i: u8) -> &'static str {
-    crate::ml::window::FEATURE_NAMES
+    crate::ml::features::FEATURE_NAMES
         .get(usize::from(i))
         .copied()
         .unwrap_or("unknown")

@@ -1,10 +1,11 @@
-//! Where frames come from: capture files (pcap, pcapng).
+//! Where frames come from: capture files (pcap, pcapng) and, live, the
+//! XDP program and its AF_XDP sockets.
 //!
-//! A source hands out [`FrameRef`]s, offsets into one shared buffer, so that the
-//! dispatcher moves a few words per frame instead of copying packet bytes.
+//! A source only yields frames. A capture file hands out [`FrameRef`]s,
+//! offsets into one shared buffer, so that the dispatcher moves a few words
+//! per frame instead of copying packet bytes; an AF_XDP socket lends each
+//! frame for one call. Where frames go is the runtime's business.
 
-pub mod busy_poll;
-pub mod live;
 mod pcap;
 pub mod xdp;
 

@@ -1,6 +1,8 @@
-//! The XDP program's loader: attach the program (`modbus-ebpf`, embedded at
-//! build time) to an interface, register AF_XDP sockets per RX queue, read
-//! its counters, detach.
+//! The live source. This file is the XDP program's loader: attach the
+//! program (`modbus-ebpf`, embedded at build time) to an interface,
+//! register AF_XDP sockets per RX queue, read its counters, detach.
+//! [`socket`] sets up the AF_XDP socket of one RX queue, [`rx`] receives
+//! from it, [`busy_poll`] keeps the receiving on the RX thread's core.
 //!
 //! The program sends every TCP frame with a Modbus port (either side; the
 //! `--ports` set) to the AF_XDP socket of its RX queue and everything else
@@ -11,8 +13,11 @@
 //! frames, frames with no socket) printed on stderr; it is off by default,
 //! and then costs nothing (the verifier drops the log calls).
 
+pub mod busy_poll;
 mod debug_log;
 mod program;
+mod rx;
+pub mod socket;
 
 use std::ffi::CString;
 use std::fmt;
@@ -24,6 +29,7 @@ use aya::Ebpf;
 
 pub use modbus_common::{MAX_PORTS, MAX_QUEUES};
 pub use program::LOG_ENV;
+pub use socket::{SocketError, SocketStats, XskQueue};
 
 /// How the program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,11 +29,11 @@
 //! Costs: while frames flow, the RX thread keeps its CPU busy; it sleeps
 //! again after `spin` without a frame. The interface tuning is left in
 //! place when capture ends (the capabilities to undo it are dropped at
-//! start, see `live::drop_capabilities`); it is only made when both values
+//! start, see `sys::caps::drop_capabilities`); it is only made when both values
 //! are 0, is printed, and is in the report (`capture.busy_poll`).
 
 use std::os::fd::RawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -108,16 +108,27 @@ pub fn set_socket_options(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A sysfs file of the interface's NAPI tuning could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct TuneError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Let the busy poller own the interface's NAPI, where nobody tuned it yet.
-pub fn tune_interface(iface: &str) -> Result<InterfaceTuning, String> {
+pub fn tune_interface(iface: &str) -> Result<InterfaceTuning, TuneError> {
     let dir = Path::new("/sys/class/net").join(iface);
-    let read = |name: &str| -> Result<u64, String> {
+    let read = |name: &str| -> Result<u64, TuneError> {
         let path = dir.join(name);
-        std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .trim()
-            .parse()
-            .map_err(|e| format!("{}: {e}", path.display()))
+        let text = std::fs::read_to_string(&path);
+        text.and_then(|t| {
+            t.trim()
+                .parse()
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+        .map_err(|source| TuneError { path, source })
     };
     let (defer, timeout) = (read("napi_defer_hard_irqs")?, read("gro_flush_timeout")?);
     if defer != 0 || timeout != 0 {
@@ -132,7 +143,9 @@ pub fn tune_interface(iface: &str) -> Result<InterfaceTuning, String> {
         ("gro_flush_timeout", GRO_FLUSH_TIMEOUT_NS),
     ] {
         let path = dir.join(name);
-        std::fs::write(&path, value.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Err(source) = std::fs::write(&path, value.to_string()) {
+            return Err(TuneError { path, source });
+        }
     }
     Ok(InterfaceTuning {
         napi_defer_hard_irqs: [defer, NAPI_DEFER_HARD_IRQS],

@@ -17,28 +17,9 @@
 //! Accumulating costs a few additions per request and no allocation; sets
 //! (function codes, addresses, units) are 256-bit bitmaps.
 
-use crate::detect::baseline::Stats;
+use crate::config::baseline::Stats;
+use crate::ml::features::Features;
 use crate::modbus::pdu::Request;
-
-/// Number of features.
-pub const DIMS: usize = 10;
-
-/// Feature names, in vector order (the report and the baseline file use them).
-pub const FEATURE_NAMES: [&str; DIMS] = [
-    "log_requests",
-    "log_mean_interval_ms",
-    "interval_cv",
-    "write_fraction",
-    "exception_fraction",
-    "distinct_function_codes",
-    "log_distinct_addresses",
-    "diagnostic_fraction",
-    "log_mean_quantity",
-    "log_distinct_units",
-];
-
-/// One window's feature vector.
-pub type Features = [f64; DIMS];
 
 /// A window that has closed.
 #[derive(Debug, Clone, Copy, PartialEq)]

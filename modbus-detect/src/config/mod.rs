@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 
-use crate::detect::baseline::Baseline;
-use crate::detect::limits::RegisterLimits;
+pub mod baseline;
+pub mod limits;
+
+use baseline::Baseline;
+use limits::RegisterLimits;
 
 /// Thresholds of the rules; the defaults are the original tool's.
 #[derive(Debug, Clone, Copy, PartialEq)]

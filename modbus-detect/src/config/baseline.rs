@@ -15,9 +15,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::limits::FileError;
+use crate::files::{load_file, FileError, ParseError};
 use crate::ml::models::Models;
-use crate::ml::monitor::Sample;
 
 /// The `schema` field of a baseline file.
 pub const SCHEMA: &str = "modbus-detect-baseline";
@@ -129,10 +128,7 @@ pub struct Baseline {
     units: FxHashMap<IpAddr, BTreeSet<u8>>,
     first_seen_ns: Option<u64>,
     last_seen_ns: Option<u64>,
-    /// Windows of traffic collected for the ML models (baseline mode; not
-    /// saved: the models trained on them are).
-    ml_samples: Vec<Sample>,
-    /// The ML models of a baseline file, or trained by [`Baseline::train_models`].
+    /// The ML models of a baseline file, or trained by `detect::learn::train`.
     models: Option<Arc<Models>>,
 }
 
@@ -287,36 +283,12 @@ impl Baseline {
             self.first_seen_ns = Some(self.first_seen_ns.map_or(t, |f| f.min(t)));
             self.last_seen_ns = Some(self.last_seen_ns.map_or(t, |l| l.max(t)));
         }
-        self.ml_samples.extend(other.ml_samples);
     }
 
-    /// Keep windows of traffic to train the ML models on.
-    pub fn add_ml_samples(&mut self, samples: Vec<Sample>) {
-        self.ml_samples.extend(samples);
-    }
-
-    /// Windows collected for training.
-    pub fn ml_sample_count(&self) -> usize {
-        self.ml_samples.len()
-    }
-
-    /// Train the ML models on the windows collected, in a fixed order (so
-    /// that any number of shards gives the same models); `false` when there
-    /// are too few windows ([`crate::ml::models::MIN_WINDOWS`]).
-    pub fn train_models(&mut self, window_s: f64) -> bool {
-        self.ml_samples.sort_by(|a, b| {
-            (a.master, a.slave, a.start_ns)
-                .cmp(&(b.master, b.slave, b.start_ns))
-                .then(
-                    a.features
-                        .iter()
-                        .map(|x| x.to_bits())
-                        .cmp(b.features.iter().map(|x| x.to_bits())),
-                )
-        });
-        let features: Vec<_> = self.ml_samples.iter().map(|s| s.features).collect();
-        self.models = Models::train(&features, window_s).map(Arc::new);
-        self.models.is_some()
+    /// Give the baseline its ML models (trained on windows of the traffic
+    /// it was learned from, see `detect::learn`).
+    pub fn set_models(&mut self, models: Option<Models>) {
+        self.models = models.map(Arc::new);
     }
 
     /// The ML models, if the baseline has them.
@@ -380,15 +352,14 @@ impl Baseline {
     pub fn save(&self, path: &Path, source: &str) -> std::io::Result<()> {
         let json =
             serde_json::to_vec_pretty(&self.to_file(source)).map_err(std::io::Error::other)?;
-        crate::output::atomic_write(path, &json)
+        crate::files::atomic_write(path, &json)
     }
 
     pub fn load(path: &Path) -> Result<Baseline, FileError> {
-        super::limits::load_file(path, Self::parse)
+        load_file(path, Self::parse)
     }
 
-    pub fn parse(text: &str) -> Result<Baseline, super::limits::ParseError> {
-        use super::limits::ParseError;
+    pub fn parse(text: &str) -> Result<Baseline, ParseError> {
         let head: FileHead = serde_json::from_str(text).map_err(ParseError::Json)?;
         if head.schema.as_deref() != Some(SCHEMA) {
             return Err(ParseError::Content(format!(
@@ -615,8 +586,8 @@ mod tests {
     #[test]
     fn rejects_other_versions_and_broken_json() {
         let err = |t: &str| match Baseline::parse(t) {
-            Err(super::super::limits::ParseError::Content(s)) => s,
-            Err(super::super::limits::ParseError::Json(e)) => format!("json: {e}"),
+            Err(crate::files::ParseError::Content(s)) => s,
+            Err(crate::files::ParseError::Json(e)) => format!("json: {e}"),
             Ok(_) => panic!("accepted {t}"),
         };
         assert!(err(r#"{"schema": "modbus-detect-baseline", "version": 2}"#).contains("version 2"));

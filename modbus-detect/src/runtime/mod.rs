@@ -1,23 +1,123 @@
-//! The runtime: shard threads fed by SPSC rings, an EVE writer thread, and
-//! the replay loop. The live capture path feeds the same [`Pipeline`].
+//! The runtime: the same shards behind every source.
+//!
+//! A source only yields frames (a capture file's records, an AF_XDP
+//! socket's descriptors); the runtime decides where they are processed.
+//! [`dispatch::Dispatcher`] decodes each frame once, orients it, picks its
+//! shard and hands it on — in batches over a lock-free ring to a shard
+//! thread of a [`Pipeline`], or straight to a shard in the caller's thread
+//! ([`inline`]). [`offline`] (capture files) and [`online`] (live AF_XDP
+//! capture) differ only in where the frames come from and in what they do
+//! when a shard falls behind (wait, or drop and count).
+//!
+//! Every run ends the same way, in one [`RunOutcome`].
+
+pub mod dispatch;
+pub mod inline;
+pub mod offline;
+pub mod online;
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::alert::EveEvent;
 use crate::config::DetectConfig;
 use crate::counters::Counters;
-use crate::dispatch::{classify, Batch, BatchItem, BATCH_FRAMES};
-use crate::output::eve::EveWriter;
+use crate::output::eve::{EveError, EveWriter};
 use crate::shard::{Shard, ShardResult};
-use crate::source::CaptureFile;
+use crate::source::SourceError;
+use dispatch::Batch;
 
 /// Batches in flight per shard ring.
 const RING_BATCHES: usize = 64;
+
+/// How a run ended, whatever its source.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub shards: Vec<ShardResult>,
+    /// Frames read, and frames skipped before the shards.
+    pub dispatch: Counters,
+    /// The source failed part-way (a capture file that breaks off, an
+    /// interface that disappears): everything before it was processed.
+    pub input_error: Option<InputError>,
+    /// Stopped by SIGINT/SIGTERM.
+    pub interrupted: bool,
+    /// EVE lines written, or why writing them failed.
+    pub eve: Option<Result<u64, EveError>>,
+    pub elapsed: Duration,
+    /// Shard threads (0: one shard in the reading thread).
+    pub shard_threads: usize,
+    /// Live capture only: the capture path's own figures.
+    pub capture: Option<online::CaptureReport>,
+}
+
+impl RunOutcome {
+    /// Alerts raised over all shards.
+    pub fn alerts_raised(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.raised.iter().sum::<u64>())
+            .sum()
+    }
+}
+
+/// Why a source stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Capture(#[from] SourceError),
+    #[error(transparent)]
+    Live(#[from] online::LiveError),
+}
+
+/// Where the shards run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// One shard in the thread that reads the frames: no rings, no wake-ups.
+    Inline,
+    /// This many shard threads, fed by the reading thread(s).
+    Threads(usize),
+}
+
+impl Plan {
+    /// `--threads N` when given (N shard threads), else what the cores can
+    /// feed: the reading threads (`readers`) take a core each and the rest
+    /// run shards; when no core is left for a shard, one shard runs inline
+    /// in the reader. On a 2-core machine a replay is then the reader plus
+    /// one shard: the earlier default of one shard per core (three busy
+    /// threads on two cores) was slower than `--threads 1`.
+    pub fn choose(threads: Option<usize>, readers: usize) -> Plan {
+        match threads {
+            Some(n) => Plan::Threads(n.max(1)),
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                match cores.saturating_sub(readers.max(1)) {
+                    0 => Plan::Inline,
+                    n => Plan::Threads(n),
+                }
+            }
+        }
+    }
+
+    /// Shards of the plan.
+    pub fn shards(self) -> usize {
+        match self {
+            Plan::Inline => 1,
+            Plan::Threads(n) => n.max(1),
+        }
+    }
+
+    /// Shard threads of the plan.
+    pub fn threads(self) -> usize {
+        match self {
+            Plan::Inline => 0,
+            Plan::Threads(n) => n.max(1),
+        }
+    }
+}
 
 /// Live progress of one shard, published after every batch (relaxed atomics:
 /// for the stats line, not for the report).
@@ -30,7 +130,7 @@ pub struct ShardProgress {
 /// Shard threads and the EVE writer, running.
 pub struct Pipeline {
     shards: Vec<JoinHandle<ShardResult>>,
-    eve: Option<JoinHandle<Result<u64, String>>>,
+    eve: Option<JoinHandle<Result<u64, EveError>>>,
     progress: Arc<Vec<ShardProgress>>,
 }
 
@@ -47,8 +147,7 @@ pub struct Feeder {
 /// How a source wakes a shard asleep on empty rings.
 ///
 /// An idle shard parks instead of yielding and sleeping in 50 µs steps: it
-/// takes no CPU from the reader when there are more threads than cores (the
-/// default `--threads` on a 2-core machine runs the reader and two shards),
+/// takes no CPU from the reader when there are more threads than cores,
 /// and it is back at work as soon as a batch comes, not up to 50 µs later.
 #[derive(Default)]
 struct Wake {
@@ -92,18 +191,9 @@ impl Feeder {
     /// still attached), if one has come back: its buffers serve the next
     /// batch, so that a steady stream allocates nothing (fresh item buffers
     /// are 22 KB per 256 frames; criterion `engine/batch_buffers`,
-    /// `modbus-bench-alloc alloc`; live capture also reuses the buffer its
-    /// frames are copied into).
+    /// `modbus-bench-alloc alloc`).
     pub fn spare(&mut self, shard: usize) -> Option<Batch> {
         self.returns.get_mut(shard).and_then(|r| r.pop().ok())
-    }
-
-    /// An empty item buffer for the next batch to `shard`, recycled when
-    /// one has come back.
-    pub fn items(&mut self, shard: usize) -> Vec<BatchItem> {
-        self.spare(shard)
-            .map(|b| b.items)
-            .unwrap_or_else(|| Vec::with_capacity(BATCH_FRAMES))
     }
 
     /// Hand a batch to a shard, waiting while its ring is full (replay: never
@@ -140,35 +230,28 @@ impl Feeder {
 pub struct PipelineResult {
     pub shards: Vec<ShardResult>,
     /// EVE lines written, or why writing them failed.
-    pub eve: Option<Result<u64, String>>,
+    pub eve: Option<Result<u64, EveError>>,
 }
 
 impl Pipeline {
-    /// Start `shards` shard threads fed by `sources` feeders.
+    /// Start `shards` shard threads fed by `sources` feeders, pinning shard
+    /// `i` to `cpus[i]` where given.
     pub fn start(
         cfg: Arc<DetectConfig>,
         shards: usize,
         sources: usize,
         eve: Option<EveWriter>,
-    ) -> (Pipeline, Vec<Feeder>) {
-        Self::start_pinned(cfg, shards, sources, eve, &[])
-    }
-
-    /// Like [`Pipeline::start`], pinning shard `i` to `cpus[i]` where given.
-    pub fn start_pinned(
-        cfg: Arc<DetectConfig>,
-        shards: usize,
-        sources: usize,
-        eve: Option<EveWriter>,
         cpus: &[usize],
-    ) -> (Pipeline, Vec<Feeder>) {
+    ) -> std::io::Result<(Pipeline, Vec<Feeder>)> {
         let shards = shards.max(1);
         let (eve_out, eve_handle) = match eve {
             Some(w) => {
                 let (tx, rx) = crossbeam_channel::bounded::<Vec<EveEvent>>(1024);
                 // Written line buffers go back to the shards for reuse.
                 let (spare_tx, spare) = crossbeam_channel::bounded::<Vec<EveEvent>>(1024);
-                let handle = std::thread::spawn(move || write_eve(w, rx, spare_tx));
+                let handle = std::thread::Builder::new()
+                    .name("eve".into())
+                    .spawn(move || write_eve(w, rx, spare_tx))?;
                 (Some(EveOut { tx, spare }), Some(handle))
             }
             None => (None, None),
@@ -207,18 +290,17 @@ impl Pipeline {
                     }
                     let _ = wake.thread.set(std::thread::current());
                     run_shard(shard, consumers, eve_tx, &progress[i], &wake)
-                })
-                .expect("spawning a shard thread");
+                })?;
             handles.push(handle);
         }
-        (
+        Ok((
             Pipeline {
                 shards: handles,
                 eve: eve_handle,
                 progress,
             },
             feeders,
-        )
+        ))
     }
 
     /// ADUs decoded and alerts raised so far, over all shards.
@@ -233,16 +315,16 @@ impl Pipeline {
 
     /// Wait for the shards to drain their rings and stop. Every [`Feeder`]
     /// must have been dropped (that is how shards know the input ended).
+    /// A shard thread that panicked is a bug: its panic goes on here.
     pub fn finish(self) -> PipelineResult {
         let shards = self
             .shards
             .into_iter()
-            .map(|h| h.join().expect("a shard thread panicked"))
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect();
-        let eve = self.eve.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err("EVE writer panicked".into()))
-        });
+        let eve = self
+            .eve
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         PipelineResult { shards, eve }
     }
 }
@@ -250,18 +332,8 @@ impl Pipeline {
 /// Pin the calling thread to one CPU (best effort: a CPU that does not
 /// exist leaves the thread where it is, with a warning).
 pub fn pin_current_thread(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_SET and sched_setaffinity only
-    // read and write the set we own.
-    let ok = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    };
-    if !ok {
-        eprintln!(
-            "modbus-detect: warning: cannot pin a thread to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = crate::sys::pin_current_thread(cpu) {
+        eprintln!("modbus-detect: warning: cannot pin a thread to CPU {cpu}: {e}");
     }
 }
 
@@ -308,7 +380,13 @@ fn run_shard(
                 };
                 got = true;
                 for item in &batch.items {
-                    shard.process(item.frame_no, item.ts_ns, &item.meta, batch.frame(item));
+                    shard.process(
+                        item.frame_no,
+                        item.ts_ns,
+                        &item.meta,
+                        item.dir,
+                        batch.frame(item),
+                    );
                 }
                 batch.items.clear();
                 // Full only if the source stopped taking them back: then drop.
@@ -381,124 +459,19 @@ fn write_eve(
     mut w: EveWriter,
     rx: Receiver<Vec<EveEvent>>,
     spare: Sender<Vec<EveEvent>>,
-) -> Result<u64, String> {
+) -> Result<u64, EveError> {
     let mut failed = None;
     for mut lines in rx {
-        if failed.is_some() {
-            continue;
-        }
-        for ev in &lines {
-            if let Err(e) = w.write(ev) {
-                failed = Some(e);
-                break;
-            }
-        }
-        // A SIEM tailing the file sees alerts as they are raised, not when
-        // a buffer fills.
         if failed.is_none() {
-            failed = w.flush().err();
+            // A SIEM tailing the file sees alerts as they are raised, not
+            // when a buffer fills.
+            failed = w.write_lines(&lines).err();
         }
         lines.clear();
         let _ = spare.try_send(lines);
     }
-    if let Some(e) = failed {
-        return Err(format!("{}: {e}", w.path().display()));
-    }
-    let path = w.path().display().to_string();
-    w.finish().map_err(|e| format!("{path}: {e}"))
-}
-
-/// How a replay ended.
-pub struct RunOutcome {
-    pub shards: Vec<ShardResult>,
-    /// Frames read and frames skipped before the shards.
-    pub dispatch: Counters,
-    /// The capture could not be read to its end (what was read is processed).
-    pub input_error: Option<String>,
-    /// Stopped by SIGINT/SIGTERM.
-    pub interrupted: bool,
-    pub eve: Option<Result<u64, String>>,
-    pub elapsed: Duration,
-}
-
-/// Called every few thousand frames with the byte offset reached.
-pub type Progress<'a> = &'a dyn Fn(u64);
-
-/// Replay a capture file through `threads` shards.
-pub fn replay(
-    cfg: Arc<DetectConfig>,
-    capture: &CaptureFile,
-    threads: usize,
-    eve: Option<EveWriter>,
-    stop: &AtomicBool,
-    progress: Option<Progress<'_>>,
-) -> RunOutcome {
-    let started = Instant::now();
-    let (pipe, mut feeders) = Pipeline::start(cfg.clone(), threads, 1, eve);
-    let mut feeder = feeders.pop().expect("one feeder was asked for");
-    let n = feeder.shards();
-    let data = capture.data().clone();
-    let mut batches: Vec<Batch> = (0..n).map(|_| Batch::new(data.clone())).collect();
-    let mut dispatch = Counters::default();
-    let mut input_error = None;
-    let mut interrupted = false;
-    for (i, frame) in capture.frames().enumerate() {
-        if i % 4096 == 0 {
-            if stop.load(Ordering::Relaxed) {
-                interrupted = true;
-                break;
-            }
-            if let (Some(p), Ok(f)) = (progress, &frame) {
-                p(f.off as u64);
-            }
-        }
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                input_error = Some(e.to_string());
-                break;
-            }
-        };
-        dispatch.frames += 1;
-        dispatch.bytes += u64::from(frame.len);
-        let bytes = data
-            .get(frame.off..frame.off + frame.len as usize)
-            .unwrap_or(&[]);
-        match classify(frame.link, bytes, &cfg, n) {
-            Ok((meta, shard)) => {
-                let batch = &mut batches[shard];
-                batch.items.push(BatchItem {
-                    frame_no: i as u64 + 1,
-                    ts_ns: frame.ts_ns,
-                    off: frame.off,
-                    len: frame.len,
-                    meta,
-                });
-                if batch.is_full() {
-                    let next = Batch {
-                        data: data.clone(),
-                        items: feeder.items(shard),
-                    };
-                    let full = std::mem::replace(batch, next);
-                    feeder.send(shard, full);
-                }
-            }
-            Err(reason) => dispatch.skip(reason),
-        }
-    }
-    for (shard, batch) in batches.into_iter().enumerate() {
-        if !batch.items.is_empty() {
-            feeder.send(shard, batch);
-        }
-    }
-    drop(feeder);
-    let result = pipe.finish();
-    RunOutcome {
-        shards: result.shards,
-        dispatch,
-        input_error,
-        interrupted,
-        eve: result.eve,
-        elapsed: started.elapsed(),
+    match failed {
+        Some(e) => Err(e),
+        None => w.finish(),
     }
 }

@@ -11,24 +11,8 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use crate::files::{load_file, FileError, ParseError};
 use crate::modbus::pdu::Table;
-
-/// A limits or baseline file that cannot be used; one line naming the file.
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: invalid JSON: {source}")]
-    Json {
-        path: String,
-        source: serde_json::Error,
-    },
-    #[error("{path}: {problem}")]
-    Content { path: String, problem: String },
-}
 
 /// One limited register.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,35 +196,6 @@ impl<'a> Iterator for Within<'a> {
             self.parts[0] = std::mem::take(&mut self.parts[1]);
         }
     }
-}
-
-/// Read a settings file and parse it, naming the file in any error.
-pub(crate) fn load_file<T>(
-    path: &Path,
-    parse: impl FnOnce(&str) -> Result<T, ParseError>,
-) -> Result<T, FileError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    parse(&text).map_err(|e| match e {
-        ParseError::Json(source) => FileError::Json {
-            path: shown,
-            source,
-        },
-        ParseError::Content(problem) => FileError::Content {
-            path: shown,
-            problem,
-        },
-    })
-}
-
-/// Why limits text did not parse (without the file name).
-#[derive(Debug)]
-pub enum ParseError {
-    Json(serde_json::Error),
-    Content(String),
 }
 
 /// Index of a table in per-table arrays.

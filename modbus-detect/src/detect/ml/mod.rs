@@ -1,0 +1,220 @@
+//! The ML detector (`--ml`): each master-slave pair's traffic cut into
+//! windows ([`window`]), each closed window judged by the baseline's models
+//! (`ml::models`), `ML_ANOMALY` raised for a window they find unlike the
+//! baseline's. In baseline mode the same windows are training samples
+//! (`detect::learn`).
+//!
+//! Pairs are found by the inventory's `PairId`, which the connection
+//! already remembers, so a request costs no lookup here; a pair the
+//! inventory left out (its bound is full) has no window either, and is
+//! counted there (`inventory_pairs_dropped`).
+
+pub mod window;
+
+use std::sync::Arc;
+
+use crate::alert::{AlertKind, Detail, Severity};
+use crate::ml::models::Models;
+
+use super::{AlertSink, Endpoints, RequestCtx, ResponseCtx};
+use window::{Closed, Window};
+
+/// Windows judged by one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MlStats {
+    pub windows: u64,
+    pub anomalous: u64,
+}
+
+impl MlStats {
+    pub fn merge(&mut self, o: &MlStats) {
+        self.windows += o.windows;
+        self.anomalous += o.anomalous;
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    window: Window,
+    /// The connection of the pair's last request (the alert's endpoints).
+    ep: Endpoints,
+}
+
+/// How often (in shard time) windows past their end are looked for.
+const SWEEP_EVERY_NS: u64 = 1_000_000_000;
+
+/// One open window per master-slave pair of a shard, indexed by [`PairId`].
+#[derive(Debug)]
+pub struct PairWindows {
+    window_ns: u64,
+    slots: Vec<Option<Slot>>,
+    /// Shard time of the next sweep for windows past their end.
+    next_sweep_ns: u64,
+    /// Windows a sweep closed (kept for its capacity: no allocation per sweep).
+    swept: Vec<(Endpoints, Closed)>,
+}
+
+impl PairWindows {
+    pub fn new(window_ns: u64) -> PairWindows {
+        PairWindows {
+            window_ns: window_ns.max(1),
+            slots: Vec::new(),
+            next_sweep_ns: 0,
+            swept: Vec::new(),
+        }
+    }
+
+    /// A request of the context's pair; `closed` gets the window it closes.
+    pub fn on_request(&mut self, ctx: &RequestCtx<'_>, closed: impl FnOnce(&Endpoints, &Closed)) {
+        let Some(id) = ctx.pair else {
+            return;
+        };
+        let i = id.index();
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, None);
+        }
+        let Some(entry) = self.slots.get_mut(i) else {
+            return;
+        };
+        let slot = entry.get_or_insert_with(|| Slot {
+            window: Window::default(),
+            ep: ctx.ep,
+        });
+        let done = slot
+            .window
+            .on_request(self.window_ns, ctx.ts_ns, ctx.unit, ctx.req);
+        let ep = std::mem::replace(&mut slot.ep, ctx.ep);
+        if let Some(c) = done {
+            closed(&ep, &c);
+        }
+    }
+
+    /// A response of the context's pair.
+    pub fn on_response(&mut self, ctx: &ResponseCtx<'_>) {
+        let Some(id) = ctx.pair else {
+            return;
+        };
+        if let Some(Some(slot)) = self.slots.get_mut(id.index()) {
+            let exception = matches!(ctx.resp, crate::modbus::pdu::Response::Exception { .. });
+            slot.window.on_response(exception);
+        }
+    }
+
+    /// The shard's clock reads `now_ns`: about once a second, close the
+    /// windows of pairs that went quiet past their end, so that a burst
+    /// followed by silence is judged when its window ends, not when the pair
+    /// speaks again (live capture) or the input ends.
+    #[inline]
+    pub fn tick(&mut self, now_ns: u64, closed: impl FnMut(&Endpoints, &Closed)) {
+        if now_ns < self.next_sweep_ns {
+            return;
+        }
+        self.next_sweep_ns = now_ns.saturating_add(SWEEP_EVERY_NS);
+        self.sweep(now_ns, closed);
+    }
+
+    #[cold]
+    fn sweep(&mut self, now_ns: u64, mut closed: impl FnMut(&Endpoints, &Closed)) {
+        let window_ns = self.window_ns;
+        let mut swept = std::mem::take(&mut self.swept);
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.window.due(window_ns, now_ns) {
+                if let Some(c) = slot.window.close(window_ns) {
+                    swept.push((slot.ep, c));
+                }
+                slot.window = Window::default();
+            }
+        }
+        for (ep, c) in swept.drain(..) {
+            closed(&ep, &c);
+        }
+        self.swept = swept;
+    }
+
+    /// End of input: close every open window.
+    pub fn finish(&mut self, mut closed: impl FnMut(&Endpoints, &Closed)) {
+        let slots = std::mem::take(&mut self.slots);
+        for slot in slots.into_iter().flatten() {
+            if let Some(c) = slot.window.close(self.window_ns) {
+                closed(&slot.ep, &c);
+            }
+        }
+    }
+}
+
+/// Judges every closed window with the baseline's models.
+#[derive(Debug)]
+pub struct MlJudge {
+    windows: PairWindows,
+    models: Arc<Models>,
+    pub stats: MlStats,
+}
+
+impl MlJudge {
+    /// Judge windows with `models` (over the window length they learned).
+    pub fn new(models: Arc<Models>) -> MlJudge {
+        MlJudge {
+            windows: PairWindows::new(models.window_ns()),
+            models,
+            stats: MlStats::default(),
+        }
+    }
+
+    pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
+        let (models, stats) = (&self.models, &mut self.stats);
+        self.windows
+            .on_request(ctx, |ep, c| judge(models, stats, ep, c, out));
+    }
+
+    pub fn on_response(&mut self, ctx: &ResponseCtx<'_>) {
+        self.windows.on_response(ctx);
+    }
+
+    #[inline]
+    pub fn on_tick(&mut self, now_ns: u64, out: &mut impl AlertSink) {
+        let (models, stats) = (&self.models, &mut self.stats);
+        self.windows
+            .tick(now_ns, |ep, c| judge(models, stats, ep, c, out));
+    }
+
+    /// End of input: judge the windows still open.
+    pub fn finish(&mut self, out: &mut impl AlertSink) {
+        let (models, stats) = (&self.models, &mut self.stats);
+        self.windows
+            .finish(|ep, c| judge(models, stats, ep, c, out));
+    }
+}
+
+/// Judge one closed window; raise `ML_ANOMALY` when a model flags it (HIGH
+/// when both do).
+fn judge(
+    models: &Models,
+    stats: &mut MlStats,
+    ep: &Endpoints,
+    c: &Closed,
+    out: &mut impl AlertSink,
+) {
+    let j = models.judge(&c.features);
+    stats.windows += 1;
+    if !j.anomalous() {
+        return;
+    }
+    stats.anomalous += 1;
+    let severity = if j.iforest_flags && j.ocsvm_flags {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    let mut alert = ep.from_master(AlertKind::MlAnomaly, severity, c.end_ns);
+    alert.detail = Detail::Ml {
+        iforest_score: j.iforest_score,
+        iforest_threshold: models.iforest_threshold,
+        ocsvm_decision: j.ocsvm_decision,
+        ocsvm_threshold: models.ocsvm_threshold,
+        feature: j.feature as u8,
+        z: j.z,
+        window_start_ns: c.start_ns,
+        requests: c.requests,
+    };
+    out.raise(alert, 1);
+}
