@@ -28,7 +28,7 @@ use modbus_detect::modbus::pdu::{parse_request, parse_response, Request, Table};
 use modbus_detect::modbus::transaction::{PendingRequest, PendingTable};
 use modbus_detect::runtime::dispatch::{classify, shard_of, BatchItem, BATCH_FRAMES};
 use modbus_detect::shard::Shard;
-use modbus_detect::synth::{
+use modbus_synth::{
     adu, diagnostics, exception, read_device_id_request, read_registers_response, read_request,
     write_multiple_registers_request, write_multiple_registers_response, Conversation,
 };

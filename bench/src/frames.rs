@@ -10,7 +10,7 @@ use modbus_detect::decode::{LinkType, PacketMeta};
 use modbus_detect::flow::Dir;
 use modbus_detect::runtime::dispatch::classify;
 use modbus_detect::shard::Shard;
-use modbus_detect::synth::{Conversation, PcapWriter};
+use modbus_synth::{Conversation, PcapWriter};
 
 /// One captured frame.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ pub fn idle_connection(
     slave: Ipv4Addr,
     ts_ns: u64,
 ) -> io::Result<()> {
-    use modbus_detect::synth::{adu, read_registers_response, read_request};
+    use modbus_synth::{adu, read_registers_response, read_request};
     let mut c = Conversation::new(master, port, slave);
     c.handshake(w, ts_ns)?;
     c.send(w, ts_ns + 300_000, true, &adu(1, 1, &read_request(3, 0, 2)))?;

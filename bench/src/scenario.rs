@@ -12,7 +12,7 @@ use modbus_detect::config::{DetectConfig, Mode};
 use modbus_detect::runtime::offline::replay;
 use modbus_detect::runtime::Plan;
 use modbus_detect::source::CaptureFile;
-use modbus_detect::synth::{master_addr, SynthConfig};
+use modbus_synth::{master_addr, SynthConfig};
 
 /// Limits on registers the synthetic masters poll and write (addresses
 /// 0..=99, values 0..=1000 drifting): range and rate alerts do fire, at the

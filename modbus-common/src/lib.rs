@@ -1,12 +1,20 @@
-//! What the XDP program (`modbus-ebpf`) and its loader (`modbus-detect`,
-//! `source::xdp`) must agree on: map names, map sizes and the layout of the
-//! counter block. `no_std`, no dependencies, as aya-template's `-common`
-//! crate: both sides depend on this one crate.
+//! What the crates of the workspace share, `no_std` and with no
+//! dependencies, as aya-template's `-common` crate:
 //!
-//! Change a layout here and both sides change with it; `modbus-detect`'s
-//! build.rs rebuilds the eBPF object whenever this folder changes.
+//! - what the XDP program (`modbus-ebpf`) and its loader (`modbus-detect`,
+//!   `source::xdp`) must agree on: map names, map sizes and the layout of
+//!   the counter block (this file). Change a layout here and both sides
+//!   change with it; `modbus-detect`'s build.rs rebuilds the eBPF object
+//!   whenever this folder changes;
+//! - with the `rng` feature, the seeded generator ([`rng`]) that the ML
+//!   training of `modbus-detect` and the capture generator `modbus-synth`
+//!   both need to be reproducible (not built for the XDP program, which
+//!   has no use for it).
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+
+#[cfg(feature = "rng")]
+pub mod rng;
 
 /// Name of the XDP program (its function) in the object.
 pub const PROGRAM_NAME: &str = "modbus_xdp";

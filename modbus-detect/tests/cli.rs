@@ -331,13 +331,13 @@ fn eve_stream_has_one_valid_object_per_line() {
 fn sigint_during_replay_writes_a_complete_report() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("big.pcap");
-    let cfg = modbus_detect::synth::SynthConfig {
+    let cfg = modbus_synth::SynthConfig {
         frames: 1_500_000,
         attacks: true,
         ..Default::default()
     };
     let file = std::fs::File::create(&pcap).unwrap();
-    modbus_detect::synth::generate(&cfg, std::io::BufWriter::new(file)).unwrap();
+    modbus_synth::generate(&cfg, std::io::BufWriter::new(file)).unwrap();
     let out = dir.path().join("r.json");
     let eve = dir.path().join("eve.json");
     let mut child = bin()

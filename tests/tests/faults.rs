@@ -337,13 +337,13 @@ fn interface_deleted_mid_capture_is_a_clear_error_with_a_report() {
 /// A capture the tests inject: bulk polling of many slaves (so that both
 /// shards get frames).
 fn bulk_capture(path: &Path, frames: u64) -> u64 {
-    let cfg = modbus_detect::synth::SynthConfig {
+    let cfg = modbus_synth::SynthConfig {
         frames,
         seed: 11,
-        ..modbus_detect::synth::SynthConfig::default()
+        ..modbus_synth::SynthConfig::default()
     };
     let f = std::fs::File::create(path).unwrap();
-    modbus_detect::synth::generate(&cfg, std::io::BufWriter::new(f))
+    modbus_synth::generate(&cfg, std::io::BufWriter::new(f))
         .unwrap()
         .frames
 }
@@ -635,7 +635,7 @@ exit $code
 
 /// A capture whose report is large: 400 rogue masters, one alert entry each.
 fn many_alerts_capture(path: &Path) {
-    use modbus_detect::synth::{adu, read_request, Conversation, PcapWriter};
+    use modbus_synth::{adu, read_request, Conversation, PcapWriter};
     let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
     let plc = std::net::Ipv4Addr::new(10, 0, 0, 10);
     for i in 0..400u32 {

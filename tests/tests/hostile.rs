@@ -8,7 +8,7 @@ use std::io::BufWriter;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use modbus_detect::synth::{
+use modbus_synth::{
     adu, read_registers_response, read_request, write_single_register, Conversation, PcapWriter,
     TCP_SYN,
 };
@@ -452,7 +452,7 @@ fn zero_window_probes_and_slow_drip_are_decoded_once() {
     let big = adu(
         2,
         1,
-        &modbus_detect::synth::write_multiple_registers_request(0, &[7; 123]),
+        &modbus_synth::write_multiple_registers_request(0, &[7; 123]),
     );
     assert_eq!(big.len(), 259);
     let r = scenario(|w| {

@@ -350,9 +350,7 @@ fn missing_interface() {
 /// XDP program must walk the tags, and the shards must decode them.
 #[test]
 fn vlan_tagged_frames_reach_the_detector() {
-    use modbus_detect::synth::{
-        adu, read_registers_response, read_request, Conversation, PcapWriter,
-    };
+    use modbus_synth::{adu, read_registers_response, read_request, Conversation, PcapWriter};
     use std::net::Ipv4Addr;
 
     modbus_tests::require_root("the live tests need root (namespaces, XDP)");

@@ -3,7 +3,7 @@
 //! - any segmentation of a TCP byte stream of valid ADUs, with any
 //!   duplication and reordering within the out-of-order window, yields the
 //!   same ADUs as the unsegmented stream: driving `Stream` directly, and
-//!   through a capture (`synth::Conversation`) decoded by
+//!   through a capture (`modbus_synth::Conversation`) decoded by
 //!   `inspect::decode_capture` (link, IP, TCP decoding, a shard);
 //! - decode -> encode -> decode round-trips for well-formed request and
 //!   response PDUs, framed in MBAP headers and carried by a segmented stream.
@@ -27,7 +27,7 @@ use modbus_detect::modbus::pdu::{
     encode_request, encode_response, parse_request, parse_response, Request, Response,
 };
 use modbus_detect::source::CaptureFile;
-use modbus_detect::synth::{Conversation, PcapWriter};
+use modbus_synth::{Conversation, PcapWriter};
 use modbus_tests::fixture;
 use proptest::collection::vec;
 use proptest::prelude::*;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use modbus_detect::synth::{
+use modbus_synth::{
     adu, generate, read_request, write_single_register, Conversation, PcapWriter, SynthConfig,
 };
 use modbus_tests::run;
@@ -255,11 +255,7 @@ fn a_response_that_overtakes_its_request_is_still_matched() {
         hmi.handshake(w, SEC)?;
         let req = adu(5, 1, &read_request(3, 10, 1));
         // Register 40011 reads back as 5000: out of range.
-        let resp = adu(
-            5,
-            1,
-            &modbus_detect::synth::read_registers_response(3, &[5000]),
-        );
+        let resp = adu(5, 1, &modbus_synth::read_registers_response(3, &[5000]));
         let mut later = PcapWriter::new(Vec::new())?;
         // The response is captured first, its request 20 us later.
         let req_seq = hmi.next_seq(false);

@@ -31,7 +31,12 @@ pub fn bench(args: &[String]) -> Result<ExitCode> {
     }
     setup::setup()?;
     let bin = build_release(
-        &["modbus-detect", "modbus-bench", "modbus-tests"],
+        &[
+            "modbus-detect",
+            "modbus-synth",
+            "modbus-bench",
+            "modbus-tests",
+        ],
         &[
             "modbus-detect",
             "modbus-synth",

@@ -276,7 +276,7 @@ fn count_before(text: &str, what: &str) -> u64 {
 
 fn gen_pcap(args: &[String]) -> Result<ExitCode> {
     setup::setup()?;
-    let bin = build_release(&["modbus-detect"], &["modbus-synth"])?.join("modbus-synth");
+    let bin = build_release(&["modbus-synth"], &["modbus-synth"])?.join("modbus-synth");
     let st = Command::new(&bin)
         .args(args)
         .status()

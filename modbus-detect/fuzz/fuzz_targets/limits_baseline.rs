@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modbus_detect::detect::baseline::Baseline;
-use modbus_detect::detect::limits::{modicon_number, parse_modicon, RegisterLimits};
+use modbus_detect::config::baseline::Baseline;
+use modbus_detect::config::limits::{modicon_number, parse_modicon, RegisterLimits};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

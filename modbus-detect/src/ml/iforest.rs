@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rng::Rng;
+use modbus_common::rng::Rng;
 
 /// Euler-Mascheroni constant, for the harmonic-number approximation.
 const EULER_GAMMA: f64 = 0.577_215_664_9;

@@ -23,7 +23,7 @@
 //!   axis-parallel cuts isolate them in fewer steps than normal points;
 //! - [`ocsvm::OneClassSvm`]: a smooth boundary (RBF kernel) around the
 //!   region where the training vectors lie;
-//! - [`crate::rng::Rng`] (shared with the capture generator): a seeded
+//! - `modbus_common::rng::Rng` (shared with the capture generator): a seeded
 //!   generator, so that the same training data and seed always give the
 //!   same model, on every machine.
 //!
@@ -41,7 +41,7 @@ pub mod scale;
 /// Data shared by the models' tests.
 #[cfg(test)]
 pub(crate) mod testdata {
-    use crate::rng::Rng;
+    use modbus_common::rng::Rng;
 
     /// A standard normal draw (Box-Muller; `1 - u` keeps `ln` away from 0).
     pub fn normal(rng: &mut Rng) -> f64 {

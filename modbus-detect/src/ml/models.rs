@@ -190,7 +190,7 @@ impl Models {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
+    use modbus_common::rng::Rng;
 
     /// Windows of a steady poller: ~50 requests, 100 ms apart, a little jitter.
     fn normal(n: usize, seed: u64) -> Vec<Features> {

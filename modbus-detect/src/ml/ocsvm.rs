@@ -34,7 +34,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rng::Rng;
+use modbus_common::rng::Rng;
 
 /// Stopping tolerance on the KKT gap (largest gradient difference over a
 /// pair that can still move), measured like libsvm's (gradients of weights

@@ -10,7 +10,7 @@ use super::slaves::{
     put_request, Bank, Dest, Op, MAX_ADDR, MAX_READ_QTY, MAX_VALUE, MAX_WRITE_QTY, UNITS,
 };
 use super::traffic::{slave_addr, SynthConfig};
-use crate::rng::Rng;
+use modbus_common::rng::Rng;
 
 pub const NS_PER_US: u64 = 1_000;
 pub const NS_PER_MS: u64 = 1_000_000;

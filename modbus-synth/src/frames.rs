@@ -7,7 +7,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-/// TCP flag bits, for [`crate::synth::Conversation::segment`].
+/// TCP flag bits, for [`crate::Conversation::segment`].
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;

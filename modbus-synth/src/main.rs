@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use modbus_detect::synth::{generate, SynthConfig};
+use modbus_synth::{generate, SynthConfig};
 
 /// Write a deterministic synthetic Modbus/TCP capture (classic pcap).
 #[derive(Debug, Parser)]

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use super::frames::{Segment, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 use super::pcap_writer::PcapWriter;
-use crate::rng::Rng;
+use modbus_common::rng::Rng;
 
 /// The registered Modbus/TCP port.
 const MODBUS_PORT: u16 = 502;

@@ -10,7 +10,7 @@ use super::pdu::{
     put_write_single_register,
 };
 use super::plan::AduKind;
-use crate::rng::Rng;
+use modbus_common::rng::Rng;
 
 /// Unit ids each slave answers for (1..=UNITS), as behind a small gateway.
 pub const UNITS: u8 = 3;
