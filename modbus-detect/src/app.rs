@@ -8,7 +8,7 @@
 //! (status `interrupted`, exit 130).
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -16,32 +16,78 @@ use crate::cli::Args;
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode};
-use crate::files::{atomic_write, check_writable};
-use crate::output::eve::EveWriter;
+use crate::files::{atomic_write, check_writable, FileError};
+use crate::output::eve::{EveError, EveWriter};
 use crate::output::report::{self, RunInfo, Status, Summary};
 use crate::runtime::offline::replay;
-use crate::runtime::online::{self, LiveOptions, StartError};
-use crate::runtime::{Plan, RunOutcome};
+use crate::runtime::online::{self, LiveError, LiveOptions, StartError};
+use crate::runtime::{InputError, Plan, RunOutcome};
 use crate::source::xdp::XdpMode;
-use crate::source::CaptureFile;
+use crate::source::{CaptureFile, SourceError};
 
-/// A run that could not be completed, with its exit code.
+/// A run that could not be completed; one line naming the file or
+/// interface, and the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// The flags do not make sense together (exit 2).
     #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Input(String),
-    #[error("{0}")]
-    Output(String),
+    Usage(&'static str),
+    /// A limits or baseline file (exit 3).
+    #[error(transparent)]
+    Settings(#[from] FileError),
+    #[error("{}: has no ML models for --ml (learned from fewer than {} windows of traffic, or by an older version); learn it again with --baseline-mode", .0.display(), crate::ml::models::MIN_WINDOWS)]
+    NoModels(PathBuf),
+    /// The capture file (exit 3).
+    #[error(transparent)]
+    Capture(#[from] SourceError),
+    /// The capture interface (exit 3).
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    /// The source failed part-way; the report was written (exit 3).
+    #[error("{error} (report written to {})", report.display())]
+    InputAfterReport { error: InputError, report: PathBuf },
+    #[error("{}: cannot start the shards: {source}", path.display())]
+    Threads {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An output cannot be written (exit 4): `what` is "write", "write
+    /// report", "create", ...
+    #[error("{}: cannot {what}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An output that was writable is not once privileges are dropped (exit 4).
+    #[error("{0} (after dropping privileges)")]
+    OutputAfterDrop(Box<AppError>),
+    /// The alert stream broke off (exit 4).
+    #[error("EVE stream {0}")]
+    Eve(#[from] EveError),
 }
 
 impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Usage(_) => 2,
-            AppError::Input(_) => 3,
-            AppError::Output(_) => 4,
+            AppError::Settings(_)
+            | AppError::NoModels(_)
+            | AppError::Capture(_)
+            | AppError::Live(_)
+            | AppError::InputAfterReport { .. }
+            | AppError::Threads { .. } => 3,
+            AppError::Output { .. } | AppError::OutputAfterDrop(_) | AppError::Eve(_) => 4,
+        }
+    }
+
+    fn output(path: &Path, what: &'static str, source: std::io::Error) -> AppError {
+        AppError::Output {
+            path: path.to_path_buf(),
+            what,
+            source,
         }
     }
 }
@@ -71,28 +117,24 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
     cfg.limits.max_flows = args.max_flows.max(1);
     if !(args.ml_window.is_finite() && (0.001..=86_400.0).contains(&args.ml_window)) {
         return Err(AppError::Usage(
-            "--ml-window needs seconds from 0.001 to 86400".into(),
+            "--ml-window needs seconds from 0.001 to 86400",
         ));
     }
     cfg.ml_window_ns = (args.ml_window * 1e9) as u64;
     cfg.ml = args.ml;
     if args.ports.is_empty() || args.ports.contains(&0) {
         return Err(AppError::Usage(
-            "--ports needs port numbers from 1 to 65535".into(),
+            "--ports needs port numbers from 1 to 65535",
         ));
     }
     if let Some(p) = &args.register_limits_file {
-        let limits = RegisterLimits::load(p).map_err(|e| AppError::Input(e.to_string()))?;
+        let limits = RegisterLimits::load(p)?;
         cfg.limits_file = Some(Arc::new(limits));
     }
     if let (Some(p), false) = (&args.baseline_file, args.baseline_mode) {
-        let b = Baseline::load(p).map_err(|e| AppError::Input(e.to_string()))?;
+        let b = Baseline::load(p)?;
         if args.ml && b.models().is_none() {
-            return Err(AppError::Input(format!(
-                "{}: has no ML models for --ml (learned from fewer than {} windows of traffic, or by an older version); learn it again with --baseline-mode",
-                p.display(),
-                crate::ml::models::MIN_WINDOWS
-            )));
+            return Err(AppError::NoModels(p.clone()));
         }
         cfg.baseline = Some(Arc::new(b));
     }
@@ -118,7 +160,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         }
         (None, None) => {
             return Err(AppError::Usage(
-                "nothing to read: give --pcap FILE or --interface IF (see --help)".into(),
+                "nothing to read: give --pcap FILE or --interface IF (see --help)",
             ))
         }
     };
@@ -144,16 +186,14 @@ fn check_outputs(args: &Args) -> Result<(), AppError> {
 /// Check the outputs, then open the capture (cheap: it is memory-mapped).
 fn open_inputs(args: &Args, pcap: &Path) -> Result<CaptureFile, AppError> {
     check_outputs(args)?;
-    CaptureFile::open(pcap).map_err(|e| AppError::Input(e.to_string()))
+    Ok(CaptureFile::open(pcap)?)
 }
 
 fn eve_writer(args: &Args, cfg: &Arc<DetectConfig>) -> Result<Option<EveWriter>, AppError> {
     args.eve
         .as_ref()
         .map(|p| {
-            EveWriter::create(p, cfg.clone()).map_err(|e| {
-                AppError::Output(format!("{}: cannot create: {}", p.display(), e.source))
-            })
+            EveWriter::create(p, cfg.clone()).map_err(|e| AppError::output(p, "create", e.source))
         })
         .transpose()
 }
@@ -199,9 +239,13 @@ fn replay_capture(
             b.set_position(pos);
         }
     };
-    let outcome = replay(cfg.clone(), capture, plan, eve, stop, Some(&progress)).map_err(|e| {
-        AppError::Input(format!("{}: cannot start the shards: {e}", pcap.display()))
-    })?;
+    let outcome =
+        replay(cfg.clone(), capture, plan, eve, stop, Some(&progress)).map_err(|source| {
+            AppError::Threads {
+                path: pcap.to_path_buf(),
+                source,
+            }
+        })?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -235,12 +279,12 @@ fn live_capture(
         busy_poll: std::time::Duration::from_micros(args.busy_poll),
         quiet: args.quiet,
     };
-    let input = |e: &dyn std::fmt::Display| AppError::Input(e.to_string());
-    let available = crate::sys::netdev::rx_queue_count(iface).map_err(|e| input(&e))?;
+    let available =
+        crate::sys::netdev::rx_queue_count(iface).map_err(|e| AppError::Live(e.into()))?;
     let queues = args.queues.as_ref().map_or(available as usize, Vec::len);
     let threads = match args.threads {
         Some(n) => usize::from(n),
-        None => online::default_shards(iface, args.queues.as_deref()).map_err(|e| input(&e))?,
+        None => online::default_shards(iface, args.queues.as_deref())?,
     };
     let mut live_cfg = DetectConfig::clone(cfg);
     if queues > 1 {
@@ -255,8 +299,8 @@ fn live_capture(
     let ready = || check_outputs(args);
     let outcome =
         online::run_live(cfg.clone(), &opts, threads, eve, stop, &ready).map_err(|e| match e {
-            StartError::Check(e) => AppError::Output(format!("{e} (after dropping privileges)")),
-            StartError::Live(e) => input(&e),
+            StartError::Check(e) => AppError::OutputAfterDrop(Box::new(e)),
+            StartError::Live(e) => AppError::Live(e),
         })?;
     let mode = outcome.capture.as_ref().map_or("", |c| match c.mode {
         XdpMode::Native => "native",
@@ -319,29 +363,27 @@ fn write_results(
         );
     }
     let json = report::build(&summary, &info, cfg);
-    let text = serde_json::to_vec_pretty(&json).map_err(|e| AppError::Output(e.to_string()))?;
-    atomic_write(&args.output, &text).map_err(|e| {
-        AppError::Output(format!(
-            "{}: cannot write report: {e}",
-            args.output.display()
-        ))
-    })?;
+    let text = serde_json::to_vec_pretty(&json)
+        .map_err(|e| AppError::output(&args.output, "write report", e.into()))?;
+    atomic_write(&args.output, &text)
+        .map_err(|e| AppError::output(&args.output, "write report", e))?;
     if let (Mode::Learn, Some(path)) = (cfg.mode, &args.baseline_file) {
-        summary.observed.save(path, &info.input).map_err(|e| {
-            AppError::Output(format!("{}: cannot write baseline: {e}", path.display()))
-        })?;
+        summary
+            .observed
+            .save(path, &info.input)
+            .map_err(|e| AppError::output(path, "write baseline", e))?;
     }
     if !args.quiet {
         print_summary(&summary, &info, args, elapsed_s);
     }
-    if let Some(Err(e)) = &f.eve {
-        return Err(AppError::Output(format!("EVE stream {e}")));
+    if let Some(Err(e)) = f.eve {
+        return Err(e.into());
     }
-    if let Some(e) = f.input_error {
-        return Err(AppError::Input(format!(
-            "{e} (report written to {})",
-            args.output.display()
-        )));
+    if let Some(error) = f.input_error {
+        return Err(AppError::InputAfterReport {
+            error,
+            report: args.output.clone(),
+        });
     }
     if f.interrupted {
         return Ok(EXIT_INTERRUPTED);
@@ -353,13 +395,11 @@ fn write_results(
 }
 
 fn check_output(path: &Path) -> Result<(), AppError> {
-    let fail = |e: &dyn std::fmt::Display| {
-        AppError::Output(format!("{}: cannot write: {e}", path.display()))
-    };
     if path.is_dir() {
-        return Err(fail(&"is a directory"));
+        let e = std::io::Error::other("is a directory");
+        return Err(AppError::output(path, "write", e));
     }
-    check_writable(path).map_err(|e| fail(&e))
+    check_writable(path).map_err(|e| AppError::output(path, "write", e))
 }
 
 /// Cut a JSON-lines file after its last complete line, so that a stream
@@ -474,17 +514,16 @@ fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
 
 /// `--dump-adus`: one JSON line per decoded ADU.
 fn dump_adus(pcap: &Path, out: &Path, cfg: Arc<DetectConfig>) -> Result<u8, AppError> {
-    let inspection =
-        crate::inspect::decode_capture(pcap, cfg).map_err(|e| AppError::Input(e.to_string()))?;
+    let inspection = crate::inspect::decode_capture(pcap, cfg)?;
     let mut text = Vec::new();
     for adu in &inspection.adus {
-        serde_json::to_writer(&mut text, adu).map_err(|e| AppError::Output(e.to_string()))?;
+        serde_json::to_writer(&mut text, adu)
+            .map_err(|e| AppError::output(out, "write", e.into()))?;
         text.push(b'\n');
     }
-    atomic_write(out, &text)
-        .map_err(|e| AppError::Output(format!("{}: cannot write: {e}", out.display())))?;
+    atomic_write(out, &text).map_err(|e| AppError::output(out, "write", e))?;
     match inspection.error {
-        Some(e) => Err(AppError::Input(e.to_string())),
+        Some(e) => Err(e.into()),
         None => Ok(0),
     }
 }

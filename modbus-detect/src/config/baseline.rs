@@ -420,7 +420,8 @@ impl Baseline {
             b.units.insert(slave, units.into_iter().collect());
         }
         if let Some(m) = file.models {
-            m.validate().map_err(ParseError::Content)?;
+            m.validate()
+                .map_err(|e| ParseError::Content(e.to_string()))?;
             b.models = Some(Arc::new(m));
         }
         Ok(b)

@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ModelError;
 use modbus_common::rng::Rng;
 
 /// Euler-Mascheroni constant, for the harmonic-number approximation.
@@ -121,15 +122,16 @@ impl IsolationForest {
     /// tree, `psi >= 1`, and in every tree a root, child indices in range and
     /// greater than their parent's (so every path ends), feature indices
     /// below `dims` and finite split values.
-    pub fn validate(&self, dims: usize) -> Result<(), String> {
+    pub fn validate(&self, dims: usize) -> Result<(), ModelError> {
         if self.trees.is_empty() {
-            return Err("isolation forest has no trees".into());
+            return Err(ModelError::new("isolation forest has no trees"));
         }
         if self.psi == 0 {
-            return Err("isolation forest psi must be at least 1".into());
+            return Err(ModelError::new("isolation forest psi must be at least 1"));
         }
         for (t, tree) in self.trees.iter().enumerate() {
-            tree.validate(dims).map_err(|e| format!("tree {t}: {e}"))?;
+            tree.validate(dims)
+                .map_err(|e| e.within(format!("tree {t}")))?;
         }
         Ok(())
     }
@@ -158,9 +160,9 @@ impl Tree {
         depth
     }
 
-    fn validate(&self, dims: usize) -> Result<(), String> {
+    fn validate(&self, dims: usize) -> Result<(), ModelError> {
         if self.nodes.is_empty() {
-            return Err("no nodes".into());
+            return Err(ModelError::new("no nodes"));
         }
         let len = self.nodes.len();
         for (i, node) in self.nodes.iter().enumerate() {
@@ -168,16 +170,20 @@ impl Tree {
                 continue;
             };
             if feature >= dims {
-                return Err(format!("node {i}: feature {feature} >= {dims}"));
+                return Err(ModelError::new(format!(
+                    "node {i}: feature {feature} >= {dims}"
+                )));
             }
             if !value.is_finite() {
-                return Err(format!("node {i}: split value is not finite"));
+                return Err(ModelError::new(format!(
+                    "node {i}: split value is not finite"
+                )));
             }
             for child in [left, right] {
                 if child <= i || child >= len {
-                    return Err(format!(
+                    return Err(ModelError::new(format!(
                         "node {i}: child {child} is not after it and below {len}"
-                    ));
+                    )));
                 }
             }
         }

@@ -38,6 +38,31 @@ pub mod models;
 pub mod ocsvm;
 pub mod scale;
 
+/// What is wrong with a model read from a file, or with what it was asked
+/// to train on: the part of the model (outermost first) and the problem,
+/// e.g. "models: iforest: tree 3: node 7: feature 12 >= 10".
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{problem}", .parts.iter().map(|p| format!("{p}: ")).collect::<String>())]
+pub struct ModelError {
+    parts: Vec<String>,
+    problem: String,
+}
+
+impl ModelError {
+    pub fn new(problem: impl Into<String>) -> ModelError {
+        ModelError {
+            parts: Vec::new(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The same problem, found inside `part`.
+    pub fn within(mut self, part: impl Into<String>) -> ModelError {
+        self.parts.insert(0, part.into());
+        self
+    }
+}
+
 /// Data shared by the models' tests.
 #[cfg(test)]
 pub(crate) mod testdata {

@@ -23,6 +23,7 @@ use super::features::{Features, DIMS, FEATURE_NAMES};
 use super::iforest::IsolationForest;
 use super::ocsvm::OneClassSvm;
 use super::scale::Standardizer;
+use super::ModelError;
 
 /// Fewer training windows than this and no model is trained: they would
 /// only describe noise (5 s windows: a pair must be seen for over a minute,
@@ -157,33 +158,33 @@ impl Models {
 
     /// A model read from a file is only used once it is known to fit this
     /// build's features and to be safe to evaluate.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         if self.features.len() != DIMS
             || self.features.iter().zip(FEATURE_NAMES).any(|(a, b)| a != b)
         {
-            return Err(format!(
+            return Err(ModelError::new(format!(
                 "models: features {:?} are not this build's {:?}; learn the baseline again",
                 self.features, FEATURE_NAMES
-            ));
+            )));
         }
         if !(self.window_s.is_finite() && self.window_s >= 0.001 && self.window_s <= 86_400.0) {
-            return Err(format!(
+            return Err(ModelError::new(format!(
                 "models: window_s {} is not between 0.001 and 86400",
                 self.window_s
-            ));
+            )));
         }
         if !self.iforest_threshold.is_finite() || !self.ocsvm_threshold.is_finite() {
-            return Err("models: thresholds must be finite numbers".into());
+            return Err(ModelError::new("models: thresholds must be finite numbers"));
         }
         self.scaler
             .validate(DIMS)
-            .map_err(|e| format!("models: scaler: {e}"))?;
+            .map_err(|e| e.within("models: scaler"))?;
         self.iforest
             .validate(DIMS)
-            .map_err(|e| format!("models: iforest: {e}"))?;
+            .map_err(|e| e.within("models: iforest"))?;
         self.ocsvm
             .validate(DIMS)
-            .map_err(|e| format!("models: ocsvm: {e}"))
+            .map_err(|e| e.within("models: ocsvm"))
     }
 }
 
@@ -259,16 +260,16 @@ mod tests {
 
         let mut bad = m.clone();
         bad.features.swap(0, 1);
-        assert!(bad.validate().unwrap_err().contains("features"));
+        assert!(bad.validate().unwrap_err().to_string().contains("features"));
         let mut bad = m.clone();
         bad.window_s = f64::NAN;
-        assert!(bad.validate().unwrap_err().contains("window_s"));
+        assert!(bad.validate().unwrap_err().to_string().contains("window_s"));
         let mut bad = m.clone();
         bad.ocsvm_threshold = f64::INFINITY;
         assert!(bad.validate().is_err());
         let mut bad = m;
         bad.scaler.std.pop();
-        assert!(bad.validate().unwrap_err().contains("scaler"));
+        assert!(bad.validate().unwrap_err().to_string().contains("scaler"));
     }
 
     #[test]

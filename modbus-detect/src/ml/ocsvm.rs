@@ -34,6 +34,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ModelError;
 use modbus_common::rng::Rng;
 
 /// Stopping tolerance on the KKT gap (largest gradient difference over a
@@ -94,7 +95,7 @@ impl OneClassSvm {
         gamma: f64,
         max_samples: usize,
         seed: u64,
-    ) -> Result<OneClassSvm, String> {
+    ) -> Result<OneClassSvm, ModelError> {
         Self::fit_with_report(rows, nu, gamma, max_samples, seed).map(|(model, _)| model)
     }
 
@@ -105,7 +106,7 @@ impl OneClassSvm {
         gamma: f64,
         max_samples: usize,
         seed: u64,
-    ) -> Result<(OneClassSvm, TrainReport), String> {
+    ) -> Result<(OneClassSvm, TrainReport), ModelError> {
         check_params(nu, gamma, max_samples)?;
         check_rows(rows)?;
         let train = training_subset(rows, max_samples, seed);
@@ -152,74 +153,82 @@ impl OneClassSvm {
     /// vector `dims` finite values, alphas finite and `>= 0`, `rho` finite,
     /// `gamma` finite and positive. A valid model's decision is finite for
     /// finite input.
-    pub fn validate(&self, dims: usize) -> Result<(), String> {
+    pub fn validate(&self, dims: usize) -> Result<(), ModelError> {
         if !(self.gamma.is_finite() && self.gamma > 0.0) {
-            return Err("one-class SVM gamma must be finite and positive".into());
+            return Err(ModelError::new(
+                "one-class SVM gamma must be finite and positive",
+            ));
         }
         if !self.rho.is_finite() {
-            return Err("one-class SVM rho is not finite".into());
+            return Err(ModelError::new("one-class SVM rho is not finite"));
         }
         if self.sv.is_empty() {
-            return Err("one-class SVM has no support vectors".into());
+            return Err(ModelError::new("one-class SVM has no support vectors"));
         }
         if self.alpha.len() != self.sv.len() {
-            return Err(format!(
+            return Err(ModelError::new(format!(
                 "one-class SVM has {} alphas for {} support vectors",
                 self.alpha.len(),
                 self.sv.len()
-            ));
+            )));
         }
         if let Some(i) = self
             .alpha
             .iter()
             .position(|a| !(a.is_finite() && *a >= 0.0))
         {
-            return Err(format!("one-class SVM alpha {i} is not finite and >= 0"));
+            return Err(ModelError::new(format!(
+                "one-class SVM alpha {i} is not finite and >= 0"
+            )));
         }
         for (i, sv) in self.sv.iter().enumerate() {
             if sv.len() != dims {
-                return Err(format!(
+                return Err(ModelError::new(format!(
                     "support vector {i} has {} values, expected {dims}",
                     sv.len()
-                ));
+                )));
             }
             if sv.iter().any(|v| !v.is_finite()) {
-                return Err(format!("support vector {i} has a non-finite value"));
+                return Err(ModelError::new(format!(
+                    "support vector {i} has a non-finite value"
+                )));
             }
         }
         Ok(())
     }
 }
 
-fn check_params(nu: f64, gamma: f64, max_samples: usize) -> Result<(), String> {
+fn check_params(nu: f64, gamma: f64, max_samples: usize) -> Result<(), ModelError> {
     if !(nu > 0.0 && nu <= 1.0) {
-        return Err(format!("nu must be in (0, 1], got {nu}"));
+        return Err(ModelError::new(format!("nu must be in (0, 1], got {nu}")));
     }
     if !(gamma.is_finite() && gamma > 0.0) {
-        return Err(format!("gamma must be finite and positive, got {gamma}"));
+        return Err(ModelError::new(format!(
+            "gamma must be finite and positive, got {gamma}"
+        )));
     }
     if max_samples == 0 {
-        return Err("max_samples must be at least 1".into());
+        return Err(ModelError::new("max_samples must be at least 1"));
     }
     Ok(())
 }
 
 /// The kernel of a NaN is NaN, which would silently stall the solver; and a
 /// ragged row has no defined distance. Both are caller bugs worth naming.
-fn check_rows(rows: &[Vec<f64>]) -> Result<(), String> {
+fn check_rows(rows: &[Vec<f64>]) -> Result<(), ModelError> {
     let Some(first) = rows.first() else {
-        return Err("no training rows".into());
+        return Err(ModelError::new("no training rows"));
     };
     let dims = first.len();
     for (i, row) in rows.iter().enumerate() {
         if row.len() != dims {
-            return Err(format!(
+            return Err(ModelError::new(format!(
                 "row {i} has {} values, row 0 has {dims}",
                 row.len()
-            ));
+            )));
         }
         if row.iter().any(|v| !v.is_finite()) {
-            return Err(format!("row {i} has a non-finite value"));
+            return Err(ModelError::new(format!("row {i} has a non-finite value")));
         }
     }
     Ok(())

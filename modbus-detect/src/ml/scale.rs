@@ -7,6 +7,7 @@
 //! gives every feature the same weight. The Isolation Forest does not need
 //! it, but sharing one scaled input keeps the pipeline simple.
 
+use super::ModelError;
 use serde::{Deserialize, Serialize};
 
 /// Below this a feature's standard deviation is treated as "constant".
@@ -80,21 +81,23 @@ impl Standardizer {
     /// Checks a (typically deserialized) standardizer before use: both
     /// vectors have `dims` values, all finite, and every std is positive, so
     /// that `transform` yields finite values for finite input.
-    pub fn validate(&self, dims: usize) -> Result<(), String> {
+    pub fn validate(&self, dims: usize) -> Result<(), ModelError> {
         if self.mean.len() != dims || self.std.len() != dims {
-            return Err(format!(
+            return Err(ModelError::new(format!(
                 "standardizer has {} means and {} stds, expected {dims} of each",
                 self.mean.len(),
                 self.std.len()
-            ));
+            )));
         }
         if let Some(i) = self.mean.iter().position(|m| !m.is_finite()) {
-            return Err(format!("standardizer mean {i} is not finite"));
+            return Err(ModelError::new(format!(
+                "standardizer mean {i} is not finite"
+            )));
         }
         if let Some(i) = self.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(format!(
+            return Err(ModelError::new(format!(
                 "standardizer std {i} is not a finite positive number"
-            ));
+            )));
         }
         Ok(())
     }
