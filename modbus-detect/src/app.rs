@@ -18,7 +18,7 @@ use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode};
 use crate::files::{atomic_write, check_writable, FileError};
 use crate::output::eve::{EveError, EveWriter};
-use crate::output::report::{self, RunInfo, Status, Summary};
+use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::runtime::offline::replay;
 use crate::runtime::online::{self, LiveError, LiveOptions, StartError};
 use crate::runtime::{InputError, Plan, RunOutcome};
@@ -313,22 +313,23 @@ fn live_capture(
         format!("af_xdp ({mode})"),
         threads,
     );
-    info.capture = outcome.capture.as_ref().map(|out| {
-        serde_json::json!({
-            "xdp_mode": mode,
-            "xdp": out.xdp,
-            "queues": out.queues,
-            "shards": out
-                .shard_ring_full_drops
-                .iter()
-                .enumerate()
-                .map(|(shard, drops)| serde_json::json!({"shard": shard, "ring_full_drops": drops}))
-                .collect::<Vec<_>>(),
-            "link_down_events": out.link_down_events,
-            "link_down_seconds": out.link_down_seconds,
-            "privileges": out.privileges,
-            "busy_poll": out.busy_poll,
-        })
+    info.capture = outcome.capture.as_ref().map(|out| CaptureSection {
+        xdp_mode: mode.into(),
+        xdp: out.xdp,
+        queues: out.queues.clone(),
+        shards: out
+            .shard_ring_full_drops
+            .iter()
+            .enumerate()
+            .map(|(shard, &ring_full_drops)| ShardDrops {
+                shard,
+                ring_full_drops,
+            })
+            .collect(),
+        link_down_events: out.link_down_events,
+        link_down_seconds: out.link_down_seconds,
+        privileges: out.privileges.clone(),
+        busy_poll: out.busy_poll.clone(),
     });
     Ok((outcome, info))
 }

@@ -3,12 +3,12 @@
 //! Each shard and the dispatcher own a [`Counters`]; they are summed at the end
 //! of a run for the report, so counting costs an add on a private cache line.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decode::SkipReason;
 
 /// Totals reported under `counters` in the report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// Frames read from the source.
     pub frames: u64,

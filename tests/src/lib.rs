@@ -6,6 +6,7 @@ pub mod netns;
 use std::path::PathBuf;
 
 use clap::Parser;
+use modbus_detect::output::report::Report;
 use serde_json::Value;
 
 /// `tests/fixtures/<rel>`.
@@ -18,6 +19,9 @@ pub fn fixture(rel: &str) -> PathBuf {
 /// The result of one in-process run.
 pub struct Run {
     pub exit: Result<u8, String>,
+    /// The report as written, read through its schema.
+    pub typed: Option<Report>,
+    /// The same report as JSON, for tests that look at it field by field.
     pub report: Option<Value>,
     pub dir: tempfile::TempDir,
 }
@@ -27,18 +31,45 @@ impl Run {
         self.report.as_ref().expect("the run wrote a report")
     }
 
+    pub fn typed(&self) -> &Report {
+        self.typed.as_ref().expect("the run wrote a report")
+    }
+
     /// Sum of alert counts per (type, severity, src, dst).
     pub fn alert_counts(
         &self,
     ) -> std::collections::BTreeMap<(String, String, String, String), u64> {
         let mut m = std::collections::BTreeMap::new();
-        for a in self.report()["alerts"].as_array().expect("alerts array") {
-            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
-            *m.entry((s("type"), s("severity"), s("src_ip"), s("dst_ip")))
-                .or_insert(0) += a["count"].as_u64().expect("count");
+        for a in &self.typed().alerts {
+            let c = &a.common;
+            let key = (
+                c.kind.clone(),
+                c.severity.clone(),
+                c.src_ip.to_string(),
+                c.dst_ip.to_string(),
+            );
+            *m.entry(key).or_insert(0) += a.count;
         }
         m
     }
+}
+
+/// A report file read through its schema ([`Report`]): a field the schema
+/// does not know, or one it needs that is missing, fails the test.
+pub fn read_report(p: &std::path::Path) -> Report {
+    let text = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    parse_report(&text, p)
+}
+
+/// [`read_report`], as JSON for tests that look at it field by field.
+pub fn read_report_json(p: &std::path::Path) -> Value {
+    let _ = read_report(p);
+    read_json(p)
+}
+
+fn parse_report(text: &[u8], p: &std::path::Path) -> Report {
+    serde_json::from_slice(text)
+        .unwrap_or_else(|e| panic!("{}: does not match the report schema: {e}", p.display()))
 }
 
 /// Run `modbus-detect ARGS --output <tmp>/report.json` in this process.
@@ -56,10 +87,15 @@ pub fn run(args: &[&str]) -> Run {
     let parsed = modbus_detect::cli::Args::try_parse_from(&argv).expect("valid arguments");
     let exit = modbus_detect::app::run(&parsed).map_err(|e| e.to_string());
     let out = parsed.output.clone();
-    let report = std::fs::read(&out)
-        .ok()
-        .map(|b| serde_json::from_slice(&b).expect("the report is valid JSON"));
-    Run { exit, report, dir }
+    let text = std::fs::read(&out).ok();
+    let typed = text.as_deref().map(|b| parse_report(b, &out));
+    let report = text.map(|b| serde_json::from_slice(&b).expect("the report is valid JSON"));
+    Run {
+        exit,
+        typed,
+        report,
+        dir,
+    }
 }
 
 /// Learn a baseline from the lab's normal traffic with `--baseline-mode`

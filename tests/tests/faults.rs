@@ -162,7 +162,7 @@ fn sigint_during_live_capture_leaves_complete_outputs_and_a_clean_interface() {
     let done = sensor.wait(STOP).expect("the sensor stops on SIGINT");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
     // Outputs: complete, valid, interrupted.
-    let r = modbus_tests::read_json(&report);
+    let r = modbus_tests::read_report_json(&report);
     assert_eq!(r["status"], "interrupted");
     assert_eq!(
         u(&r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"]),
@@ -205,7 +205,10 @@ fn sigint_during_live_capture_leaves_complete_outputs_and_a_clean_interface() {
     assert!(xdp_attached(&topo));
     let done = second.stop(STOP).expect("stops on SIGTERM");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    assert_eq!(modbus_tests::read_json(&again)["status"], "interrupted");
+    assert_eq!(
+        modbus_tests::read_report_json(&again)["status"],
+        "interrupted"
+    );
     assert!(!xdp_attached(&topo));
     topo.teardown().expect("teardown");
 }
@@ -261,7 +264,7 @@ fn interface_down_mid_capture_is_waited_out() {
     std::thread::sleep(Duration::from_millis(300));
     let done = sensor.stop(STOP).expect("stops on SIGTERM");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    let r = modbus_tests::read_json(&report);
+    let r = modbus_tests::read_report_json(&report);
     assert_eq!(r["status"], "interrupted");
     assert_eq!(r["error"], Value::Null);
     let cap = &r["capture"];
@@ -314,7 +317,7 @@ fn interface_deleted_mid_capture_is_a_clear_error_with_a_report() {
         done.stderr
     );
     assert!(!done.stderr.contains("panicked"), "{}", done.stderr);
-    let r = modbus_tests::read_json(&report);
+    let r = modbus_tests::read_report_json(&report);
     assert_eq!(r["status"], "input_error");
     assert!(r["error"].as_str().unwrap().contains("disappeared"));
     assert_eq!(
@@ -386,7 +389,7 @@ fn shard_overload_drops_are_counted_per_queue_and_per_shard() {
         .expect("the stats line shows ring-full drops per shard");
     let done = sensor.stop(STOP).expect("stops on SIGTERM");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    let r = modbus_tests::read_json(&report);
+    let r = modbus_tests::read_report_json(&report);
     let c = &r["counters"];
     let cap = &r["capture"];
     let queues = cap["queues"].as_array().unwrap();
@@ -487,7 +490,7 @@ fn sensor_holds_no_capability_after_setup() {
     }
     let done = sensor.stop(STOP).expect("stops");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    let p = &modbus_tests::read_json(&report)["capture"]["privileges"];
+    let p = &modbus_tests::read_report_json(&report)["capture"]["privileges"];
     assert_eq!(p["effective"], "0000000000000000", "{p}");
     assert_eq!(p["permitted"], "0000000000000000", "{p}");
     assert_eq!(p["kept"], serde_json::json!([]), "{p}");
@@ -553,7 +556,7 @@ fn minimal_capabilities_suffice_and_are_dropped() {
     std::thread::sleep(Duration::from_millis(200));
     let done = sensor.stop(STOP).expect("stops");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
-    let r = modbus_tests::read_json(&report);
+    let r = modbus_tests::read_report_json(&report);
     assert_eq!(
         u(&r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"]),
         10
@@ -719,7 +722,7 @@ fn full_disk_for_the_eve_stream_leaves_whole_lines() {
         stderr.contains("EVE stream") && stderr.contains("No space left"),
         "{stderr}"
     );
-    let r = modbus_tests::read_json(&report);
+    let r = modbus_tests::read_report_json(&report);
     assert_eq!(r["status"], "complete");
     assert_eq!(
         u(&r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"]),

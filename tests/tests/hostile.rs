@@ -295,7 +295,7 @@ fn flow_state_memory_is_bounded_by_max_flows() {
             "--quiet",
         ]);
         assert_eq!(code, Some(0));
-        let rep: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        let rep: Value = modbus_tests::read_report_json(&out);
         let c = &rep["counters"];
         eprintln!(
             "{} connections, capture {size_kib} KiB, --max-flows {max_flows} --threads {threads}: peak RSS {rss} KiB, flows_peak {}, flows_evicted {}",
@@ -862,42 +862,36 @@ fn alert_storm_leaves_a_bounded_report_with_exact_counts() {
     };
     let rep = report::build(&summary, &info, &cfg);
     let bytes = serde_json::to_vec_pretty(&rep).unwrap();
-    let c = &rep["counters"];
-    let alerts = rep["alerts"].as_array().unwrap();
+    let c = &rep.counters;
+    let alerts = &rep.alerts;
     eprintln!(
         "storm: {} alerts, report {} bytes ({} entries), {eve_lines} EVE lines",
-        c["alerts_total"],
+        c.alerts_total,
         bytes.len(),
         alerts.len()
     );
     // Exact counts, whatever fitted in the table.
     let total = storm.requests + storm.outstanding_floods;
-    assert_eq!(
-        u(&c["alerts_by_type"]["ROGUE_MODBUS_MASTER"]),
-        storm.requests
-    );
-    assert_eq!(
-        u(&c["alerts_by_type"]["MODBUS_FLOOD"]),
-        storm.outstanding_floods
-    );
-    assert_eq!(u(&c["alerts_total"]), total);
-    assert_eq!(u(&c["alerts_by_severity"]["CRITICAL"]), storm.requests);
+    assert_eq!(c.alerts_by_type["ROGUE_MODBUS_MASTER"], storm.requests);
+    assert_eq!(c.alerts_by_type["MODBUS_FLOOD"], storm.outstanding_floods);
+    assert_eq!(c.alerts_total, total);
+    assert_eq!(c.alerts_by_severity["CRITICAL"], storm.requests);
     // Bounded: 1,000 entries, the rest counted as dropped.
     assert_eq!(alerts.len(), 1_000);
-    assert_eq!(u(&c["alert_entries"]), 1_000);
-    let stored: u64 = alerts.iter().map(|a| u(&a["count"])).sum();
-    let dropped = u(&c["alerts_dropped_table_full"]);
+    assert_eq!(c.alert_entries, 1_000);
+    let stored: u64 = alerts.iter().map(|a| a.count).sum();
+    let dropped = c.alerts_dropped_table_full;
     assert_eq!(stored + dropped, total);
     assert!(2 * storm.keys > 1_000);
     for a in alerts {
         let size = serde_json::to_vec_pretty(a).unwrap().len();
-        assert!(size < 2048, "an entry of {size} bytes: {a}");
+        assert!(size < 2048, "an entry of {size} bytes: {a:?}");
     }
     // The rest of the report (inventory of 5,000 pairs included) is small.
     assert!(bytes.len() < 4 << 20, "report of {} bytes", bytes.len());
     // EVE: every alert is a line, folded into a later line, or dropped
     // with its key.
-    let suppressed = u(&c["eve_lines_suppressed"]);
+    let suppressed = c.eve_lines_suppressed;
     assert_eq!(eve_lines + suppressed + dropped, total);
     let text = std::fs::read_to_string(&eve_path).unwrap();
     assert!(text.ends_with('\n'));
@@ -950,7 +944,7 @@ fn alert_storm_with_default_limits_through_the_binary() {
     assert_eq!(code, Some(0));
     let size = std::fs::metadata(&report).unwrap().len();
     let eve_size = std::fs::metadata(&eve).unwrap().len();
-    let rep: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let rep: Value = modbus_tests::read_report_json(&report);
     let c = &rep["counters"];
     eprintln!(
         "storm with default limits: {} alerts in {} entries, {} dropped with their key; report {size} bytes, EVE {eve_size} bytes ({} lines suppressed), peak RSS {rss} KiB",
@@ -1012,7 +1006,7 @@ fn reassembly_abuse_memory_figures() {
             "--quiet",
         ]);
         assert_eq!(code, Some(0));
-        let rep: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        let rep: Value = modbus_tests::read_report_json(&out);
         eprintln!(
             "{conns} connections x 16 KB out of order, capture {size_kib} KiB, --max-flows {max_flows}: peak RSS {rss} KiB, out_of_order_segments {}",
             rep["counters"]["out_of_order_segments"]

@@ -193,7 +193,7 @@ fn scenario(mode: &str, extra: &[&str]) -> (Value, Value, (u64, u64)) {
     plc.stop(STOP).expect("PLC stops");
     assert!(!xdp_attached(&topo), "XDP program detached on exit");
 
-    let live = modbus_tests::read_json(&report);
+    let live = modbus_tests::read_report_json(&report);
     let replay_out = dir.path().join("replay.json");
     let mut rargs: Vec<String> = vec![
         "--pcap".into(),
@@ -212,7 +212,7 @@ fn scenario(mode: &str, extra: &[&str]) -> (Value, Value, (u64, u64)) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let replay = modbus_tests::read_json(&replay_out);
+    let replay = modbus_tests::read_report_json(&replay_out);
     let napi = |f: &str| -> u64 {
         let path = format!("/sys/class/net/{}/{f}", topo.sensor_iface());
         let out = topo.run_in(Host::Sensor, "cat", &[&path]).expect("cat");
@@ -418,7 +418,7 @@ fn vlan_tagged_frames_reach_the_detector() {
     std::thread::sleep(Duration::from_millis(300));
     let done = sensor.stop(STOP).expect("sensor stops");
     assert_eq!(done.status.code(), Some(130), "{}", done.stderr);
-    let r = modbus_tests::read_json(&report);
+    let r = modbus_tests::read_report_json(&report);
     let alerts = alert_set(&r);
     for rogue in ["10.66.0.1", "10.66.0.2"] {
         let n: u64 = alerts
@@ -470,7 +470,10 @@ fn refuses_to_steal_frames_from_a_local_modbus_server() {
         .run_in(Host::Plc, bin.to_str().unwrap(), &forced)
         .expect("--force attaches");
     assert!(out.status.success());
-    assert_eq!(modbus_tests::read_json(&report)["status"], "complete");
+    assert_eq!(
+        modbus_tests::read_report_json(&report)["status"],
+        "complete"
+    );
     plc.stop(STOP).expect("PLC stops");
     topo.teardown().expect("teardown");
 }

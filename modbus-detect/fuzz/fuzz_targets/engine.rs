@@ -22,7 +22,7 @@ use libfuzzer_sys::fuzz_target;
 use modbus_detect::config::DetectConfig;
 use modbus_detect::decode::LinkType;
 use modbus_detect::output::eve;
-use modbus_detect::output::report::{build, RunInfo, Status, Summary};
+use modbus_detect::output::report::{build, Report, RunInfo, Status, Summary};
 use modbus_detect::runtime::dispatch::{classify, Dispatcher, FrameStore};
 use modbus_detect::runtime::inline::Inline;
 use modbus_detect_fuzz::{link_type, records, EngineFlags, START_NS};
@@ -93,7 +93,9 @@ fn run(cfg: &Arc<DetectConfig>, link: LinkType, frames: &[u8], shards: usize) ->
     let text = serde_json::to_string(&report).expect("the report serialises");
     let back: Value = serde_json::from_str(&text).expect("the report is valid JSON");
     assert_eq!(back["counters"]["frames"], dispatch.frames);
-    (report, eve_lines)
+    let typed: Report = serde_json::from_str(&text).expect("the report reads back as a Report");
+    assert_eq!(typed, report, "the report round-trips through its schema");
+    (back, eve_lines)
 }
 
 /// The parts of a report that must not depend on the number of shards.

@@ -8,7 +8,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::alert::EveEvent;
 use crate::config::DetectConfig;
@@ -93,10 +93,10 @@ impl EveWriter {
 pub fn record(ev: &EveEvent, cfg: &DetectConfig) -> Value {
     let a = &ev.alert;
     let description = describe(a, cfg);
-    let mut modbus = details(a, cfg);
+    let mut modbus = object(&details(a, cfg));
     modbus.insert("unit_id".into(), json!(a.unit));
     modbus.insert("function_code".into(), json!(a.function_code));
-    let mut detect = common_fields(a, a.severity);
+    let mut detect = object(&common_fields(a, a.severity));
     detect.insert("count".into(), json!(ev.count));
     detect.insert("suppressed_since_last_line".into(), json!(ev.suppressed));
     detect.insert("description".into(), json!(description));
@@ -121,4 +121,12 @@ pub fn record(ev: &EveEvent, cfg: &DetectConfig) -> Value {
         "modbus": modbus,
         "modbus_detect": detect,
     })
+}
+
+/// A record of the report as a JSON object, to build an EVE object from.
+fn object(v: &impl serde::Serialize) -> Map<String, Value> {
+    match serde_json::to_value(v) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
 }

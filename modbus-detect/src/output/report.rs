@@ -1,18 +1,26 @@
 //! The JSON report: what was read, what was found, sorted by severity.
 //!
-//! Field names are an interface: users' scripts and SIEM parsers depend on
-//! them. Add fields; never rename or remove one.
+//! [`Report`] is its schema. Field names are an interface: users' scripts
+//! and SIEM parsers depend on them. Add fields; never rename or remove one.
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 
 use crate::alert::{sort_for_report, Aggregate, Alert, AlertKind, Detail, FloodReason, Severity};
 use crate::config::baseline::Baseline;
-use crate::config::DetectConfig;
+use crate::config::{DetectConfig, Mode};
 use crate::counters::Counters;
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
 use crate::modbus::{exception_name, function_name};
+use crate::runtime::online::QueueStats;
 use crate::shard::ShardResult;
+use crate::source::xdp::busy_poll::BusyPollState;
+use crate::source::xdp::XdpCounters;
+use crate::sys::caps::Privileges;
 
 use super::{epoch_secs, iso_time};
 
@@ -78,7 +86,8 @@ impl Summary {
 }
 
 /// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Complete,
     Interrupted,
@@ -111,133 +120,434 @@ pub struct RunInfo {
     pub baseline_file: Option<String>,
     pub eve_file: Option<String>,
     /// Live capture: XDP mode, XDP counters, per-queue socket statistics.
-    pub capture: Option<Value>,
+    pub capture: Option<CaptureSection>,
 }
 
-/// The report as a JSON value (keys in the order written here).
-pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Value {
-    let c = &summary.counters;
-    let mut counters = serde_json::to_value(c).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut counters {
-        m.insert(
-            "skipped".into(),
-            summary
-                .counters
-                .skipped_by_name()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect::<Map<_, _>>()
-                .into(),
-        );
-        m.insert(
-            "alerts_total".into(),
-            json!(summary.raised.iter().sum::<u64>()),
-        );
-        m.insert(
-            "alerts_by_type".into(),
-            AlertKind::ALL
-                .iter()
-                .map(|k| (k.name().to_string(), json!(summary.raised[*k as usize])))
-                .collect::<Map<_, _>>()
-                .into(),
-        );
-        m.insert(
-            "alerts_by_severity".into(),
-            Severity::ALL
-                .iter()
-                .map(|s| {
-                    (
-                        s.name().to_string(),
-                        json!(summary.raised_by_severity[*s as usize]),
-                    )
-                })
-                .collect::<Map<_, _>>()
-                .into(),
-        );
-        m.insert("alert_entries".into(), json!(summary.alerts.len()));
-        m.insert(
-            "alerts_dropped_table_full".into(),
-            json!(summary.alerts_dropped),
-        );
-        m.insert("eve_lines_suppressed".into(), json!(summary.eve_suppressed));
-        m.insert(
-            "rule_state_evicted".into(),
-            json!(summary.rule_state_evicted),
-        );
-        m.insert(
-            "inventory_pairs_dropped".into(),
-            json!(summary.inventory_pairs_dropped),
-        );
+/// The report file. This type is the schema: the JSON written, the tests
+/// and anything else that reads a report use it, and
+/// `tests/tests/report_schema.rs` pins its field names against checked-in
+/// reports, so that a rename fails CI. Add fields; never rename or remove
+/// one: users' scripts and SIEM parsers depend on them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// "modbus-detect".
+    pub tool: String,
+    pub version: String,
+    pub status: Status,
+    /// Why the input stopped early (`status` "input_error").
+    pub error: Option<String>,
+    pub input: InputSection,
+    pub mode: ModeName,
+    /// Capture times of the first and last Modbus frames.
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub start_epoch: Option<f64>,
+    pub end_epoch: Option<f64>,
+    pub processing_seconds: f64,
+    pub settings: Settings,
+    /// Live capture only.
+    pub capture: Option<CaptureSection>,
+    pub counters: CounterSection,
+    pub ml: MlSection,
+    pub inventory: InventorySection,
+    /// Aggregated alerts, most severe first (see `alert::sort_for_report`).
+    pub alerts: Vec<AlertEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSection {
+    /// "pcap" or "interface".
+    pub kind: String,
+    pub path: String,
+    pub format: String,
+}
+
+/// What the run did with the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeName {
+    Detect,
+    Baseline,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub ports: Vec<u16>,
+    /// Shards.
+    pub threads: usize,
+    pub authorized_masters: Option<Vec<String>>,
+    pub authorized_writers: Option<Vec<String>>,
+    pub register_limits_file: Option<String>,
+    pub baseline_file: Option<String>,
+    pub eve_file: Option<String>,
+    pub thresholds: ThresholdSettings,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSettings {
+    pub exception_burst_count: usize,
+    pub exception_burst_window_s: f64,
+    pub timing_sigma: f64,
+    pub timing_min_baseline_samples: u64,
+    pub flood_interval_ms: f64,
+    pub flood_min_run: u32,
+    pub flood_max_outstanding: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_flows: usize,
+    pub flow_idle_timeout_s: f64,
+    pub max_pending_per_flow: usize,
+    pub max_alert_entries: usize,
+}
+
+/// Live capture: what the capture path did (`capture`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSection {
+    /// "native" or "skb".
+    pub xdp_mode: String,
+    pub xdp: XdpCounters,
+    pub queues: Vec<QueueStats>,
+    pub shards: Vec<ShardDrops>,
+    pub link_down_events: u64,
+    pub link_down_seconds: f64,
+    pub privileges: Privileges,
+    pub busy_poll: BusyPollState,
+}
+
+/// Frames dropped because one shard's ring was full (all queues).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardDrops {
+    pub shard: usize,
+    pub ring_full_drops: u64,
+}
+
+/// `counters`: everything counted, with the alert totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CounterSection {
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Frames skipped before the shards, by reason.
+    pub skipped: IndexMap<String, u64>,
+    pub alerts_total: u64,
+    pub alerts_by_type: IndexMap<String, u64>,
+    pub alerts_by_severity: IndexMap<String, u64>,
+    /// Entries in `alerts`.
+    pub alert_entries: usize,
+    pub alerts_dropped_table_full: u64,
+    pub eve_lines_suppressed: u64,
+    pub rule_state_evicted: u64,
+    pub inventory_pairs_dropped: u64,
+}
+
+/// `ml`: what the ML models were trained on, or what they judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MlSection {
+    Learned(MlLearned),
+    Judged(MlJudged),
+    Off(MlOff),
+}
+
+/// Baseline mode: the training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlLearned {
+    pub window_s: f64,
+    pub windows_learned: usize,
+    pub models_trained: bool,
+    pub min_windows: usize,
+    pub iforest_threshold: Option<f64>,
+    pub ocsvm_threshold: Option<f64>,
+}
+
+/// Detection with `--ml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlJudged {
+    /// Always true.
+    pub enabled: bool,
+    pub window_s: f64,
+    pub training_windows: usize,
+    pub windows_judged: u64,
+    pub anomalous_windows: u64,
+    pub iforest_threshold: f64,
+    pub ocsvm_threshold: f64,
+}
+
+/// Detection without `--ml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlOff {
+    /// Always false.
+    pub enabled: bool,
+}
+
+/// `inventory`: who talked to whom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventorySection {
+    pub masters: Vec<IpAddr>,
+    pub slaves: Vec<IpAddr>,
+    /// Unit ids seen per slave.
+    pub unit_ids: BTreeMap<String, Vec<u8>>,
+    pub pairs: Vec<InventoryPair>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryPair {
+    pub master: IpAddr,
+    pub slave: IpAddr,
+    pub requests: u64,
+    /// Requests per function code (keys are decimal function codes).
+    pub function_codes: BTreeMap<String, u64>,
+}
+
+/// The fields every alert record has (report entries and EVE lines).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertCommon {
+    /// The alert type (`ROGUE_MODBUS_MASTER`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub severity: String,
+    pub rule_id: String,
+    pub src_ip: IpAddr,
+    pub src_port: u16,
+    pub dst_ip: IpAddr,
+    pub dst_port: u16,
+    pub unit_id: u8,
+    pub function_code: u8,
+    pub function_name: String,
+}
+
+/// One aggregated alert of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEntry {
+    #[serde(flatten)]
+    pub common: AlertCommon,
+    /// Events folded into this entry.
+    pub count: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub first_seen_epoch: f64,
+    pub last_seen_epoch: f64,
+    pub description: String,
+    #[serde(flatten)]
+    pub details: AlertDetails,
+    /// The value of the last event, when the entry folds several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_value: Option<i64>,
+}
+
+/// An alert type's details: register, value, limits, statistics. A field
+/// an alert type does not have is absent; one it has but could not fill
+/// (a value that is not a finite number, a sub-function that was not
+/// there) is `null`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nullable")]
+    pub sub_function: Option<Option<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nullable")]
+    pub mei_type: Option<Option<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RangeLimits>,
+    /// "write_request" or "read_response".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_in: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_value: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nullable")]
+    pub rate_per_s: Option<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_mean_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_std_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigmas: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_code: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outstanding_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_in_baseline: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nullable")]
+    pub iforest_score: Option<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nullable")]
+    pub iforest_threshold: Option<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nullable")]
+    pub ocsvm_decision: Option<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nullable")]
+    pub ocsvm_threshold: Option<Option<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub most_unusual_feature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nullable")]
+    pub feature_z: Option<Option<f64>>,
+}
+
+/// A register's safe range (`null`: no bound on that side).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeLimits {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// A field that may be absent (outer `None`) or `null` (`Some(None)`).
+mod nullable {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
     }
-    let time = |t: Option<u64>| t.map(iso_time);
-    let epoch = |t: Option<u64>| t.map(epoch_secs);
-    json!({
-        "tool": "modbus-detect",
-        "version": env!("CARGO_PKG_VERSION"),
-        "status": info.status.name(),
-        "error": info.error,
-        "input": {
-            "kind": info.input_kind,
-            "path": info.input,
-            "format": info.format,
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// The report of a run.
+pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
+    let c = &summary.counters;
+    let counters = CounterSection {
+        counters: c.clone(),
+        skipped: c
+            .skipped_by_name()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        alerts_total: summary.raised.iter().sum(),
+        alerts_by_type: AlertKind::ALL
+            .iter()
+            .map(|k| (k.name().to_string(), summary.raised[*k as usize]))
+            .collect(),
+        alerts_by_severity: Severity::ALL
+            .iter()
+            .map(|s| {
+                (
+                    s.name().to_string(),
+                    summary.raised_by_severity[*s as usize],
+                )
+            })
+            .collect(),
+        alert_entries: summary.alerts.len(),
+        alerts_dropped_table_full: summary.alerts_dropped,
+        eve_lines_suppressed: summary.eve_suppressed,
+        rule_state_evicted: summary.rule_state_evicted,
+        inventory_pairs_dropped: summary.inventory_pairs_dropped,
+    };
+    Report {
+        tool: "modbus-detect".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        status: info.status,
+        error: info.error.clone(),
+        input: InputSection {
+            kind: info.input_kind.into(),
+            path: info.input.clone(),
+            format: info.format.clone(),
         },
-        "mode": match cfg.mode {
-            crate::config::Mode::Detect => "detect",
-            crate::config::Mode::Learn => "baseline",
+        mode: match cfg.mode {
+            Mode::Detect => ModeName::Detect,
+            Mode::Learn => ModeName::Baseline,
         },
-        "start_time": time(summary.first_ns),
-        "end_time": time(summary.last_ns),
-        "start_epoch": epoch(summary.first_ns),
-        "end_epoch": epoch(summary.last_ns),
-        "processing_seconds": info.elapsed_s,
-        "settings": settings(info, cfg),
-        "capture": info.capture,
-        "counters": counters,
-        "ml": ml_section(summary, cfg),
-        "inventory": inventory(&summary.observed),
-        "alerts": summary.alerts.iter().map(|a| alert_entry(a, cfg)).collect::<Vec<_>>(),
-    })
+        start_time: summary.first_ns.map(iso_time),
+        end_time: summary.last_ns.map(iso_time),
+        start_epoch: summary.first_ns.map(epoch_secs),
+        end_epoch: summary.last_ns.map(epoch_secs),
+        processing_seconds: info.elapsed_s,
+        settings: settings(info, cfg),
+        capture: info.capture.clone(),
+        counters,
+        ml: ml_section(summary, cfg),
+        inventory: inventory(&summary.observed),
+        alerts: summary.alerts.iter().map(|a| alert_entry(a, cfg)).collect(),
+    }
 }
 
 /// What the ML models did: in baseline mode, what they were trained on; in
 /// detection, how many windows they judged and found unlike the baseline.
-fn ml_section(summary: &Summary, cfg: &DetectConfig) -> Value {
+fn ml_section(summary: &Summary, cfg: &DetectConfig) -> MlSection {
     match cfg.mode {
-        crate::config::Mode::Learn => {
+        Mode::Learn => {
             let models = summary.observed.models();
-            json!({
-                "window_s": cfg.ml_window_ns as f64 / 1e9,
-                "windows_learned": summary.ml_samples.len(),
-                "models_trained": models.is_some(),
-                "min_windows": crate::ml::models::MIN_WINDOWS,
-                "iforest_threshold": models.map(|m| m.iforest_threshold),
-                "ocsvm_threshold": models.map(|m| m.ocsvm_threshold),
+            MlSection::Learned(MlLearned {
+                window_s: cfg.ml_window_ns as f64 / 1e9,
+                windows_learned: summary.ml_samples.len(),
+                models_trained: models.is_some(),
+                min_windows: crate::ml::models::MIN_WINDOWS,
+                iforest_threshold: models.map(|m| m.iforest_threshold),
+                ocsvm_threshold: models.map(|m| m.ocsvm_threshold),
             })
         }
-        crate::config::Mode::Detect => {
+        Mode::Detect => {
             let models = cfg
                 .baseline
                 .as_ref()
                 .and_then(|b| b.models())
                 .filter(|_| cfg.ml);
             match models {
-                None => json!({"enabled": false}),
-                Some(m) => json!({
-                    "enabled": true,
-                    "window_s": m.window_s,
-                    "training_windows": m.training_windows,
-                    "windows_judged": summary.ml.windows,
-                    "anomalous_windows": summary.ml.anomalous,
-                    "iforest_threshold": m.iforest_threshold,
-                    "ocsvm_threshold": m.ocsvm_threshold,
+                None => MlSection::Off(MlOff { enabled: false }),
+                Some(m) => MlSection::Judged(MlJudged {
+                    enabled: true,
+                    window_s: m.window_s,
+                    training_windows: m.training_windows,
+                    windows_judged: summary.ml.windows,
+                    anomalous_windows: summary.ml.anomalous,
+                    iforest_threshold: m.iforest_threshold,
+                    ocsvm_threshold: m.ocsvm_threshold,
                 }),
             }
         }
     }
 }
 
-fn settings(info: &RunInfo, cfg: &DetectConfig) -> Value {
-    let list = |s: &Option<rustc_hash::FxHashSet<std::net::IpAddr>>| {
+fn settings(info: &RunInfo, cfg: &DetectConfig) -> Settings {
+    let list = |s: &Option<rustc_hash::FxHashSet<IpAddr>>| {
         s.as_ref().map(|s| {
             let mut v: Vec<_> = s.iter().map(|ip| ip.to_string()).collect();
             v.sort();
@@ -245,107 +555,96 @@ fn settings(info: &RunInfo, cfg: &DetectConfig) -> Value {
         })
     };
     let t = cfg.thresholds;
-    json!({
-        "ports": cfg.ports,
-        "threads": info.threads,
-        "authorized_masters": list(&cfg.authorized_masters),
-        "authorized_writers": list(&cfg.authorized_writers),
-        "register_limits_file": info.limits_file,
-        "baseline_file": info.baseline_file,
-        "eve_file": info.eve_file,
-        "thresholds": {
-            "exception_burst_count": t.exception_burst_count,
-            "exception_burst_window_s": t.exception_burst_window_ns as f64 / 1e9,
-            "timing_sigma": t.timing_sigma,
-            "timing_min_baseline_samples": t.timing_min_samples,
-            "flood_interval_ms": t.flood_interval_ns as f64 / 1e6,
-            "flood_min_run": t.flood_min_run,
-            "flood_max_outstanding": t.flood_max_outstanding,
+    Settings {
+        ports: cfg.ports.clone(),
+        threads: info.threads,
+        authorized_masters: list(&cfg.authorized_masters),
+        authorized_writers: list(&cfg.authorized_writers),
+        register_limits_file: info.limits_file.clone(),
+        baseline_file: info.baseline_file.clone(),
+        eve_file: info.eve_file.clone(),
+        thresholds: ThresholdSettings {
+            exception_burst_count: t.exception_burst_count,
+            exception_burst_window_s: t.exception_burst_window_ns as f64 / 1e9,
+            timing_sigma: t.timing_sigma,
+            timing_min_baseline_samples: t.timing_min_samples,
+            flood_interval_ms: t.flood_interval_ns as f64 / 1e6,
+            flood_min_run: t.flood_min_run,
+            flood_max_outstanding: t.flood_max_outstanding,
         },
-        "limits": {
-            "max_flows": cfg.limits.max_flows,
-            "flow_idle_timeout_s": cfg.limits.flow_idle_timeout_ns as f64 / 1e9,
-            "max_pending_per_flow": cfg.limits.max_pending_per_flow,
-            "max_alert_entries": cfg.limits.max_alert_keys,
+        limits: LimitSettings {
+            max_flows: cfg.limits.max_flows,
+            flow_idle_timeout_s: cfg.limits.flow_idle_timeout_ns as f64 / 1e9,
+            max_pending_per_flow: cfg.limits.max_pending_per_flow,
+            max_alert_entries: cfg.limits.max_alert_keys,
         },
-    })
+    }
 }
 
-fn inventory(observed: &Baseline) -> Value {
+fn inventory(observed: &Baseline) -> InventorySection {
     let file = observed.to_file("");
-    let pairs: Vec<Value> = file
-        .pairs
-        .iter()
-        .map(|p| {
-            json!({
-                "master": p.master,
-                "slave": p.slave,
-                "requests": p.function_codes.values().sum::<u64>(),
-                "function_codes": p.function_codes,
+    InventorySection {
+        pairs: file
+            .pairs
+            .iter()
+            .map(|p| InventoryPair {
+                master: p.master,
+                slave: p.slave,
+                requests: p.function_codes.values().sum(),
+                function_codes: p.function_codes.clone(),
             })
-        })
-        .collect();
-    json!({
-        "masters": file.masters,
-        "slaves": file.slaves,
-        "unit_ids": file.unit_ids,
-        "pairs": pairs,
-    })
+            .collect(),
+        masters: file.masters,
+        slaves: file.slaves,
+        unit_ids: file.unit_ids,
+    }
 }
 
 /// One report entry for an aggregated alert.
-pub fn alert_entry(agg: &Aggregate, cfg: &DetectConfig) -> Value {
+pub fn alert_entry(agg: &Aggregate, cfg: &DetectConfig) -> AlertEntry {
     let a = &agg.first;
-    let mut m = common_fields(a, agg.severity);
-    m.insert("count".into(), json!(agg.count));
-    m.insert("first_seen".into(), json!(iso_time(a.ts_ns)));
-    m.insert("last_seen".into(), json!(iso_time(agg.last.ts_ns)));
-    m.insert("first_seen_epoch".into(), json!(epoch_secs(a.ts_ns)));
-    m.insert("last_seen_epoch".into(), json!(epoch_secs(agg.last.ts_ns)));
-    m.insert("description".into(), json!(describe(a, cfg)));
-    m.extend(details(a, cfg));
-    if agg.count > 1 {
-        if let Some(v) = agg.last.value {
-            m.insert("last_value".into(), json!(v));
-        }
+    AlertEntry {
+        common: common_fields(a, agg.severity),
+        count: agg.count,
+        first_seen: iso_time(a.ts_ns),
+        last_seen: iso_time(agg.last.ts_ns),
+        first_seen_epoch: epoch_secs(a.ts_ns),
+        last_seen_epoch: epoch_secs(agg.last.ts_ns),
+        description: describe(a, cfg),
+        details: details(a, cfg),
+        last_value: agg.last.value.filter(|_| agg.count > 1),
     }
-    Value::Object(m)
 }
 
 /// Fields every alert record has (report and EVE).
-pub fn common_fields(a: &Alert, severity: Severity) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("type".into(), json!(a.kind.name()));
-    m.insert("severity".into(), json!(severity.name()));
-    m.insert("rule_id".into(), json!(a.kind.rule_id()));
-    m.insert("src_ip".into(), json!(a.src));
-    m.insert("src_port".into(), json!(a.src_port));
-    m.insert("dst_ip".into(), json!(a.dst));
-    m.insert("dst_port".into(), json!(a.dst_port));
-    m.insert("unit_id".into(), json!(a.unit));
-    m.insert("function_code".into(), json!(a.function_code));
-    m.insert(
-        "function_name".into(),
-        json!(function_name(a.function_code)),
-    );
-    m
+pub fn common_fields(a: &Alert, severity: Severity) -> AlertCommon {
+    AlertCommon {
+        kind: a.kind.name().into(),
+        severity: severity.name().into(),
+        rule_id: a.kind.rule_id().into(),
+        src_ip: a.src,
+        src_port: a.src_port,
+        dst_ip: a.dst,
+        dst_port: a.dst_port,
+        unit_id: a.unit,
+        function_code: a.function_code,
+        function_name: function_name(a.function_code).into(),
+    }
 }
 
 /// The type's details: register, value, limits, statistics.
-pub fn details(a: &Alert, cfg: &DetectConfig) -> Map<String, Value> {
-    let mut m = Map::new();
-    if let Some(r) = a.register {
-        m.insert("register".into(), json!(r));
-    }
-    if let Some(v) = a.value {
-        m.insert("value".into(), json!(v));
-    }
+pub fn details(a: &Alert, cfg: &DetectConfig) -> AlertDetails {
+    let mut d = AlertDetails {
+        register: a.register,
+        value: a.value,
+        ..AlertDetails::default()
+    };
     let limit = |idx: u32| cfg.limits_file.as_ref().and_then(|l| l.get(idx));
     match a.detail {
         Detail::None => {}
         Detail::Enumeration { sub_function, mei } => {
-            m.insert("sub_function".into(), json!(sub_function));
-            m.insert("mei_type".into(), json!(mei));
+            d.sub_function = Some(sub_function);
+            d.mei_type = Some(mei);
         }
         Detail::Range {
             limit: idx,
@@ -354,20 +653,20 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> Map<String, Value> {
             from_response,
         } => {
             if let Some(l) = limit(idx) {
-                m.insert("register_name".into(), json!(l.name));
-                m.insert("register_unit".into(), json!(l.unit));
+                d.register_name = Some(l.name.clone());
+                d.register_unit = Some(l.unit.clone());
             }
-            m.insert(
-                "limits".into(),
-                json!({"min": finite(min), "max": finite(max)}),
-            );
-            m.insert(
-                "observed_in".into(),
-                json!(if from_response {
+            d.limits = Some(RangeLimits {
+                min: finite(min),
+                max: finite(max),
+            });
+            d.observed_in = Some(
+                if from_response {
                     "read_response"
                 } else {
                     "write_request"
-                }),
+                }
+                .into(),
             );
         }
         Detail::Rate {
@@ -378,13 +677,13 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> Map<String, Value> {
             max_rate,
         } => {
             if let Some(l) = limit(idx) {
-                m.insert("register_name".into(), json!(l.name));
-                m.insert("register_unit".into(), json!(l.unit));
+                d.register_name = Some(l.name.clone());
+                d.register_unit = Some(l.unit.clone());
             }
-            m.insert("previous_value".into(), json!(previous));
-            m.insert("interval_s".into(), json!(interval_ns as f64 / 1e9));
-            m.insert("rate_per_s".into(), json!(finite(rate)));
-            m.insert("max_rate".into(), json!(max_rate));
+            d.previous_value = Some(previous);
+            d.interval_s = Some(interval_ns as f64 / 1e9);
+            d.rate_per_s = Some(finite(rate));
+            d.max_rate = Some(max_rate);
         }
         Detail::Timing {
             interval_ns,
@@ -392,38 +691,37 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> Map<String, Value> {
             std_s,
             sigmas,
         } => {
-            m.insert("interval_s".into(), json!(interval_ns as f64 / 1e9));
-            m.insert("baseline_mean_s".into(), json!(mean_s));
-            m.insert("baseline_std_s".into(), json!(std_s));
-            m.insert("sigmas".into(), json!(sigmas));
+            d.interval_s = Some(interval_ns as f64 / 1e9);
+            d.baseline_mean_s = Some(mean_s);
+            d.baseline_std_s = Some(std_s);
+            d.sigmas = Some(sigmas);
         }
         Detail::Exception { code, in_window } => {
-            m.insert("exception_code".into(), json!(code));
-            m.insert("exception_name".into(), json!(exception_name(code)));
-            m.insert("threshold".into(), json!(in_window));
-            m.insert(
-                "window_s".into(),
-                json!(cfg.thresholds.exception_burst_window_ns as f64 / 1e9),
-            );
+            d.exception_code = Some(code);
+            d.exception_name = Some(exception_name(code).into());
+            d.threshold = Some(in_window);
+            d.window_s = Some(cfg.thresholds.exception_burst_window_ns as f64 / 1e9);
         }
-        Detail::Malformed { reason } => {
-            m.insert("reason".into(), json!(reason));
-        }
+        Detail::Malformed { reason } => d.reason = Some(reason.into()),
         Detail::Flood {
             reason,
             run,
             interval_ns,
         } => {
-            let (name, what) = match reason {
-                FloodReason::BackToBack => ("back_to_back", "consecutive_requests"),
-                FloodReason::Outstanding => ("outstanding", "outstanding_requests"),
-            };
-            m.insert("reason".into(), json!(name));
-            m.insert(what.into(), json!(run));
-            m.insert("interval_ms".into(), json!(interval_ns as f64 / 1e6));
+            match reason {
+                FloodReason::BackToBack => {
+                    d.reason = Some("back_to_back".into());
+                    d.consecutive_requests = Some(run);
+                }
+                FloodReason::Outstanding => {
+                    d.reason = Some("outstanding".into());
+                    d.outstanding_requests = Some(run);
+                }
+            }
+            d.interval_ms = Some(interval_ns as f64 / 1e6);
         }
         Detail::NewFunctionCode { pair_in_baseline } => {
-            m.insert("pair_in_baseline".into(), json!(pair_in_baseline));
+            d.pair_in_baseline = Some(pair_in_baseline);
         }
         Detail::Ml {
             iforest_score,
@@ -435,17 +733,17 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> Map<String, Value> {
             window_start_ns,
             requests,
         } => {
-            m.insert("window_start".into(), json!(iso_time(window_start_ns)));
-            m.insert("window_requests".into(), json!(requests));
-            m.insert("iforest_score".into(), json!(finite(iforest_score)));
-            m.insert("iforest_threshold".into(), json!(finite(iforest_threshold)));
-            m.insert("ocsvm_decision".into(), json!(finite(ocsvm_decision)));
-            m.insert("ocsvm_threshold".into(), json!(finite(ocsvm_threshold)));
-            m.insert("most_unusual_feature".into(), json!(feature_name(feature)));
-            m.insert("feature_z".into(), json!(finite(z)));
+            d.window_start = Some(iso_time(window_start_ns));
+            d.window_requests = Some(requests);
+            d.iforest_score = Some(finite(iforest_score));
+            d.iforest_threshold = Some(finite(iforest_threshold));
+            d.ocsvm_decision = Some(finite(ocsvm_decision));
+            d.ocsvm_threshold = Some(finite(ocsvm_threshold));
+            d.most_unusual_feature = Some(feature_name(feature).into());
+            d.feature_z = Some(finite(z));
         }
     }
-    m
+    d
 }
 
 fn feature_name(i: u8) -> &'static str {

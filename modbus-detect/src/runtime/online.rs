@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::DetectConfig;
 use crate::counters::Counters;
@@ -158,11 +158,12 @@ impl QueueCounters {
 }
 
 /// Per-queue figures for the report.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueueStats {
     pub queue: u32,
     /// "zero-copy" or "copy".
-    pub bind: &'static str,
+    pub bind: String,
     pub frames: u64,
     pub bytes: u64,
     pub shard_ring_full_drops: u64,
@@ -358,7 +359,7 @@ pub fn run_live<E: std::error::Error + 'static>(
         .zip(counters.iter())
         .map(|(&(queue, bind), c)| QueueStats {
             queue,
-            bind,
+            bind: bind.to_string(),
             frames: c.frames.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
             shard_ring_full_drops: c.ring_full(),

@@ -7,15 +7,16 @@
 
 use std::io::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the live sensor holds once setup is done (report `capture.privileges`).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Privileges {
     /// Capabilities still held (names): none, normally. CAP_NET_ADMIN on
     /// kernels before 5.9 (no BPF link for XDP: detaching needs netlink);
     /// CAP_DAC_OVERRIDE when the outputs cannot be written without it.
-    pub kept: Vec<&'static str>,
+    pub kept: Vec<String>,
     /// The effective set after the drop, as `CapEff` in /proc/PID/status.
     pub effective: String,
     /// The permitted set after the drop (`CapPrm`).
@@ -214,7 +215,7 @@ pub fn drop_capabilities<E: std::error::Error + 'static>(
         kept: keep
             .iter()
             .filter(|(c, _)| raw::has(&now, *c, |d| d.effective))
-            .map(|(_, n)| *n)
+            .map(|(_, n)| n.to_string())
             .collect(),
         effective: format!("{:016x}", raw::mask64(&now, |d| d.effective)),
         permitted: format!("{:016x}", raw::mask64(&now, |d| d.permitted)),
@@ -268,7 +269,7 @@ mod tests {
         let (r, now) = in_thread(needs_dac);
         if root {
             let p = r.unwrap_or_else(|e| panic!("{e:?}"));
-            assert_eq!(p.kept.last(), Some(&"CAP_DAC_OVERRIDE"));
+            assert_eq!(p.kept.last().map(String::as_str), Some("CAP_DAC_OVERRIDE"));
             let with_dac = kept | 1 << raw::DAC_OVERRIDE;
             assert_eq!(raw::mask64(&now, |d| d.effective), with_dac);
             assert_eq!(raw::mask64(&now, |d| d.permitted), with_dac);

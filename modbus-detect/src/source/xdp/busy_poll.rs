@@ -36,7 +36,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Microseconds the kernel may spend in one busy poll (`SO_BUSY_POLL`).
 const SOCKET_BUSY_POLL_US: libc::c_int = 50;
@@ -51,7 +51,8 @@ const NAPI_DEFER_HARD_IRQS: u64 = 2;
 const GRO_FLUSH_TIMEOUT_NS: u64 = 200_000;
 
 /// What busy polling this capture uses, for the report.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BusyPollState {
     /// How long an RX thread keeps polling an empty ring before it sleeps
     /// (0: busy polling off).
@@ -60,15 +61,16 @@ pub struct BusyPollState {
     /// device's NAPI in the RX threads).
     pub kernel: bool,
     /// The interface's NAPI tuning as found and as left.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<InterfaceTuning>,
     /// Why kernel busy polling is off or partial, when it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
 }
 
 /// The interface's NAPI settings before and after the sensor tuned them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InterfaceTuning {
     pub napi_defer_hard_irqs: [u64; 2],
     pub gro_flush_timeout_ns: [u64; 2],

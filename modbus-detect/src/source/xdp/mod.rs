@@ -63,7 +63,7 @@ impl XdpMode {
 /// `redirect_failed` (Modbus frames whose RX queue had no AF_XDP socket) and
 /// `malformed` (Ethernet, VLAN, IP or TCP header cut short or invalid) are
 /// frames also counted in `passed`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct XdpCounters {
     pub seen: u64,
     pub redirected: u64,
