@@ -1,5 +1,5 @@
 //! Command-line flags (the original tool's, same meaning) and their
-//! translation into a [`DetectConfig`]. Nothing else.
+//! translation into a [`crate::config::DetectConfig`]. Nothing else.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -102,7 +102,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub eve: Option<PathBuf>,
 
-    /// Detector shards (threads); default: the number of cores.
+    /// Detector shard threads; default: one per core left after the reading
+    /// thread(s) (one shard in the reader's thread on a one-core machine).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 

@@ -43,7 +43,7 @@ struct Slot {
 /// How often (in shard time) windows past their end are looked for.
 const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 
-/// One open window per master-slave pair of a shard, indexed by [`PairId`].
+/// One open window per master-slave pair of a shard, indexed by the inventory's `PairId`.
 #[derive(Debug)]
 pub struct PairWindows {
     window_ns: u64,

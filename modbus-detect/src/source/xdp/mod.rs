@@ -1,7 +1,7 @@
 //! The live source. This file is the XDP program's loader: attach the
 //! program (`modbus-ebpf`, embedded at build time) to an interface,
 //! register AF_XDP sockets per RX queue, read its counters, detach.
-//! [`socket`] sets up the AF_XDP socket of one RX queue, [`rx`] receives
+//! [`socket`] sets up the AF_XDP socket of one RX queue, `rx` receives
 //! from it, [`busy_poll`] keeps the receiving on the RX thread's core.
 //!
 //! The program sends every TCP frame with a Modbus port (either side; the
