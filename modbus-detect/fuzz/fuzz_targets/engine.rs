@@ -93,8 +93,11 @@ fn run(cfg: &Arc<DetectConfig>, link: LinkType, frames: &[u8], shards: usize) ->
     let text = serde_json::to_string(&report).expect("the report serialises");
     let back: Value = serde_json::from_str(&text).expect("the report is valid JSON");
     assert_eq!(back["counters"]["frames"], dispatch.frames);
+    // Read back through the schema and written again: the same JSON (the
+    // typed counters keep skipped frames by name only, so compare the JSON).
     let typed: Report = serde_json::from_str(&text).expect("the report reads back as a Report");
-    assert_eq!(typed, report, "the report round-trips through its schema");
+    let again = serde_json::to_value(&typed).expect("the report serialises");
+    assert!(again == back, "the report round-trips through its schema");
     (back, eve_lines)
 }
 

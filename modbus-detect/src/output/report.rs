@@ -16,7 +16,6 @@ use crate::counters::Counters;
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
 use crate::modbus::{exception_name, function_name};
-use crate::runtime::online::QueueStats;
 use crate::shard::ShardResult;
 use crate::source::xdp::busy_poll::BusyPollState;
 use crate::source::xdp::XdpCounters;
@@ -221,6 +220,24 @@ pub struct CaptureSection {
     pub link_down_seconds: f64,
     pub privileges: Privileges,
     pub busy_poll: BusyPollState,
+}
+
+/// Per-queue figures for the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueStats {
+    pub queue: u32,
+    /// "zero-copy" or "copy".
+    pub bind: String,
+    pub frames: u64,
+    pub bytes: u64,
+    pub shard_ring_full_drops: u64,
+    /// `shard_ring_full_drops` by shard (index = shard).
+    pub shard_ring_full_drops_by_shard: Vec<u64>,
+    pub rx_dropped: u64,
+    pub rx_ring_full: u64,
+    pub fill_ring_empty: u64,
+    pub rx_invalid_descs: u64,
 }
 
 /// Frames dropped because one shard's ring was full (all queues).

@@ -22,12 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::DetectConfig;
 use crate::counters::Counters;
 use crate::decode::LinkType;
 use crate::output::eve::EveWriter;
+use crate::output::report::QueueStats;
 use crate::source::xdp::busy_poll::BusyPollState;
 use crate::source::xdp::socket::enable_busy_poll;
 use crate::source::xdp::{SocketError, XdpCounters, XdpError, XdpMode, XdpProgram, XskQueue};
@@ -155,24 +154,6 @@ impl QueueCounters {
             self.rx_invalid.store(s.rx_invalid_descs, Ordering::Relaxed);
         }
     }
-}
-
-/// Per-queue figures for the report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueStats {
-    pub queue: u32,
-    /// "zero-copy" or "copy".
-    pub bind: String,
-    pub frames: u64,
-    pub bytes: u64,
-    pub shard_ring_full_drops: u64,
-    /// `shard_ring_full_drops` by shard (index = shard).
-    pub shard_ring_full_drops_by_shard: Vec<u64>,
-    pub rx_dropped: u64,
-    pub rx_ring_full: u64,
-    pub fill_ring_empty: u64,
-    pub rx_invalid_descs: u64,
 }
 
 /// What only live capture has to say about a run (report `capture`).
