@@ -275,7 +275,7 @@ fn reassembly(c: &mut Criterion) {
     let run = |segments: &[(u32, &[u8])]| {
         let mut s = Stream::default();
         let mut sink = CountSink::default();
-        s.on_syn(0);
+        s.on_syn(0, &mut sink.c);
         for (seq, data) in segments {
             s.on_segment(*seq, data, 0, &limits, &mut sink);
         }

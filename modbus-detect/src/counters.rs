@@ -61,6 +61,16 @@ pub struct Counters {
     /// FIN/RST segments off the expected sequence number (forged or stale),
     /// which therefore did not end the connection.
     pub ignored_fin_rst: u64,
+    /// SYNs on an established stream with another initial sequence number
+    /// (forged, or a stale duplicate), which therefore did not reset it.
+    pub ignored_syn: u64,
+    /// Late bytes that filled a hole given up earlier (the receiver was still
+    /// waiting for them), decoded on their own.
+    pub gap_fills: u64,
+    /// Segments starting beyond the receiver's window (or, when it is
+    /// unknown, beyond the reordering window), which the receiver drops:
+    /// not stream data, and the stream does not move to them.
+    pub out_of_window_segments: u64,
 }
 
 impl Counters {
@@ -97,6 +107,9 @@ impl Counters {
         self.out_of_order_segments += o.out_of_order_segments;
         self.truncated_frames += o.truncated_frames;
         self.ignored_fin_rst += o.ignored_fin_rst;
+        self.ignored_syn += o.ignored_syn;
+        self.gap_fills += o.gap_fills;
+        self.out_of_window_segments += o.out_of_window_segments;
     }
 
     /// Skip counters by name, for the report.

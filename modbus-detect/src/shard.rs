@@ -248,6 +248,17 @@ impl Shard {
             return;
         };
         flow.last_ns = ts_ns;
+        let (syn, rst, fin) = (
+            meta.flags & tcp_flags::SYN != 0,
+            meta.flags & tcp_flags::RST != 0,
+            meta.flags & tcp_flags::FIN != 0,
+        );
+        if syn && !flow.streams[dir as usize].is_established() {
+            // A SYN that (re)starts its direction announces its scale; one
+            // on an established stream changes nothing (see `on_syn`).
+            flow.wscale[dir as usize] = meta.wscale;
+        }
+        let window = flow.advertised_window(dir, meta.window, syn);
         let Flow {
             key,
             streams,
@@ -262,29 +273,38 @@ impl Shard {
         };
         let st = &mut self.st;
         let limits = &self.limits;
-        if meta.flags & tcp_flags::SYN != 0 {
-            this.on_syn(meta.seq);
+        if syn {
+            this.on_syn(meta.seq, &mut st.counters);
         }
         if meta.flags & tcp_flags::ACK != 0 {
             other.on_peer_ack(
                 meta.ack,
+                window,
                 limits,
                 &mut st.sink(key, pending, pair, dir.reverse()),
             );
         }
-        this.on_segment(
-            meta.seq,
-            payload,
-            ts_ns,
-            limits,
-            &mut st.sink(key, pending, pair, dir),
-        );
-        let rst = meta.flags & tcp_flags::RST != 0;
-        if meta.flags & tcp_flags::FIN != 0 || rst {
-            this.close(&mut st.sink(key, pending, pair, dir));
-        }
         if rst {
-            other.close(&mut st.sink(key, pending, pair, dir.reverse()));
+            // The receiver checks an RST before anything else and takes no
+            // data from it.
+            if this.accepts_rst(meta.seq, &mut st.sink(key, pending, pair, dir)) {
+                this.close(&mut st.sink(key, pending, pair, dir));
+                other.close(&mut st.sink(key, pending, pair, dir.reverse()));
+            }
+        } else if !syn {
+            // Data on a SYN is not delivered without TCP Fast Open, which
+            // no Modbus server uses.
+            this.on_segment(
+                meta.seq,
+                payload,
+                ts_ns,
+                limits,
+                &mut st.sink(key, pending, pair, dir),
+            );
+            if fin {
+                let end = meta.seq.wrapping_add(payload.len() as u32);
+                this.close_at(end, &mut st.sink(key, pending, pair, dir));
+            }
         }
         if this.is_closed() && other.is_closed() {
             if let Some(gone) = self.flows.remove(idx) {

@@ -129,6 +129,24 @@ impl Conversation {
         self.emit(w, ts_ns, from_server, seq, data_flags(payload), payload)
     }
 
+    /// Any segment (flags, payload) at `rel_seq` from the sender's next
+    /// sequence number, without advancing the stream: forged or stale
+    /// segments for evasion tests (an RST or FIN off sequence, a SYN with
+    /// another initial sequence number, data far outside the window).
+    pub fn segment_at(
+        &mut self,
+        w: &mut PcapWriter<impl Write>,
+        ts_ns: u64,
+        from_server: bool,
+        rel_seq: i64,
+        flags: u8,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        // Sequence space is modulo 2^32, so truncating the offset is exact.
+        let seq = self.side(from_server).next_seq.wrapping_add(rel_seq as u32);
+        self.emit(w, ts_ns, from_server, seq, flags, payload)
+    }
+
     /// Orderly close started by the given side: FIN/ACK, the peer's FIN/ACK,
     /// and the final ACK, [`HANDSHAKE_GAP_NS`] apart.
     pub fn fin(

@@ -284,7 +284,7 @@ fn reassemble(isn: u32, stream: &[u8], segs: &[(usize, usize)]) -> Collect {
     let limits = Limits::default();
     let mut s = Stream::default();
     let mut sink = Collect::default();
-    s.on_syn(isn);
+    s.on_syn(isn, &mut Default::default());
     for (i, &(off, n)) in segs.iter().enumerate() {
         let seq = isn.wrapping_add(1).wrapping_add(off as u32);
         s.on_segment(seq, &stream[off..off + n], i as u64, &limits, &mut sink);
@@ -558,7 +558,7 @@ fn capture_adus(segs: &[Seg]) -> BTreeMap<DirKey, Vec<Vec<u8>>> {
     for s in segs {
         let (stream, sink) = streams.entry((s.src, s.dst)).or_default();
         if s.flags & tcp_flags::SYN != 0 {
-            stream.on_syn(s.seq);
+            stream.on_syn(s.seq, &mut Default::default());
         }
         stream.on_segment(s.seq, &s.payload, s.ts_ns, &limits, sink);
     }

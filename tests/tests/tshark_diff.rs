@@ -91,6 +91,11 @@ const EXC_TRAILING: &str = "3-byte exception PDU `81 0x 00`: the spec's exceptio
 
 /// Segments that arrive after a hole in the capture, delivered by us when the hole
 /// is filled or given up (the peer's ACK passes it), by tshark at once.
+/// Bytes that land in a hole the stream gave up earlier.
+const GAP_FILL: &str =
+    "This frame's bytes land in a hole given up earlier (its receiver may still \
+    take them: they are the next bytes it waits for), so they are decoded on their own; tshark \
+    takes them for a retransmission.";
 const LATE: &str = "ADU behind a capture hole: tshark dissects the segment at once, we \
     buffer it (TCP order) and deliver it when the hole is given up on the frame whose \
     ACK passes it; same ADU, other frame.";
@@ -237,9 +242,10 @@ const KNOWN_DIFFERENCES: &[KnownDifference] = &[
         NONE,
         "1 ADUs, function codes [32]",
         Kind::Deliberate,
-        "Fuzzed frame 1 (server side) has SYN+FIN set: we honour the FIN and close the \
-         server-to-client direction, so no later server data is decoded (data past a FIN is \
-         invalid TCP); tshark ignores TCP state and decodes exception response 0xA0.",
+        "Fuzzed frame 1 (server side) has SYN+FIN set: a SYN's data is not stream data and a \
+         SYN does not close, so the server's direction starts at frame 1's sequence number; \
+         this frame's data lies ahead of a hole and is delivered with frame 6, whose ACK gives \
+         the hole up. tshark ignores TCP state and decodes exception response 0xA0 here.",
     ),
     known(
         FUZZ,
@@ -279,12 +285,41 @@ const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     ),
     known(
         FUZZ,
-        21,
+        6,
         "adus",
-        "1 ADUs, function codes [43]",
+        "2 ADUs, function codes [32, 33]",
+        "1 ADUs, function codes [33]",
+        Kind::Deliberate,
+        "Frame 5's response (see frame 5), delivered in TCP order before this frame's own ADU \
+         when this frame's ACK gives up the hole before it.",
+    ),
+    known(
+        FUZZ,
+        19,
+        "adus",
+        "1 ADUs, function codes [47]",
         NONE,
         Kind::Deliberate,
-        "Frame 16's request, delivered when this server frame's ACK gives up the hole before it.",
+        GAP_FILL,
+    ),
+    known(
+        FUZZ,
+        21,
+        "adus",
+        "2 ADUs, function codes [43, 51]",
+        NONE,
+        Kind::Deliberate,
+        "Frame 16's request, delivered when this server frame's ACK gives up the hole before \
+         it, and this frame's own bytes, which land in a hole given up earlier (see frame 19).",
+    ),
+    known(
+        FUZZ,
+        23,
+        "adus",
+        "1 ADUs, function codes [53]",
+        NONE,
+        Kind::Deliberate,
+        GAP_FILL,
     ),
     known(
         FUZZ,

@@ -110,7 +110,7 @@ fuzz_target!(|data: &[u8]| {
     let mut cursor = isn;
     let syn_first = lim & 0x20 != 0;
     if syn_first {
-        s.on_syn(isn);
+        s.on_syn(isn, sink.counters());
         cursor = isn.wrapping_add(1);
     }
     // Only segments in order since the SYN: compared with the reference.
@@ -138,7 +138,15 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => {
                 in_order = false;
-                s.on_peer_ack(at, &limits, &mut sink);
+                // With bit 3, a window advertisement too (scaled by up to 2^15).
+                let window = (op & 8 != 0).then(|| u32::from(d0) << (d1 & 15));
+                s.on_peer_ack(at, window, &limits, &mut sink);
+            }
+            5 if op & 8 != 0 => {
+                in_order = false;
+                if s.accepts_rst(at, &mut sink) {
+                    s.close(&mut sink);
+                }
             }
             5 => {
                 in_order = false;
@@ -154,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
             }
             _ if op & 8 != 0 => {
                 in_order = false;
-                s.on_syn(at);
+                s.on_syn(at, sink.counters());
                 cursor = at.wrapping_add(1);
             }
             _ => {

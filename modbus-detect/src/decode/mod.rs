@@ -40,6 +40,8 @@ pub struct PacketMeta {
     pub payload_len: u16,
     /// The IP total length claimed more bytes than the capture holds (snaplen).
     pub truncated: bool,
+    /// SYN segments only: the window scale option (RFC 7323), if present.
+    pub wscale: Option<u8>,
 }
 
 impl PacketMeta {

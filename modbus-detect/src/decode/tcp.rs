@@ -32,6 +32,16 @@ pub(super) fn decode_tcp(frame: &[u8], ip: &IpInfo) -> Result<PacketMeta, SkipRe
     let payload_len = ip.l4_end - payload_off;
     let field16 = |at| read_u16(segment, at).ok_or(SkipReason::Truncated);
     let field32 = |at| read_u32(segment, at).ok_or(SkipReason::Truncated);
+    let flags = *segment.get(13).ok_or(SkipReason::Truncated)?;
+    // Options are read on SYNs only (the window scale is announced there):
+    // every other segment costs nothing more.
+    let wscale = if flags & super::tcp_flags::SYN != 0 {
+        segment
+            .get(TCP_MIN_HEADER_LEN..header_len)
+            .and_then(window_scale)
+    } else {
+        None
+    };
     Ok(PacketMeta {
         src: ip.src,
         dst: ip.dst,
@@ -39,12 +49,40 @@ pub(super) fn decode_tcp(frame: &[u8], ip: &IpInfo) -> Result<PacketMeta, SkipRe
         dport: field16(2)?,
         seq: field32(4)?,
         ack: field32(8)?,
-        flags: *segment.get(13).ok_or(SkipReason::Truncated)?,
+        flags,
         window: field16(14)?,
         payload_off: u16::try_from(payload_off).map_err(|_| SkipReason::Truncated)?,
         payload_len: u16::try_from(payload_len).map_err(|_| SkipReason::Truncated)?,
         truncated: ip.truncated,
+        wscale,
     })
+}
+
+/// The window scale option (kind 3, length 3) among TCP options, capped at
+/// 14 as RFC 7323 says a receiver must; `None` when absent or the options
+/// are malformed before it.
+fn window_scale(mut options: &[u8]) -> Option<u8> {
+    const END: u8 = 0;
+    const NOP: u8 = 1;
+    const WSCALE: u8 = 3;
+    while let Some((&kind, rest)) = options.split_first() {
+        match kind {
+            END => return None,
+            NOP => options = rest,
+            _ => {
+                let len = usize::from(*rest.first()?);
+                if len < 2 {
+                    return None;
+                }
+                let body = options.get(2..len)?;
+                if kind == WSCALE {
+                    return body.first().map(|&s| s.min(14));
+                }
+                options = options.get(len..)?;
+            }
+        }
+    }
+    None
 }
 
 /// Hand-built frames shared by the decode tests.
@@ -190,6 +228,7 @@ mod tests {
             payload_off,
             payload_len,
             truncated: false,
+            wscale: None,
         }
     }
 
@@ -199,6 +238,20 @@ mod tests {
 
     fn v6_meta(payload_off: u16, payload_len: u16) -> PacketMeta {
         expected(IPV6_SRC.into(), IPV6_DST.into(), payload_off, payload_len)
+    }
+
+    #[test]
+    fn window_scale_is_read_from_syn_options() {
+        // MSS, NOP, window scale 7, SACK permitted, timestamps.
+        let opts = [
+            2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0,
+        ];
+        assert_eq!(window_scale(&opts), Some(7));
+        assert_eq!(window_scale(&[1, 1, 3, 3, 20]), Some(14), "capped at 14");
+        assert_eq!(window_scale(&[2, 4, 5, 0xb4]), None, "absent");
+        assert_eq!(window_scale(&[0, 3, 3, 7]), None, "after the end option");
+        assert_eq!(window_scale(&[2, 0, 3, 3, 7]), None, "malformed length");
+        assert_eq!(window_scale(&[3, 3]), None, "cut short");
     }
 
     #[test]

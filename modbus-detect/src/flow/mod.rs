@@ -107,6 +107,9 @@ pub struct Flow {
     pub pending: PendingTable,
     /// What is known of the connection's master-slave pair.
     pub pair: PairCache,
+    /// The window scale each side announced in its SYN, indexed by the
+    /// [`Dir`] of its segments (RFC 7323: used only when both did).
+    pub wscale: [Option<u8>; 2],
 }
 
 /// What the shard works out once per connection about its master-slave
@@ -129,7 +132,31 @@ impl Flow {
             streams: [Stream::default(), Stream::default()],
             pending: PendingTable::default(),
             pair: PairCache::default(),
+            wscale: [None, None],
         }
+    }
+
+    /// The receive window a segment going `dir` advertises, in bytes: its
+    /// window field, scaled as the handshake agreed (never on a SYN, RFC
+    /// 7323). `None` when the scale is unknown (no handshake seen): the
+    /// field alone could understate the window by up to 2^14.
+    pub fn advertised_window(&self, dir: Dir, window: u16, syn: bool) -> Option<u32> {
+        if syn {
+            return Some(u32::from(window));
+        }
+        match (
+            self.wscale[dir as usize],
+            self.wscale[dir.reverse() as usize],
+        ) {
+            (Some(shift), Some(_)) => Some(u32::from(window) << shift),
+            _ if self.handshake_seen() => Some(u32::from(window)),
+            _ => None,
+        }
+    }
+
+    /// Both SYNs were seen (both streams started by one).
+    fn handshake_seen(&self) -> bool {
+        self.streams.iter().all(Stream::started_by_syn)
     }
 
     /// Both directions ended.

@@ -53,18 +53,34 @@ struct Buffers {
     /// Out-of-order segments, sorted by sequence number.
     ooo: Vec<OooSegment>,
     ooo_bytes: usize,
+    /// The first holes given up that the peer has not acknowledged,
+    /// `[start, end)`: bytes that come later into one of them (the receiver
+    /// was still waiting for them) are decoded on their own instead of
+    /// being taken for old data. The earliest are kept, not the latest:
+    /// the receiver's next byte is the start of the earliest hole, and an
+    /// attacker who makes more holes must not push it out.
+    gaps: [Option<(u32, u32)>; GAPS_KEPT],
 }
+
+/// Holes given up that a stream remembers.
+const GAPS_KEPT: usize = 4;
 
 /// One direction of a TCP connection.
 #[derive(Debug, Default)]
 pub struct Stream {
     next_seq: u32,
     synced: bool,
+    /// A SYN started it.
+    syn_seen: bool,
     /// Looking for an ADU boundary (mid-stream pickup, after a gap or a bad header).
     resync: bool,
     closed: bool,
     /// The highest sequence number the peer has acknowledged, if seen.
     peer_ack: Option<u32>,
+    /// The receive window the peer advertised with that acknowledgement
+    /// (scaled), if seen: the receiver accepts nothing that starts at or
+    /// beyond `peer_ack + window`.
+    peer_window: Option<u32>,
     bufs: Option<Box<Buffers>>,
 }
 
@@ -74,6 +90,17 @@ fn seq_diff(a: u32, b: u32) -> i64 {
 }
 
 impl Stream {
+    /// Whether a SYN started this direction (as opposed to a mid-stream
+    /// pickup on data).
+    pub fn started_by_syn(&self) -> bool {
+        self.syn_seen
+    }
+
+    /// A SYN or data started this direction and no FIN or RST ended it.
+    pub fn is_established(&self) -> bool {
+        self.synced && !self.closed
+    }
+
     /// True once FIN or RST ended this direction.
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -86,19 +113,48 @@ impl Stream {
             .map_or(0, |b| b.partial.capacity() + b.ooo_bytes)
     }
 
-    /// A SYN starts the stream at `seq + 1`.
-    pub fn on_syn(&mut self, seq: u32) {
+    /// A SYN starts the stream at `seq + 1`. On a stream already going, as
+    /// the receiver does (RFC 5961 4.2: a challenge ACK, no reset), it
+    /// changes nothing: a forged SYN with another initial sequence number
+    /// must not move the stream away from the bytes the receiver takes.
+    /// A stream that ended (FIN/RST) starts again: the 4-tuple is reused.
+    pub fn on_syn(&mut self, seq: u32, counters: &mut Counters) {
+        if self.synced && !self.closed {
+            if seq.wrapping_add(1) != self.next_seq {
+                counters.ignored_syn += 1;
+            }
+            return;
+        }
         self.next_seq = seq.wrapping_add(1);
         self.synced = true;
+        self.syn_seen = true;
         self.resync = false;
         self.closed = false;
         self.bufs = None;
     }
 
-    /// The peer acknowledged `ack`: bytes below it were received by the peer,
-    /// so a hole below it is capture loss, not reordering. Stop waiting.
-    pub fn on_peer_ack(&mut self, ack: u32, limits: &Limits, sink: &mut impl AduSink) {
+    /// The peer acknowledged `ack`, advertising `window` bytes more (scaled;
+    /// `None` where the scale is unknown): bytes below `ack` were received
+    /// by the peer, so a hole below it is capture loss, not reordering.
+    /// Stop waiting.
+    pub fn on_peer_ack(
+        &mut self,
+        ack: u32,
+        window: Option<u32>,
+        limits: &Limits,
+        sink: &mut impl AduSink,
+    ) {
         self.peer_ack = Some(ack);
+        self.peer_window = window;
+        if let Some(b) = self.bufs.as_mut() {
+            // The peer has every byte below `ack`: holes there were capture
+            // loss, and nothing will fill them.
+            for gap in &mut b.gaps {
+                if gap.is_some_and(|(_, end)| seq_diff(ack, end) >= 0) {
+                    *gap = None;
+                }
+            }
+        }
         if !limits.ack_confirms_loss {
             return;
         }
@@ -128,9 +184,23 @@ impl Stream {
         }
         let mut data = payload;
         let rel = seq_diff(seq, self.next_seq);
+        if rel > 0 && self.beyond_window(seq, limits) {
+            // The receiver drops it: it is no stream data, and the stream
+            // must not move to it (a segment far ahead would otherwise make
+            // the bytes the receiver does take look like old ones).
+            sink.counters().out_of_window_segments += 1;
+            return;
+        }
         if rel < 0 {
             let old = usize::try_from(-rel).unwrap_or(usize::MAX);
             sink.counters().retransmitted_segments += 1;
+            if self
+                .bufs
+                .as_ref()
+                .is_some_and(|b| b.gaps.iter().any(Option::is_some))
+            {
+                self.fill_gaps(seq, &data[..old.min(data.len())], ts_ns, sink);
+            }
             if old >= data.len() {
                 return;
             }
@@ -160,6 +230,39 @@ impl Stream {
         }
     }
 
+    /// Whether a segment starting at `seq` (ahead of the next expected byte)
+    /// lies beyond what the receiver accepts: past the right edge of the
+    /// window it advertised, or, where no window was seen (one direction
+    /// of the traffic only), past the reordering window. A peer's ACK at or
+    /// past `seq` proves the bytes before it were received: always taken.
+    fn beyond_window(&self, seq: u32, limits: &Limits) -> bool {
+        if self.peer_ack.is_some_and(|a| seq_diff(a, seq) >= 0) {
+            return false;
+        }
+        match (self.peer_ack, self.peer_window) {
+            (Some(ack), Some(window)) => seq_diff(seq, ack.wrapping_add(window)) >= 0,
+            _ => {
+                let reorder = i64::try_from(limits.max_ooo_bytes.max(1) * 64).unwrap_or(i64::MAX);
+                seq_diff(seq, self.next_seq) > reorder
+            }
+        }
+    }
+
+    /// An RST whose sequence number is `seq`: it ends the connection only
+    /// at exactly the next expected byte, as the receiver checks it (RFC
+    /// 5961 3.2; one in the window but elsewhere only draws a challenge
+    /// ACK). On a stream whose next byte is unknown (no handshake and no
+    /// data seen in this direction) it cannot be checked and is not
+    /// honoured: the flow then ends when it idles out. Counted when
+    /// ignored.
+    pub fn accepts_rst(&self, seq: u32, sink: &mut impl AduSink) -> bool {
+        let ok = self.synced && seq == self.next_seq;
+        if !ok {
+            sink.counters().ignored_fin_rst += 1;
+        }
+        ok
+    }
+
     /// The connection's state is being let go (idle, evicted, end of input):
     /// deliver what waits behind holes, skipping them (each counted).
     pub fn flush(&mut self, sink: &mut impl AduSink) {
@@ -168,12 +271,14 @@ impl Stream {
         }
     }
 
-    /// A FIN or RST whose sequence number is `seq_end` (after its payload).
-    /// Only one at the expected sequence number ends the stream, as for a
-    /// real receiver (RFC 9293, RFC 5961): a forged FIN/RST off sequence
-    /// must not blind the sensor to the rest of the connection.
+    /// A FIN whose sequence number is `seq_end` (after its payload). Only
+    /// one at the expected sequence number ends the stream, as for a real
+    /// receiver (RFC 9293): a forged FIN off sequence must not blind the
+    /// sensor to the rest of the connection. On a stream whose next byte is
+    /// unknown it cannot be checked and is not honoured (the flow ends
+    /// when it idles out). Counted when ignored.
     pub fn close_at(&mut self, seq_end: u32, sink: &mut impl AduSink) -> bool {
-        if self.synced && seq_end != self.next_seq {
+        if !self.synced || seq_end != self.next_seq {
             sink.counters().ignored_fin_rst += 1;
             return false;
         }
@@ -309,15 +414,68 @@ impl Stream {
         }
     }
 
-    /// Jump over a hole: the partial ADU before it is lost.
+    /// Jump over a hole: the partial ADU before it is lost. The hole is
+    /// remembered (see `Buffers::gaps`): the receiver may still get its
+    /// bytes, and the sensor then decodes them.
     fn skip_to(&mut self, seq: u32, sink: &mut impl AduSink) {
         sink.counters().reassembly_gaps += 1;
-        if let Some(b) = self.bufs.as_mut() {
-            sink.counters().resync_bytes_skipped += b.partial.len() as u64;
-            b.partial.clear();
+        let start = self.next_seq;
+        let b = self.bufs.get_or_insert_with(Box::default);
+        sink.counters().resync_bytes_skipped += b.partial.len() as u64;
+        b.partial.clear();
+        if let Some(free) = b.gaps.iter_mut().find(|g| g.is_none()) {
+            *free = Some((start, seq));
         }
         self.next_seq = seq;
         self.resync = true;
+    }
+
+    /// Old data (`seq`.., before the next expected byte) that falls into a
+    /// hole given up earlier: the receiver, still waiting for those bytes,
+    /// takes them now. Decode the ADUs they hold on their own (framed from
+    /// the first plausible header; an ADU cut by the hole's edge is lost)
+    /// and forget that part of the hole.
+    fn fill_gaps(&mut self, seq: u32, data: &[u8], ts_ns: u64, sink: &mut impl AduSink) {
+        let Some(b) = self.bufs.as_mut() else {
+            return;
+        };
+        let end = seq.wrapping_add(data.len() as u32);
+        let mut found: [Option<(usize, usize)>; GAPS_KEPT] = [None; GAPS_KEPT];
+        for (slot, gap) in found.iter_mut().zip(b.gaps.iter_mut()) {
+            let Some((g_start, g_end)) = *gap else {
+                continue;
+            };
+            // The overlap of [seq, end) and [g_start, g_end).
+            let from = if seq_diff(seq, g_start) > 0 {
+                seq
+            } else {
+                g_start
+            };
+            let to = if seq_diff(end, g_end) < 0 { end } else { g_end };
+            if seq_diff(to, from) <= 0 {
+                continue;
+            }
+            let lo = usize::try_from(seq_diff(from, seq)).unwrap_or(0);
+            let hi = usize::try_from(seq_diff(to, seq)).unwrap_or(0);
+            *slot = Some((lo, hi));
+            // What is left of the hole on either side stays remembered
+            // (only the larger part: a hole is one range).
+            let before = seq_diff(from, g_start);
+            let after = seq_diff(g_end, to);
+            *gap = match (before > 0, after > 0) {
+                (false, false) => None,
+                (true, false) => Some((g_start, from)),
+                (false, true) => Some((to, g_end)),
+                (true, true) if before >= after => Some((g_start, from)),
+                (true, true) => Some((to, g_end)),
+            };
+        }
+        for (lo, hi) in found.into_iter().flatten() {
+            if let Some(bytes) = data.get(lo..hi) {
+                sink.counters().gap_fills += 1;
+                decode_isolated(bytes, ts_ns, sink);
+            }
+        }
     }
 
     /// Deliver buffered segments that the stream has now reached.
@@ -451,6 +609,30 @@ impl Stream {
     }
 }
 
+/// ADUs in bytes cut out of their stream (a hole filled late): framed from
+/// the first plausible header to the last whole ADU; the rest is counted
+/// as skipped.
+fn decode_isolated(mut data: &[u8], ts_ns: u64, sink: &mut impl AduSink) {
+    let Some(skip) = find_boundary(data) else {
+        sink.counters().resync_bytes_skipped += data.len() as u64;
+        return;
+    };
+    sink.counters().resync_bytes_skipped += skip as u64;
+    data = &data[skip..];
+    while let Some(header) = Mbap::parse(data) {
+        let len = header.adu_len();
+        if header.check().is_err() || data.len() < len {
+            break;
+        }
+        let (adu, rest) = data.split_at(len);
+        if sink.adu(adu, ts_ns) == AduVerdict::Resync {
+            break;
+        }
+        data = rest;
+    }
+    sink.counters().resync_bytes_skipped += data.len() as u64;
+}
+
 /// Two segments cover some of the same sequence numbers with different bytes.
 fn overlap_conflicts(a_seq: u32, a: &[u8], b_seq: u32, b: &[u8]) -> bool {
     let off = seq_diff(b_seq, a_seq);
@@ -540,7 +722,7 @@ mod tests {
     impl Harness {
         fn new(isn: u32) -> Self {
             let mut s = Stream::default();
-            s.on_syn(isn);
+            s.on_syn(isn, &mut Counters::default());
             Harness {
                 s,
                 sink: Collect::default(),
@@ -619,7 +801,7 @@ mod tests {
         let b = read_req(2);
         // The first 5 bytes of `a` arrive, the rest is lost in the capture.
         h.seg(1, &a[..5]);
-        h.s.on_peer_ack(1 + 12, &Limits::default(), &mut h.sink);
+        h.s.on_peer_ack(1 + 12, None, &Limits::default(), &mut h.sink);
         h.seg(13, &b);
         assert_eq!(h.sink.adus, vec![b]);
         assert_eq!(h.sink.c.reassembly_gaps, 1);
@@ -634,7 +816,7 @@ mod tests {
         h.seg(1, &r(1));
         h.seg(25, &r(3));
         h.seg(49, &r(5));
-        h.s.on_peer_ack(61, &Limits::default(), &mut h.sink);
+        h.s.on_peer_ack(61, None, &Limits::default(), &mut h.sink);
         h.seg(61, &r(6));
         let tids: Vec<u8> = h.sink.adus.iter().map(|a| a[1]).collect();
         assert_eq!(tids, vec![1, 3, 5, 6]);

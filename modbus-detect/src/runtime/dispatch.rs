@@ -444,6 +444,7 @@ mod tests {
                 payload_off: 0,
                 payload_len: 0,
                 truncated: false,
+                wscale: None,
             },
             dir: Dir::ToServer,
         }

@@ -1,0 +1,243 @@
+//! TCP evasion: captures crafted as an attacker would, each with what the
+//! PLC's own TCP/IP stack (Linux) does with the same packets. Wherever the
+//! PLC executes the unauthorized FC 6 write, the sensor must report it.
+//!
+//! These replay whole captures through the binary's code path (dispatcher,
+//! shard, reassembly, rules): the stream engine's unit tests once called a
+//! sequence-checked close the shard never used, so an off-sequence FIN was
+//! said to be ignored while the shard honoured it.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use modbus_synth::{
+    adu, read_registers_response, read_request, write_single_register, Conversation, PcapWriter,
+    TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+};
+use modbus_tests::run;
+
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_700_000_000_000_000_000;
+const HMI: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 20);
+const ATTACKER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 66);
+const PLC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+
+type Writer = PcapWriter<std::io::BufWriter<std::fs::File>>;
+
+/// `Conversation::segment_at`'s sender: the master (the attacker) or the PLC.
+const FROM_MASTER: bool = false;
+const FROM_PLC: bool = true;
+
+/// What the attacker does between a normal read and the write.
+type Evasion = dyn Fn(&mut Conversation, &mut Writer, u64) -> std::io::Result<()>;
+
+/// The attacker's connection to the PLC: (handshake when `handshake`), one
+/// read and its response, `evade`, then the write of 999 to holding
+/// register 10 (split after its function code when `split`), answered.
+fn capture(dir: &Path, handshake: bool, split: bool, evade: &Evasion) -> PathBuf {
+    let path = dir.join("attack.pcap");
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut w = PcapWriter::new(file).unwrap();
+    let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+    if handshake {
+        c.handshake(&mut w, T0).unwrap();
+    }
+    c.send(
+        &mut w,
+        T0 + 10 * MS,
+        true,
+        &adu(1, 1, &read_request(3, 0, 2)),
+    )
+    .unwrap();
+    let resp = adu(1, 1, &read_registers_response(3, &[7, 8]));
+    c.send(&mut w, T0 + 11 * MS, false, &resp).unwrap();
+    evade(&mut c, &mut w, T0 + 20 * MS).unwrap();
+    let write = adu(2, 1, &write_single_register(10, 999));
+    if split {
+        c.send(&mut w, T0 + 30 * MS, true, &write[..8]).unwrap();
+        evade(&mut c, &mut w, T0 + 31 * MS).unwrap();
+        c.send(&mut w, T0 + 32 * MS, true, &write[8..]).unwrap();
+    } else {
+        c.send(&mut w, T0 + 30 * MS, true, &write).unwrap();
+    }
+    c.send(&mut w, T0 + 33 * MS, false, &write).unwrap();
+    w.into_inner().unwrap();
+    path
+}
+
+/// Replay `pcap` with only the HMI allowed to write: the unauthorized
+/// writes reported, and the report's counters.
+fn writes_reported(pcap: &Path) -> (u64, serde_json::Value) {
+    let r = run(&[
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--authorized-writers",
+        &HMI.to_string(),
+    ]);
+    assert_eq!(r.exit, Ok(0));
+    let writes = r
+        .alert_counts()
+        .into_iter()
+        .filter(|((t, _, src, _), _)| {
+            t == "UNAUTHORIZED_MODBUS_WRITE" && *src == ATTACKER.to_string()
+        })
+        .map(|(_, n)| n)
+        .sum();
+    (writes, r.report()["counters"].clone())
+}
+
+fn check(name: &str, handshake: bool, split: bool, evade: &Evasion, counter: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = capture(dir.path(), handshake, split, evade);
+    let (writes, c) = writes_reported(&pcap);
+    assert_eq!(
+        writes, 1,
+        "{name}: the write the PLC executes is reported ({c})"
+    );
+    assert!(
+        c[counter].as_u64().unwrap_or(0) >= 1,
+        "{name}: the evasion is counted in {counter} ({c})"
+    );
+}
+
+/// A forged segment: `flags` and `payload` from `sender` at `rel_seq` from
+/// that side's next sequence number.
+fn forged(sender: bool, rel_seq: i64, flags: u8, payload: Vec<u8>) -> Box<Evasion> {
+    Box::new(move |c, w, ts| c.segment_at(w, ts, sender, rel_seq, flags, &payload))
+}
+
+/// RST with a sequence number in the window but not the next byte: Linux
+/// answers with a challenge ACK and keeps the connection (RFC 5961 3.2).
+/// The write is split around it: a sensor that honours the RST loses the
+/// half it holds and cannot frame the rest.
+#[test]
+fn an_rst_off_sequence_does_not_end_the_connection() {
+    for (side, sender) in [("master", FROM_MASTER), ("PLC", FROM_PLC)] {
+        let rst = forged(sender, 100, TCP_RST | TCP_ACK, vec![]);
+        let name = format!("RST from the {side}'s side, in window");
+        check(&name, true, true, &*rst, "ignored_fin_rst");
+    }
+}
+
+/// FIN ahead of the next byte: Linux queues it out of order and takes the
+/// bytes before it; the write arrives in sequence and is executed.
+#[test]
+fn a_fin_off_sequence_does_not_end_the_stream() {
+    let fin = forged(FROM_MASTER, 500, TCP_FIN | TCP_ACK, vec![]);
+    check("FIN ahead", true, false, &*fin, "ignored_fin_rst");
+    check(
+        "FIN ahead, mid-stream",
+        false,
+        false,
+        &*fin,
+        "ignored_fin_rst",
+    );
+}
+
+/// A SYN with another initial sequence number on an established
+/// connection: Linux sends a challenge ACK and changes nothing (RFC 5961
+/// 4.2); the write at the real sequence number is executed.
+#[test]
+fn a_second_syn_does_not_reset_the_stream() {
+    let ahead = forged(FROM_MASTER, 1000, TCP_SYN, vec![]);
+    check("SYN with ISN ahead", true, false, &*ahead, "ignored_syn");
+    let behind = forged(FROM_MASTER, -5000, TCP_SYN, vec![]);
+    check(
+        "SYN with ISN behind, mid-stream",
+        false,
+        false,
+        &*behind,
+        "ignored_syn",
+    );
+}
+
+/// Data far beyond the receive window: Linux drops it (and sends a
+/// duplicate ACK); it must not move the stream, or the write at the real
+/// sequence number would look like a retransmission.
+#[test]
+fn data_outside_the_window_does_not_move_the_stream() {
+    let junk = || vec![0x41u8; 40];
+    let far = forged(FROM_MASTER, 2 << 20, TCP_PSH | TCP_ACK, junk());
+    check(
+        "2 MiB ahead, window known",
+        true,
+        false,
+        &*far,
+        "out_of_window_segments",
+    );
+    check(
+        "2 MiB ahead, mid-stream",
+        false,
+        false,
+        &*far,
+        "out_of_window_segments",
+    );
+    // Beyond the advertised window (64 KiB: no window scaling in the
+    // handshake) but inside the old fixed 1 MiB reordering window.
+    let beyond = forged(FROM_MASTER, 200_000, TCP_PSH | TCP_ACK, junk());
+    check(
+        "200 kB ahead, window 64 KiB",
+        true,
+        false,
+        &*beyond,
+        "out_of_window_segments",
+    );
+}
+
+/// Junk ahead of the next byte, more segments than the sensor holds out of
+/// order: Linux keeps them all queued (its buffer is far larger) and takes
+/// the write when it arrives at the next byte. The sensor gives the hole
+/// up when its buffer is full; the write that then fills the hole is
+/// decoded on its own instead of being taken for old data.
+#[test]
+fn a_full_out_of_order_buffer_does_not_hide_the_hole_filled_later() {
+    let junk: Box<Evasion> = Box::new(|c, w, ts| {
+        for k in 0..20i64 {
+            let flags = TCP_PSH | TCP_ACK;
+            c.segment_at(
+                w,
+                ts + k as u64,
+                FROM_MASTER,
+                12 * (2 * k + 1),
+                flags,
+                &[0xEE; 12],
+            )?;
+        }
+        Ok(())
+    });
+    check("20 segments ahead", true, false, &*junk, "gap_fills");
+}
+
+/// What a real end of connection looks like still ends it: FIN in
+/// sequence from both sides, and an RST at exactly the next byte.
+#[test]
+fn in_sequence_fin_and_exact_rst_still_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let nothing: &Evasion = &|_, _, _| Ok(());
+    let pcap = capture(dir.path(), true, false, nothing);
+    // Append an orderly close: a second capture with it.
+    let path = dir.path().join("closed.pcap");
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut w = PcapWriter::new(file).unwrap();
+    let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+    c.handshake(&mut w, T0).unwrap();
+    c.send(
+        &mut w,
+        T0 + 30 * MS,
+        true,
+        &adu(2, 1, &write_single_register(10, 999)),
+    )
+    .unwrap();
+    c.fin(&mut w, T0 + 40 * MS, true).unwrap();
+    let mut c2 = Conversation::new(ATTACKER, 40_001, PLC);
+    c2.handshake(&mut w, T0 + 50 * MS).unwrap();
+    c2.rst(&mut w, T0 + 60 * MS, true).unwrap();
+    w.into_inner().unwrap();
+    let (writes, c) = writes_reported(&path);
+    assert_eq!(writes, 1);
+    assert_eq!(c["flows_closed"], 2, "{c}");
+    assert_eq!(c["ignored_fin_rst"], 0, "{c}");
+    let (_, c) = writes_reported(&pcap);
+    assert_eq!(c["ignored_syn"], 0, "no evasion, nothing ignored: {c}");
+    assert_eq!(c["out_of_window_segments"], 0, "{c}");
+}
