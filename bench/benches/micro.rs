@@ -539,7 +539,7 @@ fn optimisations(c: &mut Criterion) {
         off: 0,
         len: 60,
         meta: frame_of(&cfgd).meta,
-        dir: frame_of(&cfgd).dir,
+        side: frame_of(&cfgd).side,
     };
     let mut g = c.benchmark_group("engine_batch_buffers");
     g.throughput(Throughput::Elements(BATCH_FRAMES as u64));

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use modbus_detect::config::DetectConfig;
 use modbus_detect::decode::{LinkType, PacketMeta};
-use modbus_detect::flow::Dir;
+use modbus_detect::flow::Side;
 use modbus_detect::runtime::dispatch::classify;
 use modbus_detect::shard::Shard;
 use modbus_synth::{Conversation, PcapWriter};
@@ -24,7 +24,7 @@ pub struct Frame {
 pub struct Decoded {
     pub ts_ns: u64,
     pub meta: PacketMeta,
-    pub dir: Dir,
+    pub side: Side,
     pub bytes: Vec<u8>,
 }
 
@@ -67,7 +67,7 @@ pub fn decode_all(frames: &[Frame], cfg: &DetectConfig) -> Vec<Decoded> {
             Some(Decoded {
                 ts_ns: f.ts_ns,
                 meta: c.meta,
-                dir: c.dir,
+                side: c.side,
                 bytes: f.bytes.clone(),
             })
         })
@@ -79,7 +79,7 @@ pub fn decode_all(frames: &[Frame], cfg: &DetectConfig) -> Vec<Decoded> {
 pub fn feed(shard: &mut Shard, frames: &[Decoded], frame_no: &mut u64, shift_ns: u64) {
     for f in frames {
         *frame_no += 1;
-        shard.process(*frame_no, f.ts_ns + shift_ns, &f.meta, f.dir, &f.bytes);
+        shard.process(*frame_no, f.ts_ns + shift_ns, &f.meta, f.side, &f.bytes);
     }
 }
 

@@ -64,6 +64,12 @@ pub struct Counters {
     /// SYNs on an established stream with another initial sequence number
     /// (forged, or a stale duplicate), which therefore did not reset it.
     pub ignored_syn: u64,
+    /// Connections whose two ports are both Modbus ports, their client and
+    /// server told apart by the handshake ...
+    pub roles_by_handshake: u64,
+    /// ... or, with no handshake seen, by the traffic (request or response
+    /// shape, else the first to speak is the client).
+    pub roles_by_content: u64,
     /// Late bytes that filled a hole given up earlier (the receiver was still
     /// waiting for them), decoded on their own.
     pub gap_fills: u64,
@@ -109,6 +115,8 @@ impl Counters {
         self.ignored_fin_rst += o.ignored_fin_rst;
         self.ignored_syn += o.ignored_syn;
         self.gap_fills += o.gap_fills;
+        self.roles_by_handshake += o.roles_by_handshake;
+        self.roles_by_content += o.roles_by_content;
         self.out_of_window_segments += o.out_of_window_segments;
     }
 

@@ -31,7 +31,7 @@
 //! | `runtime` | the dispatcher (the one frame loop), shard threads and rings, replay, live capture, inline shards; one `RunOutcome` |
 //! | `decode` | Ethernet, VLAN, SLL/SLL2, IPv4/IPv6, TCP header views (zero-copy) |
 //! | `flow` | orientation, the bounded connection table, reassembly |
-//! | `shard` | the per-shard pipeline from segment to alert |
+//! | `shard`, `roles` | the per-shard pipeline from segment to alert; client and server where both ports are Modbus ports |
 //! | `modbus` | MBAP and PDU views per function code, transactions, ADU records |
 //! | `detect` | one file per rule family, the ML detector (`ml/`), the learners of baseline mode (`learn.rs`) |
 //! | `ml` | the algorithms only (Isolation Forest, One-Class SVM, scaling, model files); imports nothing of the engine |
@@ -60,6 +60,7 @@ pub mod inspect;
 pub mod ml;
 pub mod modbus;
 pub mod output;
+pub mod roles;
 pub mod runtime;
 pub mod shard;
 pub mod source;

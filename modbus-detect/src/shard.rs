@@ -16,11 +16,12 @@ use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
 use crate::detect::{AlertSink, Analysis, Endpoints, RequestCtx, ResponseCtx};
 use crate::flow::reassembly::{AduSink, AduVerdict};
-use crate::flow::{Dir, Flow, FlowKey, FlowTable, PairCache};
+use crate::flow::{Dir, Flow, FlowKey, FlowTable, PairCache, Side};
 use crate::modbus::mbap::{Mbap, MBAP_LEN};
 use crate::modbus::pdu::{parse_request, parse_response, Response};
 use crate::modbus::record::{AduOrigin, AduRecord};
 use crate::modbus::transaction::{EarlyResponse, PendingRequest, PendingTable};
+use crate::roles;
 
 /// Requests kept in the inventory per shard; beyond, new pairs are counted only.
 const INVENTORY_PAIRS: usize = 1 << 16;
@@ -199,13 +200,14 @@ impl Shard {
     }
 
     /// Process one TCP segment on a Modbus port (`frame_no` is 1-based),
-    /// going in direction `dir` of its connection (see [`crate::flow::orient`]).
+    /// on the `side` of its connection the dispatcher found (see
+    /// [`crate::flow::orient`]).
     pub fn process(
         &mut self,
         frame_no: u64,
         ts_ns: u64,
         meta: &PacketMeta,
-        dir: Dir,
+        side: Side,
         frame: &[u8],
     ) {
         let st = &mut self.st;
@@ -215,15 +217,22 @@ impl Shard {
         st.first_ns = Some(st.first_ns.map_or(ts_ns, |t| t.min(ts_ns)));
         st.last_ns = Some(st.last_ns.map_or(ts_ns, |t| t.max(ts_ns)));
         st.analysis.on_tick(ts_ns, &mut st.alerts);
-        let key = FlowKey::of(meta, dir);
         let payload = meta.payload(frame);
-        let idx = match self.flows.find(&key) {
+        let (mut key, mut dir) = (FlowKey::of(meta, side.dir), side.dir);
+        let mut found = self.flows.find(&key);
+        if side.provisional && found.is_none() {
+            // Both ports are Modbus ports: the connection may be tracked
+            // with the roles the other way round, or be new.
+            (key, dir, found) = self.provisional_roles(key, dir, meta, payload);
+        }
+        let idx = match found {
             Some(i) => i,
             None => {
                 if payload.is_empty() && meta.flags & tcp_flags::SYN == 0 {
                     // A lone ACK/FIN/RST of an untracked connection carries nothing.
                     return;
                 }
+                let st = &mut self.st;
                 st.counters.flows += 1;
                 let (idx, victim) = self.flows.insert(Flow::new(key, ts_ns));
                 if let Some(v) = victim {
@@ -239,6 +248,38 @@ impl Shard {
             if let Some(idle) = self.flows.sweep(ts_ns) {
                 self.retire(idle, Retire::Expired);
             }
+        }
+    }
+
+    /// The key and direction of a segment whose two ports are both Modbus
+    /// ports (see `roles`): the connection tracked with the roles the other
+    /// way round, if it is; else, for a new one, the roles its first
+    /// segment shows. Rare, so kept out of the per-frame path.
+    #[cold]
+    #[inline(never)]
+    fn provisional_roles(
+        &mut self,
+        key: FlowKey,
+        dir: Dir,
+        meta: &PacketMeta,
+        payload: &[u8],
+    ) -> (FlowKey, Dir, Option<usize>) {
+        let swapped = key.swapped();
+        if let Some(i) = self.flows.find(&swapped) {
+            return (swapped, dir.reverse(), Some(i));
+        }
+        let Some((client, how)) = roles::sender_is_client(meta, payload) else {
+            return (key, dir, None);
+        };
+        let c = &mut self.st.counters;
+        match how {
+            roles::Decided::Handshake => c.roles_by_handshake += 1,
+            roles::Decided::Content => c.roles_by_content += 1,
+        }
+        if roles::swap_needed(dir, client) {
+            (swapped, dir.reverse(), None)
+        } else {
+            (key, dir, None)
         }
     }
 
@@ -258,7 +299,12 @@ impl Shard {
             // on an established stream changes nothing (see `on_syn`).
             flow.wscale[dir as usize] = meta.wscale;
         }
-        let window = flow.advertised_window(dir, meta.window, syn);
+        let ack = meta.flags & tcp_flags::ACK != 0;
+        let window = if ack {
+            flow.advertised_window(dir, meta.window, syn)
+        } else {
+            None
+        };
         let Flow {
             key,
             streams,
@@ -276,7 +322,7 @@ impl Shard {
         if syn {
             this.on_syn(meta.seq, &mut st.counters);
         }
-        if meta.flags & tcp_flags::ACK != 0 {
+        if ack {
             other.on_peer_ack(
                 meta.ack,
                 window,

@@ -208,6 +208,66 @@ fn a_full_out_of_order_buffer_does_not_hide_the_hole_filled_later() {
     check("20 segments ahead", true, false, &*junk, "gap_fills");
 }
 
+/// An attacker whose address is lower than the PLC's, sourcing from port
+/// 502: both ports are Modbus ports, and ordering by address would make
+/// the attacker the server and its requests responses. The roles come
+/// from the handshake, else from the traffic; with only the attacker's
+/// side mirrored the write is still seen.
+#[test]
+fn sourcing_from_port_502_does_not_swap_the_roles() {
+    let low = Ipv4Addr::new(10, 0, 0, 5);
+    let write = adu(2, 1, &write_single_register(10, 999));
+    let read = adu(1, 1, &read_request(3, 0, 2));
+    let resp = adu(1, 1, &read_registers_response(3, &[7, 8]));
+    for (name, handshake, one_way, counter) in [
+        ("with the handshake", true, false, "roles_by_handshake"),
+        ("mid-stream", false, false, "roles_by_content"),
+        ("one-way mirror", false, true, "roles_by_content"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p502.pcap");
+        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut w = PcapWriter::new(file).unwrap();
+        let mut c = Conversation::new(low, 502, PLC);
+        if handshake {
+            c.handshake(&mut w, T0).unwrap();
+        }
+        c.send(&mut w, T0 + 10 * MS, true, &read).unwrap();
+        if !one_way {
+            c.send(&mut w, T0 + 11 * MS, false, &resp).unwrap();
+        }
+        c.send(&mut w, T0 + 30 * MS, true, &write).unwrap();
+        if !one_way {
+            c.send(&mut w, T0 + 31 * MS, false, &write).unwrap();
+        }
+        w.into_inner().unwrap();
+        let r = run(&[
+            "--pcap",
+            path.to_str().unwrap(),
+            "--authorized-writers",
+            &HMI.to_string(),
+        ]);
+        assert_eq!(r.exit, Ok(0));
+        let writes: u64 = r
+            .alert_counts()
+            .into_iter()
+            .filter(|((t, _, src, dst), _)| {
+                t == "UNAUTHORIZED_MODBUS_WRITE"
+                    && *src == low.to_string()
+                    && *dst == PLC.to_string()
+            })
+            .map(|(_, n)| n)
+            .sum();
+        let counters = &r.report()["counters"];
+        assert_eq!(
+            writes, 1,
+            "{name}: the write, blamed on the attacker: {counters}"
+        );
+        assert_eq!(counters[counter], 1, "{name}: {counters}");
+        assert_eq!(counters["requests"], 2, "{name}: {counters}");
+    }
+}
+
 /// What a real end of connection looks like still ends it: FIN in
 /// sequence from both sides, and an RST at exactly the next byte.
 #[test]

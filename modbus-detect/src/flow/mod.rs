@@ -41,7 +41,28 @@ impl Dir {
     }
 }
 
+/// A segment's direction in its connection, as the dispatcher found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Side {
+    pub dir: Dir,
+    /// Both ports are Modbus ports, so the ports cannot tell who is the
+    /// server: `dir` is relative to the lower address (and port) taken as
+    /// the server, for a key both directions share, and the shard decides
+    /// the roles from the handshake or the traffic (see `shard::roles`).
+    pub provisional: bool,
+}
+
 impl FlowKey {
+    /// The same connection with the roles the other way round.
+    pub fn swapped(&self) -> FlowKey {
+        FlowKey {
+            client: self.server,
+            server: self.client,
+            client_port: self.server_port,
+            server_port: self.client_port,
+        }
+    }
+
     /// The key of a segment whose direction [`orient`] has decided: a copy
     /// of its addresses, no decision again.
     #[inline(always)]
@@ -77,22 +98,34 @@ pub fn is_modbus_port(ports: &[u16], port: u16) -> bool {
 
 /// Which side of a segment is the server, decided once per frame by the
 /// dispatcher (the shard key is the server) and carried to the shard with
-/// the frame: the side on a Modbus port, the destination when both are, so
-/// that both directions of a 502<->502 connection agree on the lower
-/// address as the server. `None` when neither port is a Modbus port.
+/// the frame: the side on a Modbus port. When both are, the ports cannot
+/// tell: the lower address (and port) is taken as the server for now, so
+/// that both directions share one key and one shard, and the side is
+/// marked provisional for the shard to decide (never IP ordering: an
+/// attacker who sources from port 502 would swap the roles). `None` when
+/// neither port is a Modbus port.
 #[inline(always)]
-pub fn orient(meta: &PacketMeta, ports: &[u16]) -> Option<(FlowKey, Dir)> {
-    let dir = match (
+pub fn orient(meta: &PacketMeta, ports: &[u16]) -> Option<Side> {
+    let (dir, provisional) = match (
         is_modbus_port(ports, meta.sport),
         is_modbus_port(ports, meta.dport),
     ) {
         (false, false) => return None,
-        (true, false) => Dir::ToClient,
-        (false, true) => Dir::ToServer,
-        (true, true) if (meta.dst, meta.dport) <= (meta.src, meta.sport) => Dir::ToServer,
-        (true, true) => Dir::ToClient,
+        (true, false) => (Dir::ToClient, false),
+        (false, true) => (Dir::ToServer, false),
+        (true, true) if (meta.dst, meta.dport) <= (meta.src, meta.sport) => (Dir::ToServer, true),
+        (true, true) => (Dir::ToClient, true),
     };
-    Some((FlowKey::of(meta, dir), dir))
+    Some(Side { dir, provisional })
+}
+
+/// The server's address of a segment going `dir` (the shard key).
+#[inline(always)]
+pub fn server_of(meta: &PacketMeta, dir: Dir) -> IpAddr {
+    match dir {
+        Dir::ToServer => meta.dst,
+        Dir::ToClient => meta.src,
+    }
 }
 
 /// State of one tracked connection.

@@ -51,8 +51,9 @@ impl FlowTable {
         self.index.len == 0
     }
 
-    /// The slot of `key`, if tracked; marks it recently used.
-    #[inline]
+    /// The slot of `key`, if tracked; marks it recently used. Always
+    /// inlined: once per frame, and a call costs more than its body.
+    #[inline(always)]
     pub fn find(&mut self, key: &FlowKey) -> Option<usize> {
         let slots = &self.slots;
         let idx = self.index.find(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::alert::EveEvent;
 use crate::config::DetectConfig;
 use crate::decode::PacketMeta;
-use crate::flow::Dir;
+use crate::flow::Side;
 use crate::output::eve::{EveError, EveWriter};
 use crate::shard::{Shard, ShardResult};
 
@@ -84,12 +84,18 @@ impl Inline {
         frame_no: u64,
         ts_ns: u64,
         meta: &PacketMeta,
-        dir: Dir,
+        side: Side,
         frame: &[u8],
     ) {
-        if let Some(s) = self.shards.get_mut(shard) {
-            s.process(frame_no, ts_ns, meta, dir, frame);
-        }
+        // One shard (the usual case): no bounds check to speak of.
+        let s = match self.shards.as_mut_slice() {
+            [only] => only,
+            all => match all.get_mut(shard) {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        s.process(frame_no, ts_ns, meta, side, frame);
         self.since_publish += 1;
         if self.since_publish >= BATCH_FRAMES {
             self.publish();

@@ -384,7 +384,7 @@ fn run_shard(
                         item.frame_no,
                         item.ts_ns,
                         &item.meta,
-                        item.dir,
+                        item.side,
                         batch.frame(item),
                     );
                 }
