@@ -257,6 +257,8 @@ struct CountSink {
 }
 
 impl AduSink for CountSink {
+    fn salvage(&mut self, _bytes: &[u8], _ts: u64) {}
+
     fn counters(&mut self) -> &mut Counters {
         &mut self.c
     }

@@ -35,6 +35,10 @@ pub struct Counters {
     pub transactions_evicted: u64,
     /// ADUs with an invalid MBAP header or a PDU inconsistent with its length.
     pub malformed_adus: u64,
+    /// Requests decoded by their function code's shape behind such a header
+    /// (what a server that frames by function code executes), and checked
+    /// by the rules as any request.
+    pub salvaged_requests: u64,
     /// TCP connections tracked.
     pub flows: u64,
     /// Connections whose state was evicted because the table was full.
@@ -115,6 +119,7 @@ impl Counters {
         self.ignored_fin_rst += o.ignored_fin_rst;
         self.ignored_syn += o.ignored_syn;
         self.gap_fills += o.gap_fills;
+        self.salvaged_requests += o.salvaged_requests;
         self.roles_by_handshake += o.roles_by_handshake;
         self.roles_by_content += o.roles_by_content;
         self.out_of_window_segments += o.out_of_window_segments;

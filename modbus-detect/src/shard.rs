@@ -18,7 +18,7 @@ use crate::detect::{AlertSink, Analysis, Endpoints, RequestCtx, ResponseCtx};
 use crate::flow::reassembly::{AduSink, AduVerdict};
 use crate::flow::{Dir, Flow, FlowKey, FlowTable, PairCache, Side};
 use crate::modbus::mbap::{Mbap, MBAP_LEN};
-use crate::modbus::pdu::{parse_request, parse_response, Response};
+use crate::modbus::pdu::{parse_request, parse_response, request_len_by_shape, Response};
 use crate::modbus::record::{AduOrigin, AduRecord};
 use crate::modbus::transaction::{EarlyResponse, PendingRequest, PendingTable};
 use crate::roles;
@@ -122,6 +122,10 @@ struct State {
     frame_no: u64,
     /// Every ADU decoded, when inspecting (see `inspect`).
     tap: Option<Vec<AduRecord>>,
+    /// A request decoded by its shape behind a bad header is being checked:
+    /// it is no ADU as framed, so the tap (`--dump-adus`, the tshark
+    /// comparison) does not list it; `salvaged_requests` counts it.
+    salvaging: bool,
 }
 
 impl State {
@@ -174,6 +178,7 @@ impl Shard {
                 last_ns: None,
                 frame_no: 0,
                 tap: None,
+                salvaging: false,
                 cfg,
             },
         }
@@ -443,6 +448,9 @@ impl ModbusSink<'_> {
 
     /// Add an ADU to the tap, when inspecting.
     fn record(&mut self, ts_ns: u64, make: impl FnOnce(&AduOrigin) -> AduRecord) {
+        if self.st.salvaging {
+            return;
+        }
         let frame = self.st.frame_no;
         let Some(tap) = self.st.tap.as_mut() else {
             return;
@@ -676,5 +684,36 @@ impl AduSink for ModbusSink<'_> {
     fn malformed(&mut self, reason: &'static str, ts_ns: u64) {
         let alert = self.malformed_alert(reason, ts_ns);
         self.raise_malformed(alert);
+    }
+
+    /// A request behind a header the stream could not frame by, decoded
+    /// by its function code's shape and run through the rules like any
+    /// other (the framing alert is raised already).
+    fn salvage(&mut self, bytes: &[u8], ts_ns: u64) {
+        if self.dir != Dir::ToServer {
+            return;
+        }
+        let Some(after) = bytes.get(MBAP_LEN..) else {
+            return;
+        };
+        let Some(pdu) = request_len_by_shape(after).and_then(|n| after.get(..n)) else {
+            return;
+        };
+        let Some(&[t0, t1, p0, p1, _, _, unit]) = bytes.first_chunk::<MBAP_LEN>() else {
+            return;
+        };
+        let mbap = Mbap {
+            tid: u16::from_be_bytes([t0, t1]),
+            proto: u16::from_be_bytes([p0, p1]),
+            // The length the PDU has, as the server took it.
+            len: (pdu.len() + 1) as u16,
+            unit,
+        };
+        if parse_request(pdu).is_ok() {
+            self.st.counters.salvaged_requests += 1;
+            self.st.salvaging = true;
+            self.on_request(&mbap, pdu, ts_ns);
+            self.st.salvaging = false;
+        }
     }
 }

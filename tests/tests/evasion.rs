@@ -268,6 +268,69 @@ fn sourcing_from_port_502_does_not_swap_the_roles() {
     }
 }
 
+/// A write behind a header the MBAP rules reject: a server that frames
+/// requests by function code (as some widely used libraries do) executes
+/// it anyway. The framing alert stays, and the write is reported.
+#[test]
+fn a_framing_downgrade_does_not_hide_a_write() {
+    let write = adu(2, 1, &write_single_register(10, 999));
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut w = write.clone();
+        f(&mut w);
+        w
+    };
+    let cases: [(&str, Vec<u8>, bool); 4] = [
+        ("protocol id 7", with(&|w| w[3] = 7), false),
+        ("length 2", with(&|w| w[5] = 2), false),
+        (
+            "one trailing byte",
+            with(&|w| {
+                w[5] += 1;
+                w.push(0);
+            }),
+            false,
+        ),
+        // Longer than the PDU, and the connection then ends: the server
+        // did not wait for bytes that never came.
+        ("length 40, then FIN", with(&|w| w[5] = 40), true),
+    ];
+    for (name, bytes, close) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("framing.pcap");
+        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut w = PcapWriter::new(file).unwrap();
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        c.handshake(&mut w, T0).unwrap();
+        c.send(&mut w, T0 + 10 * MS, true, &bytes).unwrap();
+        if close {
+            c.fin(&mut w, T0 + 20 * MS, false).unwrap();
+        }
+        w.into_inner().unwrap();
+        let r = run(&[
+            "--pcap",
+            path.to_str().unwrap(),
+            "--authorized-writers",
+            &HMI.to_string(),
+        ]);
+        assert_eq!(r.exit, Ok(0));
+        let counts = r.alert_counts();
+        let of = |t: &str| -> u64 {
+            counts
+                .iter()
+                .filter(|((k, _, src, _), _)| k == t && *src == ATTACKER.to_string())
+                .map(|(_, n)| *n)
+                .sum()
+        };
+        let c = &r.report()["counters"];
+        assert_eq!(of("UNAUTHORIZED_MODBUS_WRITE"), 1, "{name}: {c}");
+        assert!(
+            of("MALFORMED_MBAP_HEADER") >= 1,
+            "{name}: the framing alert stays: {c}"
+        );
+        assert_eq!(c["salvaged_requests"], 1, "{name}: {c}");
+    }
+}
+
 /// What a real end of connection looks like still ends it: FIN in
 /// sequence from both sides, and an RST at exactly the next byte.
 #[test]

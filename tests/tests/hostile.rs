@@ -563,6 +563,8 @@ struct Tally {
 }
 
 impl modbus_detect::flow::reassembly::AduSink for Tally {
+    fn salvage(&mut self, _bytes: &[u8], _ts: u64) {}
+
     fn counters(&mut self) -> &mut modbus_detect::counters::Counters {
         &mut self.c
     }

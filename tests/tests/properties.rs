@@ -267,6 +267,8 @@ struct Collect {
 }
 
 impl AduSink for Collect {
+    fn salvage(&mut self, _bytes: &[u8], _ts: u64) {}
+
     fn counters(&mut self) -> &mut Counters {
         &mut self.c
     }

@@ -42,6 +42,8 @@ struct Sink {
 }
 
 impl AduSink for Sink {
+    fn salvage(&mut self, _bytes: &[u8], _ts: u64) {}
+
     fn counters(&mut self) -> &mut Counters {
         &mut self.c
     }

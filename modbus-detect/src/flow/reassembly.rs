@@ -33,6 +33,10 @@ pub trait AduSink {
     /// A malformed MBAP header, or an ADU cut short by the end of the
     /// connection. At most one per segment.
     fn malformed(&mut self, reason: &'static str, ts_ns: u64);
+    /// Bytes that start with an MBAP header the stream could not frame by
+    /// (a bad header, or a length its PDU did not fit): a server that frames
+    /// by function code may still execute what follows the header.
+    fn salvage(&mut self, bytes: &[u8], ts_ns: u64);
 }
 
 /// A segment held until the hole before it is filled.
@@ -305,6 +309,9 @@ impl Stream {
                 "length field larger than the bytes that follow: ADU cut short by the end of the connection"
             };
             sink.malformed(reason, bufs.partial_ts);
+            // A length longer than its PDU: a server that frames by
+            // function code did not wait for the rest.
+            sink.salvage(&bufs.partial, bufs.partial_ts);
         }
     }
 
@@ -527,6 +534,7 @@ impl Stream {
         while let Some(header) = Mbap::parse(data) {
             if let Err(problem) = header.check() {
                 self.bad_header(problem.describe(), data.len(), ts_ns, sink);
+                sink.salvage(data, ts_ns);
                 return;
             }
             let len = header.adu_len();
@@ -535,6 +543,7 @@ impl Stream {
             }
             let (adu, rest) = data.split_at(len);
             if sink.adu(adu, ts_ns) == AduVerdict::Resync {
+                sink.salvage(data, ts_ns);
                 // Bytes after an ADU whose length proved wrong cannot be
                 // trusted; when it ended the segment, the next one starts
                 // afresh.
@@ -572,9 +581,11 @@ impl Stream {
         let header = Mbap::parse(&bufs.partial)?;
         if let Err(problem) = header.check() {
             let ts = bufs.partial_ts;
-            let held = bufs.partial.len();
-            bufs.partial.clear();
-            self.bad_header(problem.describe(), held + data.len(), ts, sink);
+            let held = std::mem::take(&mut bufs.partial);
+            self.bad_header(problem.describe(), held.len() + data.len(), ts, sink);
+            let mut bytes = held;
+            bytes.extend_from_slice(data);
+            sink.salvage(&bytes, ts);
             return None;
         }
         let need = header.adu_len().saturating_sub(bufs.partial.len());
@@ -585,6 +596,9 @@ impl Stream {
             return None;
         }
         let verdict = sink.adu(&bufs.partial, bufs.partial_ts);
+        if verdict == AduVerdict::Resync {
+            sink.salvage(&bufs.partial, bufs.partial_ts);
+        }
         bufs.partial.clear();
         if verdict == AduVerdict::Resync {
             sink.counters().resync_bytes_skipped += data.len() as u64;
@@ -695,6 +709,8 @@ mod tests {
             }
             AduVerdict::Continue
         }
+        fn salvage(&mut self, _bytes: &[u8], _ts: u64) {}
+
         fn malformed(&mut self, reason: &'static str, _ts: u64) {
             self.malformed.push(reason);
         }

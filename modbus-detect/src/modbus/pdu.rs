@@ -206,6 +206,23 @@ impl PduError {
 }
 
 /// Parses a request PDU (the bytes after the MBAP unit id).
+/// The length of the request PDU at the start of `bytes` as its function
+/// code's shape says (for the writes and reads whose shape fixes it),
+/// ignoring any MBAP length: how a server that frames requests by function
+/// code reads them. `None` for other function codes, or when the bytes run
+/// out before the shape's end.
+pub fn request_len_by_shape(bytes: &[u8]) -> Option<usize> {
+    let fc = *bytes.first()?;
+    let len = match fc {
+        FC_READ_COILS..=FC_READ_INPUT | FC_WRITE_COIL | FC_WRITE_REGISTER => 5,
+        FC_WRITE_COILS | FC_WRITE_REGISTERS => 6 + usize::from(*bytes.get(5)?),
+        FC_MASK_WRITE => 7,
+        FC_READ_WRITE_REGISTERS => 10 + usize::from(*bytes.get(9)?),
+        _ => return None,
+    };
+    (len <= bytes.len()).then_some(len)
+}
+
 pub fn parse_request(pdu: &[u8]) -> Result<Request<'_>, PduError> {
     let (&fc, body) = pdu.split_first().ok_or(PduError::Empty)?;
     Ok(match fc {
