@@ -77,6 +77,9 @@ pub struct Counters {
     /// Late bytes that filled a hole given up earlier (the receiver was still
     /// waiting for them), decoded on their own.
     pub gap_fills: u64,
+    /// Segments without the ACK flag (nor SYN or RST), which a receiver
+    /// drops: their bytes are not stream data.
+    pub segments_without_ack: u64,
     /// Segments starting beyond the receiver's window (or, when it is
     /// unknown, beyond the reordering window), which the receiver drops:
     /// not stream data, and the stream does not move to them.
@@ -119,6 +122,7 @@ impl Counters {
         self.ignored_fin_rst += o.ignored_fin_rst;
         self.ignored_syn += o.ignored_syn;
         self.gap_fills += o.gap_fills;
+        self.segments_without_ack += o.segments_without_ack;
         self.salvaged_requests += o.salvaged_requests;
         self.roles_by_handshake += o.roles_by_handshake;
         self.roles_by_content += o.roles_by_content;

@@ -342,6 +342,11 @@ impl Shard {
                 this.close(&mut st.sink(key, pending, pair, dir));
                 other.close(&mut st.sink(key, pending, pair, dir.reverse()));
             }
+        } else if !ack && !syn {
+            // Past the handshake every segment carries ACK; the receiver
+            // drops one that does not (RFC 9293 3.10.7.4), so its bytes
+            // are no stream data: an insertion the PLC never sees.
+            st.counters.segments_without_ack += 1;
         } else if !syn {
             // Data on a SYN is not delivered without TCP Fast Open, which
             // no Modbus server uses.

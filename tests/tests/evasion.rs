@@ -331,6 +331,27 @@ fn a_framing_downgrade_does_not_hide_a_write() {
     }
 }
 
+/// Junk at exactly the next byte but without the ACK flag: the PLC drops
+/// it (a segment past the handshake must carry ACK), so its bytes must not
+/// shift the stream under the write that follows at the same sequence
+/// number.
+#[test]
+fn a_segment_without_ack_is_not_stream_data() {
+    // An MBAP header announcing 200 bytes: taken as stream data, it would
+    // swallow the write into an ADU that never completes.
+    let header = vec![0, 9, 0, 0, 0, 200, 1];
+    let junk = forged(FROM_MASTER, 0, TCP_PSH, header);
+    let counter = "segments_without_ack";
+    check("a header without ACK", true, false, &*junk, counter);
+    check(
+        "a header without ACK, mid-stream",
+        false,
+        false,
+        &*junk,
+        counter,
+    );
+}
+
 /// What a real end of connection looks like still ends it: FIN in
 /// sequence from both sides, and an RST at exactly the next byte.
 #[test]

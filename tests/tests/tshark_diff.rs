@@ -249,6 +249,16 @@ const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     ),
     known(
         FUZZ,
+        11,
+        "adus",
+        NONE,
+        "1 ADUs, function codes [37]",
+        Kind::Deliberate,
+        "Fuzzed frame 11 carries PSH without ACK: past the handshake a receiver drops a \
+         segment without ACK (RFC 9293), so its bytes are no stream data; tshark decodes them.",
+    ),
+    known(
+        FUZZ,
         16,
         "adus",
         NONE,
