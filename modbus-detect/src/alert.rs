@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use rustc_hash::FxHashMap;
+use crate::keyed::KeyedMap;
 use serde::Serialize;
 
 /// Alert types, with the original tool's names.
@@ -311,7 +311,7 @@ pub struct EveEvent {
 /// Per-shard alert aggregation, bounded by `max_keys`.
 #[derive(Debug)]
 pub struct AlertStore {
-    aggregates: FxHashMap<AlertKey, Aggregate>,
+    aggregates: KeyedMap<AlertKey, Aggregate>,
     max_keys: usize,
     eve_interval_ns: u64,
     /// Alerts raised, by type (every raise, whether stored, folded or dropped).
@@ -327,7 +327,7 @@ pub struct AlertStore {
 impl AlertStore {
     pub fn new(max_keys: usize, eve_interval_ns: u64) -> Self {
         AlertStore {
-            aggregates: FxHashMap::default(),
+            aggregates: KeyedMap::default(),
             max_keys,
             eve_interval_ns,
             raised: [0; AlertKind::ALL.len()],

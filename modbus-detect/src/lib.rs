@@ -39,6 +39,7 @@
 //! | `alert` | alert types, severities, aggregation |
 //! | `output` | the typed report and the EVE alert stream |
 //! | `files` | settings files read with errors naming the file; atomic writes |
+//! | `keyed` | randomly keyed hashing for every table keyed by wire data |
 //! | `sys` | capabilities, sysfs and /proc helpers, CPU pinning |
 //! | `inspect` | every decoded ADU of a capture (`--dump-adus`, the tshark comparison) |
 //!
@@ -57,6 +58,7 @@ pub mod detect;
 pub mod files;
 pub mod flow;
 pub mod inspect;
+pub mod keyed;
 pub mod ml;
 pub mod modbus;
 pub mod output;

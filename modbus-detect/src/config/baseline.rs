@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use crate::keyed::KeyedMap;
 use serde::{Deserialize, Serialize};
 
 use crate::files::{load_file, FileError, ParseError};
@@ -121,11 +121,11 @@ pub type RegisterKey = (IpAddr, u8, u32);
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
     /// Where each pair's profile is in `profiles`.
-    pairs: FxHashMap<(IpAddr, IpAddr), PairId>,
+    pairs: KeyedMap<(IpAddr, IpAddr), PairId>,
     /// Profiles in the order their pairs were first seen.
     profiles: Vec<((IpAddr, IpAddr), PairProfile)>,
-    registers: FxHashMap<RegisterKey, Stats>,
-    units: FxHashMap<IpAddr, BTreeSet<u8>>,
+    registers: KeyedMap<RegisterKey, Stats>,
+    units: KeyedMap<IpAddr, BTreeSet<u8>>,
     first_seen_ns: Option<u64>,
     last_seen_ns: Option<u64>,
     /// The ML models of a baseline file, or trained by `detect::learn::train`.

@@ -20,11 +20,10 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::alert::{Alert, AlertKind, Detail, Severity};
 use crate::config::baseline::PairId;
 use crate::config::{DetectConfig, Mode};
+use crate::keyed::KeyedMap;
 use crate::modbus::pdu::{Request, Response};
 use crate::modbus::transaction::PendingRequest;
 
@@ -140,7 +139,7 @@ pub trait AlertSink {
 /// addresses must never grow without bound.
 #[derive(Debug)]
 pub struct BoundedMap<K, V> {
-    map: FxHashMap<K, V>,
+    map: KeyedMap<K, V>,
     capacity: usize,
     pub evicted: u64,
 }
@@ -148,7 +147,7 @@ pub struct BoundedMap<K, V> {
 impl<K: Hash + Eq + Copy, V> BoundedMap<K, V> {
     pub fn new(capacity: usize) -> Self {
         BoundedMap {
-            map: FxHashMap::default(),
+            map: KeyedMap::default(),
             capacity: capacity.max(1),
             evicted: 0,
         }

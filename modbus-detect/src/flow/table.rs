@@ -8,10 +8,10 @@
 //! sweep, a few slots per packet, instead of a periodic full scan that would
 //! stall the shard.
 
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 
-use rustc_hash::FxHasher;
+use crate::keyed::RandomState;
 
 use super::{Flow, FlowKey};
 
@@ -21,6 +21,9 @@ struct Slot {
 }
 
 pub struct FlowTable {
+    /// The random key of the index's hash (see `keyed`): connection keys
+    /// are the attacker's to choose.
+    keys: RandomState,
     index: FlowIndex,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -33,6 +36,7 @@ pub struct FlowTable {
 impl FlowTable {
     pub fn new(capacity: usize, idle_timeout_ns: u64) -> Self {
         FlowTable {
+            keys: RandomState::default(),
             index: FlowIndex::default(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -57,7 +61,7 @@ impl FlowTable {
     pub fn find(&mut self, key: &FlowKey) -> Option<usize> {
         let slots = &self.slots;
         let idx = self.index.find(
-            flow_hash(key),
+            flow_hash(&self.keys, key),
             |i| matches!(slots.get(i as usize), Some(Slot { flow: Some(f), .. }) if f.key == *key),
         )? as usize;
         if let Some(slot) = self.slots.get_mut(idx) {
@@ -92,7 +96,7 @@ impl FlowTable {
                 self.slots.len() - 1
             }
         };
-        self.index.insert(flow_hash(&key), idx as u32);
+        self.index.insert(flow_hash(&self.keys, &key), idx as u32);
         (idx, evicted)
     }
 
@@ -139,7 +143,8 @@ impl FlowTable {
             .flow
             .take()
             .expect("take() is only called on occupied slots");
-        self.index.remove(flow_hash(&flow.key), idx as u32);
+        self.index
+            .remove(flow_hash(&self.keys, &flow.key), idx as u32);
         self.free.push(idx as u32);
         flow
     }
@@ -164,18 +169,18 @@ impl FlowTable {
     }
 }
 
-/// Hash of a flow key: addresses as integers, both ports in one word.
-/// (`#[derive(Hash)]` on the key hashes each `IpAddr`'s enum tag and each
-/// field separately: twice the multiplications.)
+/// Hash of a flow key under the table's random key: addresses as integers,
+/// both ports in one word. (`#[derive(Hash)]` on the key hashes each
+/// `IpAddr`'s enum tag and each field separately: twice the work.)
 #[inline]
-pub fn flow_hash(key: &FlowKey) -> u64 {
-    fn addr(h: &mut FxHasher, a: IpAddr) {
+fn flow_hash(state: &RandomState, key: &FlowKey) -> u64 {
+    fn addr(h: &mut impl Hasher, a: IpAddr) {
         match a {
             IpAddr::V4(a) => h.write_u32(a.to_bits()),
             IpAddr::V6(a) => h.write_u128(a.to_bits()),
         }
     }
-    let mut h = FxHasher::default();
+    let mut h = state.build_hasher();
     addr(&mut h, key.client);
     addr(&mut h, key.server);
     h.write_u32(u32::from(key.client_port) << 16 | u32::from(key.server_port));
@@ -290,6 +295,19 @@ impl FlowIndex {
         self.len -= 1;
     }
 
+    /// How far, in all, the entries sit from their home bucket: the work
+    /// of looking every one of them up.
+    #[cfg(test)]
+    fn displacement(&self) -> usize {
+        let mask = self.mask();
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b != EMPTY)
+            .map(|(i, &b)| i.wrapping_sub((b >> 32) as usize & mask) & mask)
+            .sum()
+    }
+
     fn clear(&mut self) {
         self.buckets.fill(EMPTY);
         self.len = 0;
@@ -300,6 +318,67 @@ impl FlowIndex {
 mod tests {
     use super::*;
     use std::net::IpAddr;
+
+    /// The unkeyed hash this index used before: FxHash of the same words.
+    fn unkeyed(key: &FlowKey) -> u64 {
+        let mut h = rustc_hash::FxHasher::default();
+        for a in [key.client, key.server] {
+            match a {
+                IpAddr::V4(a) => h.write_u32(a.to_bits()),
+                IpAddr::V6(a) => h.write_u128(a.to_bits()),
+            }
+        }
+        h.write_u32(u32::from(key.client_port) << 16 | u32::from(key.server_port));
+        h.finish()
+    }
+
+    /// Connections an attacker can send from spoofed addresses, chosen so
+    /// that the unkeyed hash puts them all in one bucket of a 4096-bucket
+    /// index: with it every lookup walks the whole run (the cost grows
+    /// with the square of their number); with the keyed hash they spread.
+    #[test]
+    fn colliding_keys_for_an_unkeyed_hash_spread_under_the_random_key() {
+        const N: usize = 1500;
+        let mask = 4095u64;
+        let keys: Vec<FlowKey> = (0u32..)
+            .map(|c| FlowKey {
+                client: IpAddr::from(c.to_be_bytes()),
+                server: IpAddr::from([10, 0, 0, 2]),
+                client_port: 40_000,
+                server_port: 502,
+            })
+            .filter(|k| unkeyed(k) & mask == 0)
+            .take(N)
+            .collect();
+        let fill = |hash: &dyn Fn(&FlowKey) -> u64| {
+            let mut index = FlowIndex::default();
+            for (slot, k) in keys.iter().enumerate() {
+                index.insert(hash(k), slot as u32);
+            }
+            assert!(
+                index.buckets.len() <= 4096,
+                "one bucket for all under the unkeyed hash"
+            );
+            index.displacement()
+        };
+        let unkeyed_cost = fill(&unkeyed);
+        assert!(
+            unkeyed_cost >= N * (N - 1) / 2,
+            "the attack works unkeyed: {unkeyed_cost}"
+        );
+        let table = FlowTable::new(1 << 20, 0);
+        let keyed_cost = fill(&|k| flow_hash(&table.keys, k));
+        assert!(
+            keyed_cost < 4 * N,
+            "keyed: {keyed_cost} probes for {N} keys"
+        );
+        // And the key is random: another table hashes the same key apart.
+        let other = FlowTable::new(1 << 20, 0);
+        assert_ne!(
+            flow_hash(&table.keys, &keys[0]),
+            flow_hash(&other.keys, &keys[0])
+        );
+    }
 
     fn key(port: u16) -> FlowKey {
         FlowKey {
