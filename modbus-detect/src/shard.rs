@@ -44,6 +44,10 @@ pub struct ShardResult {
     pub ml: MlStats,
     /// Baseline mode: the ML training windows.
     pub ml_samples: Vec<Sample>,
+    /// Baseline mode: register values and training windows left out (the
+    /// learning bounds were reached).
+    pub learned_registers_dropped: u64,
+    pub learned_windows_dropped: u64,
 }
 
 /// Alerts go into the store; lines for the EVE stream are buffered per batch.
@@ -70,21 +74,30 @@ enum Retire {
 }
 
 /// What the shard has seen: pairs, function codes, units (and, in baseline
-/// mode, the timing of each pair's requests). Bounded in pairs when
-/// detecting; when learning, every pair gets in (the baseline is the point).
+/// mode, the timing of each pair's requests). Bounded in pairs: more when
+/// learning (`max_learned_pairs`; the baseline is the point) than when
+/// detecting ([`INVENTORY_PAIRS`]).
 struct Inventory {
     observed: Baseline,
-    /// Keep every pair and its timing (baseline mode).
+    /// Keep each pair's timing (baseline mode).
     learning: bool,
+    /// Pairs kept at most.
+    cap: usize,
     /// Requests of pairs left out because the inventory was full.
     dropped: u64,
 }
 
 impl Inventory {
-    fn new(mode: Mode) -> Inventory {
+    fn new(cfg: &DetectConfig, shards: usize) -> Inventory {
+        let learning = cfg.mode == Mode::Learn;
         Inventory {
             observed: Baseline::default(),
-            learning: mode == Mode::Learn,
+            learning,
+            cap: if learning {
+                (cfg.limits.max_learned_pairs / shards.max(1)).max(1)
+            } else {
+                INVENTORY_PAIRS
+            },
             dropped: 0,
         }
     }
@@ -93,8 +106,7 @@ impl Inventory {
     fn pair(&mut self, ep: &Endpoints) -> Option<PairId> {
         let observed = &mut self.observed;
         observed.pair_id(ep.master, ep.slave).or_else(|| {
-            (observed.pair_count() < INVENTORY_PAIRS || self.learning)
-                .then(|| observed.add_pair(ep.master, ep.slave))
+            (observed.pair_count() < self.cap).then(|| observed.add_pair(ep.master, ep.slave))
         })
     }
 
@@ -164,7 +176,7 @@ impl Shard {
             flows: FlowTable::new(limits.max_flows / shards, limits.flow_idle_timeout_ns),
             limits,
             st: State {
-                analysis: Analysis::new(&cfg),
+                analysis: Analysis::new(&cfg, shards),
                 alerts: Alerts {
                     store: AlertStore::new(
                         (limits.max_alert_keys / shards).max(1),
@@ -172,7 +184,7 @@ impl Shard {
                     ),
                     eve: Vec::new(),
                 },
-                inventory: Inventory::new(cfg.mode),
+                inventory: Inventory::new(&cfg, shards),
                 counters: Counters::default(),
                 first_ns: None,
                 last_ns: None,
@@ -428,6 +440,8 @@ impl Shard {
             last_ns: st.last_ns,
             ml: analysed.ml,
             ml_samples: analysed.learned.samples,
+            learned_registers_dropped: analysed.learned.registers_dropped,
+            learned_windows_dropped: analysed.learned.windows_dropped,
         }
     }
 }

@@ -1032,3 +1032,58 @@ fn reassembly_abuse_memory_figures() {
         );
     }
 }
+
+/// Baseline learning is bounded like detection: a capture of FC 15 writes
+/// of 1,968 coils each, to 200 unit ids (393,600 distinct coils in a few
+/// hundred kilobytes), learns at most `max_learned_registers` registers
+/// (here 50,000) and counts every value of the rest. With the default
+/// bound (1,048,576 registers over all shards) the register table holds
+/// at most about 100 MiB (a key, Welford statistics and the hash table's
+/// share: some 90 bytes each).
+#[test]
+fn baseline_learning_is_bounded_and_counted() {
+    use modbus_detect::config::{DetectConfig, Mode};
+    use modbus_detect::output::report::Summary;
+    use modbus_detect::runtime::{offline::replay, Plan};
+    use modbus_synth::write_multiple_coils_request;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    const UNITS: u8 = 200;
+    const COILS: usize = 1968;
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("coils.pcap");
+    let file = std::io::BufWriter::new(std::fs::File::create(&pcap).unwrap());
+    let mut w = PcapWriter::new(file).unwrap();
+    let mut c = Conversation::new(HMI, 41002, PLC);
+    c.handshake(&mut w, T0).unwrap();
+    let bits = vec![true; COILS];
+    for unit in 1..=UNITS {
+        let t = T0 + u64::from(unit) * MS;
+        let pdu = write_multiple_coils_request(0, &bits);
+        c.send(&mut w, t, true, &adu(u16::from(unit), unit, &pdu))
+            .unwrap();
+    }
+    w.into_inner().unwrap();
+    let mut cfg = DetectConfig {
+        mode: Mode::Learn,
+        ..DetectConfig::default()
+    };
+    cfg.limits.max_learned_registers = 50_000;
+    let capture = modbus_detect::source::CaptureFile::open(&pcap).unwrap();
+    let out = replay(
+        Arc::new(cfg),
+        &capture,
+        Plan::Inline,
+        None,
+        &AtomicBool::new(false),
+        None,
+    )
+    .unwrap();
+    let summary = Summary::merge(&out.dispatch, out.shards);
+    let learned = summary.observed.to_file("coils").registers.len();
+    let total = usize::from(UNITS) * COILS;
+    assert_eq!(learned, 50_000);
+    assert_eq!(summary.learned_registers_dropped, (total - 50_000) as u64);
+    assert_eq!(summary.counters.requests, u64::from(UNITS));
+}

@@ -221,6 +221,28 @@ impl Baseline {
             .add(value);
     }
 
+    /// [`Baseline::record_register`], but a register not yet known is left
+    /// out once `cap` registers are; false when it was left out.
+    pub fn record_register_within(
+        &mut self,
+        cap: usize,
+        slave: IpAddr,
+        unit: u8,
+        register: u32,
+        value: f64,
+    ) -> bool {
+        let key = (slave, unit, register);
+        if let Some(stats) = self.registers.get_mut(&key) {
+            stats.add(value);
+            return true;
+        }
+        if self.registers.len() >= cap {
+            return false;
+        }
+        self.registers.entry(key).or_default().add(value);
+        true
+    }
+
     /// Requests per function code of a pair; `None` if the pair was never seen.
     pub fn get_fc_distribution(&self, master: IpAddr, slave: IpAddr) -> Option<&BTreeMap<u8, u64>> {
         self.pair(master, slave).map(|p| &p.function_codes)

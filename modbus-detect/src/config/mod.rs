@@ -68,6 +68,13 @@ pub struct Limits {
     pub transaction_timeout_ns: u64,
     /// Distinct aggregated alerts kept in the report (over all shards).
     pub max_alert_keys: usize,
+    /// Baseline mode: registers learnt (slave, unit, register), over all
+    /// shards; beyond, new registers are counted, not learnt.
+    pub max_learned_registers: usize,
+    /// Baseline mode: ML training windows kept, over all shards.
+    pub max_learned_windows: usize,
+    /// Baseline mode: master-slave pairs learnt, over all shards.
+    pub max_learned_pairs: usize,
     /// Per-key minimum capture-time interval between two EVE lines.
     pub eve_interval_ns: u64,
     /// How long a response may wait for a request that has not been seen
@@ -90,6 +97,9 @@ impl Default for Limits {
             max_pending_per_flow: 64,
             transaction_timeout_ns: 30_000_000_000,
             max_alert_keys: 100_000,
+            max_learned_registers: 1 << 20,
+            max_learned_windows: 1 << 20,
+            max_learned_pairs: 1 << 20,
             eve_interval_ns: 1_000_000_000,
             early_response_hold_ns: 0,
             ack_confirms_loss: true,

@@ -14,6 +14,7 @@ use crate::ml::features::Features;
 use crate::ml::models::Models;
 use crate::modbus::pdu::read_values;
 
+use super::ml::window::Closed;
 use super::ml::PairWindows;
 use super::{RequestCtx, ResponseCtx};
 
@@ -33,6 +34,19 @@ pub struct Learned {
     pub registers: Baseline,
     /// Training windows for the ML models.
     pub samples: Vec<Sample>,
+    /// Register values of registers left out (the bound was reached).
+    pub registers_dropped: u64,
+    /// Training windows left out (the bound was reached).
+    pub windows_dropped: u64,
+}
+
+/// How much one shard learns at most: a capture built to make the baseline
+/// huge (writes to every coil of every unit id) meets these, and what is
+/// left out is counted.
+#[derive(Debug, Clone, Copy)]
+pub struct LearnBounds {
+    pub registers: usize,
+    pub windows: usize,
 }
 
 /// A shard's learners.
@@ -40,61 +54,75 @@ pub struct Learned {
 pub struct Learners {
     learned: Learned,
     windows: PairWindows,
+    bounds: LearnBounds,
+}
+
+/// Keep a closed window as a training sample, within the bound.
+fn keep(learned: &mut Learned, cap: usize, master: IpAddr, slave: IpAddr, c: &Closed) {
+    if learned.samples.len() < cap {
+        learned.samples.push(sample(master, slave, c));
+    } else {
+        learned.windows_dropped += 1;
+    }
 }
 
 impl Learners {
-    /// Learn windows of `window_ns` (`--ml-window`).
-    pub fn new(window_ns: u64) -> Learners {
+    /// Learn windows of `window_ns` (`--ml-window`), within `bounds`.
+    pub fn new(window_ns: u64, bounds: LearnBounds) -> Learners {
         Learners {
             learned: Learned::default(),
             windows: PairWindows::new(window_ns),
+            bounds,
+        }
+    }
+
+    fn register(&mut self, slave: IpAddr, unit: u8, reg: u32, value: u16) {
+        let cap = self.bounds.registers;
+        let learned = &mut self.learned;
+        let kept =
+            learned
+                .registers
+                .record_register_within(cap, slave, unit, reg, f64::from(value));
+        if !kept {
+            learned.registers_dropped += 1;
         }
     }
 
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>) {
         for (table, addr, value) in ctx.req.written_values() {
-            let reg = modicon_number(table, addr);
-            self.learned
-                .registers
-                .record_register(ctx.ep.slave, ctx.unit, reg, f64::from(value));
+            self.register(ctx.ep.slave, ctx.unit, modicon_number(table, addr), value);
         }
-        let samples = &mut self.learned.samples;
+        let (learned, cap) = (&mut self.learned, self.bounds.windows);
         self.windows
-            .on_request(ctx, |ep, c| samples.push(sample(ep.master, ep.slave, c)));
+            .on_request(ctx, |ep, c| keep(learned, cap, ep.master, ep.slave, c));
     }
 
     pub fn on_response(&mut self, ctx: &ResponseCtx<'_>) {
         self.windows.on_response(ctx);
         if let Some(read) = ctx.request.and_then(|r| r.read_request()) {
             for (table, addr, value) in read_values(&read, ctx.resp) {
-                let reg = modicon_number(table, addr);
-                self.learned.registers.record_register(
-                    ctx.ep.slave,
-                    ctx.unit,
-                    reg,
-                    f64::from(value),
-                );
+                self.register(ctx.ep.slave, ctx.unit, modicon_number(table, addr), value);
             }
         }
     }
 
     #[inline]
     pub fn on_tick(&mut self, now_ns: u64) {
-        let samples = &mut self.learned.samples;
+        let (learned, cap) = (&mut self.learned, self.bounds.windows);
         self.windows
-            .tick(now_ns, |ep, c| samples.push(sample(ep.master, ep.slave, c)));
+            .tick(now_ns, |ep, c| keep(learned, cap, ep.master, ep.slave, c));
     }
 
     /// End of input: the windows still open are samples too.
     pub fn finish(mut self) -> Learned {
-        let samples = &mut self.learned.samples;
+        let (learned, cap) = (&mut self.learned, self.bounds.windows);
         self.windows
-            .finish(|ep, c| samples.push(sample(ep.master, ep.slave, c)));
+            .finish(|ep, c| keep(learned, cap, ep.master, ep.slave, c));
         self.learned
     }
 }
 
-fn sample(master: IpAddr, slave: IpAddr, c: &super::ml::window::Closed) -> Sample {
+fn sample(master: IpAddr, slave: IpAddr, c: &Closed) -> Sample {
     Sample {
         master,
         slave,
@@ -129,6 +157,10 @@ mod tests {
     use crate::modbus::pdu::Request;
 
     const S: u64 = 1_000_000_000;
+    const BOUNDS: LearnBounds = LearnBounds {
+        registers: 1 << 20,
+        windows: 1 << 20,
+    };
 
     #[test]
     fn a_quiet_pairs_window_closes_when_the_shard_clock_passes_its_end() {
@@ -137,7 +169,7 @@ mod tests {
         let ida = pairs.add_pair(a.master, a.slave);
         let idb = pairs.add_pair(b.master, b.slave);
         let read = Request::ReadHoldingRegisters { addr: 0, qty: 4 };
-        let mut l = Learners::new(5 * S);
+        let mut l = Learners::new(5 * S, BOUNDS);
         for i in 0..10 {
             let ts = i * S / 10;
             l.on_request(&RequestCtx {
@@ -165,7 +197,7 @@ mod tests {
 
     #[test]
     fn written_values_are_learnt_and_a_pair_left_out_has_no_window() {
-        let mut l = Learners::new(5 * S);
+        let mut l = Learners::new(5 * S, BOUNDS);
         let write = Request::WriteSingleRegister { addr: 9, value: 42 };
         l.on_request(&req(0, ep(2, 1), &write));
         let learned = l.finish();

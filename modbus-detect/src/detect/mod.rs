@@ -263,10 +263,18 @@ pub struct Analysed {
 }
 
 impl Analysis {
-    pub fn new(cfg: &Arc<DetectConfig>) -> Analysis {
+    /// For one of `shards` shards (the learning bounds are split over them).
+    pub fn new(cfg: &Arc<DetectConfig>, shards: usize) -> Analysis {
+        let shards = shards.max(1);
         match cfg.mode {
             Mode::Detect => Analysis::Detect(Box::new(Detectors::new(cfg))),
-            Mode::Learn => Analysis::Learn(Box::new(learn::Learners::new(cfg.ml_window_ns))),
+            Mode::Learn => {
+                let bounds = learn::LearnBounds {
+                    registers: (cfg.limits.max_learned_registers / shards).max(1),
+                    windows: (cfg.limits.max_learned_windows / shards).max(1),
+                };
+                Analysis::Learn(Box::new(learn::Learners::new(cfg.ml_window_ns, bounds)))
+            }
         }
     }
 

@@ -40,6 +40,8 @@ pub struct Summary {
     pub ml: MlStats,
     /// Baseline mode: every shard's ML training windows.
     pub ml_samples: Vec<Sample>,
+    pub learned_registers_dropped: u64,
+    pub learned_windows_dropped: u64,
 }
 
 impl Summary {
@@ -64,6 +66,8 @@ impl Summary {
             s.inventory_pairs_dropped += r.inventory_pairs_dropped;
             s.ml.merge(&r.ml);
             s.ml_samples.extend(r.ml_samples);
+            s.learned_registers_dropped += r.learned_registers_dropped;
+            s.learned_windows_dropped += r.learned_windows_dropped;
             s.observed.merge(r.observed);
             for t in [r.first_ns, r.last_ns].into_iter().flatten() {
                 s.first_ns = Some(s.first_ns.map_or(t, |f| f.min(t)));
@@ -264,6 +268,11 @@ pub struct CounterSection {
     pub eve_lines_suppressed: u64,
     pub rule_state_evicted: u64,
     pub inventory_pairs_dropped: u64,
+    /// Baseline mode: values of registers left out (the learning bound of
+    /// `max_learned_registers` was reached) ...
+    pub learned_registers_dropped: u64,
+    /// ... and training windows left out (`max_learned_windows`).
+    pub learned_windows_dropped: u64,
 }
 
 /// `ml`: what the ML models were trained on, or what they judged.
@@ -497,6 +506,8 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
         eve_lines_suppressed: summary.eve_suppressed,
         rule_state_evicted: summary.rule_state_evicted,
         inventory_pairs_dropped: summary.inventory_pairs_dropped,
+        learned_registers_dropped: summary.learned_registers_dropped,
+        learned_windows_dropped: summary.learned_windows_dropped,
     };
     Report {
         tool: "modbus-detect".into(),
