@@ -62,6 +62,10 @@ pub struct Counters {
     pub out_of_order_segments: u64,
     /// Frames whose IP length claims more bytes than were captured.
     pub truncated_frames: u64,
+    /// Frames with a capture time earlier than one their shard had already
+    /// seen (merged captures, clock steps): interval rules (flood, timing,
+    /// change rates) take no interval across such a step.
+    pub timestamps_backwards: u64,
     /// FIN/RST segments off the expected sequence number (forged or stale),
     /// which therefore did not end the connection.
     pub ignored_fin_rst: u64,
@@ -122,6 +126,7 @@ impl Counters {
         self.ignored_fin_rst += o.ignored_fin_rst;
         self.ignored_syn += o.ignored_syn;
         self.gap_fills += o.gap_fills;
+        self.timestamps_backwards += o.timestamps_backwards;
         self.segments_without_ack += o.segments_without_ack;
         self.salvaged_requests += o.salvaged_requests;
         self.roles_by_handshake += o.roles_by_handshake;

@@ -232,6 +232,9 @@ impl Shard {
         st.counters.modbus_frames += 1;
         st.counters.truncated_frames += u64::from(meta.truncated);
         st.first_ns = Some(st.first_ns.map_or(ts_ns, |t| t.min(ts_ns)));
+        // Frames earlier than one the shard already saw: merged captures or
+        // a clock step. Interval rules skip intervals across such a step.
+        st.counters.timestamps_backwards += u64::from(st.last_ns.is_some_and(|t| ts_ns < t));
         st.last_ns = Some(st.last_ns.map_or(ts_ns, |t| t.max(ts_ns)));
         st.analysis.on_tick(ts_ns, &mut st.alerts);
         let payload = meta.payload(frame);

@@ -1087,3 +1087,55 @@ fn baseline_learning_is_bounded_and_counted() {
     assert_eq!(summary.learned_registers_dropped, (total - 50_000) as u64);
     assert_eq!(summary.counters.requests, u64::from(UNITS));
 }
+
+/// A capture whose clock steps back an hour half-way (two captures merged,
+/// or a clock step on the capturing host): the interval rules (flood,
+/// timing against the learned baseline, change rates of the limited
+/// registers) take no interval across the step, so the step raises
+/// nothing the same traffic without it does not; the frames that went
+/// back are counted.
+#[test]
+fn timestamps_that_go_backwards_raise_nothing_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (baseline, _) = modbus_tests::learn_lab_baseline(dir.path(), &[]);
+    let original = modbus_tests::fixture("lab/normal_test.pcap");
+    let mut bytes = std::fs::read(&original).unwrap();
+    assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian pcap");
+    // Records: 16-byte header (seconds, sub-seconds, caplen, len), then data.
+    let mut offsets = Vec::new();
+    let mut off = 24;
+    while off + 16 <= bytes.len() {
+        offsets.push(off);
+        let caplen = u32::from_le_bytes(bytes[off + 8..off + 12].try_into().unwrap()) as usize;
+        off += 16 + caplen;
+    }
+    for &at in &offsets[offsets.len() / 2..] {
+        let secs = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        bytes[at..at + 4].copy_from_slice(&(secs - 3600).to_le_bytes());
+    }
+    let stepped = dir.path().join("stepped.pcap");
+    std::fs::write(&stepped, &bytes).unwrap();
+    let limits = modbus_tests::fixture("lab/register_limits.json");
+    let alerts = |pcap: &Path| {
+        let r = run(&[
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--baseline-file",
+            &baseline,
+            "--register-limits-file",
+            limits.to_str().unwrap(),
+        ]);
+        assert_eq!(r.exit, Ok(0));
+        (
+            r.alert_counts(),
+            r.report()["counters"]["timestamps_backwards"].clone(),
+        )
+    };
+    let (want, none) = alerts(&original);
+    let (got, back) = alerts(&stepped);
+    // Without the fix: 2 TIMING_ANOMALY and 3 REGISTER_VALUE_EXCESSIVE_RATE
+    // on the step alone.
+    assert_eq!(got, want, "the step raises nothing more");
+    assert_eq!(u(&none), 0);
+    assert!(u(&back) >= 1, "the step is counted");
+}

@@ -203,8 +203,12 @@ impl Baseline {
         if !timing {
             return;
         }
-        if let Some(last) = pair.last_request_ns {
-            pair.timing.add(ts_ns.saturating_sub(last) as f64 / 1e9);
+        // A clock that stepped back gives no interval to learn.
+        if let Some(gap) = pair
+            .last_request_ns
+            .and_then(|last| ts_ns.checked_sub(last))
+        {
+            pair.timing.add(gap as f64 / 1e9);
         }
         pair.last_request_ns = Some(ts_ns);
     }

@@ -70,11 +70,13 @@ impl BaselineRules {
             first = true;
             ctx.ts_ns
         });
-        let interval_ns = ctx.ts_ns.saturating_sub(*last);
+        let interval = ctx.ts_ns.checked_sub(*last);
         *last = ctx.ts_ns;
-        if first {
+        // The first request of a pair, or a clock that stepped back: no
+        // interval to judge (a step back is no 0 s interval).
+        let Some(interval_ns) = interval.filter(|_| !first) else {
             return;
-        }
+        };
         let Some(stats) = profile.map(|p| &p.timing) else {
             return;
         };

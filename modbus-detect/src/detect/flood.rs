@@ -44,11 +44,13 @@ impl Flood {
                 last_ns: ctx.ts_ns,
                 len: 0,
             });
-        let interval_ns = ctx.ts_ns.saturating_sub(run.last_ns);
-        run.len = if run.len > 0 && interval_ns < t.flood_interval_ns {
-            run.len.saturating_add(1)
-        } else {
-            1
+        // A clock that stepped back (merged captures, a clock step) gives
+        // no interval: the run starts again rather than counting a 0.
+        let interval = ctx.ts_ns.checked_sub(run.last_ns);
+        let interval_ns = interval.unwrap_or(0);
+        run.len = match interval {
+            Some(i) if run.len > 0 && i < t.flood_interval_ns => run.len.saturating_add(1),
+            _ => 1,
         };
         run.last_ns = ctx.ts_ns;
         let min_run = t.flood_min_run.max(2);

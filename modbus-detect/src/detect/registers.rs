@@ -166,8 +166,9 @@ fn observe(
         );
     }
     if let (Some(prev), Some(max_rate)) = (state, o.limit.max_rate) {
-        if prev.value != o.value {
-            let interval_ns = o.ts_ns.saturating_sub(prev.since_ns);
+        // A clock that stepped back gives no rate (it would be infinite).
+        if prev.value != o.value && o.ts_ns >= prev.since_ns {
+            let interval_ns = o.ts_ns - prev.since_ns;
             let change = (value - f64::from(prev.value)).abs();
             let rate = if interval_ns == 0 {
                 f64::INFINITY

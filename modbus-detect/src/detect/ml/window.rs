@@ -106,8 +106,10 @@ impl Window {
         if self.requests == 0 {
             self.start_ns = ts_ns;
         } else {
-            let gap = ts_ns.saturating_sub(self.last_request_ns);
-            self.intervals.add(gap as f64 / 1e9);
+            // A clock that stepped back gives no interval.
+            if let Some(gap) = ts_ns.checked_sub(self.last_request_ns) {
+                self.intervals.add(gap as f64 / 1e9);
+            }
         }
         self.last_request_ns = ts_ns;
         self.requests += 1;
