@@ -81,6 +81,9 @@ pub struct Counters {
     /// Late bytes that filled a hole given up earlier (the receiver was still
     /// waiting for them), decoded on their own.
     pub gap_fills: u64,
+    /// Urgent bytes (TCP URG) the receiver takes out of band, and so out of
+    /// the Modbus stream.
+    pub urgent_bytes: u64,
     /// Segments without the ACK flag (nor SYN or RST), which a receiver
     /// drops: their bytes are not stream data.
     pub segments_without_ack: u64,
@@ -126,6 +129,7 @@ impl Counters {
         self.ignored_fin_rst += o.ignored_fin_rst;
         self.ignored_syn += o.ignored_syn;
         self.gap_fills += o.gap_fills;
+        self.urgent_bytes += o.urgent_bytes;
         self.timestamps_backwards += o.timestamps_backwards;
         self.segments_without_ack += o.segments_without_ack;
         self.salvaged_requests += o.salvaged_requests;

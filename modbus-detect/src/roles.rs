@@ -72,6 +72,7 @@ mod tests {
             payload_len: 0,
             truncated: false,
             wscale: None,
+            urgent: 0,
         }
     }
 

@@ -365,13 +365,30 @@ impl Shard {
         } else if !syn {
             // Data on a SYN is not delivered without TCP Fast Open, which
             // no Modbus server uses.
-            this.on_segment(
-                meta.seq,
-                payload,
-                ts_ns,
-                limits,
-                &mut st.sink(key, pending, pair, dir),
-            );
+            // Urgent data: the receiver (Linux, without SO_OOBINLINE) takes
+            // the byte before the urgent pointer out of band, so the bytes
+            // around it are adjacent in its stream.
+            let urgent = usize::from(meta.urgent);
+            if meta.flags & tcp_flags::URG != 0 && (1..=payload.len()).contains(&urgent) {
+                let (before, rest) = payload.split_at(urgent - 1);
+                let sink = &mut st.sink(key, pending, pair, dir);
+                this.on_segment(meta.seq, before, ts_ns, limits, sink);
+                let at = meta.seq.wrapping_add(before.len() as u32);
+                if this.skip_urgent_byte(at) {
+                    sink.counters().urgent_bytes += 1;
+                    this.on_segment(at.wrapping_add(1), &rest[1..], ts_ns, limits, sink);
+                } else {
+                    this.on_segment(at, rest, ts_ns, limits, sink);
+                }
+            } else {
+                this.on_segment(
+                    meta.seq,
+                    payload,
+                    ts_ns,
+                    limits,
+                    &mut st.sink(key, pending, pair, dir),
+                );
+            }
             if fin {
                 let end = meta.seq.wrapping_add(payload.len() as u32);
                 this.close_at(end, &mut st.sink(key, pending, pair, dir));

@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
-use super::frames::{Segment, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
+use super::frames::{Segment, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG};
 use super::pcap_writer::PcapWriter;
 use modbus_common::rng::Rng;
 
@@ -38,6 +38,8 @@ pub struct Conversation {
     server: Endpoint,
     /// Reused frame buffer.
     frame: Vec<u8>,
+    /// The urgent pointer of the next segment (see [`Conversation::urgent_at`]).
+    urgent: u16,
 }
 
 impl Conversation {
@@ -68,6 +70,7 @@ impl Conversation {
                 window: SERVER_WINDOW,
             },
             frame: Vec::with_capacity(128),
+            urgent: 0,
         }
     }
 
@@ -145,6 +148,21 @@ impl Conversation {
         // Sequence space is modulo 2^32, so truncating the offset is exact.
         let seq = self.side(from_server).next_seq.wrapping_add(rel_seq as u32);
         self.emit(w, ts_ns, from_server, seq, flags, payload)
+    }
+
+    /// Data with the URG flag and urgent pointer `urgent` from the master
+    /// (`to_server`) or the slave, advancing the stream by the whole
+    /// payload (the urgent byte takes a sequence number too).
+    pub fn urgent_at(
+        &mut self,
+        w: &mut PcapWriter<impl Write>,
+        ts_ns: u64,
+        to_server: bool,
+        payload: &[u8],
+        urgent: u16,
+    ) -> io::Result<()> {
+        self.urgent = urgent;
+        self.segment(w, ts_ns, !to_server, TCP_URG | TCP_PSH | TCP_ACK, payload)
     }
 
     /// Orderly close started by the given side: FIN/ACK, the peer's FIN/ACK,
@@ -225,6 +243,7 @@ impl Conversation {
             flags,
             window: src.window,
             ip_id: src.ip_id,
+            urgent: std::mem::take(&mut self.urgent),
             payload,
         };
         src.ip_id = src.ip_id.wrapping_add(1);

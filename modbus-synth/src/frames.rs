@@ -12,6 +12,7 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;
+pub const TCP_URG: u8 = 0x20;
 pub const TCP_ACK: u8 = 0x10;
 
 const IPV4_HDR_LEN: usize = 20;
@@ -41,6 +42,8 @@ pub struct Segment<'a> {
     pub flags: u8,
     pub window: u16,
     pub ip_id: u16,
+    /// The urgent pointer (meaningful with URG in `flags`).
+    pub urgent: u16,
     pub payload: &'a [u8],
 }
 
@@ -87,7 +90,8 @@ impl Segment<'_> {
         buf.extend_from_slice(&self.ack.to_be_bytes());
         buf.extend_from_slice(&[0x50, self.flags]); // data offset 5 words, no options
         buf.extend_from_slice(&self.window.to_be_bytes());
-        buf.extend_from_slice(&[0, 0, 0, 0]); // checksum (patched below), urgent pointer
+        buf.extend_from_slice(&[0, 0]); // checksum, patched below
+        buf.extend_from_slice(&self.urgent.to_be_bytes());
         buf.extend_from_slice(self.payload);
         let sum = fold_checksum(sum_words(
             self.pseudo_header_sum(buf.len() - start),
@@ -153,6 +157,7 @@ mod tests {
             flags: TCP_PSH | TCP_ACK,
             window: 64240,
             ip_id: 7,
+            urgent: 0,
             payload,
         }
         .encode_into(&mut buf)
@@ -217,6 +222,7 @@ mod tests {
             flags: 0,
             window: 0,
             ip_id: 0,
+            urgent: 0,
             payload: &payload,
         };
         assert!(seg.encode_into(&mut buf).is_err());

@@ -60,7 +60,7 @@ mod tests;
 
 pub use attacks::ROGUE_MASTER;
 pub use conversation::{Conversation, HANDSHAKE_GAP_NS};
-pub use frames::{MAX_TCP_PAYLOAD, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
+pub use frames::{MAX_TCP_PAYLOAD, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG};
 pub use pcap_writer::PcapWriter;
 pub use pdu::{
     adu, diagnostics, exception, mask_write_request, read_bits_response, read_device_id_request,

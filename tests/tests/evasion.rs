@@ -352,6 +352,39 @@ fn a_segment_without_ack_is_not_stream_data() {
     );
 }
 
+/// An urgent byte inside the write's MBAP header: Linux (without
+/// SO_OOBINLINE) takes the byte before the urgent pointer out of band, so
+/// the PLC reads the write as if it were not there; read in band, it would
+/// break the header.
+#[test]
+fn an_urgent_byte_is_not_stream_data() {
+    let write = adu(2, 1, &write_single_register(10, 999));
+    let mut with_urgent = write[..2].to_vec();
+    with_urgent.push(0xEE);
+    with_urgent.extend_from_slice(&write[2..]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("urgent.pcap");
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut w = PcapWriter::new(file).unwrap();
+    let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+    c.handshake(&mut w, T0).unwrap();
+    c.send(
+        &mut w,
+        T0 + 10 * MS,
+        true,
+        &adu(1, 1, &read_request(3, 0, 2)),
+    )
+    .unwrap();
+    // The urgent pointer points past the urgent byte (RFC 6093).
+    c.urgent_at(&mut w, T0 + 30 * MS, true, &with_urgent, 3)
+        .unwrap();
+    w.into_inner().unwrap();
+    let (writes, c) = writes_reported(&path);
+    assert_eq!(writes, 1, "{c}");
+    assert_eq!(c["urgent_bytes"], 1, "{c}");
+    assert_eq!(c["malformed_adus"], 0, "{c}");
+}
+
 /// What a real end of connection looks like still ends it: FIN in
 /// sequence from both sides, and an RST at exactly the next byte.
 #[test]

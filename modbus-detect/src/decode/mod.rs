@@ -19,6 +19,7 @@ pub mod tcp_flags {
     pub const RST: u8 = 0x04;
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
 }
 
 /// Everything the flow and Modbus layers need from one TCP segment.
@@ -42,6 +43,8 @@ pub struct PacketMeta {
     pub truncated: bool,
     /// SYN segments only: the window scale option (RFC 7323), if present.
     pub wscale: Option<u8>,
+    /// The urgent pointer, when the URG flag is set (0 otherwise).
+    pub urgent: u16,
 }
 
 impl PacketMeta {

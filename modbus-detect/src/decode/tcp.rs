@@ -51,6 +51,11 @@ pub(super) fn decode_tcp(frame: &[u8], ip: &IpInfo) -> Result<PacketMeta, SkipRe
         ack: field32(8)?,
         flags,
         window: field16(14)?,
+        urgent: if flags & super::tcp_flags::URG != 0 {
+            field16(18)?
+        } else {
+            0
+        },
         payload_off: u16::try_from(payload_off).map_err(|_| SkipReason::Truncated)?,
         payload_len: u16::try_from(payload_len).map_err(|_| SkipReason::Truncated)?,
         truncated: ip.truncated,
@@ -229,6 +234,7 @@ mod tests {
             payload_len,
             truncated: false,
             wscale: None,
+            urgent: 0,
         }
     }
 

@@ -94,6 +94,18 @@ fn seq_diff(a: u32, b: u32) -> i64 {
 }
 
 impl Stream {
+    /// The receiver took the byte at `seq` out of band (TCP urgent data):
+    /// it takes the sequence number but is not stream data. Only when
+    /// `seq` is the next expected byte (the urgent byte of an in-order
+    /// segment, the sender's usual case); false otherwise.
+    pub fn skip_urgent_byte(&mut self, seq: u32) -> bool {
+        if !self.synced || self.closed || seq != self.next_seq {
+            return false;
+        }
+        self.next_seq = self.next_seq.wrapping_add(1);
+        true
+    }
+
     /// Whether a SYN started this direction (as opposed to a mid-stream
     /// pickup on data).
     pub fn started_by_syn(&self) -> bool {

@@ -446,6 +446,7 @@ mod tests {
                 payload_len: 0,
                 truncated: false,
                 wscale: None,
+                urgent: 0,
             },
             side: Side {
                 dir: crate::flow::Dir::ToServer,
