@@ -153,9 +153,3 @@ impl Default for DetectConfig {
         }
     }
 }
-
-impl DetectConfig {
-    pub fn is_modbus_port(&self, port: u16) -> bool {
-        self.ports.contains(&port)
-    }
-}

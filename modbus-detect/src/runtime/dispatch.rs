@@ -217,8 +217,6 @@ struct Core {
 pub struct Dispatched {
     /// Frames read and frames skipped before the shards.
     pub counters: Counters,
-    /// Frames dropped because a shard's ring was full, per shard.
-    pub ring_full: Vec<u64>,
     /// The shards, when they ran in this thread.
     pub inline: Option<Inline>,
 }
@@ -338,7 +336,6 @@ impl Dispatcher {
         };
         Dispatched {
             counters: core.counters,
-            ring_full: core.ring_full,
             inline,
         }
     }

@@ -48,8 +48,6 @@ pub struct RunOutcome {
     /// EVE lines written, or why writing them failed.
     pub eve: Option<Result<u64, EveError>>,
     pub elapsed: Duration,
-    /// Shard threads (0: one shard in the reading thread).
-    pub shard_threads: usize,
     /// Live capture only: the capture path's own figures.
     pub capture: Option<online::CaptureReport>,
 }
@@ -90,15 +88,18 @@ impl Plan {
     /// one shard: the earlier default of one shard per core (three busy
     /// threads on two cores) was slower than `--threads 1`.
     pub fn choose(threads: Option<usize>, readers: usize) -> Plan {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Plan::for_cores(threads, readers, cores)
+    }
+
+    /// [`Plan::choose`] on a machine with `cores` cores.
+    fn for_cores(threads: Option<usize>, readers: usize, cores: usize) -> Plan {
         match threads {
             Some(n) => Plan::Threads(n.max(1)),
-            None => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                match cores.saturating_sub(readers.max(1)) {
-                    0 => Plan::Inline,
-                    n => Plan::Threads(n),
-                }
-            }
+            None => match cores.saturating_sub(readers.max(1)) {
+                0 => Plan::Inline,
+                n => Plan::Threads(n),
+            },
         }
     }
 
@@ -106,14 +107,6 @@ impl Plan {
     pub fn shards(self) -> usize {
         match self {
             Plan::Inline => 1,
-            Plan::Threads(n) => n.max(1),
-        }
-    }
-
-    /// Shard threads of the plan.
-    pub fn threads(self) -> usize {
-        match self {
-            Plan::Inline => 0,
             Plan::Threads(n) => n.max(1),
         }
     }
@@ -473,5 +466,33 @@ fn write_eve(
     match failed {
         Some(e) => Err(e),
         None => w.finish(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Plan;
+
+    #[test]
+    fn the_default_plan_leaves_a_core_to_each_reader() {
+        assert_eq!(
+            Plan::for_cores(None, 1, 1),
+            Plan::Inline,
+            "one core: inline"
+        );
+        assert_eq!(Plan::for_cores(None, 1, 2), Plan::Threads(1));
+        assert_eq!(Plan::for_cores(None, 1, 8), Plan::Threads(7));
+        assert_eq!(
+            Plan::for_cores(None, 4, 2),
+            Plan::Inline,
+            "more readers than cores"
+        );
+        assert_eq!(
+            Plan::for_cores(Some(3), 1, 1),
+            Plan::Threads(3),
+            "--threads wins"
+        );
+        assert_eq!(Plan::for_cores(Some(0), 1, 2), Plan::Threads(1));
+        assert_eq!(Plan::Inline.shards(), 1);
     }
 }

@@ -77,7 +77,6 @@ pub fn replay(
         interrupted,
         eve,
         elapsed: started.elapsed(),
-        shard_threads: plan.threads(),
         capture: None,
     })
 }

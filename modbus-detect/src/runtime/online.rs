@@ -34,7 +34,7 @@ use crate::sys::caps::{self, DropError, Privileges};
 use crate::sys::netdev::{self, LinkState, NetdevError};
 
 use super::dispatch::{Dispatcher, FrameStore, WhenFull};
-use super::{pin_current_thread, Pipeline, RunOutcome};
+use super::{pin_current_thread, Pipeline, Plan, RunOutcome};
 
 /// A partly filled batch waits at most this long before it goes to its shard.
 const FLUSH_AFTER: Duration = Duration::from_millis(2);
@@ -174,14 +174,14 @@ pub struct CaptureReport {
 }
 
 /// The shard threads live capture starts by default: one core per RX queue,
-/// the rest for shards, at least one.
+/// the rest for shards ([`Plan::choose`]), at least one (an RX thread never
+/// runs a shard itself).
 pub fn default_shards(iface: &str, queues: Option<&[u32]>) -> Result<usize, LiveError> {
     let rx = match queues {
         Some(q) => q.len(),
         None => netdev::rx_queue_count(iface)? as usize,
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok(cores.saturating_sub(rx).max(1))
+    Ok(Plan::choose(None, rx).shards())
 }
 
 /// Capture on `opts.iface` until the duration ends or `stop` is set, with
@@ -372,7 +372,6 @@ pub fn run_live<E: std::error::Error + 'static>(
         interrupted,
         eve: result.eve,
         elapsed: started.elapsed(),
-        shard_threads: shards,
         capture: Some(CaptureReport {
             mode,
             xdp,
