@@ -217,17 +217,9 @@ impl Baseline {
         self.pair_profile(self.pair_id(master, slave)?)
     }
 
-    /// Learn one observed register value.
-    pub fn record_register(&mut self, slave: IpAddr, unit: u8, register: u32, value: f64) {
-        self.registers
-            .entry((slave, unit, register))
-            .or_default()
-            .add(value);
-    }
-
-    /// [`Baseline::record_register`], but a register not yet known is left
-    /// out once `cap` registers are; false when it was left out.
-    pub fn record_register_within(
+    /// One value of a register (slave, unit id, Modicon number); a register
+    /// not yet known is left out once `cap` registers are (false then).
+    pub fn record_register(
         &mut self,
         cap: usize,
         slave: IpAddr,
@@ -575,7 +567,7 @@ mod tests {
             b.record(ip(1), ip(2), 1, 3, i * 100_000_000);
         }
         b.record(ip(1), ip(2), 1, 6, 500_000_000);
-        b.record_register(ip(2), 1, 40001, 100.0);
+        b.record_register(usize::MAX, ip(2), 1, 40001, 100.0);
         let fcs = b.get_fc_distribution(ip(1), ip(2)).unwrap();
         assert_eq!(fcs.get(&3), Some(&5));
         assert_eq!(fcs.get(&6), Some(&1));
@@ -591,7 +583,7 @@ mod tests {
         let mut b = Baseline::default();
         for i in 0..50u64 {
             b.record(ip(1), ip(2), 1, 3, i * 44_000_000 + (i % 3) * 1_000_000);
-            b.record_register(ip(2), 1, 40001, i as f64);
+            b.record_register(usize::MAX, ip(2), 1, 40001, i as f64);
         }
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.json");

@@ -79,10 +79,9 @@ impl Learners {
     fn register(&mut self, slave: IpAddr, unit: u8, reg: u32, value: u16) {
         let cap = self.bounds.registers;
         let learned = &mut self.learned;
-        let kept =
-            learned
-                .registers
-                .record_register_within(cap, slave, unit, reg, f64::from(value));
+        let kept = learned
+            .registers
+            .record_register(cap, slave, unit, reg, f64::from(value));
         if !kept {
             learned.registers_dropped += 1;
         }
