@@ -9,6 +9,24 @@ use clap::Parser;
 use modbus_detect::output::report::Report;
 use serde_json::Value;
 
+/// What [`write_capture`] hands its closure.
+pub type CaptureWriter = modbus_synth::PcapWriter<std::io::BufWriter<std::fs::File>>;
+
+/// Write a capture at `path` through a closure that drives conversations.
+pub fn write_capture(
+    path: &std::path::Path,
+    build: impl FnOnce(&mut CaptureWriter) -> std::io::Result<()>,
+) {
+    use std::io::Write;
+    let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut w = modbus_synth::PcapWriter::new(std::io::BufWriter::new(file))
+        .expect("the pcap header is written");
+    build(&mut w).expect("the capture is written");
+    w.into_inner()
+        .and_then(|mut b| b.flush())
+        .expect("the capture is flushed");
+}
+
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -11,10 +11,10 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use modbus_synth::{
-    adu, read_registers_response, read_request, write_single_register, Conversation, PcapWriter,
-    TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+    adu, read_registers_response, read_request, write_single_register, Conversation, TCP_ACK,
+    TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
 };
-use modbus_tests::run;
+use modbus_tests::{run, write_capture, CaptureWriter, Run};
 
 const MS: u64 = 1_000_000;
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -22,52 +22,42 @@ const HMI: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 20);
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 66);
 const PLC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
 
-type Writer = PcapWriter<std::io::BufWriter<std::fs::File>>;
-
 /// `Conversation::segment_at`'s sender: the master (the attacker) or the PLC.
 const FROM_MASTER: bool = false;
 const FROM_PLC: bool = true;
 
 /// What the attacker does between a normal read and the write.
-type Evasion = dyn Fn(&mut Conversation, &mut Writer, u64) -> std::io::Result<()>;
+type Evasion = dyn Fn(&mut Conversation, &mut CaptureWriter, u64) -> std::io::Result<()>;
 
 /// The attacker's connection to the PLC: (handshake when `handshake`), one
 /// read and its response, `evade`, then the write of 999 to holding
 /// register 10 (split after its function code when `split`), answered.
 fn capture(dir: &Path, handshake: bool, split: bool, evade: &Evasion) -> PathBuf {
     let path = dir.join("attack.pcap");
-    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let mut w = PcapWriter::new(file).unwrap();
-    let mut c = Conversation::new(ATTACKER, 40_000, PLC);
-    if handshake {
-        c.handshake(&mut w, T0).unwrap();
-    }
-    c.send(
-        &mut w,
-        T0 + 10 * MS,
-        true,
-        &adu(1, 1, &read_request(3, 0, 2)),
-    )
-    .unwrap();
-    let resp = adu(1, 1, &read_registers_response(3, &[7, 8]));
-    c.send(&mut w, T0 + 11 * MS, false, &resp).unwrap();
-    evade(&mut c, &mut w, T0 + 20 * MS).unwrap();
-    let write = adu(2, 1, &write_single_register(10, 999));
-    if split {
-        c.send(&mut w, T0 + 30 * MS, true, &write[..8]).unwrap();
-        evade(&mut c, &mut w, T0 + 31 * MS).unwrap();
-        c.send(&mut w, T0 + 32 * MS, true, &write[8..]).unwrap();
-    } else {
-        c.send(&mut w, T0 + 30 * MS, true, &write).unwrap();
-    }
-    c.send(&mut w, T0 + 33 * MS, false, &write).unwrap();
-    w.into_inner().unwrap();
+    write_capture(&path, |w| {
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        if handshake {
+            c.handshake(w, T0)?;
+        }
+        c.send(w, T0 + 10 * MS, true, &adu(1, 1, &read_request(3, 0, 2)))?;
+        let resp = adu(1, 1, &read_registers_response(3, &[7, 8]));
+        c.send(w, T0 + 11 * MS, false, &resp)?;
+        evade(&mut c, w, T0 + 20 * MS)?;
+        let write = adu(2, 1, &write_single_register(10, 999));
+        if split {
+            c.send(w, T0 + 30 * MS, true, &write[..8])?;
+            evade(&mut c, w, T0 + 31 * MS)?;
+            c.send(w, T0 + 32 * MS, true, &write[8..])?;
+        } else {
+            c.send(w, T0 + 30 * MS, true, &write)?;
+        }
+        c.send(w, T0 + 33 * MS, false, &write)
+    });
     path
 }
 
-/// Replay `pcap` with only the HMI allowed to write: the unauthorized
-/// writes reported, and the report's counters.
-fn writes_reported(pcap: &Path) -> (u64, serde_json::Value) {
+/// Replay `pcap` with only the HMI allowed to write.
+fn replay(pcap: &Path) -> Run {
     let r = run(&[
         "--pcap",
         pcap.to_str().unwrap(),
@@ -75,14 +65,25 @@ fn writes_reported(pcap: &Path) -> (u64, serde_json::Value) {
         &HMI.to_string(),
     ]);
     assert_eq!(r.exit, Ok(0));
-    let writes = r
-        .alert_counts()
+    r
+}
+
+/// Alerts of type `kind` raised for traffic from `src` to the PLC.
+fn alerts_from(r: &Run, kind: &str, src: Ipv4Addr) -> u64 {
+    r.alert_counts()
         .into_iter()
-        .filter(|((t, _, src, _), _)| {
-            t == "UNAUTHORIZED_MODBUS_WRITE" && *src == ATTACKER.to_string()
+        .filter(|((t, _, from, to), _)| {
+            t == kind && *from == src.to_string() && *to == PLC.to_string()
         })
         .map(|(_, n)| n)
-        .sum();
+        .sum()
+}
+
+/// The attacker's unauthorized writes reported for `pcap`, and the
+/// report's counters.
+fn writes_reported(pcap: &Path) -> (u64, serde_json::Value) {
+    let r = replay(pcap);
+    let writes = alerts_from(&r, "UNAUTHORIZED_MODBUS_WRITE", ATTACKER);
     (writes, r.report()["counters"].clone())
 }
 
@@ -226,38 +227,23 @@ fn sourcing_from_port_502_does_not_swap_the_roles() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p502.pcap");
-        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let mut w = PcapWriter::new(file).unwrap();
-        let mut c = Conversation::new(low, 502, PLC);
-        if handshake {
-            c.handshake(&mut w, T0).unwrap();
-        }
-        c.send(&mut w, T0 + 10 * MS, true, &read).unwrap();
-        if !one_way {
-            c.send(&mut w, T0 + 11 * MS, false, &resp).unwrap();
-        }
-        c.send(&mut w, T0 + 30 * MS, true, &write).unwrap();
-        if !one_way {
-            c.send(&mut w, T0 + 31 * MS, false, &write).unwrap();
-        }
-        w.into_inner().unwrap();
-        let r = run(&[
-            "--pcap",
-            path.to_str().unwrap(),
-            "--authorized-writers",
-            &HMI.to_string(),
-        ]);
-        assert_eq!(r.exit, Ok(0));
-        let writes: u64 = r
-            .alert_counts()
-            .into_iter()
-            .filter(|((t, _, src, dst), _)| {
-                t == "UNAUTHORIZED_MODBUS_WRITE"
-                    && *src == low.to_string()
-                    && *dst == PLC.to_string()
-            })
-            .map(|(_, n)| n)
-            .sum();
+        write_capture(&path, |w| {
+            let mut c = Conversation::new(low, 502, PLC);
+            if handshake {
+                c.handshake(w, T0)?;
+            }
+            c.send(w, T0 + 10 * MS, true, &read)?;
+            if !one_way {
+                c.send(w, T0 + 11 * MS, false, &resp)?;
+            }
+            c.send(w, T0 + 30 * MS, true, &write)?;
+            if !one_way {
+                c.send(w, T0 + 31 * MS, false, &write)?;
+            }
+            Ok(())
+        });
+        let r = replay(&path);
+        let writes = alerts_from(&r, "UNAUTHORIZED_MODBUS_WRITE", low);
         let counters = &r.report()["counters"];
         assert_eq!(
             writes, 1,
@@ -297,30 +283,17 @@ fn a_framing_downgrade_does_not_hide_a_write() {
     for (name, bytes, close) in cases {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("framing.pcap");
-        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let mut w = PcapWriter::new(file).unwrap();
-        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
-        c.handshake(&mut w, T0).unwrap();
-        c.send(&mut w, T0 + 10 * MS, true, &bytes).unwrap();
-        if close {
-            c.fin(&mut w, T0 + 20 * MS, false).unwrap();
-        }
-        w.into_inner().unwrap();
-        let r = run(&[
-            "--pcap",
-            path.to_str().unwrap(),
-            "--authorized-writers",
-            &HMI.to_string(),
-        ]);
-        assert_eq!(r.exit, Ok(0));
-        let counts = r.alert_counts();
-        let of = |t: &str| -> u64 {
-            counts
-                .iter()
-                .filter(|((k, _, src, _), _)| k == t && *src == ATTACKER.to_string())
-                .map(|(_, n)| *n)
-                .sum()
-        };
+        write_capture(&path, |w| {
+            let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+            c.handshake(w, T0)?;
+            c.send(w, T0 + 10 * MS, true, &bytes)?;
+            if close {
+                c.fin(w, T0 + 20 * MS, false)?;
+            }
+            Ok(())
+        });
+        let r = replay(&path);
+        let of = |t: &str| alerts_from(&r, t, ATTACKER);
         let c = &r.report()["counters"];
         assert_eq!(of("UNAUTHORIZED_MODBUS_WRITE"), 1, "{name}: {c}");
         assert!(
@@ -364,21 +337,13 @@ fn an_urgent_byte_is_not_stream_data() {
     with_urgent.extend_from_slice(&write[2..]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("urgent.pcap");
-    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let mut w = PcapWriter::new(file).unwrap();
-    let mut c = Conversation::new(ATTACKER, 40_000, PLC);
-    c.handshake(&mut w, T0).unwrap();
-    c.send(
-        &mut w,
-        T0 + 10 * MS,
-        true,
-        &adu(1, 1, &read_request(3, 0, 2)),
-    )
-    .unwrap();
-    // The urgent pointer points past the urgent byte (RFC 6093).
-    c.urgent_at(&mut w, T0 + 30 * MS, true, &with_urgent, 3)
-        .unwrap();
-    w.into_inner().unwrap();
+    write_capture(&path, |w| {
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        c.handshake(w, T0)?;
+        c.send(w, T0 + 10 * MS, true, &adu(1, 1, &read_request(3, 0, 2)))?;
+        // The urgent pointer points past the urgent byte (RFC 6093).
+        c.urgent_at(w, T0 + 30 * MS, true, &with_urgent, 3)
+    });
     let (writes, c) = writes_reported(&path);
     assert_eq!(writes, 1, "{c}");
     assert_eq!(c["urgent_bytes"], 1, "{c}");
@@ -394,22 +359,16 @@ fn in_sequence_fin_and_exact_rst_still_close() {
     let pcap = capture(dir.path(), true, false, nothing);
     // Append an orderly close: a second capture with it.
     let path = dir.path().join("closed.pcap");
-    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    let mut w = PcapWriter::new(file).unwrap();
-    let mut c = Conversation::new(ATTACKER, 40_000, PLC);
-    c.handshake(&mut w, T0).unwrap();
-    c.send(
-        &mut w,
-        T0 + 30 * MS,
-        true,
-        &adu(2, 1, &write_single_register(10, 999)),
-    )
-    .unwrap();
-    c.fin(&mut w, T0 + 40 * MS, true).unwrap();
-    let mut c2 = Conversation::new(ATTACKER, 40_001, PLC);
-    c2.handshake(&mut w, T0 + 50 * MS).unwrap();
-    c2.rst(&mut w, T0 + 60 * MS, true).unwrap();
-    w.into_inner().unwrap();
+    write_capture(&path, |w| {
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        c.handshake(w, T0)?;
+        let write = adu(2, 1, &write_single_register(10, 999));
+        c.send(w, T0 + 30 * MS, true, &write)?;
+        c.fin(w, T0 + 40 * MS, true)?;
+        let mut c2 = Conversation::new(ATTACKER, 40_001, PLC);
+        c2.handshake(w, T0 + 50 * MS)?;
+        c2.rst(w, T0 + 60 * MS, true)
+    });
     let (writes, c) = writes_reported(&path);
     assert_eq!(writes, 1);
     assert_eq!(c["flows_closed"], 2, "{c}");

@@ -1053,8 +1053,7 @@ fn baseline_learning_is_bounded_and_counted() {
     const COILS: usize = 1968;
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("coils.pcap");
-    let file = std::io::BufWriter::new(std::fs::File::create(&pcap).unwrap());
-    let mut w = PcapWriter::new(file).unwrap();
+    let mut w = writer(&pcap);
     let mut c = Conversation::new(HMI, 41002, PLC);
     c.handshake(&mut w, T0).unwrap();
     let bits = vec![true; COILS];
@@ -1064,7 +1063,7 @@ fn baseline_learning_is_bounded_and_counted() {
         c.send(&mut w, t, true, &adu(u16::from(unit), unit, &pdu))
             .unwrap();
     }
-    w.into_inner().unwrap();
+    close(w);
     let mut cfg = DetectConfig {
         mode: Mode::Learn,
         ..DetectConfig::default()

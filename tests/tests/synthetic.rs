@@ -10,7 +10,7 @@ use std::path::Path;
 use modbus_synth::{
     adu, generate, read_request, write_single_register, Conversation, PcapWriter, SynthConfig,
 };
-use modbus_tests::run;
+use modbus_tests::{run, write_capture};
 
 const SEC: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
@@ -85,13 +85,6 @@ fn generated_capture_with_attacks_gives_exact_alerts() {
     assert_eq!(got, want);
 }
 
-/// Write a capture through a closure that drives conversations.
-fn capture(path: &Path, f: impl FnOnce(&mut PcapWriter<std::fs::File>) -> std::io::Result<()>) {
-    let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
-    f(&mut w).unwrap();
-    w.into_inner().unwrap();
-}
-
 fn limits(dir: &Path) -> String {
     let p = dir.join("limits.json");
     std::fs::write(&p, r#"{"40011": {"name": "Valve", "min": 0, "max": 100}}"#).unwrap();
@@ -151,7 +144,7 @@ fn evasion_by_segmentation_reordering_and_retransmission_is_seen_through() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("evasion.pcap");
     let w_adu = bad_write();
-    capture(&pcap, |w| {
+    write_capture(&pcap, |w| {
         let mut hmi = Conversation::new(HMI, 40001, PLC);
         let mut ews = Conversation::new(EWS, 40002, PLC);
         hmi.handshake(w, SEC)?;
@@ -183,7 +176,7 @@ fn evasion_by_segmentation_reordering_and_retransmission_is_seen_through() {
 fn a_write_after_capture_loss_confirmed_by_the_peer_is_detected_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("loss.pcap");
-    capture(&pcap, |w| {
+    write_capture(&pcap, |w| {
         let mut ews = Conversation::new(EWS, 40002, PLC);
         ews.handshake(w, SEC)?;
         let read = adu(1, 1, &read_request(3, 0, 10));
@@ -211,7 +204,7 @@ fn a_write_after_capture_loss_confirmed_by_the_peer_is_detected_at_once() {
 fn data_held_behind_a_hole_is_delivered_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("hole.pcap");
-    capture(&pcap, |w| {
+    write_capture(&pcap, |w| {
         let mut ews = Conversation::new(EWS, 40002, PLC);
         ews.handshake(w, SEC)?;
         let read = adu(1, 1, &read_request(3, 0, 10));
@@ -231,7 +224,7 @@ fn data_held_behind_a_hole_is_delivered_at_the_end() {
 fn mid_stream_pickup_without_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("midstream.pcap");
-    capture(&pcap, |w| {
+    write_capture(&pcap, |w| {
         let mut ews = Conversation::new(EWS, 40002, PLC);
         ews.send(w, SEC, true, &adu(1, 1, &read_request(3, 0, 10)))?;
         ews.send(w, 2 * SEC, true, &bad_write())?;
@@ -254,7 +247,7 @@ fn a_response_that_overtakes_its_request_is_still_matched() {
 
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("overtake.pcap");
-    capture(&pcap, |w| {
+    write_capture(&pcap, |w| {
         let mut hmi = Conversation::new(HMI, 40001, PLC);
         hmi.handshake(w, SEC)?;
         let req = adu(5, 1, &read_request(3, 10, 1));
