@@ -150,6 +150,17 @@ fn a_second_syn_does_not_reset_the_stream() {
         &*behind,
         "ignored_syn",
     );
+    // Data on the SYN is no stream data either (no TCP Fast Open): an MBAP
+    // header announcing 200 bytes, taken in, would swallow the write.
+    let header = vec![0, 9, 0, 0, 0, 200, 1];
+    let carrying = forged(FROM_MASTER, 0, TCP_SYN, header);
+    check(
+        "SYN carrying a header",
+        true,
+        false,
+        &*carrying,
+        "ignored_syn",
+    );
 }
 
 /// Data far beyond the receive window: Linux drops it (and sends a
