@@ -91,6 +91,18 @@ pub struct Counters {
     /// unknown, beyond the reordering window), which the receiver drops:
     /// not stream data, and the stream does not move to them.
     pub out_of_window_segments: u64,
+    /// Segments with a wrong IPv4 header or TCP checksum, which the
+    /// receiver drops: not stream data.
+    pub checksum_errors: u64,
+    /// Segments taken with a checksum in the shape TX offload leaves, from
+    /// a side whose first checksum had that shape (the capture was taken on
+    /// the sending host).
+    pub checksum_offloaded: u64,
+    /// Segments whose checksum could not be checked (cut by the snaplen).
+    pub checksum_unverified: u64,
+    /// Segments whose time to live runs out before the receiver, as far as
+    /// the receiver's own packets show its distance: not stream data.
+    pub ttl_expired_segments: u64,
 }
 
 impl Counters {
@@ -136,6 +148,10 @@ impl Counters {
         self.roles_by_handshake += o.roles_by_handshake;
         self.roles_by_content += o.roles_by_content;
         self.out_of_window_segments += o.out_of_window_segments;
+        self.checksum_errors += o.checksum_errors;
+        self.checksum_offloaded += o.checksum_offloaded;
+        self.checksum_unverified += o.checksum_unverified;
+        self.ttl_expired_segments += o.ttl_expired_segments;
     }
 
     /// Skip counters by name, for the report.

@@ -73,6 +73,9 @@ mod tests {
             truncated: false,
             wscale: None,
             urgent: 0,
+            l3_off: 0,
+            l4_off: 0,
+            ttl: 64,
         }
     }
 

@@ -263,7 +263,7 @@ impl Shard {
                 idx
             }
         };
-        self.segment(idx, dir, ts_ns, meta, payload);
+        self.segment(idx, dir, ts_ns, meta, frame);
         for _ in 0..2 {
             if let Some(idle) = self.flows.sweep(ts_ns) {
                 self.retire(idle, Retire::Expired);
@@ -303,12 +303,19 @@ impl Shard {
         }
     }
 
-    /// Feed a segment to its flow's streams.
-    fn segment(&mut self, idx: usize, dir: Dir, ts_ns: u64, meta: &PacketMeta, payload: &[u8]) {
+    /// Feed a segment to its flow's streams, if its receiver takes it.
+    fn segment(&mut self, idx: usize, dir: Dir, ts_ns: u64, meta: &PacketMeta, frame: &[u8]) {
         let Some(flow) = self.flows.get_mut(idx) else {
             return;
         };
         flow.last_ns = ts_ns;
+        if !flow
+            .admission
+            .admits(dir, meta, frame, &mut self.st.counters)
+        {
+            return;
+        }
+        let payload = meta.payload(frame);
         let (syn, rst, fin) = (
             meta.flags & tcp_flags::SYN != 0,
             meta.flags & tcp_flags::RST != 0,

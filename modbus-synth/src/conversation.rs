@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
-use super::frames::{Segment, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG};
+use super::frames::{Segment, DEFAULT_TTL, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG};
 use super::pcap_writer::PcapWriter;
 use modbus_common::rng::Rng;
 
@@ -28,6 +28,10 @@ struct Endpoint {
     next_seq: u32,
     ip_id: u16,
     window: u16,
+    /// Time to live of this side's frames where they are captured.
+    ttl: u8,
+    /// Captured on this side's host with TX checksum offload.
+    offloaded: bool,
 }
 
 /// A scripted TCP conversation between a master and a slave, for hand-written
@@ -61,6 +65,8 @@ impl Conversation {
                 next_seq: client_isn,
                 ip_id: client_ip_id,
                 window: CLIENT_WINDOW,
+                ttl: DEFAULT_TTL,
+                offloaded: false,
             },
             server: Endpoint {
                 ip: slave,
@@ -68,6 +74,8 @@ impl Conversation {
                 next_seq: server_isn,
                 ip_id: server_ip_id,
                 window: SERVER_WINDOW,
+                ttl: DEFAULT_TTL,
+                offloaded: false,
             },
             frame: Vec::with_capacity(128),
             urgent: 0,
@@ -86,6 +94,20 @@ impl Conversation {
         self.client.next_seq = client_isn;
         self.server.next_seq = server_isn;
         self
+    }
+
+    /// The time to live the master's (`from_server = false`) or the
+    /// slave's frames have where they are captured (64 by default: no
+    /// router between).
+    pub fn set_ttl(&mut self, from_server: bool, ttl: u8) {
+        self.side_mut(from_server).ttl = ttl;
+    }
+
+    /// The capture is taken on the master's (`from_server = false`) or
+    /// the slave's host, whose NIC computes TCP checksums: its frames carry
+    /// only the pseudo-header sum.
+    pub fn offload_checksums(&mut self, from_server: bool) {
+        self.side_mut(from_server).offloaded = true;
     }
 
     /// Sequence number the master (`from_server = false`) or the slave will
@@ -148,6 +170,26 @@ impl Conversation {
         // Sequence space is modulo 2^32, so truncating the offset is exact.
         let seq = self.side(from_server).next_seq.wrapping_add(rel_seq as u32);
         self.emit(w, ts_ns, from_server, seq, flags, payload)
+    }
+
+    /// Like [`Conversation::segment_at`], with the encoded frame changed
+    /// by `mangle` before it is written (a wrong checksum or length).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mangled_at(
+        &mut self,
+        w: &mut PcapWriter<impl Write>,
+        ts_ns: u64,
+        from_server: bool,
+        rel_seq: i64,
+        flags: u8,
+        payload: &[u8],
+        mangle: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<()> {
+        // Sequence space is modulo 2^32, so truncating the offset is exact.
+        let seq = self.side(from_server).next_seq.wrapping_add(rel_seq as u32);
+        self.encode(from_server, seq, flags, payload)?;
+        mangle(&mut self.frame);
+        w.write_frame(ts_ns, &self.frame)
     }
 
     /// Data with the URG flag and urgent pointer `urgent` from the master
@@ -223,6 +265,12 @@ impl Conversation {
         flags: u8,
         payload: &[u8],
     ) -> io::Result<()> {
+        self.encode(from_server, seq, flags, payload)?;
+        w.write_frame(ts_ns, &self.frame)
+    }
+
+    /// Encode one segment into the frame buffer.
+    fn encode(&mut self, from_server: bool, seq: u32, flags: u8, payload: &[u8]) -> io::Result<()> {
         let (src, dst) = if from_server {
             (&mut self.server, &self.client)
         } else {
@@ -244,11 +292,12 @@ impl Conversation {
             window: src.window,
             ip_id: src.ip_id,
             urgent: std::mem::take(&mut self.urgent),
+            ttl: src.ttl,
+            offloaded: src.offloaded,
             payload,
         };
         src.ip_id = src.ip_id.wrapping_add(1);
-        segment.encode_into(&mut self.frame)?;
-        w.write_frame(ts_ns, &self.frame)
+        segment.encode_into(&mut self.frame)
     }
 
     fn side(&self, server: bool) -> &Endpoint {

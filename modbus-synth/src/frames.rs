@@ -19,7 +19,8 @@ const IPV4_HDR_LEN: usize = 20;
 const TCP_HDR_LEN: usize = 20;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const IPPROTO_TCP: u8 = 6;
-const TTL: u8 = 64;
+/// The time to live a Linux host sends with.
+pub const DEFAULT_TTL: u8 = 64;
 /// "Don't fragment", as every modern stack sets it.
 const IP_FLAG_DF: u16 = 0x4000;
 /// A NIC pads shorter frames on the wire, and captures taken on a SPAN port
@@ -44,6 +45,11 @@ pub struct Segment<'a> {
     pub ip_id: u16,
     /// The urgent pointer (meaningful with URG in `flags`).
     pub urgent: u16,
+    /// Time to live as the frame passes the capture point.
+    pub ttl: u8,
+    /// Captured on the sender with TX checksum offload: the TCP checksum
+    /// holds only the pseudo-header sum, for the NIC to finish.
+    pub offloaded: bool,
     pub payload: &'a [u8],
 }
 
@@ -75,7 +81,7 @@ impl Segment<'_> {
         buf.extend_from_slice(&total_len.to_be_bytes());
         buf.extend_from_slice(&self.ip_id.to_be_bytes());
         buf.extend_from_slice(&IP_FLAG_DF.to_be_bytes());
-        buf.extend_from_slice(&[TTL, IPPROTO_TCP, 0, 0]); // checksum patched below
+        buf.extend_from_slice(&[self.ttl, IPPROTO_TCP, 0, 0]); // checksum patched below
         buf.extend_from_slice(&self.src.octets());
         buf.extend_from_slice(&self.dst.octets());
         let sum = fold_checksum(sum_words(0, &buf[start..]));
@@ -93,10 +99,12 @@ impl Segment<'_> {
         buf.extend_from_slice(&[0, 0]); // checksum, patched below
         buf.extend_from_slice(&self.urgent.to_be_bytes());
         buf.extend_from_slice(self.payload);
-        let sum = fold_checksum(sum_words(
-            self.pseudo_header_sum(buf.len() - start),
-            &buf[start..],
-        ));
+        let pseudo = self.pseudo_header_sum(buf.len() - start);
+        let sum = if self.offloaded {
+            !fold_checksum(pseudo)
+        } else {
+            fold_checksum(sum_words(pseudo, &buf[start..]))
+        };
         buf[start + 16..start + 18].copy_from_slice(&sum.to_be_bytes());
     }
 
@@ -158,6 +166,8 @@ mod tests {
             window: 64240,
             ip_id: 7,
             urgent: 0,
+            ttl: DEFAULT_TTL,
+            offloaded: false,
             payload,
         }
         .encode_into(&mut buf)
@@ -223,6 +233,8 @@ mod tests {
             window: 0,
             ip_id: 0,
             urgent: 0,
+            ttl: DEFAULT_TTL,
+            offloaded: false,
             payload: &payload,
         };
         assert!(seg.encode_into(&mut buf).is_err());

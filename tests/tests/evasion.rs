@@ -388,3 +388,117 @@ fn in_sequence_fin_and_exact_rst_still_close() {
     assert_eq!(c["ignored_syn"], 0, "no evasion, nothing ignored: {c}");
     assert_eq!(c["out_of_window_segments"], 0, "{c}");
 }
+
+/// A copy of the write's bytes that the PLC drops (see the callers), sent
+/// just before the write at the same sequence number: a harmless read of
+/// the same length. Taken as stream data, it makes the real write look
+/// like a retransmission of old bytes, and the write goes unreported.
+fn dropped_copy(mangle: fn(&mut Vec<u8>)) -> Box<Evasion> {
+    let decoy = adu(2, 1, &read_request(3, 10, 1));
+    Box::new(move |c, w, ts| c.mangled_at(w, ts, FROM_MASTER, 0, TCP_PSH | TCP_ACK, &decoy, mangle))
+}
+
+/// Offsets in the synthetic frames (Ethernet, 20-byte IPv4, TCP).
+const IP: usize = 14;
+const TCP: usize = IP + 20;
+
+/// A wrong TCP checksum, a wrong IPv4 header checksum, an IP total length
+/// longer than the (whole) frame: Linux drops each such packet (`tcp_v4_rcv`
+/// checksum check, `ip_rcv_core`), the decoy never reaches the PLC and the
+/// write after it is executed.
+#[test]
+fn copies_the_receiver_drops_are_not_stream_data() {
+    let tcp_checksum: fn(&mut Vec<u8>) = |f| f[TCP + 16] ^= 0x5A;
+    let ip_checksum: fn(&mut Vec<u8>) = |f| f[IP + 10] ^= 0x5A;
+    let ip_length: fn(&mut Vec<u8>) = |f| {
+        // Four bytes more than the frame holds, with the header checksum
+        // fixed up by the same amount so that only the length is wrong.
+        f[IP + 3] += 4;
+        let sum = u16::from_be_bytes([f[IP + 10], f[IP + 11]]);
+        let mut s = u32::from(sum) + 0xFFFF - 4;
+        s = (s & 0xFFFF) + (s >> 16);
+        f[IP + 10..IP + 12].copy_from_slice(&(s as u16).to_be_bytes());
+    };
+    for (name, mangle, counter) in [
+        ("bad TCP checksum", tcp_checksum, "checksum_errors"),
+        ("bad IP checksum", ip_checksum, "checksum_errors"),
+        ("IP length past the frame", ip_length, "checksum_errors"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = capture(dir.path(), true, false, &*dropped_copy(mangle));
+        let r = replay(&pcap);
+        let writes = alerts_from(&r, "UNAUTHORIZED_MODBUS_WRITE", ATTACKER);
+        let report = r.report();
+        assert_eq!(writes, 1, "{name}: {}", report["counters"]);
+        let skipped = report["counters"]["skipped"]["ip_length_exceeds_frame"]
+            .as_u64()
+            .unwrap_or(0);
+        let counted = report["counters"][counter].as_u64().unwrap_or(0) + skipped;
+        assert_eq!(counted, 1, "{name}: {}", report);
+    }
+}
+
+/// A capture taken on the master itself with TX checksum offload: every
+/// frame it sent carries only the pseudo-header sum. Those are not dropped
+/// (the NIC filled the sums in on the wire) but counted. An offload-shaped
+/// copy forged on a side whose checksums are right is a wrong checksum.
+#[test]
+fn offloaded_checksums_are_counted_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offloaded.pcap");
+    write_capture(&path, |w| {
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        c.offload_checksums(FROM_MASTER);
+        c.handshake(w, T0)?;
+        c.send(w, T0 + 10 * MS, true, &adu(1, 1, &read_request(3, 0, 2)))?;
+        let write = adu(2, 1, &write_single_register(10, 999));
+        c.send(w, T0 + 30 * MS, true, &write)?;
+        c.send(w, T0 + 31 * MS, false, &write)
+    });
+    let (writes, c) = writes_reported(&path);
+    assert_eq!(writes, 1, "{c}");
+    // SYN, ACK, two requests and the ACK of the response.
+    assert_eq!(c["checksum_offloaded"], 4, "{c}");
+    assert_eq!(c["checksum_errors"], 0, "{c}");
+
+    let zero_sum: fn(&mut Vec<u8>) = |f| f[TCP + 16..TCP + 18].fill(0);
+    check(
+        "zero checksum forged",
+        true,
+        false,
+        &*dropped_copy(zero_sum),
+        "checksum_errors",
+    );
+}
+
+/// A copy whose time to live runs out between the sensor and the PLC:
+/// the PLC's frames arrive with 62 (two routers away: Linux starts at 64),
+/// the decoy with 2, which the second router drops.
+#[test]
+fn a_copy_that_expires_before_the_plc_is_not_stream_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ttl.pcap");
+    let decoy = adu(2, 1, &read_request(3, 10, 1));
+    write_capture(&path, |w| {
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        c.set_ttl(FROM_PLC, 62);
+        c.set_ttl(FROM_MASTER, 120);
+        c.handshake(w, T0)?;
+        c.send(w, T0 + 10 * MS, true, &adu(1, 1, &read_request(3, 0, 2)))?;
+        c.send(
+            w,
+            T0 + 11 * MS,
+            false,
+            &adu(1, 1, &read_registers_response(3, &[7, 8])),
+        )?;
+        c.set_ttl(FROM_MASTER, 2);
+        c.segment_at(w, T0 + 20 * MS, FROM_MASTER, 0, TCP_PSH | TCP_ACK, &decoy)?;
+        c.set_ttl(FROM_MASTER, 120);
+        let write = adu(2, 1, &write_single_register(10, 999));
+        c.send(w, T0 + 30 * MS, true, &write)?;
+        c.send(w, T0 + 31 * MS, false, &write)
+    });
+    let (writes, c) = writes_reported(&path);
+    assert_eq!(writes, 1, "{c}");
+    assert_eq!(c["ttl_expired_segments"], 1, "{c}");
+}

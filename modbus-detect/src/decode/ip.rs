@@ -38,6 +38,10 @@ pub(super) struct IpInfo {
     pub l4_end: usize,
     /// The IP length claimed more bytes than were captured.
     pub truncated: bool,
+    /// Offset of the IP header in the frame.
+    pub l3_off: usize,
+    /// Time to live (IPv4) or hop limit (IPv6).
+    pub ttl: u8,
 }
 
 /// Decode the IP header at `l3_off`; `ethertype` says which version the link
@@ -92,6 +96,8 @@ fn decode_ipv4(frame: &[u8], l3_off: usize) -> Result<IpInfo, SkipReason> {
         l4_off: l3_off + header_len,
         l4_end,
         truncated,
+        l3_off,
+        ttl: header.get(8).copied().ok_or(SkipReason::Truncated)?,
     })
 }
 
@@ -109,6 +115,7 @@ fn decode_ipv6(frame: &[u8], l3_off: usize) -> Result<IpInfo, SkipReason> {
     }
     let payload_len = usize::from(read_u16(header, 4).ok_or(SkipReason::Truncated)?);
     let next_header = *header.get(6).ok_or(SkipReason::Truncated)?;
+    let ttl = *header.get(7).ok_or(SkipReason::Truncated)?;
     let src = read_ipv6_addr(header, 8).ok_or(SkipReason::Truncated)?;
     let dst = read_ipv6_addr(header, 24).ok_or(SkipReason::Truncated)?;
     let (l4_end, truncated) = match payload_len {
@@ -122,6 +129,8 @@ fn decode_ipv6(frame: &[u8], l3_off: usize) -> Result<IpInfo, SkipReason> {
         l4_off,
         l4_end,
         truncated,
+        l3_off,
+        ttl,
     })
 }
 

@@ -4,6 +4,7 @@
 //! struct with no borrow), so that shards never parse headers again: they get the
 //! metadata plus the frame bytes and slice the TCP payload out of it.
 
+pub mod checksum;
 mod ip;
 mod link;
 mod tcp;
@@ -45,6 +46,12 @@ pub struct PacketMeta {
     pub wscale: Option<u8>,
     /// The urgent pointer, when the URG flag is set (0 otherwise).
     pub urgent: u16,
+    /// Offsets of the IP and TCP headers in the frame (for the checksums,
+    /// verified by the shard where the segment's bytes are read anyway).
+    pub l3_off: u16,
+    pub l4_off: u16,
+    /// IPv4 time to live or IPv6 hop limit, as the frame passed the sensor.
+    pub ttl: u8,
 }
 
 impl PacketMeta {
@@ -71,16 +78,20 @@ pub enum SkipReason {
     Truncated,
     /// TCP, but neither port is a Modbus port.
     NotModbusPort,
+    /// The whole frame was captured, yet its IP length claims more bytes:
+    /// the receiver drops such a packet (an insertion the PLC never sees).
+    IpLengthExceedsFrame,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::UnsupportedLinkType,
         SkipReason::NotIp,
         SkipReason::NotTcp,
         SkipReason::IpFragment,
         SkipReason::Truncated,
         SkipReason::NotModbusPort,
+        SkipReason::IpLengthExceedsFrame,
     ];
 
     /// Stable name used in the report's `skipped` counters.
@@ -92,6 +103,7 @@ impl SkipReason {
             SkipReason::IpFragment => "ip_fragment",
             SkipReason::Truncated => "truncated_header",
             SkipReason::NotModbusPort => "not_modbus_port",
+            SkipReason::IpLengthExceedsFrame => "ip_length_exceeds_frame",
         }
     }
 

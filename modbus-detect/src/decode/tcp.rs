@@ -60,6 +60,9 @@ pub(super) fn decode_tcp(frame: &[u8], ip: &IpInfo) -> Result<PacketMeta, SkipRe
         payload_len: u16::try_from(payload_len).map_err(|_| SkipReason::Truncated)?,
         truncated: ip.truncated,
         wscale,
+        l3_off: u16::try_from(ip.l3_off).map_err(|_| SkipReason::Truncated)?,
+        l4_off: u16::try_from(ip.l4_off).map_err(|_| SkipReason::Truncated)?,
+        ttl: ip.ttl,
     })
 }
 
@@ -220,7 +223,9 @@ mod tests {
     use super::frames::*;
     use super::*;
 
-    fn expected(src: IpAddr, dst: IpAddr, payload_off: u16, payload_len: u16) -> PacketMeta {
+    /// The meta of the test frames: IP header at `l3`, TCP header at `l4`.
+    fn expected(src: IpAddr, dst: IpAddr, at: [u16; 4]) -> PacketMeta {
+        let [l3_off, l4_off, payload_off, payload_len] = at;
         PacketMeta {
             src,
             dst,
@@ -235,15 +240,19 @@ mod tests {
             truncated: false,
             wscale: None,
             urgent: 0,
+            l3_off,
+            l4_off,
+            ttl: 64,
         }
     }
 
-    fn v4_meta(payload_off: u16, payload_len: u16) -> PacketMeta {
-        expected(IPV4_SRC.into(), IPV4_DST.into(), payload_off, payload_len)
+    /// `[l3_off, l4_off, payload_off, payload_len]`
+    fn v4_meta(at: [u16; 4]) -> PacketMeta {
+        expected(IPV4_SRC.into(), IPV4_DST.into(), at)
     }
 
-    fn v6_meta(payload_off: u16, payload_len: u16) -> PacketMeta {
-        expected(IPV6_SRC.into(), IPV6_DST.into(), payload_off, payload_len)
+    fn v6_meta(at: [u16; 4]) -> PacketMeta {
+        expected(IPV6_SRC.into(), IPV6_DST.into(), at)
     }
 
     #[test]
@@ -264,7 +273,7 @@ mod tests {
     fn ethernet_ipv4_tcp() {
         let frame = ethernet(ETHERTYPE_IPV4, &[], &ipv4_tcp(&[], b"\x00\x01modbus"));
         let meta = decode(LinkType::Ethernet, &frame).unwrap();
-        assert_eq!(meta, v4_meta(54, 8));
+        assert_eq!(meta, v4_meta([14, 34, 54, 8]));
         assert_eq!(meta.payload(&frame), b"\x00\x01modbus");
     }
 
@@ -273,7 +282,7 @@ mod tests {
         let segment = tcp_segment(&[2, 4, 5, 0xb4, 1, 1, 4, 2], b"abc");
         let frame = ethernet(ETHERTYPE_IPV4, &[], &ipv4_packet(&[1, 1, 1, 0], &segment));
         let meta = decode(LinkType::Ethernet, &frame).unwrap();
-        assert_eq!(meta, v4_meta(14 + 24 + 28, 3));
+        assert_eq!(meta, v4_meta([14, 38, 14 + 24 + 28, 3]));
         assert_eq!(meta.payload(&frame), b"abc");
     }
 
@@ -281,19 +290,28 @@ mod tests {
     fn vlan_tagged() {
         let l3 = ipv4_tcp(&[], b"abc");
         let one = ethernet(ETHERTYPE_IPV4, &[0x8100], &l3);
-        assert_eq!(decode(LinkType::Ethernet, &one), Ok(v4_meta(58, 3)));
+        assert_eq!(
+            decode(LinkType::Ethernet, &one),
+            Ok(v4_meta([18, 38, 58, 3]))
+        );
         let two = ethernet(ETHERTYPE_IPV4, &[0x88A8, 0x8100], &l3);
-        assert_eq!(decode(LinkType::Ethernet, &two), Ok(v4_meta(62, 3)));
+        assert_eq!(
+            decode(LinkType::Ethernet, &two),
+            Ok(v4_meta([22, 42, 62, 3]))
+        );
     }
 
     #[test]
     fn ipv6_with_extension_headers() {
         let plain = ethernet(ETHERTYPE_IPV6, &[], &ipv6_tcp(&[], b"abc"));
-        assert_eq!(decode(LinkType::Ethernet, &plain), Ok(v6_meta(74, 3)));
+        assert_eq!(
+            decode(LinkType::Ethernet, &plain),
+            Ok(v6_meta([14, 54, 74, 3]))
+        );
         let ext = [ext_header(0, 0), ext_header(60, 1)];
         let frame = ethernet(ETHERTYPE_IPV6, &[], &ipv6_tcp(&ext, b"abc"));
         let meta = decode(LinkType::Ethernet, &frame).unwrap();
-        assert_eq!(meta, v6_meta(74 + 8 + 16, 3));
+        assert_eq!(meta, v6_meta([14, 78, 74 + 8 + 16, 3]));
         assert_eq!(meta.payload(&frame), b"abc");
     }
 
@@ -326,25 +344,29 @@ mod tests {
         let v4 = ipv4_tcp(&[], b"abc");
         let v6 = ipv6_tcp(&[], b"abc");
         let cases = [
-            (LinkType::LinuxSll, sll(ETHERTYPE_IPV4, &v4), v4_meta(56, 3)),
+            (
+                LinkType::LinuxSll,
+                sll(ETHERTYPE_IPV4, &v4),
+                v4_meta([16, 36, 56, 3]),
+            ),
             (
                 LinkType::LinuxSll2,
                 sll2(ETHERTYPE_IPV6, &v6),
-                v6_meta(80, 3),
+                v6_meta([20, 60, 80, 3]),
             ),
-            (LinkType::RawIp, v4.clone(), v4_meta(40, 3)),
-            (LinkType::RawIp, v6.clone(), v6_meta(60, 3)),
-            (LinkType::Ipv4, v4.clone(), v4_meta(40, 3)),
-            (LinkType::Ipv6, v6.clone(), v6_meta(60, 3)),
+            (LinkType::RawIp, v4.clone(), v4_meta([0, 20, 40, 3])),
+            (LinkType::RawIp, v6.clone(), v6_meta([0, 40, 60, 3])),
+            (LinkType::Ipv4, v4.clone(), v4_meta([0, 20, 40, 3])),
+            (LinkType::Ipv6, v6.clone(), v6_meta([0, 40, 60, 3])),
             (
                 LinkType::Null,
                 null_loopback(2u32.to_le_bytes(), &v4),
-                v4_meta(44, 3),
+                v4_meta([4, 24, 44, 3]),
             ),
             (
                 LinkType::Null,
                 null_loopback(30u32.to_be_bytes(), &v6),
-                v6_meta(64, 3),
+                v6_meta([4, 44, 64, 3]),
             ),
         ];
         for (link, frame, meta) in cases {
@@ -356,7 +378,10 @@ mod tests {
     fn ethernet_padding_is_not_payload() {
         let exact = ethernet(ETHERTYPE_IPV4, &[], &ipv4_tcp(&[], b"abcdef"));
         assert_eq!(exact.len(), 60);
-        assert_eq!(decode(LinkType::Ethernet, &exact), Ok(v4_meta(54, 6)));
+        assert_eq!(
+            decode(LinkType::Ethernet, &exact),
+            Ok(v4_meta([14, 34, 54, 6]))
+        );
         for payload in [&b""[..], b"ab"] {
             let mut padded = ethernet(ETHERTYPE_IPV4, &[], &ipv4_tcp(&[], payload));
             padded.resize(60, 0xAA);

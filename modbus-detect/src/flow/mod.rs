@@ -1,8 +1,10 @@
 //! Connection tracking: the bounded connection table and TCP reassembly.
 
+mod admit;
 pub mod reassembly;
 mod table;
 
+pub use admit::Admission;
 pub use table::FlowTable;
 
 use std::net::IpAddr;
@@ -143,6 +145,8 @@ pub struct Flow {
     /// The window scale each side announced in its SYN, indexed by the
     /// [`Dir`] of its segments (RFC 7323: used only when both did).
     pub wscale: [Option<u8>; 2],
+    /// Whether the receiver takes a segment at all (checksums, TTL).
+    pub admission: Admission,
 }
 
 /// What the shard works out once per connection about its master-slave
@@ -166,6 +170,7 @@ impl Flow {
             pending: PendingTable::default(),
             pair: PairCache::default(),
             wscale: [None, None],
+            admission: Admission::default(),
         }
     }
 

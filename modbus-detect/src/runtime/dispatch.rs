@@ -271,14 +271,20 @@ impl Dispatcher {
         let bytes = data
             .get(frame.off..frame.off + frame.len as usize)
             .unwrap_or(&[]);
-        self.core
-            .push(&self.store, frame.ts_ns, frame.link, bytes, frame.off);
+        self.core.push(
+            &self.store,
+            frame.ts_ns,
+            frame.link,
+            bytes,
+            frame.off,
+            frame.whole,
+        );
     }
 
-    /// A frame borrowed for this call (copied if it is batched).
+    /// A whole frame borrowed for this call (copied if it is batched).
     #[inline]
     pub fn push(&mut self, ts_ns: u64, link: LinkType, bytes: &[u8]) {
-        self.core.push(&self.store, ts_ns, link, bytes, 0);
+        self.core.push(&self.store, ts_ns, link, bytes, 0, true);
     }
 
     /// Send partial batches older than `age` (live capture: a quiet link
@@ -342,12 +348,28 @@ impl Dispatcher {
 }
 
 impl Core {
+    /// `whole`: the source kept every byte of the frame (see
+    /// [`FrameRef::whole`]).
     #[inline(always)]
-    fn push(&mut self, store: &FrameStore, ts_ns: u64, link: LinkType, bytes: &[u8], off: usize) {
+    fn push(
+        &mut self,
+        store: &FrameStore,
+        ts_ns: u64,
+        link: LinkType,
+        bytes: &[u8],
+        off: usize,
+        whole: bool,
+    ) {
         self.counters.frames += 1;
         self.counters.bytes += bytes.len() as u64;
         let frame_no = self.counters.frames;
         let c = match classify(link, bytes, &self.ports, self.shards) {
+            // A whole frame shorter than its IP length: the receiver drops
+            // it (Linux `ip_rcv_core`), so the sensor does too.
+            Ok(c) if c.meta.truncated && whole => Err(SkipReason::IpLengthExceedsFrame),
+            other => other,
+        };
+        let c = match c {
             Ok(c) => c,
             Err(reason) => {
                 self.counters.skip(reason);
@@ -444,6 +466,9 @@ mod tests {
                 truncated: false,
                 wscale: None,
                 urgent: 0,
+                l3_off: 0,
+                l4_off: 0,
+                ttl: 64,
             },
             side: Side {
                 dir: crate::flow::Dir::ToServer,

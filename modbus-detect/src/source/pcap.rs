@@ -57,6 +57,10 @@ pub struct FrameRef {
     /// Captured length (never the original length).
     pub len: u32,
     pub link: LinkType,
+    /// The capture kept the whole frame (its original length is no more
+    /// than the captured one): an IP length past the end is then a lie,
+    /// not a snaplen cut.
+    pub whole: bool,
 }
 
 /// Why a capture file cannot be read (further). Every message is one line that
@@ -342,7 +346,7 @@ impl<'a> Frames<'a> {
             return Err(self.truncated("record header needs", header_len as u64, rest.len()));
         };
         let field = |at| read_u32(header, at, layout.big_endian).unwrap_or_default();
-        let (ts_sec, ts_frac, caplen) = (field(0), field(4), field(8));
+        let (ts_sec, ts_frac, caplen, origlen) = (field(0), field(4), field(8), field(12));
         if caplen as usize > body.len() {
             return Err(self.truncated("record header says", caplen.into(), body.len()));
         }
@@ -351,6 +355,7 @@ impl<'a> Frames<'a> {
             off: self.pos + header_len,
             len: caplen,
             link: layout.link,
+            whole: origlen <= caplen,
         };
         self.pos += header_len + caplen as usize;
         Ok(Some(frame))
@@ -503,7 +508,7 @@ impl<'a> Frames<'a> {
         };
         let interface = self.interface(id)?;
         let ticks = (u64::from(word(4)) << 32) | u64::from(word(8));
-        let caplen = word(12);
+        let (caplen, origlen) = (word(12), word(16));
         let room = body.len() - PACKET_BLOCK_FIXED_LEN;
         if caplen as usize > room {
             return Err(self.corrupt(format!(
@@ -516,6 +521,7 @@ impl<'a> Frames<'a> {
             off: body_off + PACKET_BLOCK_FIXED_LEN,
             len: caplen,
             link: interface.link,
+            whole: origlen <= caplen,
         })
     }
 
@@ -539,6 +545,7 @@ impl<'a> Frames<'a> {
             off: body_off + SIMPLE_PACKET_FIXED_LEN,
             len: caplen,
             link: interface.link,
+            whole: origlen <= caplen,
         })
     }
 }

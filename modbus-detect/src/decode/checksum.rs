@@ -1,0 +1,232 @@
+//! IPv4 header and TCP checksums (RFC 1071), as the receiver checks them.
+//!
+//! A receiver drops a segment whose checksum is wrong, so such a segment
+//! must not become stream data for the sensor either: an attacker who
+//! inserts bad-checksum copies would otherwise show the sensor bytes the
+//! PLC never takes. Verified in the shard, on bytes it reads anyway for
+//! reassembly; the sum runs over 64-bit words (a Modbus frame is a handful
+//! of them).
+//!
+//! Frames a capturing host sent itself may carry what its NIC was to fill
+//! in (TX checksum offload): a TCP checksum holding only the pseudo-header
+//! sum, or zero. [`verify`] tells such an "offloaded" shape apart from a
+//! plainly wrong one; the shard decides per connection side whether it
+//! trusts the shape (see `shard`), so that an attacker cannot forge it.
+
+use std::net::IpAddr;
+
+use super::PacketMeta;
+
+const IPPROTO_TCP: u64 = 6;
+
+/// What a segment's checksums say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// Both right (the IPv4 header's, where there is one, and the TCP one).
+    Valid,
+    /// Not right, but in the shape TX checksum offload leaves: the TCP
+    /// field holds the pseudo-header sum or zero (and the IPv4 header's is
+    /// right or zero).
+    Offloaded,
+    /// Wrong: the receiver drops the segment.
+    Bad,
+    /// The capture cut the segment short (snaplen): nothing to check with.
+    Unverifiable,
+}
+
+/// Check the checksums of the segment `meta` was decoded from in `frame`.
+pub fn verify(frame: &[u8], meta: &PacketMeta) -> Checksum {
+    if meta.truncated {
+        return Checksum::Unverifiable;
+    }
+    let (l3, l4) = (usize::from(meta.l3_off), usize::from(meta.l4_off));
+    let end = usize::from(meta.payload_off) + usize::from(meta.payload_len);
+    let Some(segment) = frame.get(l4..end) else {
+        return Checksum::Unverifiable;
+    };
+    let ip_header = match (meta.src, frame.get(l3..l4)) {
+        (IpAddr::V4(_), Some(h)) => Some(h),
+        (IpAddr::V4(_), None) => return Checksum::Unverifiable,
+        (IpAddr::V6(_), _) => None,
+    };
+    // An IPv4 header checksum of zero is what a NIC that computes it leaves.
+    let ip_state = ip_header.map(|h| {
+        if fold(sum(h, 0)) == 0xFFFF {
+            Checksum::Valid
+        } else if h.get(10..12) == Some(&[0, 0]) {
+            Checksum::Offloaded
+        } else {
+            Checksum::Bad
+        }
+    });
+    if ip_state == Some(Checksum::Bad) {
+        return Checksum::Bad;
+    }
+    let pseudo = pseudo_header(meta.src, meta.dst, segment.len());
+    let tcp_ok = fold(sum(segment, pseudo)) == 0xFFFF;
+    let field = segment
+        .get(16..18)
+        .map_or(0, |f| u16::from_be_bytes([f[0], f[1]]));
+    match (tcp_ok, ip_state) {
+        (true, None | Some(Checksum::Valid)) => Checksum::Valid,
+        (true, _) => Checksum::Offloaded,
+        (false, _) if field == 0 || field == fold(pseudo) => Checksum::Offloaded,
+        (false, _) => Checksum::Bad,
+    }
+}
+
+/// The pseudo-header's sum (RFC 9293 3.1, RFC 8200 8.1): addresses,
+/// protocol and TCP length.
+fn pseudo_header(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u64 {
+    let addrs = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => sum(&d.octets(), sum(&s.octets(), 0)),
+        (s, d) => {
+            let bytes = |a: IpAddr| match a {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            sum(&bytes(d), sum(&bytes(s), 0))
+        }
+    };
+    add(addrs, IPPROTO_TCP + tcp_len as u64)
+}
+
+/// One's-complement addition with the carry wrapped around.
+#[inline(always)]
+fn add(a: u64, b: u64) -> u64 {
+    let (s, carry) = a.overflowing_add(b);
+    s + u64::from(carry)
+}
+
+/// One's-complement sum of `bytes` as big-endian words, onto `acc`: eight
+/// bytes at a time (the 16-bit sum is the 64-bit one folded, RFC 1071 2.B),
+/// then the tail, an odd last byte padded with zero.
+fn sum(bytes: &[u8], mut acc: u64) -> u64 {
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        if let Ok(w) = <[u8; 8]>::try_from(w) {
+            acc = add(acc, u64::from_be_bytes(w));
+        }
+    }
+    let mut tail = words.remainder().chunks_exact(2);
+    for w in &mut tail {
+        acc = add(acc, u64::from(u16::from_be_bytes([w[0], w[1]])));
+    }
+    if let [last] = tail.remainder() {
+        acc = add(acc, u64::from(*last) << 8);
+    }
+    acc
+}
+
+/// Fold a 64-bit one's-complement sum to 16 bits.
+fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xFFFF) + (acc >> 16);
+    }
+    acc as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tcp::frames::{ipv4_tcp, ipv6_tcp};
+    use super::super::{decode, LinkType};
+    use super::*;
+
+    /// The checksum a correct sender writes: the complement of the sum with
+    /// the field zero, computed here the slow way, 16 bits at a time.
+    fn reference(words: &[u8], pseudo: &[u8]) -> u16 {
+        let mut s: u32 = 0;
+        for chunk in pseudo.chunks(2).chain(words.chunks(2)) {
+            let w = u32::from(chunk[0]) << 8 | u32::from(*chunk.get(1).unwrap_or(&0));
+            s += w;
+        }
+        while s >> 16 != 0 {
+            s = (s & 0xFFFF) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    /// Fill in both checksums of an IPv4 packet the slow way.
+    fn seal_v4(p: &mut [u8]) {
+        p[10..12].fill(0);
+        let ip = reference(&p[..20], &[]);
+        p[10..12].copy_from_slice(&ip.to_be_bytes());
+        let tcp_len = (p.len() - 20) as u16;
+        let mut pseudo = p[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&tcp_len.to_be_bytes());
+        p[36..38].fill(0);
+        let tcp = reference(&p[20..], &pseudo);
+        p[36..38].copy_from_slice(&tcp.to_be_bytes());
+    }
+
+    fn check(packet: &[u8], link: LinkType) -> Checksum {
+        let meta = decode(link, packet).unwrap();
+        verify(packet, &meta)
+    }
+
+    #[test]
+    fn correct_checksums_are_valid_for_every_payload_length() {
+        for len in 0..40 {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let mut p = ipv4_tcp(&[], &payload);
+            seal_v4(&mut p);
+            assert_eq!(check(&p, LinkType::Ipv4), Checksum::Valid, "len {len}");
+            // Any flipped bit in the TCP segment or the IP header is caught.
+            for at in [5usize, 13, 24, 37, p.len() - 1] {
+                let mut bad = p.clone();
+                bad[at] ^= 0x40;
+                assert_eq!(
+                    check(&bad, LinkType::Ipv4),
+                    Checksum::Bad,
+                    "len {len} at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn offload_shapes_are_told_apart_from_wrong_sums() {
+        let mut p = ipv4_tcp(&[], b"\x00\x01\x00\x00\x00\x06\x01\x06\x00\x01\x00\x07");
+        seal_v4(&mut p);
+        // The pseudo-header sum alone, as Linux leaves it for the NIC.
+        let mut pseudo = p[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&((p.len() - 20) as u16).to_be_bytes());
+        let partial = !reference(&[], &pseudo);
+        let mut offloaded = p.clone();
+        offloaded[36..38].copy_from_slice(&partial.to_be_bytes());
+        assert_eq!(check(&offloaded, LinkType::Ipv4), Checksum::Offloaded);
+        let mut zero = p.clone();
+        zero[36..38].fill(0);
+        assert_eq!(check(&zero, LinkType::Ipv4), Checksum::Offloaded);
+        let mut ip_zero = p.clone();
+        ip_zero[10..12].fill(0);
+        assert_eq!(check(&ip_zero, LinkType::Ipv4), Checksum::Offloaded);
+        let mut wrong = p.clone();
+        wrong[36..38].copy_from_slice(&partial.wrapping_add(1).to_be_bytes());
+        assert_eq!(check(&wrong, LinkType::Ipv4), Checksum::Bad);
+    }
+
+    #[test]
+    fn ipv6_uses_its_pseudo_header() {
+        let mut p = ipv6_tcp(&[], b"abcde");
+        let tcp_len = (p.len() - 40) as u32;
+        let mut pseudo = p[8..40].to_vec();
+        pseudo.extend_from_slice(&tcp_len.to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+        p[56..58].fill(0);
+        let sum = reference(&p[40..], &pseudo);
+        p[56..58].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(check(&p, LinkType::Ipv6), Checksum::Valid);
+        p[60] ^= 1;
+        assert_eq!(check(&p, LinkType::Ipv6), Checksum::Bad);
+    }
+
+    #[test]
+    fn a_snaplen_cut_is_unverifiable() {
+        let mut p = ipv4_tcp(&[], b"abcdefgh");
+        seal_v4(&mut p);
+        assert_eq!(check(&p[..44], LinkType::Ipv4), Checksum::Unverifiable);
+    }
+}
