@@ -267,6 +267,12 @@ impl AduSink for CountSink {
         AduVerdict::Continue
     }
     fn malformed(&mut self, _reason: &'static str, _ts_ns: u64) {}
+    fn conflicting_copies(
+        &mut self,
+        _policy: modbus_detect::flow::policy::TargetPolicy,
+        _ts_ns: u64,
+    ) {
+    }
 }
 
 fn reassembly(c: &mut Criterion) {

@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::flow::policy::TargetPolicy;
 use crate::keyed::KeyedMap;
 use serde::Serialize;
 
@@ -28,10 +29,13 @@ pub enum AlertKind {
     /// A master-slave pair's window of traffic unlike any of the baseline's
     /// (Isolation Forest / One-Class SVM, `--ml`).
     MlAnomaly,
+    /// Someone shows the sensor and the PLC different bytes: conflicting
+    /// copies of TCP data (or, later, of IP fragments).
+    EvasionAttempt,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::RogueMaster,
         AlertKind::UnauthorizedWrite,
         AlertKind::RegisterOutOfRange,
@@ -43,6 +47,7 @@ impl AlertKind {
         AlertKind::MalformedMbap,
         AlertKind::Flood,
         AlertKind::MlAnomaly,
+        AlertKind::EvasionAttempt,
     ];
 
     /// The type name users' scripts and SIEM parsers match on.
@@ -59,6 +64,7 @@ impl AlertKind {
             AlertKind::MalformedMbap => "MALFORMED_MBAP_HEADER",
             AlertKind::Flood => "MODBUS_FLOOD",
             AlertKind::MlAnomaly => "ML_ANOMALY",
+            AlertKind::EvasionAttempt => "EVASION_ATTEMPT",
         }
     }
 
@@ -76,6 +82,7 @@ impl AlertKind {
             AlertKind::MalformedMbap => "MBD-009",
             AlertKind::Flood => "MBD-010",
             AlertKind::MlAnomaly => "MBD-011",
+            AlertKind::EvasionAttempt => "MBD-012",
         }
     }
 
@@ -98,6 +105,7 @@ impl AlertKind {
             AlertKind::ExceptionBurst => "Device Fault or Probing",
             AlertKind::MalformedMbap => "Protocol Anomaly",
             AlertKind::Flood => "Denial of Service",
+            AlertKind::EvasionAttempt => "Sensor Evasion",
         }
     }
 }
@@ -159,6 +167,21 @@ pub enum FloodReason {
     Outstanding,
 }
 
+/// How someone tried to show the sensor other bytes than the PLC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evasion {
+    /// Two copies of the same TCP bytes differ.
+    ConflictingCopies,
+}
+
+impl Evasion {
+    pub fn name(self) -> &'static str {
+        match self {
+            Evasion::ConflictingCopies => "conflicting_tcp_copies",
+        }
+    }
+}
+
 /// The type-specific part of an alert. `Copy` and small: rules never allocate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Detail {
@@ -208,6 +231,12 @@ pub enum Detail {
     /// NEW_FUNCTION_CODE: whether the pair itself was in the baseline.
     NewFunctionCode {
         pair_in_baseline: bool,
+    },
+    /// EVASION_ATTEMPT: what was seen, and the receiver's policy that
+    /// chose among the copies.
+    Evasion {
+        technique: Evasion,
+        policy: TargetPolicy,
     },
     /// ML_ANOMALY: the window's scores against the models' thresholds, and
     /// the feature furthest from normal (index into the model's features).

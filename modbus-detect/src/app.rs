@@ -17,6 +17,7 @@ use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode};
 use crate::files::{atomic_write, check_writable, FileError};
+use crate::flow::policy::TargetPolicies;
 use crate::output::eve::{EveError, EveWriter};
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::runtime::offline::replay;
@@ -115,6 +116,8 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
         ..DetectConfig::default()
     };
     cfg.limits.max_flows = args.max_flows.max(1);
+    cfg.target_policies = TargetPolicies::new(&args.target_policy)
+        .map_err(|_| AppError::Usage("--target-policy takes at most 1024 address ranges"))?;
     if !(args.ml_window.is_finite() && (0.001..=86_400.0).contains(&args.ml_window)) {
         return Err(AppError::Usage(
             "--ml-window needs seconds from 0.001 to 86400",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::alert::Severity;
+use crate::flow::policy::PolicyRule;
 
 /// Modbus/TCP anomaly detector for ICS/SCADA networks.
 ///
@@ -110,6 +111,13 @@ pub struct Args {
     /// TCP ports that carry Modbus/TCP.
     #[arg(long, value_name = "PORT", num_args = 1.., value_delimiter = ',', default_value = "502")]
     pub ports: Vec<u16>,
+
+    /// How the monitored hosts' TCP/IP stacks take overlapping copies of the
+    /// same bytes (linux, bsd, windows, first, last): POLICY for every host,
+    /// ADDR[/PREFIX]=POLICY for a range (the most specific range wins);
+    /// repeatable. Default linux.
+    #[arg(long, value_name = "[RANGE=]POLICY")]
+    pub target_policy: Vec<PolicyRule>,
 
     /// Exit with status 1 when an alert at or above this severity was raised
     /// (low, medium, high, critical).

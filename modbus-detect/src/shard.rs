@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::alert::{Aggregate, Alert, AlertKind, AlertStore, Detail, EveEvent, Severity};
+use crate::alert::{Aggregate, Alert, AlertKind, AlertStore, Detail, Evasion, EveEvent, Severity};
 use crate::config::baseline::{Baseline, PairId};
 use crate::config::{DetectConfig, Limits, Mode};
 use crate::counters::Counters;
@@ -15,6 +15,7 @@ use crate::decode::{tcp_flags, PacketMeta};
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
 use crate::detect::{AlertSink, Analysis, Endpoints, RequestCtx, ResponseCtx};
+use crate::flow::policy::TargetPolicy;
 use crate::flow::reassembly::{AduSink, AduVerdict};
 use crate::flow::{Dir, Flow, FlowKey, FlowTable, PairCache, Side};
 use crate::modbus::mbap::{Mbap, MBAP_LEN};
@@ -254,7 +255,10 @@ impl Shard {
                 }
                 let st = &mut self.st;
                 st.counters.flows += 1;
-                let (idx, victim) = self.flows.insert(Flow::new(key, ts_ns));
+                let policies = &st.cfg.target_policies;
+                let flow = Flow::new(key, ts_ns)
+                    .with_policies(policies.of(key.server), policies.of(key.client));
+                let (idx, victim) = self.flows.insert(flow);
                 if let Some(v) = victim {
                     self.retire(v, Retire::Evicted);
                 }
@@ -730,6 +734,20 @@ impl AduSink for ModbusSink<'_> {
     fn malformed(&mut self, reason: &'static str, ts_ns: u64) {
         let alert = self.malformed_alert(reason, ts_ns);
         self.raise_malformed(alert);
+    }
+
+    fn conflicting_copies(&mut self, policy: TargetPolicy, ts_ns: u64) {
+        let ep = self.endpoints();
+        let kind = AlertKind::EvasionAttempt;
+        let mut alert = match self.dir {
+            Dir::ToServer => ep.from_master(kind, Severity::Medium, ts_ns),
+            Dir::ToClient => ep.from_slave(kind, Severity::Medium, ts_ns),
+        };
+        alert.detail = Detail::Evasion {
+            technique: Evasion::ConflictingCopies,
+            policy,
+        };
+        self.st.alerts.raise(alert, 1);
     }
 
     /// A request behind a header the stream could not frame by, decoded

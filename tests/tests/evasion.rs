@@ -502,3 +502,113 @@ fn a_copy_that_expires_before_the_plc_is_not_stream_data() {
     assert_eq!(writes, 1, "{c}");
     assert_eq!(c["ttl_expired_segments"], 1, "{c}");
 }
+
+/// Replay `pcap` with only the HMI allowed to write, and `extra` flags.
+fn replay_with(pcap: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--authorized-writers",
+        "10.0.0.20",
+    ];
+    args.extend_from_slice(extra);
+    let r = run(&args);
+    assert_eq!(r.exit, Ok(0));
+    r
+}
+
+/// Two copies of the bytes after a hole: first a harmless read, then the
+/// write followed by a read, starting at the same byte but longer. Linux
+/// (`tcp_data_queue_ofo`) replaces the queued copy with the longer one and
+/// executes the write; a first-copy or BSD stack keeps the read. Then the
+/// hole is filled. Whatever copy the policy takes, the conflict is an
+/// EVASION_ATTEMPT.
+#[test]
+fn overlapping_copies_are_resolved_as_the_target_stack_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("overlap.pcap");
+    write_capture(&path, |w| {
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        c.handshake(w, T0)?;
+        let first = adu(1, 1, &read_request(3, 0, 2));
+        let decoy = adu(2, 1, &read_request(3, 10, 1));
+        let mut longer = adu(2, 1, &write_single_register(10, 999));
+        longer.extend_from_slice(&adu(3, 1, &read_request(3, 0, 2)));
+        c.send_at(w, T0 + 10 * MS, true, 12, &decoy)?;
+        c.send_at(w, T0 + 11 * MS, true, 12, &longer)?;
+        c.send(w, T0 + 12 * MS, true, &first)?;
+        c.send(w, T0 + 13 * MS, true, &longer)
+    });
+    for (policy, writes) in [
+        (None, 1),
+        (Some("linux"), 1),
+        (Some("first"), 0),
+        (Some("bsd"), 0),
+        (Some("windows"), 0),
+        (Some("last"), 1),
+        (Some("10.0.0.0/24=first"), 0),
+        (Some("10.0.0.20=first"), 1),
+    ] {
+        let extra: Vec<&str> = policy
+            .iter()
+            .flat_map(|p| ["--target-policy", *p])
+            .collect();
+        let r = replay_with(&path, &extra);
+        let c = &r.report()["counters"];
+        let reported = alerts_from(&r, "UNAUTHORIZED_MODBUS_WRITE", ATTACKER);
+        assert_eq!(reported, writes, "{policy:?}: {c}");
+        assert!(
+            alerts_from(&r, "EVASION_ATTEMPT", ATTACKER) >= 1,
+            "{policy:?}: the conflict is a finding: {c}"
+        );
+    }
+}
+
+/// In-order bytes that overlap a copy held out of order: Linux takes the
+/// in-order bytes (they are delivered at once; the queued copy is trimmed
+/// when the queue is drained), a first-copy stack the held ones.
+#[test]
+fn in_order_bytes_over_a_held_copy_follow_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in-order.pcap");
+    write_capture(&path, |w| {
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        c.handshake(w, T0)?;
+        let decoy = adu(2, 1, &read_request(3, 10, 1));
+        let mut both = adu(1, 1, &read_request(3, 0, 2));
+        both.extend_from_slice(&adu(2, 1, &write_single_register(10, 999)));
+        c.send_at(w, T0 + 10 * MS, true, 12, &decoy)?;
+        c.send(w, T0 + 11 * MS, true, &both)
+    });
+    for (policy, writes) in [("linux", 1), ("first", 0), ("last", 1)] {
+        let r = replay_with(&path, &["--target-policy", policy]);
+        let c = &r.report()["counters"];
+        let reported = alerts_from(&r, "UNAUTHORIZED_MODBUS_WRITE", ATTACKER);
+        assert_eq!(reported, writes, "{policy}: {c}");
+        assert_eq!(
+            alerts_from(&r, "EVASION_ATTEMPT", ATTACKER),
+            1,
+            "{policy}: {c}"
+        );
+        assert_eq!(c["requests"], 2, "{policy}: {c}");
+    }
+}
+
+/// A policy that is not one, or a range that is not one, is refused with
+/// a message that names it.
+#[test]
+fn an_unknown_target_policy_is_refused() {
+    use clap::Parser;
+    for bad in ["solaris", "10.0.0.0/40=linux"] {
+        let args = ["modbus-detect", "--pcap", "x.pcap", "--target-policy", bad];
+        let err = modbus_detect::cli::Args::try_parse_from(args)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains(bad.split('=').next().unwrap_or(bad)) || err.contains("prefix"),
+            "{bad}: {err}"
+        );
+        assert!(err.contains("--target-policy"), "{bad}: {err}");
+    }
+}

@@ -264,6 +264,7 @@ struct Collect {
     adus: Vec<Vec<u8>>,
     malformed: usize,
     c: Counters,
+    conflicts: usize,
 }
 
 impl AduSink for Collect {
@@ -278,6 +279,13 @@ impl AduSink for Collect {
     }
     fn malformed(&mut self, _reason: &'static str, _ts_ns: u64) {
         self.malformed += 1;
+    }
+    fn conflicting_copies(
+        &mut self,
+        _policy: modbus_detect::flow::policy::TargetPolicy,
+        _ts_ns: u64,
+    ) {
+        self.conflicts += 1;
     }
 }
 
@@ -841,5 +849,153 @@ fn seed_fuzz_corpora() {
             c.written,
             c.bytes
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Against a model of the Linux receiver
+
+/// What Linux's receive path (`tcp_data_queue`, `tcp_data_queue_ofo`,
+/// `tcp_ofo_queue`) delivers to the application, written from the kernel's
+/// rules rather than from the sensor's: in-order data is delivered at
+/// once; a segment ahead is dropped if a queued one that starts at or
+/// before it covers it, replaces a queued one that starts at the same
+/// byte if longer, else is queued (partial overlaps kept), and removes
+/// queued ones it covers entirely; the queue is drained in order, each
+/// segment from the next expected byte. Offsets from the stream's start.
+struct LinuxReceiver {
+    rcv_nxt: usize,
+    /// (start, bytes), sorted by start; none covers another.
+    ofo: Vec<(usize, Vec<u8>)>,
+    delivered: Vec<u8>,
+}
+
+impl LinuxReceiver {
+    fn segment(&mut self, start: usize, data: &[u8]) {
+        let end = start + data.len();
+        if end <= self.rcv_nxt {
+            return;
+        }
+        if start <= self.rcv_nxt {
+            self.delivered
+                .extend_from_slice(&data[self.rcv_nxt - start..]);
+            self.rcv_nxt = end;
+            self.drain();
+            return;
+        }
+        let pred = self.ofo.iter().rposition(|(s, _)| *s <= start);
+        let mut at = pred.map_or(0, |p| p + 1);
+        if let Some(p) = pred {
+            let (ps, pd) = &self.ofo[p];
+            let pend = ps + pd.len();
+            if start < pend {
+                if end <= pend {
+                    return; // all the bits are present
+                }
+                if start == *ps {
+                    self.ofo.remove(p); // replaced by the longer one
+                    at = p;
+                }
+            }
+        }
+        self.ofo.insert(at, (start, data.to_vec()));
+        // Remove the queued segments it covers.
+        while let Some((ns, nd)) = self.ofo.get(at + 1) {
+            if end <= *ns || end < ns + nd.len() {
+                break;
+            }
+            self.ofo.remove(at + 1);
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some((s, _)) = self.ofo.first() {
+            if *s > self.rcv_nxt {
+                return;
+            }
+            let (s, d) = self.ofo.remove(0);
+            if s + d.len() > self.rcv_nxt {
+                self.delivered.extend_from_slice(&d[self.rcv_nxt - s..]);
+                self.rcv_nxt = s + d.len();
+            }
+        }
+    }
+}
+
+/// Two versions of one stream: the same MBAP headers (so any mix of their
+/// bytes frames alike), different PDU bytes.
+fn two_versions(lens: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, &n) in lens.iter().enumerate() {
+        let pdu_len = usize::from(n % 40) + 2;
+        let header = |out: &mut Vec<u8>| {
+            out.extend_from_slice(&(i as u16).to_be_bytes());
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&((pdu_len + 1) as u16).to_be_bytes());
+            out.push(1);
+        };
+        header(&mut a);
+        header(&mut b);
+        a.extend((0..pdu_len).map(|k| (k as u8).wrapping_mul(3)));
+        b.extend((0..pdu_len).map(|k| (k as u8).wrapping_mul(3) ^ 0xA5));
+    }
+    (a, b)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// For random segmentations of a stream, random copies of its bytes
+    /// taken from a second version (same framing, other contents), in a
+    /// random order: the ADUs the sensor reports under the Linux policy
+    /// are the ADUs a Linux receiver delivers.
+    #[test]
+    fn overlapping_copies_give_what_linux_delivers(
+        lens in vec(any::<u8>(), 1..8),
+        cuts in vec(1usize..48, 1..24),
+        decoys in vec((any::<Index>(), 1usize..64), 0..6),
+        order in vec(any::<Index>(), 32),
+        isn in any::<u32>(),
+    ) {
+        let (real, other) = two_versions(&lens);
+        // The real stream, cut into segments that cover it all.
+        let mut segs: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut off = 0;
+        for n in cuts.iter().cycle() {
+            if off >= real.len() {
+                break;
+            }
+            let end = (off + n).min(real.len());
+            segs.push((off, real[off..end].to_vec()));
+            off = end;
+        }
+        for (at, n) in &decoys {
+            let start = at.index(real.len());
+            let end = (start + n).min(real.len());
+            segs.push((start, other[start..end].to_vec()));
+        }
+        // A random order (a random swap per position).
+        for (i, j) in order.iter().enumerate() {
+            let len = segs.len();
+            segs.swap(i % len, j.index(len));
+        }
+        let mut model = LinuxReceiver { rcv_nxt: 0, ofo: Vec::new(), delivered: Vec::new() };
+        let limits = Limits {
+            max_ooo_segments: 1024,
+            max_ooo_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let mut s = Stream::default();
+        let mut sink = Collect::default();
+        s.on_syn(isn, &mut Default::default());
+        for (i, (start, data)) in segs.iter().enumerate() {
+            model.segment(*start, data);
+            let seq = isn.wrapping_add(1).wrapping_add(*start as u32);
+            s.on_segment(seq, data, i as u64, &limits, &mut sink);
+        }
+        s.flush(&mut sink);
+        prop_assert_eq!(model.delivered.len(), real.len(), "every byte delivered");
+        prop_assert_eq!(concat(&sink.adus), model.delivered);
+        prop_assert_eq!(sink.malformed, 0);
     }
 }

@@ -11,6 +11,7 @@ use rustc_hash::FxHashSet;
 pub mod baseline;
 pub mod limits;
 
+use crate::flow::policy::TargetPolicies;
 use baseline::Baseline;
 use limits::RegisterLimits;
 
@@ -135,6 +136,8 @@ pub struct DetectConfig {
     pub ml: bool,
     /// Window length the ML features are learned over (baseline mode).
     pub ml_window_ns: u64,
+    /// How each host's TCP/IP stack resolves overlapping copies.
+    pub target_policies: TargetPolicies,
 }
 
 impl Default for DetectConfig {
@@ -150,6 +153,7 @@ impl Default for DetectConfig {
             limits: Limits::default(),
             ml: false,
             ml_window_ns: 5_000_000_000,
+            target_policies: TargetPolicies::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Connection tracking: the bounded connection table and TCP reassembly.
 
 mod admit;
+pub mod policy;
 pub mod reassembly;
 mod table;
 
@@ -14,6 +15,7 @@ use crate::decode::PacketMeta;
 use crate::config::baseline::PairId;
 use crate::detect::PairFacts;
 use crate::modbus::transaction::PendingTable;
+use policy::TargetPolicy;
 use reassembly::Stream;
 
 /// A connection, oriented: the server (slave) is the side on a Modbus port.
@@ -172,6 +174,13 @@ impl Flow {
             wscale: [None, None],
             admission: Admission::default(),
         }
+    }
+
+    /// The receivers' stacks resolve overlapping copies by these policies:
+    /// the server's for the requests, the client's for the responses.
+    pub fn with_policies(mut self, server: TargetPolicy, client: TargetPolicy) -> Self {
+        self.streams = [Stream::new(server), Stream::new(client)];
+        self
     }
 
     /// The receive window a segment going `dir` advertises, in bytes: its

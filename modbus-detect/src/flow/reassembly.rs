@@ -8,6 +8,7 @@
 //! the next plausible MBAP header). The common case, a segment that starts on
 //! an ADU boundary and holds whole ADUs, is handed out without a copy.
 
+use super::policy::{SegmentCopy, TargetPolicy};
 use crate::config::Limits;
 use crate::counters::Counters;
 use crate::modbus::mbap::{plausible_header, Mbap, MBAP_LEN};
@@ -37,6 +38,10 @@ pub trait AduSink {
     /// (a bad header, or a length its PDU did not fit): a server that frames
     /// by function code may still execute what follows the header.
     fn salvage(&mut self, bytes: &[u8], ts_ns: u64);
+    /// Two copies of the same stream bytes differ: whichever the receiver
+    /// takes (its `policy`), someone is showing the sensor and the PLC
+    /// different data, an evasion attempt.
+    fn conflicting_copies(&mut self, policy: TargetPolicy, ts_ns: u64);
 }
 
 /// A segment held until the hole before it is filled.
@@ -44,7 +49,26 @@ pub trait AduSink {
 struct OooSegment {
     seq: u32,
     ts_ns: u64,
+    /// Order of arrival in its stream (the target policy may favour the
+    /// first or the last copy).
+    arrival: u64,
     data: Vec<u8>,
+}
+
+impl OooSegment {
+    /// The segment as a policy compares it, its start relative to `origin`.
+    fn copy(&self, origin: u32) -> SegmentCopy {
+        SegmentCopy {
+            start: seq_diff(self.seq, origin),
+            len: self.data.len(),
+            arrival: self.arrival,
+        }
+    }
+}
+
+/// `a` holds every byte `b` holds.
+fn covers(a: &SegmentCopy, b: &SegmentCopy) -> bool {
+    a.start <= b.start && a.start + a.len as i64 >= b.start + b.len as i64
 }
 
 /// Buffers allocated only when a stream needs them, so that an idle
@@ -54,9 +78,12 @@ struct Buffers {
     /// Bytes of an ADU whose end has not arrived yet.
     partial: Vec<u8>,
     partial_ts: u64,
-    /// Out-of-order segments, sorted by sequence number.
+    /// Out-of-order segments, sorted by sequence number; copies of the
+    /// same bytes may overlap until the target policy picks one.
     ooo: Vec<OooSegment>,
     ooo_bytes: usize,
+    /// Segments buffered so far (their order of arrival).
+    arrivals: u64,
     /// The first holes given up that the peer has not acknowledged,
     /// `[start, end)`: bytes that come later into one of them (the receiver
     /// was still waiting for them) are decoded on their own instead of
@@ -85,6 +112,8 @@ pub struct Stream {
     /// (scaled), if seen: the receiver accepts nothing that starts at or
     /// beyond `peer_ack + window`.
     peer_window: Option<u32>,
+    /// How the receiver resolves overlapping copies.
+    policy: TargetPolicy,
     bufs: Option<Box<Buffers>>,
 }
 
@@ -94,6 +123,14 @@ fn seq_diff(a: u32, b: u32) -> i64 {
 }
 
 impl Stream {
+    /// A stream whose receiver resolves overlaps by `policy`.
+    pub fn new(policy: TargetPolicy) -> Stream {
+        Stream {
+            policy,
+            ..Stream::default()
+        }
+    }
+
     /// The receiver took the byte at `seq` out of band (TCP urgent data):
     /// it takes the sequence number but is not stream data. Only when
     /// `seq` is the next expected byte (the urgent byte of an in-order
@@ -235,8 +272,12 @@ impl Stream {
                 None => return,
             }
         }
-        if self.bufs.is_some() {
-            self.count_conflicts(self.next_seq, data, sink);
+        if self.overlaps_buffered(data) {
+            // In-order bytes that segments held out of order also cover:
+            // the policy decides which copy the receiver takes.
+            self.queue_in_order(data, ts_ns, sink);
+            self.drain_out_of_order(sink);
+            return;
         }
         self.deliver(data, ts_ns, sink);
         // Only a stream that ever buffered anything can have segments
@@ -342,41 +383,78 @@ impl Stream {
         if ahead > window {
             return false;
         }
+        let origin = self.next_seq;
+        let policy = self.policy;
         let bufs = self.bufs.get_or_insert_with(Box::default);
         if bufs.ooo.len() >= limits.max_ooo_segments
             || bufs.ooo_bytes + data.len() > limits.max_ooo_bytes
         {
             return false;
         }
-        for seg in &bufs.ooo {
-            if overlap_conflicts(seg.seq, &seg.data, seq, data) {
-                sink.counters().overlap_conflicts += 1;
-            }
-        }
-        if bufs
+        let new = SegmentCopy {
+            start: seq_diff(seq, origin),
+            len: data.len(),
+            arrival: bufs.arrivals,
+        };
+        let conflict = bufs
             .ooo
             .iter()
-            .any(|s| s.seq == seq && s.data.len() >= data.len())
-        {
+            .any(|seg| overlap_conflicts(seg.seq, &seg.data, seq, data));
+        // A copy that holds every byte of this one and that the receiver
+        // prefers: this one is never read (a retransmission, or a losing
+        // copy). Counted either way; a conflict is also an alert.
+        let beaten = bufs.ooo.iter().any(|seg| {
+            let old = seg.copy(origin);
+            covers(&old, &new) && policy.prefers(&old, &new)
+        });
+        if conflict {
+            sink.counters().overlap_conflicts += 1;
+            sink.conflicting_copies(policy, ts_ns);
+        }
+        if beaten {
             sink.counters().retransmitted_segments += 1;
             return true;
         }
-        let pos = bufs
-            .ooo
-            .iter()
-            .position(|s| seq_diff(s.seq, seq) > 0)
-            .unwrap_or(bufs.ooo.len());
-        bufs.ooo.insert(
-            pos,
-            OooSegment {
-                seq,
-                ts_ns,
-                data: data.to_vec(),
-            },
-        );
-        bufs.ooo_bytes += data.len();
+        // Copies this one holds entirely and wins over are never read again.
+        let before = bufs.ooo.len();
+        bufs.ooo.retain(|seg| {
+            let old = seg.copy(origin);
+            !(covers(&new, &old) && policy.prefers(&new, &old))
+        });
+        if bufs.ooo.len() != before {
+            bufs.ooo_bytes = bufs.ooo.iter().map(|seg| seg.data.len()).sum();
+        }
+        insert_sorted(bufs, seq, ts_ns, data.to_vec());
         sink.counters().out_of_order_segments += 1;
         true
+    }
+
+    /// Whether in-order bytes (at the next expected byte) overlap segments
+    /// held out of order.
+    fn overlaps_buffered(&self, data: &[u8]) -> bool {
+        let Some(first) = self.first_buffered() else {
+            return false;
+        };
+        seq_diff(first, self.next_seq) < data.len() as i64
+    }
+
+    /// In-order bytes that overlap held segments join them as one more
+    /// copy (whatever the buffer's bounds: they are the stream's next
+    /// bytes), so that the policy picks among all copies.
+    fn queue_in_order(&mut self, data: &[u8], ts_ns: u64, sink: &mut impl AduSink) {
+        let (seq, policy) = (self.next_seq, self.policy);
+        let Some(bufs) = self.bufs.as_mut() else {
+            return;
+        };
+        if bufs
+            .ooo
+            .iter()
+            .any(|seg| overlap_conflicts(seg.seq, &seg.data, seq, data))
+        {
+            sink.counters().overlap_conflicts += 1;
+            sink.conflicting_copies(policy, ts_ns);
+        }
+        insert_sorted(bufs, seq, ts_ns, data.to_vec());
     }
 
     /// Give up every hole before `seq`, delivering what was buffered between
@@ -399,20 +477,6 @@ impl Stream {
         }
         let old = usize::try_from(-rel).unwrap_or(usize::MAX);
         data.get(old..).filter(|rest| !rest.is_empty())
-    }
-
-    /// In-order data that overlaps buffered segments with different bytes:
-    /// two versions of the same stream bytes, a classic IDS-evasion trick.
-    fn count_conflicts(&self, seq: u32, data: &[u8], sink: &mut impl AduSink) {
-        let Some(bufs) = self.bufs.as_ref() else {
-            return;
-        };
-        let conflicts = bufs
-            .ooo
-            .iter()
-            .filter(|seg| overlap_conflicts(seg.seq, &seg.data, seq, data))
-            .count();
-        sink.counters().overlap_conflicts += conflicts as u64;
     }
 
     /// Sequence number of the first buffered out-of-order segment.
@@ -497,26 +561,63 @@ impl Stream {
         }
     }
 
-    /// Deliver buffered segments that the stream has now reached.
+    /// Deliver what held segments hold from the next expected byte on,
+    /// each byte from the copy the receiver's policy takes.
     fn drain_out_of_order(&mut self, sink: &mut impl AduSink) {
         loop {
+            let origin = self.next_seq;
+            let policy = self.policy;
             let Some(bufs) = self.bufs.as_mut() else {
                 return;
             };
-            let Some(first) = bufs.ooo.first() else {
+            // Copies wholly behind the stream are old.
+            let before = bufs.ooo.len();
+            bufs.ooo.retain(|seg| {
+                let c = seg.copy(origin);
+                c.start + c.len as i64 > 0
+            });
+            if bufs.ooo.len() != before {
+                sink.counters().retransmitted_segments += (before - bufs.ooo.len()) as u64;
+                bufs.ooo_bytes = bufs.ooo.iter().map(|seg| seg.data.len()).sum();
+            }
+            // Sorted by start: the copies holding the next byte come first.
+            let holding = bufs
+                .ooo
+                .iter()
+                .take_while(|seg| seq_diff(seg.seq, origin) <= 0);
+            let Some((w, winner)) = holding
+                .enumerate()
+                .map(|(i, seg)| (i, seg.copy(origin)))
+                .reduce(|best, c| {
+                    if policy.prefers(&c.1, &best.1) {
+                        c
+                    } else {
+                        best
+                    }
+                })
+            else {
                 return;
             };
-            let rel = seq_diff(first.seq, self.next_seq);
-            if rel > 0 {
-                return;
-            }
-            let seg = bufs.ooo.remove(0);
-            bufs.ooo_bytes -= seg.data.len();
-            let old = usize::try_from(-rel).unwrap_or(usize::MAX);
-            if old < seg.data.len() {
-                self.deliver(&seg.data[old..], seg.ts_ns, sink);
+            // The winner's bytes run until a copy the receiver prefers starts.
+            let end = winner.start + winner.len as i64;
+            let upto = bufs
+                .ooo
+                .iter()
+                .map(|seg| seg.copy(origin))
+                .filter(|c| c.start > 0 && c.start < end && policy.prefers(c, &winner))
+                .map(|c| c.start)
+                .min()
+                .unwrap_or(end);
+            let from = usize::try_from(-winner.start).unwrap_or(0);
+            let to = usize::try_from(upto - winner.start).unwrap_or(0);
+            if upto == end {
+                let seg = bufs.ooo.remove(w);
+                bufs.ooo_bytes -= seg.data.len();
+                self.deliver(seg.data.get(from..).unwrap_or(&[]), seg.ts_ns, sink);
             } else {
-                sink.counters().retransmitted_segments += 1;
+                let seg = &bufs.ooo[w];
+                let (part, ts) = (seg.data.get(from..to).unwrap_or(&[]).to_vec(), seg.ts_ns);
+                self.deliver(&part, ts, sink);
             }
         }
     }
@@ -635,6 +736,26 @@ impl Stream {
     }
 }
 
+/// Add a held segment after those starting at or before it.
+fn insert_sorted(bufs: &mut Buffers, seq: u32, ts_ns: u64, data: Vec<u8>) {
+    let pos = bufs
+        .ooo
+        .iter()
+        .position(|s| seq_diff(s.seq, seq) > 0)
+        .unwrap_or(bufs.ooo.len());
+    bufs.ooo_bytes += data.len();
+    bufs.ooo.insert(
+        pos,
+        OooSegment {
+            seq,
+            ts_ns,
+            arrival: bufs.arrivals,
+            data,
+        },
+    );
+    bufs.arrivals += 1;
+}
+
 /// ADUs in bytes cut out of their stream (a hole filled late): framed from
 /// the first plausible header to the last whole ADU; the rest is counted
 /// as skipped.
@@ -708,6 +829,7 @@ mod tests {
         malformed: Vec<&'static str>,
         resync_on_fc: Option<u8>,
         c: Counters,
+        conflicts: Vec<TargetPolicy>,
     }
 
     impl AduSink for Collect {
@@ -725,6 +847,10 @@ mod tests {
 
         fn malformed(&mut self, reason: &'static str, _ts: u64) {
             self.malformed.push(reason);
+        }
+
+        fn conflicting_copies(&mut self, policy: TargetPolicy, _ts: u64) {
+            self.conflicts.push(policy);
         }
     }
 

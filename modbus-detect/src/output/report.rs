@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{sort_for_report, Aggregate, Alert, AlertKind, Detail, FloodReason, Severity};
+use crate::alert::{
+    sort_for_report, Aggregate, Alert, AlertKind, Detail, Evasion, FloodReason, Severity,
+};
 use crate::config::baseline::Baseline;
 use crate::config::{DetectConfig, Mode};
 use crate::counters::Counters;
@@ -148,6 +150,9 @@ pub struct Report {
     pub start_epoch: Option<f64>,
     pub end_epoch: Option<f64>,
     pub processing_seconds: f64,
+    /// The process's peak resident memory so far (Linux `VmHWM`), KiB:
+    /// the figure the memory bounds are about.
+    pub peak_memory_kib: Option<u64>,
     pub settings: Settings,
     /// Live capture only.
     pub capture: Option<CaptureSection>,
@@ -422,6 +427,9 @@ pub struct AlertDetails {
     pub window_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// EVASION_ATTEMPT: the policy of the receiver's stack that chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_requests: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -528,6 +536,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
         start_epoch: summary.first_ns.map(epoch_secs),
         end_epoch: summary.last_ns.map(epoch_secs),
         processing_seconds: info.elapsed_s,
+        peak_memory_kib: peak_memory_kib(),
         settings: settings(info, cfg),
         capture: info.capture.clone(),
         counters,
@@ -731,6 +740,10 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> AlertDetails {
             d.window_s = Some(cfg.thresholds.exception_burst_window_ns as f64 / 1e9);
         }
         Detail::Malformed { reason } => d.reason = Some(reason.into()),
+        Detail::Evasion { technique, policy } => {
+            d.reason = Some(technique.name().into());
+            d.target_policy = Some(policy.name().into());
+        }
         Detail::Flood {
             reason,
             run,
@@ -772,6 +785,15 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> AlertDetails {
         }
     }
     d
+}
+
+/// `VmHWM` of `/proc/self/status`: the peak resident set of this
+/// process's own memory (unlike `ru_maxrss`, which keeps what the parent
+/// had when it was spawned).
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn feature_name(i: u8) -> &'static str {
@@ -929,6 +951,15 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
                 feature_name(feature),
             )
         }
+        Detail::Evasion {
+            technique: Evasion::ConflictingCopies,
+            policy,
+        } => format!(
+            "{} sent {} two different versions of the same TCP bytes; the sensor decoded the one a {} stack takes (--target-policy)",
+            a.src,
+            a.dst,
+            policy.name()
+        ),
         Detail::None => format!("{} from {} to {} ({fc})", a.kind.name(), a.src, a.dst),
     }
 }
