@@ -34,9 +34,11 @@ pub const MAX_QUEUES: u32 = 256;
 /// Value stored for a port in [`MAP_PORTS`].
 pub const PORT_ENABLED: u8 = 1;
 
-/// IPv6 extension headers walked before giving up (passing the frame).
+/// IPv6 extension headers the XDP program walks; a longer chain goes to
+/// userspace, which walks it to the end.
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
-/// VLAN tags (802.1Q / 802.1ad) skipped at most.
+/// VLAN tags (802.1Q / 802.1ad) the XDP program skips; a frame with more
+/// goes to userspace, which skips them all.
 pub const MAX_VLAN_TAGS: usize = 2;
 
 /// Per-CPU counters of the program, one block per CPU at index 0 of

@@ -172,12 +172,18 @@ pub enum FloodReason {
 pub enum Evasion {
     /// Two copies of the same TCP bytes differ.
     ConflictingCopies,
+    /// IP fragments overlapped with different bytes.
+    OverlappingFragments,
+    /// A fragment other than the last was smaller than any link makes.
+    TinyFragments,
 }
 
 impl Evasion {
     pub fn name(self) -> &'static str {
         match self {
             Evasion::ConflictingCopies => "conflicting_tcp_copies",
+            Evasion::OverlappingFragments => "overlapping_ip_fragments",
+            Evasion::TinyFragments => "tiny_ip_fragments",
         }
     }
 }

@@ -116,6 +116,7 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
         ..DetectConfig::default()
     };
     cfg.limits.max_flows = args.max_flows.max(1);
+    cfg.verify_checksums = args.checksums == "verify";
     cfg.target_policies = TargetPolicies::new(&args.target_policy)
         .map_err(|_| AppError::Usage("--target-policy takes at most 1024 address ranges"))?;
     if !(args.ml_window.is_finite() && (0.001..=86_400.0).contains(&args.ml_window)) {
@@ -380,6 +381,13 @@ fn write_results(
     if !args.quiet {
         print_summary(&summary, &info, args, elapsed_s);
     }
+    if args.pcap.is_some() && mostly_bad_checksums(&summary.counters) {
+        // Not a summary but a warning: said even with --quiet.
+        eprintln!(
+            "modbus-detect: warning: {} of {} segments had wrong checksums and were dropped, as the PLC drops them; if the capture's addresses were rewritten (anonymised), replay it with --checksums ignore",
+            summary.counters.checksum_errors, summary.counters.modbus_frames
+        );
+    }
     if let Some(Err(e)) = f.eve {
         return Err(e.into());
     }
@@ -456,6 +464,12 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+/// Most segments of a replay had wrong checksums: the capture was likely
+/// rewritten without fixing them, rather than attacked.
+fn mostly_bad_checksums(c: &crate::counters::Counters) -> bool {
+    c.checksum_errors >= 10 && c.checksum_errors * 2 >= c.modbus_frames
 }
 
 fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {

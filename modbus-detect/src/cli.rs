@@ -119,6 +119,13 @@ pub struct Args {
     #[arg(long, value_name = "[RANGE=]POLICY")]
     pub target_policy: Vec<PolicyRule>,
 
+    /// Segments with a wrong IP or TCP checksum are dropped, as the PLC's
+    /// stack drops them (verify); `ignore` only replays captures whose
+    /// addresses were rewritten (anonymised) without fixing the checksums:
+    /// on a live network it lets forged copies through.
+    #[arg(long, value_name = "MODE", value_parser = ["verify", "ignore"], default_value = "verify")]
+    pub checksums: String,
+
     /// Exit with status 1 when an alert at or above this severity was raised
     /// (low, medium, high, critical).
     #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]

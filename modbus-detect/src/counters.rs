@@ -103,6 +103,19 @@ pub struct Counters {
     /// Segments whose time to live runs out before the receiver, as far as
     /// the receiver's own packets show its distance: not stream data.
     pub ttl_expired_segments: u64,
+    /// IP fragments taken for reassembly ...
+    pub ip_fragments: u64,
+    /// ... datagrams they completed ...
+    pub ip_datagrams_reassembled: u64,
+    /// ... of which with overlapping fragments of different bytes ...
+    pub fragment_overlaps: u64,
+    /// ... datagrams not completed within the reassembly time ...
+    pub fragments_timed_out: u64,
+    /// ... pushed out by the bounds on datagrams and bytes held ...
+    pub fragments_evicted: u64,
+    /// ... and fragments the receiver rejects (too long, misaligned, a
+    /// last fragment that contradicts another).
+    pub fragments_invalid: u64,
 }
 
 impl Counters {
@@ -152,6 +165,12 @@ impl Counters {
         self.checksum_offloaded += o.checksum_offloaded;
         self.checksum_unverified += o.checksum_unverified;
         self.ttl_expired_segments += o.ttl_expired_segments;
+        self.ip_fragments += o.ip_fragments;
+        self.ip_datagrams_reassembled += o.ip_datagrams_reassembled;
+        self.fragment_overlaps += o.fragment_overlaps;
+        self.fragments_timed_out += o.fragments_timed_out;
+        self.fragments_evicted += o.fragments_evicted;
+        self.fragments_invalid += o.fragments_invalid;
     }
 
     /// Skip counters by name, for the report.

@@ -76,6 +76,7 @@ mod tests {
             l3_off: 0,
             l4_off: 0,
             ttl: 64,
+            fragments: 0,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::config::baseline::{Baseline, PairId};
 use crate::config::{DetectConfig, Limits, Mode};
 use crate::counters::Counters;
 use crate::decode::{tcp_flags, PacketMeta};
+use crate::defrag::note;
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
 use crate::detect::{AlertSink, Analysis, Endpoints, RequestCtx, ResponseCtx};
@@ -142,6 +143,35 @@ struct State {
 }
 
 impl State {
+    /// What IP reassembly noted on a segment (see [`crate::defrag::note`]):
+    /// an evasion attempt to report. True when the receiver discards the
+    /// datagram, so the segment is no stream data.
+    #[cold]
+    fn fragment_findings(
+        &mut self,
+        flow: &mut Flow,
+        dir: Dir,
+        meta: &PacketMeta,
+        ts_ns: u64,
+    ) -> bool {
+        let receiver = match dir {
+            Dir::ToServer => flow.key.server,
+            Dir::ToClient => flow.key.client,
+        };
+        let policy = self.cfg.target_policies.of(receiver);
+        let Flow {
+            key, pending, pair, ..
+        } = flow;
+        let mut sink = self.sink(key, pending, pair, dir);
+        if meta.fragments & note::OVERLAP != 0 {
+            sink.evasion(Evasion::OverlappingFragments, policy, ts_ns);
+        }
+        if meta.fragments & note::TINY != 0 {
+            sink.evasion(Evasion::TinyFragments, policy, ts_ns);
+        }
+        meta.fragments & note::DISCARDED != 0
+    }
+
     /// A sink for the ADUs of one direction of `key`.
     fn sink<'a>(
         &'a mut self,
@@ -313,9 +343,13 @@ impl Shard {
             return;
         };
         flow.last_ns = ts_ns;
+        if meta.fragments != 0 && self.st.fragment_findings(flow, dir, meta, ts_ns) {
+            return;
+        }
+        let verify = self.st.cfg.verify_checksums;
         if !flow
             .admission
-            .admits(dir, meta, frame, &mut self.st.counters)
+            .admits(dir, meta, frame, verify, &mut self.st.counters)
         {
             return;
         }
@@ -707,6 +741,18 @@ impl ModbusSink<'_> {
         alert
     }
 
+    /// Raise an EVASION_ATTEMPT from this direction's sender.
+    fn evasion(&mut self, technique: Evasion, policy: TargetPolicy, ts_ns: u64) {
+        let ep = self.endpoints();
+        let kind = AlertKind::EvasionAttempt;
+        let mut alert = match self.dir {
+            Dir::ToServer => ep.from_master(kind, Severity::Medium, ts_ns),
+            Dir::ToClient => ep.from_slave(kind, Severity::Medium, ts_ns),
+        };
+        alert.detail = Detail::Evasion { technique, policy };
+        self.st.alerts.raise(alert, 1);
+    }
+
     fn raise_malformed(&mut self, alert: Alert) {
         self.st.counters.malformed_adus += 1;
         let st = &mut *self.st;
@@ -737,17 +783,7 @@ impl AduSink for ModbusSink<'_> {
     }
 
     fn conflicting_copies(&mut self, policy: TargetPolicy, ts_ns: u64) {
-        let ep = self.endpoints();
-        let kind = AlertKind::EvasionAttempt;
-        let mut alert = match self.dir {
-            Dir::ToServer => ep.from_master(kind, Severity::Medium, ts_ns),
-            Dir::ToClient => ep.from_slave(kind, Severity::Medium, ts_ns),
-        };
-        alert.detail = Detail::Evasion {
-            technique: Evasion::ConflictingCopies,
-            policy,
-        };
-        self.st.alerts.raise(alert, 1);
+        self.evasion(Evasion::ConflictingCopies, policy, ts_ns);
     }
 
     /// A request behind a header the stream could not frame by, decoded

@@ -1,12 +1,19 @@
 //! The XDP program of modbus-detect.
 //!
-//! For every frame: Ethernet, up to two VLAN tags (802.1Q, 802.1ad), IPv4
-//! (any IHL; non-first fragments are passed) or IPv6 (hop-by-hop, routing,
-//! destination options, fragment and AH extension headers, at most
-//! [`MAX_IPV6_EXT_HEADERS`]; non-first fragments are passed), then TCP. When
-//! either TCP port is in the Modbus port map the frame goes to the AF_XDP
-//! socket registered for its RX queue; everything else, and Modbus frames
-//! whose queue has no socket, goes to the kernel stack (XDP_PASS).
+//! For every frame: Ethernet, VLAN tags (802.1Q, 802.1ad), IPv4 (any IHL)
+//! or IPv6 (hop-by-hop, routing, destination options and AH extension
+//! headers), then TCP. When either TCP port is in the Modbus port map the
+//! frame goes to the AF_XDP socket registered for its RX queue; everything
+//! else, and Modbus frames whose queue has no socket, goes to the kernel
+//! stack (XDP_PASS).
+//!
+//! The verifier bounds loops, so at most [`MAX_VLAN_TAGS`] tags and
+//! [`MAX_IPV6_EXT_HEADERS`] extension headers are walked here. A frame with
+//! more, and every IP fragment (a non-first one has no ports, and the
+//! datagram may be a Modbus write), goes to userspace too: it decodes
+//! chains as long as a frame can hold and reassembles fragments. Passing
+//! them to the stack would let an attacker hide a write behind a deep
+//! header chain or in fragments.
 //!
 //! Logging (aya-log) is compiled in but off: the loader sets the
 //! `AYA_LOG_LEVEL` global before loading, and with it at 0 the verifier
@@ -55,7 +62,9 @@ const IPPROTO_DSTOPTS: u8 = 60;
 
 /// What the parser decided.
 enum Verdict {
-    /// TCP with a Modbus port: redirect.
+    /// TCP with a Modbus port, or what only userspace can decide (an IP
+    /// fragment, a header chain longer than the verifier lets us walk):
+    /// redirect.
     Modbus,
     /// Anything else: to the stack.
     Pass,
@@ -167,6 +176,8 @@ fn classify(ctx: &XdpContext) -> Verdict {
     match ethertype {
         ETH_P_IPV4 => ipv4(ctx, off),
         ETH_P_IPV6 => ipv6(ctx, off),
+        // More tags than walked here: userspace decides.
+        ETH_P_8021Q | ETH_P_8021AD => Verdict::Modbus,
         _ => Verdict::Pass,
     }
 }
@@ -184,9 +195,9 @@ fn ipv4(ctx: &XdpContext, off: usize) -> Verdict {
     if ihl < IPV4_MIN_HLEN || bytes(ctx, off, ihl).is_none() {
         return Verdict::Malformed(Reason::Ipv4);
     }
-    // Fragment offset != 0: no TCP header here.
-    if be16(unsafe { ip.add(6) }) & 0x1fff != 0 {
-        return Verdict::Pass;
+    // Any fragment (more fragments, or an offset): userspace reassembles.
+    if be16(unsafe { ip.add(6) }) & 0x3fff != 0 {
+        return Verdict::Modbus;
     }
     if byte(unsafe { ip.add(9) }) != IPPROTO_TCP {
         return Verdict::Pass;
@@ -218,9 +229,10 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Verdict {
                 let Some(h) = bytes(ctx, off, 8) else {
                     return Verdict::Malformed(Reason::Ipv6Ext);
                 };
-                // Fragment offset != 0: no TCP header here.
-                if be16(unsafe { h.add(2) }) & 0xfff8 != 0 {
-                    return Verdict::Pass;
+                // A real fragment (offset or more fragments; not an atomic
+                // one): userspace reassembles.
+                if be16(unsafe { h.add(2) }) & 0xfff9 != 0 {
+                    return Verdict::Modbus;
                 }
                 next = byte(h);
                 off += 8;
@@ -235,10 +247,13 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Verdict {
             _ => return Verdict::Pass,
         }
     }
-    if next == IPPROTO_TCP {
-        tcp(ctx, off)
-    } else {
-        Verdict::Pass
+    match next {
+        IPPROTO_TCP => tcp(ctx, off),
+        // A chain longer than walked here: userspace decides.
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH => {
+            Verdict::Modbus
+        }
+        _ => Verdict::Pass,
     }
 }
 

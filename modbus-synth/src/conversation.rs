@@ -5,7 +5,9 @@
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
-use super::frames::{Segment, DEFAULT_TTL, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG};
+use super::frames::{
+    invalid, Segment, DEFAULT_TTL, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+};
 use super::pcap_writer::PcapWriter;
 use modbus_common::rng::Rng;
 
@@ -190,6 +192,57 @@ impl Conversation {
         self.encode(from_server, seq, flags, payload)?;
         mangle(&mut self.frame);
         w.write_frame(ts_ns, &self.frame)
+    }
+
+    /// Data from the master (`to_server`) or the slave in IPv4 fragments,
+    /// advancing the stream like [`Conversation::send`]. Each piece is
+    /// (offset, bytes) in the IP payload (TCP header and data): its own
+    /// bytes, or the payload's at `offset` when `None` (overlapping pieces
+    /// with other bytes, for evasion tests). Offsets are multiples of 8; a
+    /// piece is the last fragment when it reaches the payload's end.
+    pub fn fragmented(
+        &mut self,
+        w: &mut PcapWriter<impl Write>,
+        ts_ns: u64,
+        to_server: bool,
+        payload: &[u8],
+        pieces: &[(usize, Option<&[u8]>, usize)],
+    ) -> io::Result<()> {
+        const ETH: usize = 14;
+        const IP: usize = 20;
+        let from_server = !to_server;
+        let seq = self.side(from_server).next_seq;
+        self.encode(from_server, seq, TCP_PSH | TCP_ACK, payload)?;
+        let whole = self.frame.clone();
+        let total = usize::from(u16::from_be_bytes([whole[ETH + 2], whole[ETH + 3]])) - IP;
+        let ip_payload = &whole[ETH + IP..ETH + IP + total];
+        for (i, &(offset, bytes, len)) in pieces.iter().enumerate() {
+            let data = match bytes {
+                Some(b) => b,
+                None => ip_payload
+                    .get(offset..offset + len)
+                    .ok_or_else(|| invalid("fragment past the payload"))?,
+            };
+            let more = offset + data.len() < total;
+            let mut f = whole[..ETH + IP].to_vec();
+            let ip_len =
+                u16::try_from(IP + data.len()).map_err(|_| invalid("fragment too long"))?;
+            f[ETH + 2..ETH + 4].copy_from_slice(&ip_len.to_be_bytes());
+            let frag = u16::try_from(offset / 8).map_err(|_| invalid("offset too large"))?
+                | if more { 0x2000 } else { 0 };
+            f[ETH + 6..ETH + 8].copy_from_slice(&frag.to_be_bytes());
+            f[ETH + 10..ETH + 12].fill(0);
+            let sum = crate::frames::ipv4_header_checksum(&f[ETH..ETH + IP]);
+            f[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
+            f.extend_from_slice(data);
+            if f.len() < 60 {
+                f.resize(60, 0);
+            }
+            w.write_frame(ts_ns + i as u64 * 1_000, &f)?;
+        }
+        let sender = self.side_mut(from_server);
+        sender.next_seq = sender.next_seq.wrapping_add(payload.len() as u32);
+        Ok(())
     }
 
     /// Data with the URG flag and urgent pointer `urgent` from the master

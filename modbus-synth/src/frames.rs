@@ -145,6 +145,11 @@ fn fold_checksum(mut sum: u64) -> u16 {
     !u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
+/// The checksum an IPv4 header (its checksum field zero) must carry.
+pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
+    fold_checksum(sum_words(0, header))
+}
+
 pub fn invalid(msg: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }

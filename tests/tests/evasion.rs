@@ -612,3 +612,107 @@ fn an_unknown_target_policy_is_refused() {
         assert!(err.contains("--target-policy"), "{bad}: {err}");
     }
 }
+
+/// The write in IP fragments (class 4): `pieces` as for
+/// `Conversation::fragmented`; the PLC answers the write.
+fn fragmented_write(dir: &Path, pieces: &[(usize, Option<&[u8]>, usize)]) -> PathBuf {
+    let path = dir.join("fragments.pcap");
+    write_capture(&path, |w| {
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        c.handshake(w, T0)?;
+        let write = adu(2, 1, &write_single_register(10, 999));
+        c.fragmented(w, T0 + 10 * MS, true, &write, pieces)?;
+        c.send(w, T0 + 20 * MS, false, &write)
+    });
+    path
+}
+
+/// A write cut into 16-byte IP fragments: Linux reassembles and executes
+/// it; so fragments smaller than any link makes are an evasion attempt.
+#[test]
+fn a_write_in_tiny_fragments_is_reassembled_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    // 20 bytes of TCP header and 12 of ADU.
+    let path = fragmented_write(dir.path(), &[(16, None, 16), (0, None, 16)]);
+    let r = replay(&path);
+    let c = &r.report()["counters"];
+    assert_eq!(
+        alerts_from(&r, "UNAUTHORIZED_MODBUS_WRITE", ATTACKER),
+        1,
+        "{c}"
+    );
+    assert_eq!(alerts_from(&r, "EVASION_ATTEMPT", ATTACKER), 1, "{c}");
+    assert_eq!(c["ip_fragments"], 2, "{c}");
+    assert_eq!(c["ip_datagrams_reassembled"], 1, "{c}");
+    assert_eq!(c["checksum_errors"], 0, "the datagram is whole: {c}");
+    let alert = r.report()["alerts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["type"] == "EVASION_ATTEMPT"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(alert["reason"], "tiny_ip_fragments", "{alert}");
+}
+
+/// IP fragments with two versions of the write's bytes. An exact
+/// duplicate range: Linux drops the later copy (`IPFRAG_DUP`) and executes
+/// the write, as a first-copy stack does; a last-copy stack takes the
+/// decoy (whose TCP checksum then fails). A partial overlap: Linux
+/// discards the whole datagram. Each is an evasion attempt.
+#[test]
+fn overlapping_fragments_follow_the_target_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let decoy = [0xEEu8; 16];
+    let duplicate = fragmented_write(
+        dir.path(),
+        &[(16, None, 16), (16, Some(&decoy), 16), (0, None, 16)],
+    );
+    for (policy, writes) in [("linux", 1), ("first", 1), ("last", 0)] {
+        let r = replay_with(&duplicate, &["--target-policy", policy]);
+        let c = &r.report()["counters"];
+        let reported = alerts_from(&r, "UNAUTHORIZED_MODBUS_WRITE", ATTACKER);
+        assert_eq!(reported, writes, "{policy}: {c}");
+        assert!(
+            alerts_from(&r, "EVASION_ATTEMPT", ATTACKER) >= 1,
+            "{policy}: {c}"
+        );
+        assert_eq!(c["fragment_overlaps"], 1, "{policy}: {c}");
+    }
+    let partial = dir.path().join("partial.pcap");
+    std::fs::rename(
+        fragmented_write(
+            dir.path(),
+            &[(8, Some(&decoy), 16), (0, None, 16), (16, None, 16)],
+        ),
+        &partial,
+    )
+    .unwrap();
+    let r = replay(&partial);
+    let c = &r.report()["counters"];
+    assert_eq!(
+        alerts_from(&r, "UNAUTHORIZED_MODBUS_WRITE", ATTACKER),
+        0,
+        "{c}"
+    );
+    assert!(alerts_from(&r, "EVASION_ATTEMPT", ATTACKER) >= 1, "{c}");
+    assert_eq!(c["ip_datagrams_reassembled"], 1, "{c}");
+}
+
+/// Fragments that never complete their datagram are held no longer than
+/// the reassembly time, and counted.
+#[test]
+fn an_incomplete_datagram_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("incomplete.pcap");
+    write_capture(&path, |w| {
+        let mut c = Conversation::new(ATTACKER, 40_000, PLC);
+        c.handshake(w, T0)?;
+        let write = adu(2, 1, &write_single_register(10, 999));
+        c.fragmented(w, T0 + MS, true, &write, &[(0, None, 16)])?;
+        // 31 s later, another datagram's fragment: the first has expired.
+        c.fragmented(w, T0 + 31_000 * MS, true, &write, &[(0, None, 16)])
+    });
+    let r = replay(&path);
+    let c = &r.report()["counters"];
+    assert_eq!(c["fragments_timed_out"], 1, "{c}");
+    assert_eq!(c["ip_datagrams_reassembled"], 0, "{c}");
+}

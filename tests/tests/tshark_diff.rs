@@ -291,17 +291,20 @@ const KNOWN_DIFFERENCES: &[KnownDifference] = &[
         NONE,
         "1 ADUs, function codes [50]",
         Kind::Deliberate,
-        LATE,
+        "Fuzzed frame 20 claims an IP length of 35124 bytes in a 66-byte frame: a receiver \
+         drops it (Linux `ip_rcv_core`), so its request is no stream data; tshark decodes it.",
     ),
     known(
         FUZZ,
-        6,
+        2,
         "adus",
-        "2 ADUs, function codes [32, 33]",
-        "1 ADUs, function codes [33]",
+        "1 ADUs, function codes [28]",
+        NONE,
         Kind::Deliberate,
-        "Frame 5's response (see frame 5), delivered in TCP order before this frame's own ADU \
-         when this frame's ACK gives up the hole before it.",
+        "Fuzzed frame 1 (the server's SYN+FIN) claims an IP length of 58 bytes in a 60-byte \
+         Ethernet frame (46 bytes of IP): a receiver drops it (Linux `ip_rcv_core`), so the \
+         sensor does too (`ip_length_exceeds_frame`) and picks this direction up mid-stream \
+         here; tshark takes frame 1 into its sequence analysis and does not decode this frame.",
     ),
     known(
         FUZZ,
@@ -335,11 +338,12 @@ const KNOWN_DIFFERENCES: &[KnownDifference] = &[
         FUZZ,
         22,
         "adus",
-        "4 ADUs, function codes [46, 47, 50, 52]",
+        "3 ADUs, function codes [46, 47, 52]",
         "1 ADUs, function codes [52]",
         Kind::Deliberate,
-        "Frames 17, 18 and 20's requests, delivered in TCP order before this frame's own \
-         ADU when this frame's ACK gives up the holes before them.",
+        "Frames 17 and 18's requests, delivered in TCP order before this frame's own ADU when \
+         this frame's ACK gives up the holes before them. Frame 20 claims an IP length of \
+         35124 bytes in a 66-byte frame: a receiver drops it, and so does the sensor.",
     ),
     known(
         FUZZ,
@@ -738,7 +742,14 @@ struct Outcome {
 /// Our ADUs of a capture, in decoding order; a capture that does not read to
 /// its end fails, so that no frame is skipped silently.
 fn decode(capture: &Path) -> Vec<AduRecord> {
-    let cfg = Arc::new(DetectConfig::default());
+    // zeek_modbusSmall's addresses were anonymised without fixing the TCP
+    // checksums (tshark: every one wrong): replayed as users replay such
+    // a capture, with --checksums ignore.
+    let rewritten = capture.ends_with("zeek_modbusSmall.pcap");
+    let cfg = Arc::new(DetectConfig {
+        verify_checksums: !rewritten,
+        ..DetectConfig::default()
+    });
     let inspection =
         decode_capture(capture, cfg).unwrap_or_else(|e| panic!("{}: {e}", capture.display()));
     assert!(

@@ -3,7 +3,8 @@
 //! ACKs past holes, FIN/RST on and off sequence, new SYNs, jumps across the
 //! sequence space.
 //!
-//! Input: a limits byte, a 32-bit initial sequence number (LE), then
+//! Input: a limits byte, a 32-bit initial sequence number (LE; its low
+//! byte also picks the receiver's overlap policy), then
 //! operations. Each operation is an op byte and a signed 16-bit offset (LE)
 //! from the cursor, the sequence number after the last segment sent:
 //! - op & 7 in 0..=3: a segment at cursor + offset; a length byte and that
@@ -25,6 +26,7 @@
 use libfuzzer_sys::fuzz_target;
 use modbus_detect::config::Limits;
 use modbus_detect::counters::Counters;
+use modbus_detect::flow::policy::TargetPolicy;
 use modbus_detect::flow::reassembly::{AduSink, AduVerdict, Stream};
 use modbus_detect::modbus::mbap::{Mbap, MBAP_LEN};
 use modbus_detect::modbus::pdu::{parse_request, parse_response};
@@ -39,6 +41,8 @@ struct Sink {
     /// 1: resync on a PDU that is no request, 2: no response, else never.
     verdicts: u8,
     c: Counters,
+    /// Conflicting copies reported (each also counted in `overlap_conflicts`).
+    conflicts: u64,
 }
 
 impl AduSink for Sink {
@@ -65,6 +69,10 @@ impl AduSink for Sink {
         } else {
             AduVerdict::Continue
         }
+    }
+
+    fn conflicting_copies(&mut self, _policy: TargetPolicy, _ts_ns: u64) {
+        self.conflicts += 1;
     }
 
     fn malformed(&mut self, _reason: &'static str, _ts_ns: u64) {
@@ -108,7 +116,11 @@ fuzz_target!(|data: &[u8]| {
         verdicts: lim >> 6,
         ..Sink::default()
     };
-    let mut s = Stream::default();
+    // The receiver's overlap policy from the low bits of the ISN.
+    let policy = TargetPolicy::NAMES[usize::from(i0) % TargetPolicy::NAMES.len()]
+        .parse::<TargetPolicy>()
+        .expect("a policy's own name parses");
+    let mut s = Stream::new(policy);
     let mut cursor = isn;
     let syn_first = lim & 0x20 != 0;
     if syn_first {
@@ -196,4 +208,8 @@ fuzz_target!(|data: &[u8]| {
     s.flush(&mut sink);
     s.close(&mut sink);
     assert_eq!(s.buffered_bytes(), 0, "nothing held after close");
+    assert_eq!(
+        sink.conflicts, sink.c.overlap_conflicts,
+        "every conflict counted is reported"
+    );
 });

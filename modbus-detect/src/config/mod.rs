@@ -138,6 +138,10 @@ pub struct DetectConfig {
     pub ml_window_ns: u64,
     /// How each host's TCP/IP stack resolves overlapping copies.
     pub target_policies: TargetPolicies,
+    /// Drop segments with wrong checksums, as their receiver does
+    /// (`--checksums verify`, the default); off only for captures whose
+    /// addresses were rewritten without fixing the checksums.
+    pub verify_checksums: bool,
 }
 
 impl Default for DetectConfig {
@@ -154,6 +158,7 @@ impl Default for DetectConfig {
             ml: false,
             ml_window_ns: 5_000_000_000,
             target_policies: TargetPolicies::default(),
+            verify_checksums: true,
         }
     }
 }

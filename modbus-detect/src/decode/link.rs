@@ -17,8 +17,6 @@ pub(super) const ETHERTYPE_IPV6: u16 = 0x86DD;
 fn is_vlan_tpid(ethertype: u16) -> bool {
     matches!(ethertype, 0x8100 | 0x88A8 | 0x9100)
 }
-/// QinQ: an outer and an inner tag. A third tag is not decoded.
-const MAX_VLAN_TAGS: usize = 2;
 
 const ETHERNET_HEADER_LEN: usize = 14;
 /// Linux "cooked" capture v1: the protocol is the last field of a 16-byte header.
@@ -120,17 +118,16 @@ fn decode_ethertype_at(
     }
 }
 
-/// Each tag is 4 bytes: TCI (2) then the next ethertype (2). A third tag stays a
-/// VLAN ethertype and so ends up as `NotIp`.
+/// Each tag is 4 bytes: TCI (2) then the next ethertype (2). As many tags
+/// as the frame holds are skipped (the frame's length bounds the loop): a
+/// stack of tags must not hide the packet from the sensor while a switch
+/// still delivers it.
 fn skip_vlan_tags(
     frame: &[u8],
     mut off: usize,
     mut ethertype: u16,
 ) -> Result<(usize, u16), SkipReason> {
-    for _ in 0..MAX_VLAN_TAGS {
-        if !is_vlan_tpid(ethertype) {
-            break;
-        }
+    while is_vlan_tpid(ethertype) {
         ethertype = read_u16(frame, off + 2).ok_or(SkipReason::Truncated)?;
         off += 4;
     }
@@ -217,16 +214,21 @@ mod tests {
     }
 
     #[test]
-    fn three_vlan_tags_are_not_decoded() {
-        let three = ethernet(
-            ETHERTYPE_IPV4,
-            &[0x88A8, 0x8100, 0x8100],
-            &ipv4_tcp(&[], b""),
-        );
-        assert_eq!(
-            decode_link(LinkType::Ethernet, &three),
-            Err(SkipReason::NotIp)
-        );
+    fn any_number_of_vlan_tags_is_skipped() {
+        for n in [3usize, 8, 100] {
+            let tags = vec![0x8100; n];
+            let frame = ethernet(ETHERTYPE_IPV4, &tags, &ipv4_tcp(&[], b""));
+            assert_eq!(
+                decode_link(LinkType::Ethernet, &frame),
+                Ok((14 + 4 * n, ETHERTYPE_IPV4))
+            );
+            // Cut inside the tags: truncated, not misread.
+            let cut = &frame[..14 + 4 * n - 3];
+            assert_eq!(
+                decode_link(LinkType::Ethernet, cut),
+                Err(SkipReason::Truncated)
+            );
+        }
     }
 
     #[test]

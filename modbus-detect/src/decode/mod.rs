@@ -52,6 +52,9 @@ pub struct PacketMeta {
     pub l4_off: u16,
     /// IPv4 time to live or IPv6 hop limit, as the frame passed the sensor.
     pub ttl: u8,
+    /// Put together from IP fragments: what the reassembly noted (bits of
+    /// [`crate::defrag::note`]; 0 for an unfragmented packet).
+    pub fragments: u8,
 }
 
 impl PacketMeta {
@@ -109,6 +112,23 @@ impl SkipReason {
 
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// IP versions the link layer can announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpVersion {
+    V4,
+    V6,
+}
+
+/// Where the IP header of a frame starts, and its version (for the
+/// fragment path, which reads the IP header itself).
+pub fn network_layer(link: LinkType, frame: &[u8]) -> Option<(usize, IpVersion)> {
+    match link::decode_link(link, frame).ok()? {
+        (off, link::ETHERTYPE_IPV4) => Some((off, IpVersion::V4)),
+        (off, link::ETHERTYPE_IPV6) => Some((off, IpVersion::V6)),
+        _ => None,
     }
 }
 

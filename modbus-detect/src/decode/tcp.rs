@@ -63,6 +63,7 @@ pub(super) fn decode_tcp(frame: &[u8], ip: &IpInfo) -> Result<PacketMeta, SkipRe
         l3_off: u16::try_from(ip.l3_off).map_err(|_| SkipReason::Truncated)?,
         l4_off: u16::try_from(ip.l4_off).map_err(|_| SkipReason::Truncated)?,
         ttl: ip.ttl,
+        fragments: 0,
     })
 }
 
@@ -243,6 +244,7 @@ mod tests {
             l3_off,
             l4_off,
             ttl: 64,
+            fragments: 0,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::config::{DetectConfig, Mode};
 use crate::counters::Counters;
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
+use crate::flow::policy::TargetPolicy;
 use crate::modbus::{exception_name, function_name};
 use crate::shard::ShardResult;
 use crate::source::xdp::busy_poll::BusyPollState;
@@ -959,6 +960,28 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
             a.src,
             a.dst,
             policy.name()
+        ),
+        Detail::Evasion {
+            technique: Evasion::OverlappingFragments,
+            policy,
+        } => format!(
+            "{} sent {} IP fragments that overlap with different bytes; {}",
+            a.src,
+            a.dst,
+            if policy == TargetPolicy::Linux {
+                "a linux stack discards such a datagram, and so did the sensor".to_string()
+            } else {
+                format!("the sensor took the bytes a {} stack takes (--target-policy)", policy.name())
+            }
+        ),
+        Detail::Evasion {
+            technique: Evasion::TinyFragments,
+            ..
+        } => format!(
+            "{} sent {} a datagram cut into IP fragments smaller than any link needs ({} bytes): fragmentation used to split what a sensor inspects",
+            a.src,
+            a.dst,
+            crate::defrag::TINY_FRAGMENT
         ),
         Detail::None => format!("{} from {} to {} ({fc})", a.kind.name(), a.src, a.dst),
     }

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use crate::config::DetectConfig;
 use crate::counters::Counters;
 use crate::decode::{decode, LinkType, PacketMeta, SkipReason};
+use crate::defrag::{self, Defragmenter};
 use crate::flow::{self, Side};
 use crate::source::FrameRef;
 
@@ -207,6 +208,8 @@ pub struct Dispatcher {
 struct Core {
     ports: Vec<u16>,
     shards: usize,
+    /// IP fragments waiting for the rest of their datagram.
+    defrag: Defragmenter,
     target: Target,
     counters: Counters,
     /// Frames dropped because a shard's ring was full, per shard.
@@ -235,6 +238,7 @@ impl Dispatcher {
             core: Core {
                 ports: cfg.ports.clone(),
                 shards,
+                defrag: Defragmenter::new(cfg.target_policies.clone()),
                 target: Target::Rings {
                     feeder,
                     when_full,
@@ -254,6 +258,7 @@ impl Dispatcher {
             core: Core {
                 ports: cfg.ports.clone(),
                 shards,
+                defrag: Defragmenter::new(cfg.target_policies.clone()),
                 target: Target::Inline(inline),
                 counters: Counters::default(),
                 ring_full: vec![0; shards],
@@ -371,11 +376,87 @@ impl Core {
         };
         let c = match c {
             Ok(c) => c,
+            Err(SkipReason::IpFragment) => {
+                self.fragment(store, frame_no, ts_ns, link, bytes);
+                return;
+            }
             Err(reason) => {
                 self.counters.skip(reason);
                 return;
             }
         };
+        self.dispatch(store, frame_no, ts_ns, c, bytes, off);
+    }
+
+    /// An IP fragment: kept until its datagram is whole, which is then
+    /// dispatched as one packet (in a batch of its own: it is in no
+    /// source buffer). Rare, so kept out of the frame loop.
+    #[cold]
+    #[inline(never)]
+    fn fragment(
+        &mut self,
+        store: &FrameStore,
+        frame_no: u64,
+        ts_ns: u64,
+        link: LinkType,
+        bytes: &[u8],
+    ) {
+        self.counters.skip(SkipReason::IpFragment);
+        let Some(frag) = defrag::fragment(link, bytes) else {
+            self.counters.fragments_invalid += 1;
+            return;
+        };
+        let Some((packet, notes)) = self.defrag.push(ts_ns, &frag, &mut self.counters) else {
+            return;
+        };
+        let mut c = match classify(LinkType::RawIp, &packet, &self.ports, self.shards) {
+            Ok(c) => c,
+            Err(reason) => {
+                self.counters.skip(reason);
+                return;
+            }
+        };
+        c.meta.fragments = notes;
+        if let Target::Rings {
+            feeder,
+            when_full,
+            builders,
+        } = &mut self.target
+        {
+            // What the shard has batched comes first.
+            if let Some(b) = builders.get_mut(c.shard).filter(|b| !b.items.is_empty()) {
+                let batch = b.take(feeder.spare(c.shard), store);
+                send(feeder, *when_full, &mut self.ring_full, c.shard, batch);
+            }
+            let item = BatchItem {
+                frame_no,
+                ts_ns,
+                off: 0,
+                len: packet.len() as u32,
+                meta: c.meta,
+                side: c.side,
+            };
+            let batch = Batch {
+                data: Bytes::from(packet),
+                items: vec![item],
+            };
+            send(feeder, *when_full, &mut self.ring_full, c.shard, batch);
+            return;
+        }
+        self.dispatch(store, frame_no, ts_ns, c, &packet, 0);
+    }
+
+    /// Hand a classified frame to its shard.
+    #[inline(always)]
+    fn dispatch(
+        &mut self,
+        store: &FrameStore,
+        frame_no: u64,
+        ts_ns: u64,
+        c: Classified,
+        bytes: &[u8],
+        off: usize,
+    ) {
         match &mut self.target {
             Target::Inline(inline) => {
                 inline.process(c.shard, frame_no, ts_ns, &c.meta, c.side, bytes)
@@ -469,6 +550,7 @@ mod tests {
                 l3_off: 0,
                 l4_off: 0,
                 ttl: 64,
+                fragments: 0,
             },
             side: Side {
                 dir: crate::flow::Dir::ToServer,
