@@ -43,6 +43,61 @@ pub fn load_file<T>(
     })
 }
 
+/// A JSON object read into a map, refusing a key given twice: serde (and
+/// most JSON readers) silently keep the last, so a file with a register
+/// listed twice would lose one of its limits, perhaps the stricter.
+#[derive(Debug)]
+pub struct UniqueKeys<V>(pub std::collections::BTreeMap<String, V>);
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for UniqueKeys<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = UniqueKeys<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object with each key once")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = std::collections::BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, V>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("key {k:?} appears twice")));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(UniqueKeys(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+impl<V> FromIterator<(String, V)> for UniqueKeys<V> {
+    fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
+        UniqueKeys(iter.into_iter().collect())
+    }
+}
+
+impl<V> IntoIterator for UniqueKeys<V> {
+    type Item = (String, V);
+    type IntoIter = std::collections::btree_map::IntoIter<String, V>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<V: serde::Serialize> serde::Serialize for UniqueKeys<V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// Longest name, unit or description a settings file may give (bytes).
+pub const MAX_TEXT_LEN: usize = 256;
+
 /// Why a settings file's text did not parse (without the file name).
 #[derive(Debug)]
 pub enum ParseError {

@@ -25,7 +25,8 @@ use crate::modbus::record::{AduOrigin, AduRecord};
 use crate::modbus::transaction::{EarlyResponse, PendingRequest, PendingTable};
 use crate::roles;
 
-/// Requests kept in the inventory per shard; beyond, new pairs are counted only.
+/// Master-slave pairs kept in the inventory (over all shards); beyond, the
+/// requests of new pairs are counted only.
 const INVENTORY_PAIRS: usize = 1 << 16;
 
 /// What a shard hands to the merger at the end of a run.
@@ -95,11 +96,14 @@ impl Inventory {
         Inventory {
             observed: Baseline::default(),
             learning,
-            cap: if learning {
-                (cfg.limits.max_learned_pairs / shards.max(1)).max(1)
+            // Split over the shards, so that the bound does not grow
+            // with --threads.
+            cap: (if learning {
+                cfg.limits.max_learned_pairs
             } else {
                 INVENTORY_PAIRS
-            },
+            } / shards.max(1))
+            .max(1),
             dropped: 0,
         }
     }

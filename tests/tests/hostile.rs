@@ -1150,3 +1150,39 @@ fn timestamps_that_go_backwards_raise_nothing_and_are_counted() {
     assert_eq!(u(&none), 0);
     assert!(u(&back) >= 1, "the step is counted");
 }
+
+/// The inventory's bound on master-slave pairs holds over all shards: it
+/// does not grow with --threads. 70,000 masters (one request each) spread
+/// over 256 slaves (so over the shards), replayed with 1 and with 4 shard
+/// threads: at most 65,536 pairs are kept either way, and the requests of
+/// the rest are counted.
+#[test]
+fn the_inventory_bound_does_not_grow_with_threads() {
+    const MASTERS: u32 = 70_000;
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("many-masters.pcap");
+    let mut w = writer(&pcap);
+    for i in 0..MASTERS {
+        let master = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + i);
+        let slave = Ipv4Addr::new(10, 0, 1, (i % 256) as u8);
+        let mut c = Conversation::new(master, 40_000, slave);
+        c.send(
+            &mut w,
+            T0 + u64::from(i) * US,
+            true,
+            &adu(1, 1, &read_request(3, 0, 1)),
+        )
+        .unwrap();
+    }
+    close(w);
+    for threads in ["1", "4"] {
+        let r = run(&["--pcap", pcap.to_str().unwrap(), "--threads", threads]);
+        assert_eq!(r.exit, Ok(0));
+        let rep = r.report();
+        let kept = rep["inventory"]["pairs"].as_array().map_or(0, Vec::len) as u64;
+        let dropped = u(&rep["counters"]["inventory_pairs_dropped"]);
+        eprintln!("--threads {threads}: {kept} pairs kept, {dropped} dropped");
+        assert!(kept <= 1 << 16, "--threads {threads}: {kept} pairs kept");
+        assert_eq!(kept + dropped, u64::from(MASTERS), "--threads {threads}");
+    }
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::keyed::KeyedMap;
 use serde::{Deserialize, Serialize};
 
-use crate::files::{load_file, FileError, ParseError};
+use crate::files::{load_file, FileError, ParseError, UniqueKeys};
 use crate::ml::models::Models;
 
 /// The `schema` field of a baseline file.
@@ -393,6 +393,20 @@ impl Baseline {
             )));
         }
         let file: BaselineFile = serde_json::from_str(text).map_err(ParseError::Json)?;
+        // Detection holds the baseline in memory: no more than learning
+        // itself may produce (`Limits`' learning bounds).
+        let bounds = super::Limits::default();
+        if file.pairs.len() > bounds.max_learned_pairs
+            || file.registers.len() > bounds.max_learned_registers
+        {
+            return Err(ParseError::Content(format!(
+                "{} pairs and {} registers: a baseline holds at most {} and {}",
+                file.pairs.len(),
+                file.registers.len(),
+                bounds.max_learned_pairs,
+                bounds.max_learned_registers
+            )));
+        }
         let mut b = Baseline {
             first_seen_ns: file.first_seen.map(|s| (s * 1e9) as u64),
             last_seen_ns: file.last_seen.map(|s| (s * 1e9) as u64),
@@ -409,7 +423,13 @@ impl Baseline {
                 })?;
                 function_codes.insert(fc, n);
             }
-            // A pair listed twice: the last entry wins.
+            // A pair listed twice: which entry should hold? Refused.
+            if b.pair_id(p.master, p.slave).is_some() {
+                return Err(ParseError::Content(format!(
+                    "pair {} -> {} is listed twice",
+                    p.master, p.slave
+                )));
+            }
             let id = b.add_pair(p.master, p.slave);
             if let Some((_, profile)) = b.profiles.get_mut(id.0 as usize) {
                 *profile = PairProfile {
@@ -420,8 +440,15 @@ impl Baseline {
             }
         }
         for r in file.registers {
+            let key = (r.slave, r.unit, r.register);
+            if b.registers.contains_key(&key) {
+                return Err(ParseError::Content(format!(
+                    "register {} of {} unit {} is listed twice",
+                    r.register, r.slave, r.unit
+                )));
+            }
             b.registers.insert(
-                (r.slave, r.unit, r.register),
+                key,
                 Stats {
                     count: r.count,
                     mean: r.mean,
@@ -465,7 +492,7 @@ pub struct BaselineFile {
     pub last_seen: Option<f64>,
     pub masters: Vec<IpAddr>,
     pub slaves: Vec<IpAddr>,
-    pub unit_ids: BTreeMap<String, Vec<u8>>,
+    pub unit_ids: UniqueKeys<Vec<u8>>,
     pub pairs: Vec<PairEntry>,
     pub registers: Vec<RegisterEntry>,
     /// ML models trained on the windows of this traffic (`--ml`); absent
@@ -480,7 +507,7 @@ pub struct PairEntry {
     pub master: IpAddr,
     pub slave: IpAddr,
     /// Requests per function code (keys are decimal function codes).
-    pub function_codes: BTreeMap<String, u64>,
+    pub function_codes: UniqueKeys<u64>,
     pub timing: TimingEntry,
 }
 
@@ -616,5 +643,35 @@ mod tests {
             err(r#"{"schema": "modbus-detect-baseline", "version": 1, "pairs": 5}"#)
                 .starts_with("json")
         );
+    }
+
+    /// A baseline file with a key, a pair or a register given twice is
+    /// refused: which of two entries holds cannot be guessed, and a
+    /// silently dropped one could be the stricter.
+    #[test]
+    fn entries_given_twice_are_refused() {
+        let mut b = Baseline::default();
+        for i in 0..40u64 {
+            b.record(ip(1), ip(2), 1, 3, i * 44_000_000);
+            b.record_register(usize::MAX, ip(2), 1, 40001, i as f64);
+        }
+        let text = serde_json::to_string(&b.to_file("test")).unwrap();
+        assert!(Baseline::parse(&text).is_ok());
+        let err = |t: &str| match Baseline::parse(t) {
+            Err(crate::files::ParseError::Content(s)) => s,
+            Err(crate::files::ParseError::Json(e)) => e.to_string(),
+            Ok(_) => panic!("accepted {t}"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let pair = v["pairs"][0].to_string();
+        let twice = text.replacen(&pair, &format!("{pair},{pair}"), 1);
+        assert!(err(&twice).contains("listed twice"), "{}", err(&twice));
+        let reg = v["registers"][0].to_string();
+        let twice = text.replacen(&reg, &format!("{reg},{reg}"), 1);
+        assert!(err(&twice).contains("listed twice"), "{}", err(&twice));
+        let fcs = r#""function_codes":{"3":40}"#;
+        assert!(text.contains(fcs), "{text}");
+        let twice = text.replacen(fcs, r#""function_codes":{"3":40,"3":1}"#, 1);
+        assert!(err(&twice).contains("appears twice"), "{}", err(&twice));
     }
 }

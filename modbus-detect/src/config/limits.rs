@@ -11,7 +11,7 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
-use crate::files::{load_file, FileError, ParseError};
+use crate::files::{load_file, FileError, ParseError, UniqueKeys, MAX_TEXT_LEN};
 use crate::modbus::pdu::Table;
 
 /// One limited register.
@@ -68,8 +68,8 @@ impl RegisterLimits {
     }
 
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let raw: std::collections::BTreeMap<String, RawLimit> =
-            serde_json::from_str(text).map_err(ParseError::Json)?;
+        let UniqueKeys(raw) =
+            serde_json::from_str::<UniqueKeys<RawLimit>>(text).map_err(ParseError::Json)?;
         let mut limits = RegisterLimits::default();
         for (key, r) in raw {
             let (table, addr) = parse_modicon(&key).ok_or_else(|| {
@@ -89,7 +89,17 @@ impl RegisterLimits {
                     "register {key}: max_rate must be a positive number"
                 )));
             }
-            let _ = r.description;
+            for (what, text) in [
+                ("name", Some(&r.name)),
+                ("unit", Some(&r.unit)),
+                ("description", r.description.as_ref()),
+            ] {
+                if text.is_some_and(|t| t.len() > MAX_TEXT_LEN) {
+                    return Err(ParseError::Content(format!(
+                        "register {key}: {what} longer than {MAX_TEXT_LEN} bytes"
+                    )));
+                }
+            }
             let entry = RegisterLimit {
                 table,
                 addr,
@@ -353,5 +363,33 @@ mod tests {
             msg.contains("nope.json") && msg.contains("cannot read"),
             "{msg}"
         );
+    }
+
+    /// A register given twice is refused (the stricter of two limits must
+    /// never be lost silently), and so are names and units too long to be
+    /// names.
+    #[test]
+    fn keys_given_twice_and_long_texts_are_refused() {
+        let err = |t: &str| match RegisterLimits::parse(t) {
+            Err(ParseError::Content(s)) => s,
+            Err(ParseError::Json(e)) => e.to_string(),
+            Ok(_) => panic!("accepted {t}"),
+        };
+        let twice = r#"{"40001": {"min": 0, "max": 100}, "40001": {"min": 0, "max": 1000}}"#;
+        assert!(
+            err(twice).contains("\"40001\" appears twice"),
+            "{}",
+            err(twice)
+        );
+        let long = format!(
+            r#"{{"40001": {{"name": "{}", "max": 1}}}}"#,
+            "x".repeat(300)
+        );
+        assert!(err(&long).contains("name longer than"), "{}", err(&long));
+        let ok = format!(
+            r#"{{"40001": {{"name": "{}", "max": 1}}}}"#,
+            "x".repeat(256)
+        );
+        assert!(RegisterLimits::parse(&ok).is_ok());
     }
 }

@@ -20,6 +20,11 @@ use modbus_common::rng::Rng;
 /// Euler-Mascheroni constant, for the harmonic-number approximation.
 const EULER_GAMMA: f64 = 0.577_215_664_9;
 
+/// Most trees a loaded forest may have (training grows 100).
+pub const MAX_TREES: usize = 1024;
+/// Largest sub-sample a loaded forest may claim (training uses 256).
+pub const MAX_PSI: usize = 1 << 16;
+
 /// Average path length of an unsuccessful search in a binary search tree of
 /// `n` points: the depth a subtree of `n` points would have added had it been
 /// grown out, and the normaliser of the score.
@@ -128,6 +133,26 @@ impl IsolationForest {
         }
         if self.psi == 0 {
             return Err(ModelError::new("isolation forest psi must be at least 1"));
+        }
+        // Bounds on what a file may ask of memory and of each judgement
+        // (every window walks every tree).
+        if self.trees.len() > MAX_TREES || self.psi > MAX_PSI {
+            return Err(ModelError::new(format!(
+                "isolation forest of {} trees grown from {} samples: at most {MAX_TREES} trees and {MAX_PSI} samples",
+                self.trees.len(),
+                self.psi
+            )));
+        }
+        // A tree grown from psi samples has at most 2 psi - 1 nodes.
+        if let Some(t) = self
+            .trees
+            .iter()
+            .position(|t| t.nodes.len() >= 2 * self.psi)
+        {
+            return Err(ModelError::new(format!(
+                "isolation forest tree {t} has more nodes than {} samples can grow",
+                self.psi
+            )));
         }
         for (t, tree) in self.trees.iter().enumerate() {
             tree.validate(dims)
@@ -557,5 +582,36 @@ mod tests {
         assert!(f.validate(1).is_err());
         let s = f.score(&[-5.0]);
         assert!(s > 0.0 && s <= 1.0);
+    }
+
+    /// A forest larger than training ever grows is refused on load: every
+    /// judged window walks every tree.
+    #[test]
+    fn oversized_forests_are_refused() {
+        let leaf = || Tree {
+            nodes: vec![Node::Leaf(1)],
+        };
+        let ok = IsolationForest {
+            psi: 1,
+            trees: vec![leaf(); 10],
+        };
+        assert!(ok.validate(2).is_ok());
+        let many = IsolationForest {
+            psi: 1,
+            trees: vec![leaf(); MAX_TREES + 1],
+        };
+        assert!(many.validate(2).is_err());
+        let huge_psi = IsolationForest {
+            psi: MAX_PSI + 1,
+            trees: vec![leaf()],
+        };
+        assert!(huge_psi.validate(2).is_err());
+        let bushy = IsolationForest {
+            psi: 1,
+            trees: vec![Tree {
+                nodes: vec![Node::Leaf(1); 2],
+            }],
+        };
+        assert!(bushy.validate(2).is_err());
     }
 }

@@ -46,6 +46,10 @@ pub const EPS: f64 = 1e-3;
 /// solver stalls (it normally needs a few thousand at most).
 pub const MAX_ITERATIONS: usize = 100_000;
 
+/// Most support vectors a loaded model may have (training keeps at most
+/// the 1024 rows it is fitted on).
+pub const MAX_SUPPORT_VECTORS: usize = 1 << 14;
+
 /// Stand-in for a non-positive curvature `K_ii + K_jj - 2 K_ij` (two equal
 /// points), as in libsvm: the step is then limited by the bounds alone.
 const TAU: f64 = 1e-12;
@@ -164,6 +168,13 @@ impl OneClassSvm {
         }
         if self.sv.is_empty() {
             return Err(ModelError::new("one-class SVM has no support vectors"));
+        }
+        // Every judgement evaluates the kernel on every support vector.
+        if self.sv.len() > MAX_SUPPORT_VECTORS {
+            return Err(ModelError::new(format!(
+                "one-class SVM has {} support vectors, at most {MAX_SUPPORT_VECTORS}",
+                self.sv.len()
+            )));
         }
         if self.alpha.len() != self.sv.len() {
             return Err(ModelError::new(format!(
@@ -696,5 +707,18 @@ mod tests {
                 assert_eq!(k[i * 3 + j], v);
             }
         }
+    }
+
+    /// More support vectors than training keeps are refused on load.
+    #[test]
+    fn oversized_models_are_refused() {
+        let model = |n: usize| OneClassSvm {
+            gamma: 0.5,
+            rho: 0.1,
+            alpha: vec![1.0 / n as f64; n],
+            sv: vec![vec![0.0; 2]; n],
+        };
+        assert!(model(100).validate(2).is_ok());
+        assert!(model(MAX_SUPPORT_VECTORS + 1).validate(2).is_err());
     }
 }

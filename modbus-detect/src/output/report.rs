@@ -628,13 +628,13 @@ fn inventory(observed: &Baseline) -> InventorySection {
             .map(|p| InventoryPair {
                 master: p.master,
                 slave: p.slave,
-                requests: p.function_codes.values().sum(),
-                function_codes: p.function_codes.clone(),
+                requests: p.function_codes.0.values().sum(),
+                function_codes: p.function_codes.0.clone(),
             })
             .collect(),
         masters: file.masters,
         slaves: file.slaves,
-        unit_ids: file.unit_ids,
+        unit_ids: file.unit_ids.0,
     }
 }
 

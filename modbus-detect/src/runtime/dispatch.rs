@@ -520,10 +520,20 @@ mod tests {
             assert_eq!(shard_of(a, n), shard_of(a, n));
         }
         assert_eq!(shard_of(a, 1), 0);
-        let spread: std::collections::HashSet<_> = (0..=255u8)
-            .map(|i| shard_of(IpAddr::from([10, 0, 0, i]), 4))
-            .collect();
-        assert_eq!(spread.len(), 4, "all shards used");
+        // A subnet of PLCs spreads evenly, for any shard count.
+        for n in [2usize, 3, 4, 7] {
+            for net in [[10, 0, 0], [10, 0, 1], [192, 168, 50]] {
+                let mut per_shard = vec![0usize; n];
+                for i in 0..=255u8 {
+                    per_shard[shard_of(IpAddr::from([net[0], net[1], net[2], i]), n)] += 1;
+                }
+                let fair = 256 / n;
+                assert!(
+                    per_shard.iter().all(|&k| k > fair / 2 && k < fair * 3 / 2),
+                    "{net:?}/24 over {n} shards: {per_shard:?}"
+                );
+            }
+        }
     }
 
     fn item(len: usize) -> BatchItem {
