@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! source (pcap/pcapng file | AF_XDP socket per RX queue)      only yields frames
-//!   -> runtime::dispatch   decode L2/L3/L4 once, orient once (flow key, direction),
+//!   -> runtime::dispatch   decode L2/L3/L4 once (IP fragments: defrag), orient once (flow key, direction),
 //!                          shard = hash(server address), per-shard batches
 //!                          into lock-free SPSC rings (or a shard in this thread)
-//!   -> shard               connection table -> TCP reassembly per direction
+//!   -> shard               connection table -> what the receiver admits (checksums, TTL)
+//!                          -> TCP reassembly per direction (target policies)
 //!                          -> Modbus ADUs (MBAP + PDU views) -> transactions
 //!                          -> detect::Analysis: the rules and the ML judge
 //!                             (on_request / on_response / on_tick), or, in
@@ -29,8 +30,9 @@
 //! | `app`, `cli` | flags -> one [`config::DetectConfig`], the run, exit codes |
 //! | `source` | capture files (`pcap.rs`), the XDP program's loader and AF_XDP sockets (`xdp/`) |
 //! | `runtime` | the dispatcher (the one frame loop), shard threads and rings, replay, live capture, inline shards; one `RunOutcome` |
-//! | `decode` | Ethernet, VLAN, SLL/SLL2, IPv4/IPv6, TCP header views (zero-copy) |
-//! | `flow` | orientation, the bounded connection table, reassembly |
+//! | `decode` | Ethernet, VLAN, SLL/SLL2, IPv4/IPv6, TCP header views (zero-copy), checksums |
+//! | `defrag` | IPv4/IPv6 fragment reassembly, bounded, before the dispatcher orients a packet |
+//! | `flow` | orientation, the bounded connection table, what a receiver admits, target policies, reassembly |
 //! | `shard`, `roles` | the per-shard pipeline from segment to alert; client and server where both ports are Modbus ports |
 //! | `modbus` | MBAP and PDU views per function code, transactions, ADU records |
 //! | `detect` | one file per rule family, the ML detector (`ml/`), the learners of baseline mode (`learn.rs`) |

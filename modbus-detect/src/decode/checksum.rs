@@ -98,22 +98,28 @@ fn add(a: u64, b: u64) -> u64 {
     s + u64::from(carry)
 }
 
-/// One's-complement sum of `bytes` as big-endian words, onto `acc`: eight
-/// bytes at a time (the 16-bit sum is the 64-bit one folded, RFC 1071 2.B),
-/// then the tail, an odd last byte padded with zero.
+/// One's-complement sum of `bytes` as big-endian words, onto `acc`: 32-bit
+/// words into a 64-bit accumulator, with no carries to wrap (a frame has
+/// far fewer than 2^32 words); folding once at the end gives the 16-bit
+/// sum (RFC 1071 2.B). An odd last byte is padded with zero. A plain
+/// scalar loop: segments are a few dozen bytes, too short for the vector
+/// code the compiler would otherwise make of it to pay off.
+#[inline]
 fn sum(bytes: &[u8], mut acc: u64) -> u64 {
-    let mut words = bytes.chunks_exact(8);
+    let mut words = bytes.chunks_exact(4);
     for w in &mut words {
-        if let Ok(w) = <[u8; 8]>::try_from(w) {
-            acc = add(acc, u64::from_be_bytes(w));
+        if let Ok(w) = <[u8; 4]>::try_from(w) {
+            acc += u64::from(u32::from_be_bytes(w));
+            // Keep it a scalar loop (see above).
+            std::hint::black_box(());
         }
     }
     let mut tail = words.remainder().chunks_exact(2);
     for w in &mut tail {
-        acc = add(acc, u64::from(u16::from_be_bytes([w[0], w[1]])));
+        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
     }
     if let [last] = tail.remainder() {
-        acc = add(acc, u64::from(*last) << 8);
+        acc += u64::from(*last) << 8;
     }
     acc
 }
