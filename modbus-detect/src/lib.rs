@@ -42,6 +42,7 @@
 //! | `output` | the typed report and the EVE alert stream |
 //! | `files` | settings files read with errors naming the file; atomic writes |
 //! | `keyed` | randomly keyed hashing for every table keyed by wire data |
+//! | `knowledge` | per alert type: signature, ATT&CK for ICS techniques, analyst text (`data/alert_types.toml`) |
 //! | `sys` | capabilities, sysfs and /proc helpers, CPU pinning |
 //! | `inspect` | every decoded ADU of a capture (`--dump-adus`, the tshark comparison) |
 //!
@@ -62,6 +63,7 @@ pub mod files;
 pub mod flow;
 pub mod inspect;
 pub mod keyed;
+pub mod knowledge;
 pub mod ml;
 pub mod modbus;
 pub mod output;

@@ -18,6 +18,7 @@ use crate::counters::Counters;
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
 use crate::flow::policy::TargetPolicy;
+use crate::knowledge::{knowledge, TypeInfo};
 use crate::modbus::{exception_name, function_name};
 use crate::shard::ShardResult;
 use crate::source::xdp::busy_poll::BusyPollState;
@@ -162,6 +163,9 @@ pub struct Report {
     pub inventory: InventorySection,
     /// Aggregated alerts, most severe first (see `alert::sort_for_report`).
     pub alerts: Vec<AlertEntry>,
+    /// For each alert type raised: what it means, what to check, its
+    /// ATT&CK for ICS techniques (`data/alert_types.toml`).
+    pub alert_types: IndexMap<String, TypeInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -360,6 +364,10 @@ pub struct AlertCommon {
     pub unit_id: u8,
     pub function_code: u8,
     pub function_name: String,
+    /// The rule's fixed message (SIEMs group by it).
+    pub signature: String,
+    /// ATT&CK for ICS technique ids (see the report's `alert_types`).
+    pub mitre_techniques: Vec<String>,
 }
 
 /// One aggregated alert of the report.
@@ -544,6 +552,11 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
         ml: ml_section(summary, cfg),
         inventory: inventory(&summary.observed),
         alerts: summary.alerts.iter().map(|a| alert_entry(a, cfg)).collect(),
+        alert_types: AlertKind::ALL
+            .iter()
+            .filter(|k| summary.raised[**k as usize] > 0)
+            .map(|k| (k.name().to_string(), knowledge().of(*k).clone()))
+            .collect(),
     }
 }
 
@@ -667,6 +680,13 @@ pub fn common_fields(a: &Alert, severity: Severity) -> AlertCommon {
         unit_id: a.unit,
         function_code: a.function_code,
         function_name: function_name(a.function_code).into(),
+        signature: knowledge().of(a.kind).signature.clone(),
+        mitre_techniques: knowledge()
+            .of(a.kind)
+            .techniques
+            .iter()
+            .map(|t| t.id.clone())
+            .collect(),
     }
 }
 
