@@ -9,6 +9,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::detect::program::ProgramOp;
+use crate::detect::protocol::ReservedReason;
 use crate::flow::policy::TargetPolicy;
 use crate::keyed::KeyedMap;
 use serde::Serialize;
@@ -32,10 +34,18 @@ pub enum AlertKind {
     /// Someone shows the sensor and the PLC different bytes: conflicting
     /// copies of TCP data (or, later, of IP fragments).
     EvasionAttempt,
+    /// Program upload/download, start/stop, mode changes (UMAS, FC 125/126,
+    /// FC 8 restart and listen-only).
+    PlcProgramOperation,
+    /// A request with a reserved, unassigned or invalid function code,
+    /// FC 8 sub-function or FC 43 MEI type.
+    ReservedFunctionCode,
+    /// A slave answering again and again with exception 5 or 6.
+    SlaveBusyAckDelay,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 12] = [
+    pub const ALL: [AlertKind; 15] = [
         AlertKind::RogueMaster,
         AlertKind::UnauthorizedWrite,
         AlertKind::RegisterOutOfRange,
@@ -48,6 +58,9 @@ impl AlertKind {
         AlertKind::Flood,
         AlertKind::MlAnomaly,
         AlertKind::EvasionAttempt,
+        AlertKind::PlcProgramOperation,
+        AlertKind::ReservedFunctionCode,
+        AlertKind::SlaveBusyAckDelay,
     ];
 
     /// The type name users' scripts and SIEM parsers match on.
@@ -65,6 +78,9 @@ impl AlertKind {
             AlertKind::Flood => "MODBUS_FLOOD",
             AlertKind::MlAnomaly => "ML_ANOMALY",
             AlertKind::EvasionAttempt => "EVASION_ATTEMPT",
+            AlertKind::PlcProgramOperation => "PLC_PROGRAM_OPERATION",
+            AlertKind::ReservedFunctionCode => "RESERVED_FUNCTION_CODE",
+            AlertKind::SlaveBusyAckDelay => "SLAVE_BUSY_ACK_DELAY",
         }
     }
 
@@ -83,6 +99,9 @@ impl AlertKind {
             AlertKind::Flood => "MBD-010",
             AlertKind::MlAnomaly => "MBD-011",
             AlertKind::EvasionAttempt => "MBD-012",
+            AlertKind::PlcProgramOperation => "MBD-013",
+            AlertKind::ReservedFunctionCode => "MBD-014",
+            AlertKind::SlaveBusyAckDelay => "MBD-015",
         }
     }
 
@@ -106,6 +125,9 @@ impl AlertKind {
             AlertKind::MalformedMbap => "Protocol Anomaly",
             AlertKind::Flood => "Denial of Service",
             AlertKind::EvasionAttempt => "Sensor Evasion",
+            AlertKind::PlcProgramOperation => "Program Change",
+            AlertKind::ReservedFunctionCode => "Protocol Anomaly",
+            AlertKind::SlaveBusyAckDelay => "Device Fault or Probing",
         }
     }
 }
@@ -244,6 +266,14 @@ pub enum Detail {
         technique: Evasion,
         policy: TargetPolicy,
     },
+    /// RESERVED_FUNCTION_CODE: what is reserved.
+    Reserved {
+        reason: ReservedReason,
+    },
+    /// PLC_PROGRAM_OPERATION: which operation.
+    Program {
+        op: ProgramOp,
+    },
     /// ML_ANOMALY: the window's scores against the models' thresholds, and
     /// the feature furthest from normal (index into the model's features).
     Ml {
@@ -286,6 +316,9 @@ pub struct AlertKey {
     pub unit: u8,
     pub function_code: u8,
     pub register: Option<u32>,
+    /// What else tells two alerts of a type apart (a PLC program
+    /// operation's code; 0 for the other types).
+    pub sub: u16,
 }
 
 /// Placeholder for a key field a type does not aggregate on.
@@ -303,6 +336,7 @@ impl Alert {
                 unit: self.unit,
                 function_code: 0,
                 register: None,
+                sub: 0,
             },
             _ => AlertKey {
                 kind: self.kind,
@@ -311,6 +345,10 @@ impl Alert {
                 unit: self.unit,
                 function_code: self.function_code,
                 register: self.register,
+                sub: match self.detail {
+                    Detail::Program { op } => op.code(),
+                    _ => 0,
+                },
             },
         }
     }

@@ -103,6 +103,10 @@ pub struct Counters {
     /// Segments whose time to live runs out before the receiver, as far as
     /// the receiver's own packets show its distance: not stream data.
     pub ttl_expired_segments: u64,
+    /// Exception responses with bytes after the exception code (some
+    /// devices send `81 06 00`): decoded as exceptions, the deviation
+    /// counted here rather than raised.
+    pub exceptions_with_trailing_bytes: u64,
     /// IP fragments taken for reassembly ...
     pub ip_fragments: u64,
     /// ... datagrams they completed ...
@@ -165,6 +169,7 @@ impl Counters {
         self.checksum_offloaded += o.checksum_offloaded;
         self.checksum_unverified += o.checksum_unverified;
         self.ttl_expired_segments += o.ttl_expired_segments;
+        self.exceptions_with_trailing_bytes += o.exceptions_with_trailing_bytes;
         self.ip_fragments += o.ip_fragments;
         self.ip_datagrams_reassembled += o.ip_datagrams_reassembled;
         self.fragment_overlaps += o.fragment_overlaps;

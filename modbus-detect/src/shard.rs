@@ -644,6 +644,10 @@ impl ModbusSink<'_> {
             }
         };
         self.record(ts_ns, |o| AduRecord::response(o, mbap, &resp));
+        if matches!(resp, Response::Exception { .. }) && pdu.len() > 2 {
+            // A vendor's longer exception PDU (see `parse_response`).
+            self.st.counters.exceptions_with_trailing_bytes += 1;
+        }
         self.release_early(ts_ns);
         let request = self.pending.take(mbap.tid, mbap.unit, resp.function_code());
         let hold = self.st.cfg.limits.early_response_hold_ns;

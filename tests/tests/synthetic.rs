@@ -77,7 +77,9 @@ fn generated_capture_with_attacks_gives_exact_alerts() {
         // 1022 well-framed requests, and the protocol-id-7 one.
         (key("ROGUE_MODBUS_MASTER", "CRITICAL", &rogue), 1023),
         (key("UNAUTHORIZED_MODBUS_WRITE", "CRITICAL", &writer), 1),
-        (key("DEVICE_ENUMERATION", "CRITICAL", &rogue), 1),
+        // The FC 8 restart changes the operating mode; the FC 43 read of
+        // the device's identity is reconnaissance.
+        (key("PLC_PROGRAM_OPERATION", "CRITICAL", &rogue), 1),
         (key("DEVICE_ENUMERATION", "HIGH", &rogue), 1),
         (key("MODBUS_FLOOD", "HIGH", &rogue), 1000),
         (key("MALFORMED_MBAP_HEADER", "MEDIUM", &rogue), 1),

@@ -77,17 +77,10 @@ const fn known(
 }
 
 const ITI: &str = "real/iti_mb2.pcap";
-const QUICKDRAW: &str = "real/quickdraw_modbus_test_data_part1.pcap";
 const FUZZ: &str = "real/zeek_fuzz-72.pcap";
 
 /// `adus` values: the number of ADUs of a frame and their function codes.
 const NONE: &str = "0 ADUs, function codes []";
-
-/// Exception responses `81 06 00` / `81 05 00` (MBAP length 4) of quickdraw.
-const EXC_TRAILING: &str = "3-byte exception PDU `81 0x 00`: the spec's exception response is \
-    exactly function code + exception code; our decoder rejects the trailing byte \
-    (PduError::TrailingBytes, error 'extra bytes after a fixed-size PDU') and reports no \
-    exception code, tshark ignores the trailing byte. Function code and MBAP fields agree.";
 
 /// Segments that arrive after a hole in the capture, delivered by us when the hole
 /// is filled or given up (the peer's ACK passes it), by tshark at once.
@@ -144,96 +137,6 @@ const KNOWN_DIFFERENCES: &[KnownDifference] = &[
         Kind::TsharkWrong,
         "Segment 5232..5501 repeats frame 13142 (5232..5471) and adds 30 new bytes: \
          responses 9824 and 9825. tshark marks it a retransmission and never dissects them.",
-    ),
-    known(
-        QUICKDRAW,
-        91,
-        "modbus.exception_code",
-        "[]",
-        "[6]",
-        Kind::Deliberate,
-        EXC_TRAILING,
-    ),
-    known(
-        QUICKDRAW,
-        93,
-        "modbus.exception_code",
-        "[]",
-        "[6]",
-        Kind::Deliberate,
-        EXC_TRAILING,
-    ),
-    known(
-        QUICKDRAW,
-        95,
-        "modbus.exception_code",
-        "[]",
-        "[6]",
-        Kind::Deliberate,
-        EXC_TRAILING,
-    ),
-    known(
-        QUICKDRAW,
-        97,
-        "modbus.exception_code",
-        "[]",
-        "[6]",
-        Kind::Deliberate,
-        EXC_TRAILING,
-    ),
-    known(
-        QUICKDRAW,
-        99,
-        "modbus.exception_code",
-        "[]",
-        "[6]",
-        Kind::Deliberate,
-        EXC_TRAILING,
-    ),
-    known(
-        QUICKDRAW,
-        101,
-        "modbus.exception_code",
-        "[]",
-        "[5]",
-        Kind::Deliberate,
-        EXC_TRAILING,
-    ),
-    known(
-        QUICKDRAW,
-        103,
-        "modbus.exception_code",
-        "[]",
-        "[5]",
-        Kind::Deliberate,
-        EXC_TRAILING,
-    ),
-    known(
-        QUICKDRAW,
-        105,
-        "modbus.exception_code",
-        "[]",
-        "[5]",
-        Kind::Deliberate,
-        EXC_TRAILING,
-    ),
-    known(
-        QUICKDRAW,
-        107,
-        "modbus.exception_code",
-        "[]",
-        "[5]",
-        Kind::Deliberate,
-        EXC_TRAILING,
-    ),
-    known(
-        QUICKDRAW,
-        109,
-        "modbus.exception_code",
-        "[]",
-        "[5]",
-        Kind::Deliberate,
-        EXC_TRAILING,
     ),
     known(
         FUZZ,

@@ -35,6 +35,10 @@ pub struct Thresholds {
     pub flood_min_run: u32,
     /// MODBUS_FLOOD: outstanding requests on one connection above this.
     pub flood_max_outstanding: u32,
+    /// SLAVE_BUSY_ACK_DELAY: this many exceptions 5 or 6 from one slave ...
+    pub busy_count: usize,
+    /// ... within this window.
+    pub busy_window_ns: u64,
 }
 
 impl Default for Thresholds {
@@ -48,6 +52,8 @@ impl Default for Thresholds {
             flood_interval_ns: 5_000_000,
             flood_min_run: 20,
             flood_max_outstanding: 32,
+            busy_count: 3,
+            busy_window_ns: 60_000_000_000,
         }
     }
 }

@@ -1,16 +1,19 @@
 //! DEVICE_ENUMERATION: diagnostic and identification requests (FC 7, 8, 17, 43).
 //!
-//! HIGH for reconnaissance; CRITICAL for the FC 8 sub-functions that change
-//! the device's state: 1 restart communications, 4 force listen-only mode
-//! (the device goes silent), 10 clear counters and diagnostic register
-//! (erases evidence).
+//! HIGH for reconnaissance; CRITICAL for FC 8 sub-function 10, clear
+//! counters and diagnostic register (erases evidence). Sub-functions 1
+//! (restart communications) and 4 (force listen-only mode: the device goes
+//! silent) change the device's operating mode: PLC_PROGRAM_OPERATION
+//! (`program.rs`) reports them.
 
 use super::{AlertSink, RequestCtx};
 use crate::alert::{AlertKind, Detail, Severity};
 use crate::modbus::pdu::Request;
 
-/// FC 8 sub-functions that change device state.
-const STATE_CHANGING_DIAGNOSTICS: [u16; 3] = [1, 4, 10];
+/// FC 8 sub-function that erases the device's diagnostic evidence.
+const CLEAR_COUNTERS: u16 = 10;
+/// FC 8 sub-functions that change the operating mode (see `program.rs`).
+const MODE_CHANGES: [u16; 2] = [1, 4];
 
 pub struct Enumeration;
 
@@ -24,8 +27,9 @@ impl Enumeration {
                     mei: None,
                 },
             ),
+            Request::Diagnostics { sub, .. } if MODE_CHANGES.contains(&sub) => return,
             Request::Diagnostics { sub, .. } => (
-                if STATE_CHANGING_DIAGNOSTICS.contains(&sub) {
+                if sub == CLEAR_COUNTERS {
                     Severity::Critical
                 } else {
                     Severity::High
@@ -85,11 +89,18 @@ mod tests {
     }
 
     #[test]
-    fn state_changing_diagnostics_are_critical() {
-        for sub in [1, 4, 10] {
+    fn clearing_counters_is_critical_and_mode_changes_are_left_to_program_operations() {
+        assert_eq!(
+            severity_of(Request::Diagnostics {
+                sub: 10,
+                data: &[0, 0]
+            }),
+            Some(Severity::Critical)
+        );
+        for sub in [1, 4] {
             assert_eq!(
                 severity_of(Request::Diagnostics { sub, data: &[0, 0] }),
-                Some(Severity::Critical),
+                None,
                 "sub-function {sub}"
             );
         }

@@ -14,6 +14,8 @@ pub mod exceptions;
 pub mod flood;
 pub mod learn;
 pub mod ml;
+pub mod program;
+pub mod protocol;
 pub mod registers;
 
 use std::hash::Hash;
@@ -184,6 +186,8 @@ pub const RULE_STATE_CAPACITY: usize = 1 << 18;
 pub struct Detectors {
     access: access::AccessRules,
     enumeration: enumeration::Enumeration,
+    program: program::ProgramOperations,
+    protocol: protocol::ProtocolRules,
     registers: registers::RegisterRules,
     baseline: baseline_rules::BaselineRules,
     exceptions: exceptions::ExceptionBurst,
@@ -197,6 +201,8 @@ impl Detectors {
         Detectors {
             access: access::AccessRules::new(cfg.clone()),
             enumeration: enumeration::Enumeration,
+            program: program::ProgramOperations,
+            protocol: protocol::ProtocolRules::new(cfg.thresholds),
             registers: registers::RegisterRules::new(cfg.limits_file.clone()),
             baseline: baseline_rules::BaselineRules::new(cfg.baseline.clone(), cfg.thresholds),
             exceptions: exceptions::ExceptionBurst::new(cfg.thresholds),
@@ -223,6 +229,8 @@ impl Detectors {
         }
         self.access.on_request(ctx, out);
         self.enumeration.on_request(ctx, out);
+        self.program.on_request(ctx, out);
+        self.protocol.on_request(ctx, out);
         self.registers.on_request(ctx, out);
         self.baseline.on_request(ctx, out);
         self.flood.on_request(ctx, out);
@@ -234,6 +242,7 @@ impl Detectors {
         }
         self.registers.on_response(ctx, out);
         self.exceptions.on_response(ctx, out);
+        self.protocol.on_response(ctx, out);
     }
 
     /// Entries evicted from the rules' bounded state tables.
@@ -242,6 +251,7 @@ impl Detectors {
             + self.baseline.evicted()
             + self.exceptions.evicted()
             + self.flood.evicted()
+            + self.protocol.evicted()
     }
 }
 

@@ -329,13 +329,18 @@ pub fn parse_response(pdu: &[u8]) -> Result<Response<'_>, PduError> {
             let (mei, data) = encapsulated(fc, body)?;
             Response::EncapsulatedInterface { mei, data }
         }
-        _ if fc & EXCEPTION_BIT != 0 => {
-            let [code] = exact(fc, body)?;
-            Response::Exception {
-                fc: fc & !EXCEPTION_BIT,
-                code,
-            }
-        }
+        // The exception code, and whatever a device puts after it: some
+        // answer `81 06 00` (a 3-byte exception PDU, its MBAP length
+        // counting the extra byte). The bytes are no part of the answer,
+        // and the ADU is what it is; the shard counts the deviation.
+        _ if fc & EXCEPTION_BIT != 0 => Response::Exception {
+            fc: fc & !EXCEPTION_BIT,
+            code: *body.first().ok_or(PduError::TooShort {
+                fc,
+                need: 2,
+                have: 1,
+            })?,
+        },
         _ => Response::Other { fc, data: body },
     })
 }
@@ -1434,7 +1439,16 @@ mod tests {
         assert_eq!(resp("070000").err(), Some(e(7, 1)));
         assert_eq!(resp("0b00000000ff").err(), Some(e(11, 1)));
         assert_eq!(resp("100001000400").err(), Some(e(16, 1)));
-        assert_eq!(resp("8302ff").err(), Some(e(0x83, 1)));
+        // A longer exception PDU is a vendor's habit (`81 06 00`), decoded
+        // as the exception it is.
+        assert_eq!(
+            resp("8302ff").ok(),
+            Some(Response::Exception { fc: 3, code: 2 })
+        );
+        assert_eq!(
+            resp("8106").ok(),
+            Some(Response::Exception { fc: 1, code: 6 })
+        );
     }
 
     #[test]
@@ -1773,7 +1787,13 @@ mod tests {
         fn parse_response_never_panics(pdu in pdu_bytes()) {
             if let Ok(p) = parse_response(&pdu) {
                 prop_assert_eq!(Some(p.function_code()), pdu.first().map(|fc| fc & 0x7f));
-                prop_assert_eq!(encoded_response(&p), pdu);
+                // An exception decodes from its first two bytes; whatever
+                // follows is a vendor's extra (see `parse_response`).
+                let whole = match p {
+                    Response::Exception { .. } => &pdu[..2],
+                    _ => &pdu[..],
+                };
+                prop_assert_eq!(encoded_response(&p), whole);
             }
         }
 

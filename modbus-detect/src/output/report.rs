@@ -17,6 +17,7 @@ use crate::config::{DetectConfig, Mode};
 use crate::counters::Counters;
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
+use crate::detect::protocol::ReservedReason;
 use crate::flow::policy::TargetPolicy;
 use crate::knowledge::{knowledge, TypeInfo};
 use crate::modbus::{exception_name, function_name};
@@ -436,6 +437,9 @@ pub struct AlertDetails {
     pub window_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// PLC_PROGRAM_OPERATION: the operation, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
     /// EVASION_ATTEMPT: the policy of the receiver's stack that chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_policy: Option<String>,
@@ -758,13 +762,30 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> AlertDetails {
             d.exception_code = Some(code);
             d.exception_name = Some(exception_name(code).into());
             d.threshold = Some(in_window);
-            d.window_s = Some(cfg.thresholds.exception_burst_window_ns as f64 / 1e9);
+            let window = if a.kind == AlertKind::SlaveBusyAckDelay {
+                cfg.thresholds.busy_window_ns
+            } else {
+                cfg.thresholds.exception_burst_window_ns
+            };
+            d.window_s = Some(window as f64 / 1e9);
         }
         Detail::Malformed { reason } => d.reason = Some(reason.into()),
         Detail::Evasion { technique, policy } => {
             d.reason = Some(technique.name().into());
             d.target_policy = Some(policy.name().into());
         }
+        Detail::Program { op } => d.operation = Some(op.name().into()),
+        Detail::Reserved { reason } => match reason {
+            ReservedReason::Code => d.reason = Some("reserved_function_code".into()),
+            ReservedReason::Diagnostic(sub) => {
+                d.reason = Some("reserved_diagnostic_sub_function".into());
+                d.sub_function = Some(Some(sub));
+            }
+            ReservedReason::Mei(mei) => {
+                d.reason = Some("reserved_mei_type".into());
+                d.mei_type = Some(Some(mei));
+            }
+        },
         Detail::Flood {
             reason,
             run,
@@ -913,6 +934,14 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
             a.dst,
             interval_ns as f64 / 1e9
         ),
+        Detail::Exception { code, in_window } if a.kind == AlertKind::SlaveBusyAckDelay => format!(
+            "slave {} unit {} answered {in_window} or more requests within {} s with exception {code} {} (latest to {})",
+            a.src,
+            a.unit,
+            cfg.thresholds.busy_window_ns / 1_000_000_000,
+            exception_name(code),
+            a.dst
+        ),
         Detail::Exception { code, in_window } => format!(
             "slave {} unit {} answered with {in_window} or more exceptions within {} s (latest: code {code} {})",
             a.src,
@@ -1002,6 +1031,21 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
             a.src,
             a.dst,
             crate::defrag::TINY_FRAGMENT
+        ),
+        Detail::Reserved { reason } => {
+            let what = match reason {
+                ReservedReason::Code => format!("function code {}, reserved or unassigned", a.function_code),
+                ReservedReason::Diagnostic(sub) => format!("FC 8 sub-function {sub}, reserved"),
+                ReservedReason::Mei(mei) => format!("FC 43 MEI type {mei}, reserved"),
+            };
+            format!("{} sent {} unit {} a request with {what}", a.src, a.dst, a.unit)
+        }
+        Detail::Program { op } => format!(
+            "{} sent {} unit {} a PLC program or operating-mode operation: {}",
+            a.src,
+            a.dst,
+            a.unit,
+            op.name()
         ),
         Detail::None => format!("{} from {} to {} ({fc})", a.kind.name(), a.src, a.dst),
     }
