@@ -42,10 +42,16 @@ pub enum AlertKind {
     ReservedFunctionCode,
     /// A slave answering again and again with exception 5 or 6.
     SlaveBusyAckDelay,
+    /// One master probing many function codes of a slave.
+    FunctionCodeScan,
+    /// One master sweeping a slave's addresses.
+    AddressScan,
+    /// One master addressing many unit ids of a slave or gateway.
+    UnitIdScan,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 15] = [
+    pub const ALL: [AlertKind; 18] = [
         AlertKind::RogueMaster,
         AlertKind::UnauthorizedWrite,
         AlertKind::RegisterOutOfRange,
@@ -61,6 +67,9 @@ impl AlertKind {
         AlertKind::PlcProgramOperation,
         AlertKind::ReservedFunctionCode,
         AlertKind::SlaveBusyAckDelay,
+        AlertKind::FunctionCodeScan,
+        AlertKind::AddressScan,
+        AlertKind::UnitIdScan,
     ];
 
     /// The type name users' scripts and SIEM parsers match on.
@@ -81,6 +90,9 @@ impl AlertKind {
             AlertKind::PlcProgramOperation => "PLC_PROGRAM_OPERATION",
             AlertKind::ReservedFunctionCode => "RESERVED_FUNCTION_CODE",
             AlertKind::SlaveBusyAckDelay => "SLAVE_BUSY_ACK_DELAY",
+            AlertKind::FunctionCodeScan => "FUNCTION_CODE_SCAN",
+            AlertKind::AddressScan => "ADDRESS_SCAN",
+            AlertKind::UnitIdScan => "UNIT_ID_SCAN",
         }
     }
 
@@ -102,6 +114,9 @@ impl AlertKind {
             AlertKind::PlcProgramOperation => "MBD-013",
             AlertKind::ReservedFunctionCode => "MBD-014",
             AlertKind::SlaveBusyAckDelay => "MBD-015",
+            AlertKind::FunctionCodeScan => "MBD-016",
+            AlertKind::AddressScan => "MBD-017",
+            AlertKind::UnitIdScan => "MBD-018",
         }
     }
 
@@ -128,6 +143,9 @@ impl AlertKind {
             AlertKind::PlcProgramOperation => "Program Change",
             AlertKind::ReservedFunctionCode => "Protocol Anomaly",
             AlertKind::SlaveBusyAckDelay => "Device Fault or Probing",
+            AlertKind::FunctionCodeScan | AlertKind::AddressScan | AlertKind::UnitIdScan => {
+                "Reconnaissance"
+            }
         }
     }
 }
@@ -265,6 +283,13 @@ pub enum Detail {
     Evasion {
         technique: Evasion,
         policy: TargetPolicy,
+    },
+    /// FUNCTION_CODE_SCAN, ADDRESS_SCAN, UNIT_ID_SCAN: how many distinct
+    /// codes, addresses or units were asked (or, `refused`, refused) in
+    /// the window.
+    Scan {
+        distinct: u32,
+        refused: bool,
     },
     /// RESERVED_FUNCTION_CODE: what is reserved.
     Reserved {

@@ -29,10 +29,13 @@ fn raised(capture: &str, extra: &[&str]) -> BTreeMap<String, u64> {
 }
 
 /// The types issue 14 adds: ordinary traffic raises none of them.
-const NEW_TYPES: [&str; 3] = [
+const NEW_TYPES: [&str; 6] = [
     "PLC_PROGRAM_OPERATION",
     "RESERVED_FUNCTION_CODE",
     "SLAVE_BUSY_ACK_DELAY",
+    "FUNCTION_CODE_SCAN",
+    "ADDRESS_SCAN",
+    "UNIT_ID_SCAN",
 ];
 
 fn expect(capture: &str, extra: &[&str], want: &[(&str, u64)]) {
@@ -46,7 +49,10 @@ fn expect(capture: &str, extra: &[&str], want: &[(&str, u64)]) {
 /// three times each, clear counters (10), FC 17 and FC 43/14 twice each;
 /// slave 10.0.0.8 answers ten requests with exceptions 5 and 6 (each with
 /// a stray third byte: `81 05 00`); one ADU of 10.0.0.57 has an MBAP length
-/// above 254, one of 10.0.0.8 a protocol id other than 0.
+/// above 254, one of 10.0.0.8 a protocol id other than 0. No slave answers
+/// "illegal function" or "illegal data address" and no master asks for ten
+/// function codes or a hundred addresses: Quickdraw's scan signatures (on
+/// exceptions 1 and 2) have nothing to match in part 1, and nor do ours.
 #[test]
 fn quickdraw_part1() {
     expect(
@@ -62,15 +68,20 @@ fn quickdraw_part1() {
     );
 }
 
-/// CISA ICSNPP's example: FC 43 device identification and FC 8 echo
-/// requests (DEVICE_ENUMERATION), requests back to back faster than 5 ms
-/// (MODBUS_FLOOD).
+/// CISA ICSNPP's example: a test client on 127.0.0.1 trying 17 function
+/// codes within seconds (a function-code scan by its shape), among them FC
+/// 43 device identification and FC 8 echo requests (DEVICE_ENUMERATION),
+/// back to back faster than 5 ms (MODBUS_FLOOD).
 #[test]
 fn icsnpp_example() {
     expect(
         "real/icsnpp_modbus_example.pcap",
         &[],
-        &[("DEVICE_ENUMERATION", 4), ("MODBUS_FLOOD", 23)],
+        &[
+            ("DEVICE_ENUMERATION", 4),
+            ("MODBUS_FLOOD", 23),
+            ("FUNCTION_CODE_SCAN", 1),
+        ],
     );
 }
 

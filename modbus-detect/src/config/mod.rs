@@ -39,6 +39,21 @@ pub struct Thresholds {
     pub busy_count: usize,
     /// ... within this window.
     pub busy_window_ns: u64,
+    /// FUNCTION_CODE_SCAN, ADDRESS_SCAN, UNIT_ID_SCAN: what one master asks
+    /// of one slave is counted over windows of this length ...
+    pub scan_window_ns: u64,
+    /// ... a scan is this many distinct function codes asked ...
+    pub fc_scan_distinct: u32,
+    /// ... or answered "illegal function" ...
+    pub fc_scan_refused: u32,
+    /// ... this many distinct start addresses asked ...
+    pub address_scan_distinct: u32,
+    /// ... or answered "illegal data address" ...
+    pub address_scan_refused: u32,
+    /// ... this many distinct unit ids asked ...
+    pub unit_scan_distinct: u32,
+    /// ... or answered with a gateway exception (10, 11).
+    pub unit_scan_refused: u32,
 }
 
 impl Default for Thresholds {
@@ -54,6 +69,17 @@ impl Default for Thresholds {
             flood_max_outstanding: 32,
             busy_count: 3,
             busy_window_ns: 60_000_000_000,
+            scan_window_ns: 60_000_000_000,
+            // An HMI's repertoire is 1-6, 15, 16 and perhaps 23 and 43.
+            fc_scan_distinct: 10,
+            fc_scan_refused: 3,
+            // A poll list holds tens of blocks, read over and over; a sweep
+            // asks for hundreds or thousands.
+            address_scan_distinct: 200,
+            address_scan_refused: 10,
+            // A gateway's master may poll a dozen or two units.
+            unit_scan_distinct: 32,
+            unit_scan_refused: 5,
         }
     }
 }

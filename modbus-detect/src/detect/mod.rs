@@ -17,6 +17,7 @@ pub mod ml;
 pub mod program;
 pub mod protocol;
 pub mod registers;
+pub mod scans;
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -188,6 +189,7 @@ pub struct Detectors {
     enumeration: enumeration::Enumeration,
     program: program::ProgramOperations,
     protocol: protocol::ProtocolRules,
+    scans: scans::Scans,
     registers: registers::RegisterRules,
     baseline: baseline_rules::BaselineRules,
     exceptions: exceptions::ExceptionBurst,
@@ -203,6 +205,7 @@ impl Detectors {
             enumeration: enumeration::Enumeration,
             program: program::ProgramOperations,
             protocol: protocol::ProtocolRules::new(cfg.thresholds),
+            scans: scans::Scans::new(cfg.thresholds),
             registers: registers::RegisterRules::new(cfg.limits_file.clone()),
             baseline: baseline_rules::BaselineRules::new(cfg.baseline.clone(), cfg.thresholds),
             exceptions: exceptions::ExceptionBurst::new(cfg.thresholds),
@@ -231,6 +234,7 @@ impl Detectors {
         self.enumeration.on_request(ctx, out);
         self.program.on_request(ctx, out);
         self.protocol.on_request(ctx, out);
+        self.scans.on_request(ctx, out);
         self.registers.on_request(ctx, out);
         self.baseline.on_request(ctx, out);
         self.flood.on_request(ctx, out);
@@ -243,6 +247,7 @@ impl Detectors {
         self.registers.on_response(ctx, out);
         self.exceptions.on_response(ctx, out);
         self.protocol.on_response(ctx, out);
+        self.scans.on_response(ctx, out);
     }
 
     /// Entries evicted from the rules' bounded state tables.
@@ -252,6 +257,7 @@ impl Detectors {
             + self.exceptions.evicted()
             + self.flood.evicted()
             + self.protocol.evicted()
+            + self.scans.evicted()
     }
 }
 

@@ -775,6 +775,11 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> AlertDetails {
             d.target_policy = Some(policy.name().into());
         }
         Detail::Program { op } => d.operation = Some(op.name().into()),
+        Detail::Scan { distinct, refused } => {
+            d.threshold = Some(distinct);
+            d.reason = Some(if refused { "refused" } else { "asked" }.into());
+            d.window_s = Some(cfg.thresholds.scan_window_ns as f64 / 1e9);
+        }
         Detail::Reserved { reason } => match reason {
             ReservedReason::Code => d.reason = Some("reserved_function_code".into()),
             ReservedReason::Diagnostic(sub) => {
@@ -1039,6 +1044,20 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
                 ReservedReason::Mei(mei) => format!("FC 43 MEI type {mei}, reserved"),
             };
             format!("{} sent {} unit {} a request with {what}", a.src, a.dst, a.unit)
+        }
+        Detail::Scan { distinct, refused } => {
+            let what = match a.kind {
+                AlertKind::FunctionCodeScan => "function codes",
+                AlertKind::AddressScan => "start addresses",
+                _ => "unit ids",
+            };
+            format!(
+                "{} {} {distinct} distinct {what} of slave {} within {} s: a scan",
+                a.src,
+                if refused { "was refused" } else { "asked for" },
+                a.dst,
+                cfg.thresholds.scan_window_ns / 1_000_000_000
+            )
         }
         Detail::Program { op } => format!(
             "{} sent {} unit {} a PLC program or operating-mode operation: {}",
