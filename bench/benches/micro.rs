@@ -273,6 +273,8 @@ impl AduSink for CountSink {
         _ts_ns: u64,
     ) {
     }
+
+    fn not_modbus(&mut self, _ts_ns: u64) {}
 }
 
 fn reassembly(c: &mut Criterion) {

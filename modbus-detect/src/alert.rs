@@ -48,10 +48,12 @@ pub enum AlertKind {
     AddressScan,
     /// One master addressing many unit ids of a slave or gateway.
     UnitIdScan,
+    /// A stream on a Modbus port that is another protocol.
+    NonModbusTraffic,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 18] = [
+    pub const ALL: [AlertKind; 19] = [
         AlertKind::RogueMaster,
         AlertKind::UnauthorizedWrite,
         AlertKind::RegisterOutOfRange,
@@ -70,6 +72,7 @@ impl AlertKind {
         AlertKind::FunctionCodeScan,
         AlertKind::AddressScan,
         AlertKind::UnitIdScan,
+        AlertKind::NonModbusTraffic,
     ];
 
     /// The type name users' scripts and SIEM parsers match on.
@@ -93,6 +96,7 @@ impl AlertKind {
             AlertKind::FunctionCodeScan => "FUNCTION_CODE_SCAN",
             AlertKind::AddressScan => "ADDRESS_SCAN",
             AlertKind::UnitIdScan => "UNIT_ID_SCAN",
+            AlertKind::NonModbusTraffic => "NON_MODBUS_TRAFFIC",
         }
     }
 
@@ -117,6 +121,7 @@ impl AlertKind {
             AlertKind::FunctionCodeScan => "MBD-016",
             AlertKind::AddressScan => "MBD-017",
             AlertKind::UnitIdScan => "MBD-018",
+            AlertKind::NonModbusTraffic => "MBD-019",
         }
     }
 
@@ -143,6 +148,7 @@ impl AlertKind {
             AlertKind::PlcProgramOperation => "Program Change",
             AlertKind::ReservedFunctionCode => "Protocol Anomaly",
             AlertKind::SlaveBusyAckDelay => "Device Fault or Probing",
+            AlertKind::NonModbusTraffic => "Protocol Anomaly",
             AlertKind::FunctionCodeScan | AlertKind::AddressScan | AlertKind::UnitIdScan => {
                 "Reconnaissance"
             }

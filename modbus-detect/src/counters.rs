@@ -107,6 +107,9 @@ pub struct Counters {
     /// devices send `81 06 00`): decoded as exceptions, the deviation
     /// counted here rather than raised.
     pub exceptions_with_trailing_bytes: u64,
+    /// Stream directions on a Modbus port that broke the framing before
+    /// any ADU: another protocol (NON_MODBUS_TRAFFIC).
+    pub non_modbus_streams: u64,
     /// IP fragments taken for reassembly ...
     pub ip_fragments: u64,
     /// ... datagrams they completed ...
@@ -170,6 +173,7 @@ impl Counters {
         self.checksum_unverified += o.checksum_unverified;
         self.ttl_expired_segments += o.ttl_expired_segments;
         self.exceptions_with_trailing_bytes += o.exceptions_with_trailing_bytes;
+        self.non_modbus_streams += o.non_modbus_streams;
         self.ip_fragments += o.ip_fragments;
         self.ip_datagrams_reassembled += o.ip_datagrams_reassembled;
         self.fragment_overlaps += o.fragment_overlaps;

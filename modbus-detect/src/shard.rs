@@ -786,12 +786,33 @@ impl AduSink for ModbusSink<'_> {
     }
 
     fn malformed(&mut self, reason: &'static str, ts_ns: u64) {
+        if self.pair.not_modbus {
+            // The connection is another protocol (raised once as such):
+            // its framing errors are counted, not raised one by one.
+            self.st.counters.malformed_adus += 1;
+            return;
+        }
         let alert = self.malformed_alert(reason, ts_ns);
         self.raise_malformed(alert);
     }
 
     fn conflicting_copies(&mut self, policy: TargetPolicy, ts_ns: u64) {
         self.evasion(Evasion::ConflictingCopies, policy, ts_ns);
+    }
+
+    /// One alert per connection, from the side that first broke the
+    /// framing.
+    fn not_modbus(&mut self, ts_ns: u64) {
+        if std::mem::replace(&mut self.pair.not_modbus, true) {
+            return;
+        }
+        let ep = self.endpoints();
+        let kind = AlertKind::NonModbusTraffic;
+        let alert = match self.dir {
+            Dir::ToServer => ep.from_master(kind, Severity::High, ts_ns),
+            Dir::ToClient => ep.from_slave(kind, Severity::High, ts_ns),
+        };
+        self.st.alerts.raise(alert, 1);
     }
 
     /// A request behind a header the stream could not frame by, decoded

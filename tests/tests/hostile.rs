@@ -587,6 +587,8 @@ impl modbus_detect::flow::reassembly::AduSink for Tally {
     ) {
         self.conflicts += 1;
     }
+
+    fn not_modbus(&mut self, _ts_ns: u64) {}
 }
 
 /// xorshift64*: deterministic, no dependency.

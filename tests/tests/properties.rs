@@ -287,6 +287,8 @@ impl AduSink for Collect {
     ) {
         self.conflicts += 1;
     }
+
+    fn not_modbus(&mut self, _ts_ns: u64) {}
 }
 
 /// Feed `segs` (offsets into `stream`) to a stream that starts at `isn`.

@@ -29,13 +29,14 @@ fn raised(capture: &str, extra: &[&str]) -> BTreeMap<String, u64> {
 }
 
 /// The types issue 14 adds: ordinary traffic raises none of them.
-const NEW_TYPES: [&str; 6] = [
+const NEW_TYPES: [&str; 7] = [
     "PLC_PROGRAM_OPERATION",
     "RESERVED_FUNCTION_CODE",
     "SLAVE_BUSY_ACK_DELAY",
     "FUNCTION_CODE_SCAN",
     "ADDRESS_SCAN",
     "UNIT_ID_SCAN",
+    "NON_MODBUS_TRAFFIC",
 ];
 
 fn expect(capture: &str, extra: &[&str], want: &[(&str, u64)]) {
@@ -49,7 +50,10 @@ fn expect(capture: &str, extra: &[&str], want: &[(&str, u64)]) {
 /// three times each, clear counters (10), FC 17 and FC 43/14 twice each;
 /// slave 10.0.0.8 answers ten requests with exceptions 5 and 6 (each with
 /// a stray third byte: `81 05 00`); one ADU of 10.0.0.57 has an MBAP length
-/// above 254, one of 10.0.0.8 a protocol id other than 0. No slave answers
+/// above 254, one of 10.0.0.8 a protocol id other than 0. The connection
+/// from port 2585 opens with 451 bytes of a repeated pattern under an MBAP
+/// length of 34,820 and goes on with a protocol id of 16 (Quickdraw's
+/// illegal-packet-size and non-Modbus tests): NON_MODBUS_TRAFFIC. No slave answers
 /// "illegal function" or "illegal data address" and no master asks for ten
 /// function codes or a hundred addresses: Quickdraw's scan signatures (on
 /// exceptions 1 and 2) have nothing to match in part 1, and nor do ours.
@@ -64,6 +68,7 @@ fn quickdraw_part1() {
             ("EXCEPTION_BURST", 10),
             ("SLAVE_BUSY_ACK_DELAY", 8),
             ("MALFORMED_MBAP_HEADER", 2),
+            ("NON_MODBUS_TRAFFIC", 1),
         ],
     );
 }
@@ -97,6 +102,21 @@ fn zeek_fuzzed() {
     assert!(
         got.get("MALFORMED_MBAP_HEADER").is_some_and(|n| *n > 0),
         "{got:?}"
+    );
+}
+
+/// Zeek's capture of scanners on port 502: besides one Modbus connection
+/// (10.0.0.9, ordinary reads and writes), six connections from the
+/// Internet open with DCE/RPC, ONC RPC, TLS, HTTP, an "MGLNDD" probe and
+/// RDP (tshark: no Modbus in them). Each is one NON_MODBUS_TRAFFIC; the
+/// server's answers (MBAP-shaped, echoing the probe's protocol id) are
+/// counted, not raised.
+#[test]
+fn zeek_non_modbus_on_502() {
+    expect(
+        "real/zeek_modbus-and-non-modbus-p502.pcap",
+        &[],
+        &[("NON_MODBUS_TRAFFIC", 6)],
     );
 }
 

@@ -75,6 +75,8 @@ impl AduSink for Sink {
         self.conflicts += 1;
     }
 
+    fn not_modbus(&mut self, _ts_ns: u64) {}
+
     fn malformed(&mut self, _reason: &'static str, _ts_ns: u64) {
         self.malformed += 1;
     }

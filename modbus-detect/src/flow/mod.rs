@@ -161,6 +161,9 @@ pub struct PairCache {
     /// The pair in the shard's inventory: `Some(Some(id))` recorded there,
     /// `Some(None)` left out (the inventory was full), `None` not yet seen.
     pub inventory: Option<Option<PairId>>,
+    /// NON_MODBUS_TRAFFIC was raised for the connection (once for both
+    /// directions).
+    pub not_modbus: bool,
 }
 
 impl Flow {

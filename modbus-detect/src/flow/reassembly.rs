@@ -42,7 +42,15 @@ pub trait AduSink {
     /// takes (its `policy`), someone is showing the sensor and the PLC
     /// different data, an evasion attempt.
     fn conflicting_copies(&mut self, policy: TargetPolicy, ts_ns: u64);
+    /// This direction of the connection is not Modbus/TCP: it broke the
+    /// framing before any ADU came through. Said once per stream; the
+    /// framing errors that follow are not reported one by one.
+    fn not_modbus(&mut self, ts_ns: u64);
 }
+
+/// Bytes a stream may skip looking for an ADU boundary, before its first
+/// ADU, until it is taken for another protocol.
+const UNFRAMED_LIMIT: u32 = 64;
 
 /// A segment held until the hole before it is filled.
 #[derive(Debug)]
@@ -114,6 +122,12 @@ pub struct Stream {
     peer_window: Option<u32>,
     /// How the receiver resolves overlapping copies.
     policy: TargetPolicy,
+    /// An ADU came through: the stream is Modbus.
+    decoded: bool,
+    /// Taken for another protocol (see [`AduSink::not_modbus`]).
+    foreign: bool,
+    /// Bytes skipped without an ADU boundary before the first ADU.
+    unframed: u32,
     bufs: Option<Box<Buffers>>,
 }
 
@@ -634,6 +648,12 @@ impl Stream {
                 }
                 None => {
                     sink.counters().resync_bytes_skipped += data.len() as u64;
+                    if !self.decoded {
+                        self.unframed = self.unframed.saturating_add(data.len() as u32);
+                        if self.unframed >= UNFRAMED_LIMIT {
+                            self.not_modbus(ts_ns, sink);
+                        }
+                    }
                     return;
                 }
             }
@@ -646,7 +666,8 @@ impl Stream {
         }
         while let Some(header) = Mbap::parse(data) {
             if let Err(problem) = header.check() {
-                self.bad_header(problem.describe(), data.len(), ts_ns, sink);
+                let foreign = foreign_header(&header);
+                self.bad_header(problem.describe(), foreign, data.len(), ts_ns, sink);
                 sink.salvage(data, ts_ns);
                 return;
             }
@@ -655,6 +676,7 @@ impl Stream {
                 break;
             }
             let (adu, rest) = data.split_at(len);
+            self.decoded = true;
             if sink.adu(adu, ts_ns) == AduVerdict::Resync {
                 sink.salvage(data, ts_ns);
                 // Bytes after an ADU whose length proved wrong cannot be
@@ -695,7 +717,14 @@ impl Stream {
         if let Err(problem) = header.check() {
             let ts = bufs.partial_ts;
             let held = std::mem::take(&mut bufs.partial);
-            self.bad_header(problem.describe(), held.len() + data.len(), ts, sink);
+            let foreign = foreign_header(&header);
+            self.bad_header(
+                problem.describe(),
+                foreign,
+                held.len() + data.len(),
+                ts,
+                sink,
+            );
             let mut bytes = held;
             bytes.extend_from_slice(data);
             sink.salvage(&bytes, ts);
@@ -708,6 +737,7 @@ impl Stream {
         if take < need {
             return None;
         }
+        self.decoded = true;
         let verdict = sink.adu(&bufs.partial, bufs.partial_ts);
         if verdict == AduVerdict::Resync {
             sink.salvage(&bufs.partial, bufs.partial_ts);
@@ -722,19 +752,46 @@ impl Stream {
     }
 
     /// An invalid MBAP header: its length cannot be trusted, so the rest of
-    /// the segment is dropped and the stream resynchronises.
+    /// the segment is dropped and the stream resynchronises. A header that
+    /// is no MBAP header at all (`foreign`) before any ADU came through
+    /// means the stream is another protocol.
     fn bad_header(
         &mut self,
         reason: &'static str,
+        foreign: bool,
         dropped: usize,
         ts_ns: u64,
         sink: &mut impl AduSink,
     ) {
-        sink.malformed(reason, ts_ns);
+        if foreign && !self.decoded {
+            self.not_modbus(ts_ns, sink);
+        } else {
+            sink.malformed(reason, ts_ns);
+        }
         sink.counters().resync_bytes_skipped += dropped as u64;
         self.resync = true;
     }
+
+    /// The stream is another protocol than Modbus/TCP: said once.
+    fn not_modbus(&mut self, ts_ns: u64, sink: &mut impl AduSink) {
+        if !self.foreign {
+            self.foreign = true;
+            sink.counters().non_modbus_streams += 1;
+            sink.not_modbus(ts_ns);
+        }
+    }
 }
+
+/// The first bytes of another protocol rather than a broken MBAP header:
+/// both the protocol id (not 0) and the length (more than any ADU holds)
+/// are wrong. HTTP, TLS, RPC and scanners' probes all look like this; a
+/// Modbus stack's framing mistakes get one of the two wrong, not both.
+fn foreign_header(header: &Mbap) -> bool {
+    header.proto != 0 && usize::from(header.len) > MAX_MBAP_LEN
+}
+
+/// The largest MBAP length field a specification-abiding ADU has.
+const MAX_MBAP_LEN: usize = 254;
 
 /// Add a held segment after those starting at or before it.
 fn insert_sorted(bufs: &mut Buffers, seq: u32, ts_ns: u64, data: Vec<u8>) {
@@ -851,6 +908,10 @@ mod tests {
 
         fn conflicting_copies(&mut self, policy: TargetPolicy, _ts: u64) {
             self.conflicts.push(policy);
+        }
+
+        fn not_modbus(&mut self, _ts: u64) {
+            self.malformed.push("not Modbus");
         }
     }
 

@@ -1066,6 +1066,10 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
             a.unit,
             op.name()
         ),
+        Detail::None if a.kind == AlertKind::NonModbusTraffic => format!(
+            "{} -> {}: the connection on a Modbus port carried another protocol (its framing broke before any Modbus message)",
+            a.src, a.dst
+        ),
         Detail::None => format!("{} from {} to {} ({fc})", a.kind.name(), a.src, a.dst),
     }
 }
