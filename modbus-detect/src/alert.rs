@@ -50,10 +50,12 @@ pub enum AlertKind {
     UnitIdScan,
     /// A stream on a Modbus port that is another protocol.
     NonModbusTraffic,
+    /// A byte count or quantity that does not fit the function code.
+    InvalidPduLength,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 19] = [
+    pub const ALL: [AlertKind; 20] = [
         AlertKind::RogueMaster,
         AlertKind::UnauthorizedWrite,
         AlertKind::RegisterOutOfRange,
@@ -73,6 +75,7 @@ impl AlertKind {
         AlertKind::AddressScan,
         AlertKind::UnitIdScan,
         AlertKind::NonModbusTraffic,
+        AlertKind::InvalidPduLength,
     ];
 
     /// The type name users' scripts and SIEM parsers match on.
@@ -97,6 +100,7 @@ impl AlertKind {
             AlertKind::AddressScan => "ADDRESS_SCAN",
             AlertKind::UnitIdScan => "UNIT_ID_SCAN",
             AlertKind::NonModbusTraffic => "NON_MODBUS_TRAFFIC",
+            AlertKind::InvalidPduLength => "INVALID_PDU_LENGTH",
         }
     }
 
@@ -122,6 +126,7 @@ impl AlertKind {
             AlertKind::AddressScan => "MBD-017",
             AlertKind::UnitIdScan => "MBD-018",
             AlertKind::NonModbusTraffic => "MBD-019",
+            AlertKind::InvalidPduLength => "MBD-020",
         }
     }
 
@@ -148,7 +153,7 @@ impl AlertKind {
             AlertKind::PlcProgramOperation => "Program Change",
             AlertKind::ReservedFunctionCode => "Protocol Anomaly",
             AlertKind::SlaveBusyAckDelay => "Device Fault or Probing",
-            AlertKind::NonModbusTraffic => "Protocol Anomaly",
+            AlertKind::NonModbusTraffic | AlertKind::InvalidPduLength => "Protocol Anomaly",
             AlertKind::FunctionCodeScan | AlertKind::AddressScan | AlertKind::UnitIdScan => {
                 "Reconnaissance"
             }

@@ -20,7 +20,7 @@ use crate::flow::policy::TargetPolicy;
 use crate::flow::reassembly::{AduSink, AduVerdict};
 use crate::flow::{Dir, Flow, FlowKey, FlowTable, PairCache, Side};
 use crate::modbus::mbap::{Mbap, MBAP_LEN};
-use crate::modbus::pdu::{parse_request, parse_response, request_len_by_shape, Response};
+use crate::modbus::pdu::{parse_request, parse_response, request_len_by_shape, PduError, Response};
 use crate::modbus::record::{AduOrigin, AduRecord};
 use crate::modbus::transaction::{EarlyResponse, PendingRequest, PendingTable};
 use crate::roles;
@@ -593,7 +593,7 @@ impl ModbusSink<'_> {
                 self.record(ts_ns, |o| {
                     AduRecord::undecodable(o, mbap, pdu, true, e.describe())
                 });
-                self.malformed_pdu(mbap, pdu, e.describe(), ts_ns);
+                self.malformed_pdu(mbap, pdu, &e, ts_ns);
                 return AduVerdict::Resync;
             }
         };
@@ -639,7 +639,7 @@ impl ModbusSink<'_> {
                 self.record(ts_ns, |o| {
                     AduRecord::undecodable(o, mbap, pdu, false, e.describe())
                 });
-                self.malformed_pdu(mbap, pdu, e.describe(), ts_ns);
+                self.malformed_pdu(mbap, pdu, &e, ts_ns);
                 return AduVerdict::Resync;
             }
         };
@@ -732,8 +732,14 @@ impl ModbusSink<'_> {
     }
 
     /// A PDU that does not fit its MBAP length: the length field is wrong.
-    fn malformed_pdu(&mut self, mbap: &Mbap, pdu: &[u8], reason: &'static str, ts_ns: u64) {
-        let mut alert = self.malformed_alert(reason, ts_ns);
+    /// A PDU that does not fit its MBAP length (MALFORMED_MBAP_HEADER), or
+    /// whose byte count does not fit its quantity or data
+    /// (INVALID_PDU_LENGTH).
+    fn malformed_pdu(&mut self, mbap: &Mbap, pdu: &[u8], e: &PduError, ts_ns: u64) {
+        let mut alert = self.malformed_alert(e.describe(), ts_ns);
+        if matches!(e, PduError::ByteCountMismatch { .. }) {
+            alert.kind = AlertKind::InvalidPduLength;
+        }
         alert.unit = mbap.unit;
         alert.function_code = pdu.first().copied().unwrap_or(0);
         self.raise_malformed(alert);

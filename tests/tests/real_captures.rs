@@ -29,7 +29,7 @@ fn raised(capture: &str, extra: &[&str]) -> BTreeMap<String, u64> {
 }
 
 /// The types issue 14 adds: ordinary traffic raises none of them.
-const NEW_TYPES: [&str; 7] = [
+const NEW_TYPES: [&str; 8] = [
     "PLC_PROGRAM_OPERATION",
     "RESERVED_FUNCTION_CODE",
     "SLAVE_BUSY_ACK_DELAY",
@@ -37,6 +37,7 @@ const NEW_TYPES: [&str; 7] = [
     "ADDRESS_SCAN",
     "UNIT_ID_SCAN",
     "NON_MODBUS_TRAFFIC",
+    "INVALID_PDU_LENGTH",
 ];
 
 fn expect(capture: &str, extra: &[&str], want: &[(&str, u64)]) {

@@ -9,6 +9,12 @@
 //!   vendors' own, and the codes of known vendor protocols (Schneider UMAS
 //!   90, Modicon 125/126) are PLC_PROGRAM_OPERATION's: neither is an
 //!   anomaly here.
+//! - INVALID_PDU_LENGTH (here the quantities; byte counts that do not
+//!   fit their PDU are found by the parser, see `shard`): a quantity of 0
+//!   or above the protocol's maxima (2000 coils or inputs, 125 registers
+//!   read, 1968 coils or 123 registers written; FC 23: 125 read, 121
+//!   written), and a read response whose byte count is not what its
+//!   request asked for (Snort 144:1, Suricata `invalid_length`).
 //! - SLAVE_BUSY_ACK_DELAY: a slave answering again and again with
 //!   exception 5 (acknowledge: "working on it") or 6 (server busy), the
 //!   Quickdraw signature of a device kept busy or stalling its master.
@@ -58,6 +64,11 @@ impl ProtocolRules {
     }
 
     pub fn on_request(&self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
+        if let Some(reason) = quantity_problem(ctx.req) {
+            let mut alert = ctx.alert(AlertKind::InvalidPduLength, Severity::Medium);
+            alert.detail = Detail::Malformed { reason };
+            out.raise(alert, 1);
+        }
         let reason = match *ctx.req {
             Request::Diagnostics { sub, .. } if !diagnostic_is_defined(sub) => {
                 ReservedReason::Diagnostic(sub)
@@ -74,6 +85,11 @@ impl ProtocolRules {
     }
 
     pub fn on_response(&mut self, ctx: &ResponseCtx<'_>, out: &mut impl AlertSink) {
+        if let Some(reason) = read_count_problem(ctx) {
+            let mut alert = ctx.alert(AlertKind::InvalidPduLength, Severity::Medium);
+            alert.detail = Detail::Malformed { reason };
+            out.raise(alert, 1);
+        }
         let Response::Exception { code, .. } = *ctx.resp else {
             return;
         };
@@ -101,6 +117,46 @@ impl ProtocolRules {
     }
 }
 
+/// A quantity of 0 or above its function code's maximum (Modbus
+/// Application Protocol v1.1b3, 6.1-6.17).
+fn quantity_problem(req: &Request<'_>) -> Option<&'static str> {
+    let (qty, max) = match *req {
+        Request::ReadCoils { qty, .. } | Request::ReadDiscreteInputs { qty, .. } => (qty, 2000),
+        Request::ReadHoldingRegisters { qty, .. } | Request::ReadInputRegisters { qty, .. } => {
+            (qty, 125)
+        }
+        Request::WriteMultipleCoils { qty, .. } => (qty, 1968),
+        Request::WriteMultipleRegisters { qty, .. } => (qty, 123),
+        Request::ReadWriteMultipleRegisters {
+            read_qty,
+            write_qty,
+            ..
+        } => {
+            if write_qty == 0 || write_qty > 121 {
+                return Some("FC 23 write quantity outside 1 to 121");
+            }
+            (read_qty, 125)
+        }
+        _ => return None,
+    };
+    match qty {
+        0 => Some("quantity 0"),
+        q if q > max => Some("quantity above the protocol's maximum for the function code"),
+        _ => None,
+    }
+}
+
+/// A read response whose byte count is not what its request asked for.
+fn read_count_problem(ctx: &ResponseCtx<'_>) -> Option<&'static str> {
+    let (_, qty) = ctx.request?.read?;
+    let (got, want) = match *ctx.resp {
+        Response::ReadBits { data, .. } => (data.len(), usize::from(qty).div_ceil(8)),
+        Response::ReadRegisters { data, .. } => (data.len(), 2 * usize::from(qty)),
+        _ => return None,
+    };
+    (got != want).then_some("read response byte count does not match the request's quantity")
+}
+
 /// Why a request's function code is an anomaly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReservedReason {
@@ -116,6 +172,7 @@ pub enum ReservedReason {
 mod tests {
     use super::*;
     use crate::detect::testutil::*;
+    use crate::modbus::transaction::PendingRequest;
 
     fn reserved(r: Request<'_>) -> u64 {
         let mut out = Collected::default();
@@ -180,5 +237,68 @@ mod tests {
         let spread: Vec<u64> = (0..n).map(|i| i * window_ms).collect();
         assert_eq!(busy(&spread, BUSY), 0, "spread beyond the window");
         assert_eq!(busy(&quick, 2), 0, "other exception codes are not busy");
+    }
+
+    fn invalid(r: Request<'_>) -> u64 {
+        let mut out = Collected::default();
+        ProtocolRules::new(Thresholds::default()).on_request(&req(0, ep(1, 2), &r), &mut out);
+        out.count(AlertKind::InvalidPduLength)
+    }
+
+    #[test]
+    fn quantities_on_both_sides_of_the_protocol_maxima() {
+        let hr = |qty| Request::ReadHoldingRegisters { addr: 0, qty };
+        let coils = |qty| Request::ReadCoils { addr: 0, qty };
+        assert_eq!(invalid(hr(125)), 0);
+        assert_eq!(invalid(hr(126)), 1);
+        assert_eq!(invalid(hr(1)), 0);
+        assert_eq!(invalid(hr(0)), 1);
+        assert_eq!(invalid(coils(2000)), 0);
+        assert_eq!(invalid(coils(2001)), 1);
+        let regs = [0u8; 246];
+        let write = |qty| Request::WriteMultipleRegisters {
+            addr: 0,
+            qty,
+            values: &regs,
+        };
+        assert_eq!(invalid(write(123)), 0);
+        assert_eq!(invalid(write(124)), 1);
+        let rw = |read_qty, write_qty| Request::ReadWriteMultipleRegisters {
+            read_addr: 0,
+            read_qty,
+            write_addr: 0,
+            write_qty,
+            values: &regs,
+        };
+        assert_eq!(invalid(rw(125, 121)), 0);
+        assert_eq!(invalid(rw(125, 122)), 1);
+        assert_eq!(invalid(rw(126, 1)), 1);
+    }
+
+    #[test]
+    fn a_read_response_must_hold_what_was_asked() {
+        let answer = |qty: u16, bytes: usize, coils: bool| {
+            let mut rules = ProtocolRules::new(Thresholds::default());
+            let mut out = Collected::default();
+            let asked = if coils {
+                Request::ReadCoils { addr: 0, qty }
+            } else {
+                Request::ReadHoldingRegisters { addr: 0, qty }
+            };
+            let pending = PendingRequest::new(0, 1, 1, &asked);
+            let data = vec![0u8; bytes];
+            let r = if coils {
+                Response::ReadBits { fc: 1, data: &data }
+            } else {
+                Response::ReadRegisters { fc: 3, data: &data }
+            };
+            rules.on_response(&resp(0, ep(1, 2), &r, Some(&pending)), &mut out);
+            out.count(AlertKind::InvalidPduLength)
+        };
+        assert_eq!(answer(10, 20, false), 0);
+        assert_eq!(answer(10, 18, false), 1);
+        assert_eq!(answer(10, 22, false), 1);
+        assert_eq!(answer(9, 2, true), 0, "9 coils in 2 bytes");
+        assert_eq!(answer(9, 1, true), 1);
     }
 }
