@@ -52,10 +52,14 @@ pub enum AlertKind {
     NonModbusTraffic,
     /// A byte count or quantity that does not fit the function code.
     InvalidPduLength,
+    /// A response with no outstanding request.
+    UnsolicitedResponse,
+    /// A response that does not match its request.
+    ResponseMismatch,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 20] = [
+    pub const ALL: [AlertKind; 22] = [
         AlertKind::RogueMaster,
         AlertKind::UnauthorizedWrite,
         AlertKind::RegisterOutOfRange,
@@ -76,6 +80,8 @@ impl AlertKind {
         AlertKind::UnitIdScan,
         AlertKind::NonModbusTraffic,
         AlertKind::InvalidPduLength,
+        AlertKind::UnsolicitedResponse,
+        AlertKind::ResponseMismatch,
     ];
 
     /// The type name users' scripts and SIEM parsers match on.
@@ -101,6 +107,8 @@ impl AlertKind {
             AlertKind::UnitIdScan => "UNIT_ID_SCAN",
             AlertKind::NonModbusTraffic => "NON_MODBUS_TRAFFIC",
             AlertKind::InvalidPduLength => "INVALID_PDU_LENGTH",
+            AlertKind::UnsolicitedResponse => "UNSOLICITED_RESPONSE",
+            AlertKind::ResponseMismatch => "RESPONSE_MISMATCH",
         }
     }
 
@@ -127,6 +135,8 @@ impl AlertKind {
             AlertKind::UnitIdScan => "MBD-018",
             AlertKind::NonModbusTraffic => "MBD-019",
             AlertKind::InvalidPduLength => "MBD-020",
+            AlertKind::UnsolicitedResponse => "MBD-021",
+            AlertKind::ResponseMismatch => "MBD-022",
         }
     }
 
@@ -153,7 +163,10 @@ impl AlertKind {
             AlertKind::PlcProgramOperation => "Program Change",
             AlertKind::ReservedFunctionCode => "Protocol Anomaly",
             AlertKind::SlaveBusyAckDelay => "Device Fault or Probing",
-            AlertKind::NonModbusTraffic | AlertKind::InvalidPduLength => "Protocol Anomaly",
+            AlertKind::NonModbusTraffic
+            | AlertKind::InvalidPduLength
+            | AlertKind::UnsolicitedResponse
+            | AlertKind::ResponseMismatch => "Protocol Anomaly",
             AlertKind::FunctionCodeScan | AlertKind::AddressScan | AlertKind::UnitIdScan => {
                 "Reconnaissance"
             }

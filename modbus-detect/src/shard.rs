@@ -390,6 +390,7 @@ impl Shard {
         let limits = &self.limits;
         if syn {
             this.on_syn(meta.seq, &mut st.counters);
+            pair.from_start |= dir == Dir::ToServer && !ack;
         }
         if ack {
             other.on_peer_ack(
@@ -398,6 +399,16 @@ impl Shard {
                 limits,
                 &mut st.sink(key, pending, pair, dir.reverse()),
             );
+        }
+        // Requests lost to the capture (a hole given up, or bytes the
+        // server acknowledges that the sensor never saw): a response to
+        // one is no proof of an unsolicited answer.
+        let lost = match dir {
+            Dir::ToServer => this.lost_bytes(None),
+            Dir::ToClient => other.lost_bytes(ack.then_some(meta.ack)),
+        };
+        if lost {
+            pair.from_start = false;
         }
         if rst {
             // The receiver checks an RST before anything else and takes no
@@ -718,6 +729,7 @@ impl ModbusSink<'_> {
             self.st.counters.matched_responses += 1;
         } else {
             self.st.counters.unmatched_responses += 1;
+            self.unanswered_response(mbap, resp, ts_ns);
         }
         let ctx = ResponseCtx {
             ts_ns,
@@ -731,7 +743,35 @@ impl ModbusSink<'_> {
         self.st.analysis.on_response(&ctx, &mut self.st.alerts);
     }
 
-    /// A PDU that does not fit its MBAP length: the length field is wrong.
+    /// A response that answers no outstanding request: one with its
+    /// transaction id but another function code (not an exception) is a
+    /// mismatch; on a
+    /// connection seen from its start, none at all is unsolicited (a
+    /// capture that began later may just have missed the request).
+    #[cold]
+    fn unanswered_response(&mut self, mbap: &Mbap, resp: &Response<'_>, ts_ns: u64) {
+        let ep = self.endpoints();
+        let (kind, reason) = match self.pending.function_code_of(mbap.tid, mbap.unit) {
+            // An exception with another code: what servers send for a
+            // request they could not parse (0x80 for a short FC 3), no
+            // spoofed answer.
+            Some(_) if matches!(resp, Response::Exception { .. }) => return,
+            Some(_) => (
+                AlertKind::ResponseMismatch,
+                "function code other than its request's",
+            ),
+            None if self.pair.from_start => {
+                (AlertKind::UnsolicitedResponse, "no outstanding request")
+            }
+            None => return,
+        };
+        let mut alert = ep.from_slave(kind, Severity::Medium, ts_ns);
+        alert.unit = mbap.unit;
+        alert.function_code = resp.function_code();
+        alert.detail = Detail::Malformed { reason };
+        self.st.alerts.raise(alert, 1);
+    }
+
     /// A PDU that does not fit its MBAP length (MALFORMED_MBAP_HEADER), or
     /// whose byte count does not fit its quantity or data
     /// (INVALID_PDU_LENGTH).

@@ -29,7 +29,7 @@ fn raised(capture: &str, extra: &[&str]) -> BTreeMap<String, u64> {
 }
 
 /// The types issue 14 adds: ordinary traffic raises none of them.
-const NEW_TYPES: [&str; 8] = [
+const NEW_TYPES: [&str; 10] = [
     "PLC_PROGRAM_OPERATION",
     "RESERVED_FUNCTION_CODE",
     "SLAVE_BUSY_ACK_DELAY",
@@ -38,6 +38,8 @@ const NEW_TYPES: [&str; 8] = [
     "UNIT_ID_SCAN",
     "NON_MODBUS_TRAFFIC",
     "INVALID_PDU_LENGTH",
+    "UNSOLICITED_RESPONSE",
+    "RESPONSE_MISMATCH",
 ];
 
 fn expect(capture: &str, extra: &[&str], want: &[(&str, u64)]) {

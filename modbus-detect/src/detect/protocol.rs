@@ -90,9 +90,21 @@ impl ProtocolRules {
             alert.detail = Detail::Malformed { reason };
             out.raise(alert, 1);
         }
+        if let Some(reason) = echo_problem(ctx) {
+            let mut alert = ctx.alert(AlertKind::ResponseMismatch, Severity::Medium);
+            alert.detail = Detail::Malformed { reason };
+            out.raise(alert, 1);
+        }
         let Response::Exception { code, .. } = *ctx.resp else {
             return;
         };
+        if !matches!(code, 1..=6 | 8 | 10 | 11) {
+            let mut alert = ctx.alert(AlertKind::ResponseMismatch, Severity::Medium);
+            alert.detail = Detail::Malformed {
+                reason: "exception code the specification does not define",
+            };
+            out.raise(alert, 1);
+        }
         if !matches!(code, ACKNOWLEDGE | BUSY) {
             return;
         }
@@ -142,6 +154,23 @@ fn quantity_problem(req: &Request<'_>) -> Option<&'static str> {
     match qty {
         0 => Some("quantity 0"),
         q if q > max => Some("quantity above the protocol's maximum for the function code"),
+        _ => None,
+    }
+}
+
+/// A write response that does not echo its request (FC 5/6 address and
+/// value, FC 15/16 address and quantity). Read responses echo nothing
+/// (Suricata's value_mismatch flagged every FC 3/4 read response: not
+/// here).
+fn echo_problem(ctx: &ResponseCtx<'_>) -> Option<&'static str> {
+    let (addr, second) = ctx.request?.echo?;
+    match *ctx.resp {
+        Response::WriteSingle { addr: a, value, .. } if (a, value) != (addr, second) => {
+            Some("write response does not echo the request's address and value")
+        }
+        Response::WriteMultiple { addr: a, qty, .. } if (a, qty) != (addr, second) => {
+            Some("write response does not echo the request's address and quantity")
+        }
         _ => None,
     }
 }

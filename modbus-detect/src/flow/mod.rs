@@ -164,6 +164,10 @@ pub struct PairCache {
     /// NON_MODBUS_TRAFFIC was raised for the connection (once for both
     /// directions).
     pub not_modbus: bool,
+    /// The client's SYN was seen and none of its bytes went unseen: every
+    /// request of the connection was seen, so a response that answers
+    /// none is unsolicited.
+    pub from_start: bool,
 }
 
 impl Flow {

@@ -128,6 +128,8 @@ pub struct Stream {
     foreign: bool,
     /// Bytes skipped without an ADU boundary before the first ADU.
     unframed: u32,
+    /// A hole was given up: bytes of this direction went unseen.
+    lost: bool,
     bufs: Option<Box<Buffers>>,
 }
 
@@ -155,6 +157,12 @@ impl Stream {
         }
         self.next_seq = self.next_seq.wrapping_add(1);
         true
+    }
+
+    /// Whether bytes of this direction went unseen: a hole given up, or
+    /// the peer acknowledging (`peer_ack`) bytes the sensor never saw.
+    pub fn lost_bytes(&self, peer_ack: Option<u32>) -> bool {
+        self.lost || (self.synced && peer_ack.is_some_and(|a| seq_diff(a, self.next_seq) > 0))
     }
 
     /// Whether a SYN started this direction (as opposed to a mid-stream
@@ -516,6 +524,7 @@ impl Stream {
     /// bytes, and the sensor then decodes them.
     fn skip_to(&mut self, seq: u32, sink: &mut impl AduSink) {
         sink.counters().reassembly_gaps += 1;
+        self.lost = true;
         let start = self.next_seq;
         let b = self.bufs.get_or_insert_with(Box::default);
         sink.counters().resync_bytes_skipped += b.partial.len() as u64;

@@ -20,6 +20,9 @@ pub struct PendingRequest {
     pub fc: u8,
     /// Start address and quantity of what the request reads (FC 23: the read part).
     pub read: Option<(u16, u16)>,
+    /// What the response must echo: FC 5/6 address and value, FC 15/16
+    /// address and quantity.
+    pub echo: Option<(u16, u16)>,
 }
 
 impl PendingRequest {
@@ -36,12 +39,20 @@ impl PendingRequest {
             } => Some((read_addr, read_qty)),
             _ => None,
         };
+        let echo = match *req {
+            Request::WriteSingleCoil { addr, value }
+            | Request::WriteSingleRegister { addr, value } => Some((addr, value)),
+            Request::WriteMultipleCoils { addr, qty, .. }
+            | Request::WriteMultipleRegisters { addr, qty, .. } => Some((addr, qty)),
+            _ => None,
+        };
         PendingRequest {
             ts_ns,
             tid,
             unit,
             fc: req.function_code(),
             read,
+            echo,
         }
     }
 
@@ -170,6 +181,17 @@ impl PendingTable {
         rest.remove(pos)
     }
 
+    /// The function code of an outstanding request with this transaction
+    /// and unit id, if any (a response that matched none may answer it
+    /// with another function code).
+    pub fn function_code_of(&self, tid: u16, unit: u8) -> Option<u8> {
+        let of = |p: &PendingRequest| (p.tid == tid && p.unit == unit).then_some(p.fc);
+        self.head
+            .as_ref()
+            .and_then(of)
+            .or_else(|| self.spill.as_ref()?.rest.iter().find_map(of))
+    }
+
     /// Hold a response until its request shows up. Returns the oldest held
     /// response when the hold list was full (to be handled as unmatched).
     pub fn hold_early(&mut self, resp: EarlyResponse) -> Option<EarlyResponse> {
@@ -232,6 +254,7 @@ mod tests {
             unit: 1,
             fc: 3,
             read: Some((0, 10)),
+            echo: None,
         }
     }
 

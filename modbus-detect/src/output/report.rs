@@ -954,6 +954,17 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
             cfg.thresholds.exception_burst_window_ns / 1_000_000_000,
             exception_name(code)
         ),
+        Detail::Malformed { reason }
+            if matches!(
+                a.kind,
+                AlertKind::UnsolicitedResponse | AlertKind::ResponseMismatch
+            ) =>
+        {
+            format!(
+                "slave {} unit {} answered {} with {fc}: {reason}",
+                a.src, a.unit, a.dst
+            )
+        }
         Detail::Malformed { reason } if a.kind == AlertKind::InvalidPduLength => format!(
             "{} -> {} unit {}: {fc} with a byte count or quantity that does not fit it: {reason}",
             a.src, a.dst, a.unit
