@@ -39,6 +39,9 @@ pub struct Thresholds {
     pub busy_count: usize,
     /// ... within this window.
     pub busy_window_ns: u64,
+    /// REGISTER_VALUE_EXCESSIVE_RATE: a value read back is judged over at
+    /// least this long (noise between two close reads is no rate).
+    pub rate_time_base_ns: u64,
     /// FUNCTION_CODE_SCAN, ADDRESS_SCAN, UNIT_ID_SCAN: what one master asks
     /// of one slave is counted over windows of this length ...
     pub scan_window_ns: u64,
@@ -69,6 +72,7 @@ impl Default for Thresholds {
             flood_max_outstanding: 32,
             busy_count: 3,
             busy_window_ns: 60_000_000_000,
+            rate_time_base_ns: 1_000_000_000,
             scan_window_ns: 60_000_000_000,
             // An HMI's repertoire is 1-6, 15, 16 and perhaps 23 and 43.
             fc_scan_distinct: 10,

@@ -206,7 +206,10 @@ impl Detectors {
             program: program::ProgramOperations,
             protocol: protocol::ProtocolRules::new(cfg.thresholds),
             scans: scans::Scans::new(cfg.thresholds),
-            registers: registers::RegisterRules::new(cfg.limits_file.clone()),
+            registers: registers::RegisterRules::new(
+                cfg.limits_file.clone(),
+                cfg.thresholds.rate_time_base_ns,
+            ),
             baseline: baseline_rules::BaselineRules::new(cfg.baseline.clone(), cfg.thresholds),
             exceptions: exceptions::ExceptionBurst::new(cfg.thresholds),
             flood: flood::Flood::new(cfg.thresholds),

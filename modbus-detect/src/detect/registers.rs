@@ -6,10 +6,17 @@
 //! - A write outside [min, max] always alerts: it is an action by a master.
 //!   A value read back alerts when the register *enters* the out-of-range
 //!   state, not on every poll of a register that stays there.
-//! - The rate is |change| / time between consecutive distinct values: the
-//!   time since the previous value was first observed. A set point ramped
-//!   slowly by writes, polled in between, is measured between its writes,
-//!   not between a write and the poll just before it.
+//! - A written value's rate is |change| / time between consecutive
+//!   distinct values: the time since the previous value was first
+//!   observed. A set point ramped slowly by writes, polled in between, is
+//!   measured between its writes, not between a write and the poll just
+//!   before it.
+//! - A value read back is a measurement, and measurements are noisy: two
+//!   masters reading a register 19 ms apart may see it differ by a few
+//!   units, which over 19 ms is a huge "rate". Read-back values are judged
+//!   against a reference read at least `rate_time_base_ns` (1 s) earlier:
+//!   the change over at least a second, so noise stays noise and a real
+//!   fast change still shows.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,10 +33,15 @@ struct RegState {
     /// When this value was first observed.
     since_ns: u64,
     out_of_range: bool,
+    /// The read-back value later read-backs are judged against, and when
+    /// it was read.
+    read_ref: Option<(u16, u64)>,
 }
 
 pub struct RegisterRules {
     limits: Option<Arc<RegisterLimits>>,
+    /// Shortest interval a read-back rate is measured over.
+    time_base_ns: u64,
     state: BoundedMap<(IpAddr, u8, u32), RegState>,
 }
 
@@ -45,9 +57,10 @@ struct Observation<'l> {
 }
 
 impl RegisterRules {
-    pub fn new(limits: Option<Arc<RegisterLimits>>) -> Self {
+    pub fn new(limits: Option<Arc<RegisterLimits>>, time_base_ns: u64) -> Self {
         RegisterRules {
             limits,
+            time_base_ns,
             state: BoundedMap::new(RULE_STATE_CAPACITY),
         }
     }
@@ -102,7 +115,11 @@ impl RegisterRules {
         base: Alert,
         out: &mut impl AlertSink,
     ) {
-        let RegisterRules { limits, state } = self;
+        let RegisterRules {
+            limits,
+            time_base_ns,
+            state,
+        } = self;
         let Some(limits) = limits else {
             return;
         };
@@ -120,7 +137,7 @@ impl RegisterRules {
                 ts_ns: base.ts_ns,
                 from_response,
             };
-            observe(state, &obs, base, out);
+            observe(state, &obs, *time_base_ns, base, out);
         }
     }
 }
@@ -129,6 +146,7 @@ impl RegisterRules {
 fn observe(
     states: &mut BoundedMap<(IpAddr, u8, u32), RegState>,
     o: &Observation<'_>,
+    time_base_ns: u64,
     base: Alert,
     out: &mut impl AlertSink,
 ) {
@@ -142,6 +160,7 @@ fn observe(
             value: o.value,
             since_ns: o.ts_ns,
             out_of_range: !in_range,
+            read_ref: None,
         }
     });
     let state = (!new).then_some(*slot);
@@ -165,11 +184,32 @@ fn observe(
             1,
         );
     }
-    if let (Some(prev), Some(max_rate)) = (state, o.limit.max_rate) {
+    // The value and time a rate is measured from: for a write, the
+    // previous distinct value; for a read-back, the reference read at
+    // least the time base earlier (none yet: the reference is set).
+    let from = if o.from_response {
+        match slot.read_ref {
+            Some((v, t)) if o.ts_ns.saturating_sub(t) >= time_base_ns => {
+                slot.read_ref = Some((o.value, o.ts_ns));
+                Some((v, t))
+            }
+            Some(_) => None,
+            None => {
+                slot.read_ref = Some((o.value, o.ts_ns));
+                None
+            }
+        }
+    } else {
+        // What is written is what later read-backs start from: reading
+        // it back is no change of its own.
+        slot.read_ref = Some((o.value, o.ts_ns));
+        state.map(|s| (s.value, s.since_ns))
+    };
+    if let (Some((prev_value, prev_ns)), Some(max_rate)) = (from, o.limit.max_rate) {
         // A clock that stepped back gives no rate (it would be infinite).
-        if prev.value != o.value && o.ts_ns >= prev.since_ns {
-            let interval_ns = o.ts_ns - prev.since_ns;
-            let change = (value - f64::from(prev.value)).abs();
+        if prev_value != o.value && o.ts_ns >= prev_ns {
+            let interval_ns = o.ts_ns - prev_ns;
+            let change = (value - f64::from(prev_value)).abs();
             let rate = if interval_ns == 0 {
                 f64::INFINITY
             } else {
@@ -182,7 +222,7 @@ fn observe(
                         severity: Severity::High,
                         detail: Detail::Rate {
                             limit: o.limit_idx,
-                            previous: i64::from(prev.value),
+                            previous: i64::from(prev_value),
                             interval_ns,
                             rate,
                             max_rate,
@@ -216,7 +256,10 @@ mod tests {
                 "40021": {"name": "Level", "min": 10, "max": 90}}"#,
         )
         .unwrap();
-        RegisterRules::new(Some(Arc::new(l)))
+        RegisterRules::new(
+            Some(Arc::new(l)),
+            crate::config::Thresholds::default().rate_time_base_ns,
+        )
     }
 
     fn write(r: &mut RegisterRules, out: &mut Collected, ts: u64, addr: u16, value: u16) {
@@ -311,8 +354,55 @@ mod tests {
         let mut out = Collected::default();
         let mut r = rules();
         write(&mut r, &mut out, 0, 5, 60000);
-        let mut none = RegisterRules::new(None);
+        let mut none = RegisterRules::new(None, SEC);
         write(&mut none, &mut out, 0, 0, 60000);
         assert!(out.0.is_empty());
+    }
+
+    /// Two masters polling a noisy measurement 19 ms apart: a few units
+    /// of difference over 19 ms is no rate (it was 157 units/s, and an
+    /// alert, when every pair of distinct read-backs was judged). A real
+    /// change of the same register is still caught, over the time base.
+    #[test]
+    fn noisy_read_backs_are_judged_over_the_time_base() {
+        let (mut r, mut out) = (rules(), Collected::default());
+        let mut t = 0;
+        for i in 0..200u64 {
+            // 100 +- 3 units, read every 19 ms by one master or the other.
+            let noise = [100u16, 103, 98, 101][(i % 4) as usize];
+            read_back(&mut r, &mut out, t, 0, noise);
+            t += 19_000_000;
+        }
+        assert_eq!(out.count(AlertKind::RegisterExcessiveRate), 0, "noise");
+        // Now the value jumps by 90 and stays: over a second, 90 units/s.
+        for _ in 0..100u64 {
+            read_back(&mut r, &mut out, t, 0, 190);
+            t += 19_000_000;
+        }
+        assert_eq!(out.count(AlertKind::RegisterExcessiveRate), 1, "the jump");
+        // A slow drift within max_rate (5/s): 1 unit every 0.5 s.
+        let (mut r, mut out) = (rules(), Collected::default());
+        for i in 0..40u64 {
+            read_back(&mut r, &mut out, i * SEC / 2, 0, 100 + i as u16);
+        }
+        assert_eq!(out.count(AlertKind::RegisterExcessiveRate), 0, "drift");
+    }
+
+    /// A write's change is judged once, write to write: reading the
+    /// written value back later is no second change.
+    #[test]
+    fn reading_back_a_write_is_no_change_of_its_own() {
+        let (mut r, mut out) = (rules(), Collected::default());
+        // 100 (since 0 s) -> 140 at 10 s: 4 units/s, within 5. The 140
+        // read back at 10.6 s starts from the write, not from the 100 read
+        // at 9.5 s (40 units in 1.1 s).
+        read_back(&mut r, &mut out, 0, 0, 100);
+        read_back(&mut r, &mut out, 9 * SEC + SEC / 2, 0, 100);
+        write(&mut r, &mut out, 10 * SEC, 0, 140);
+        read_back(&mut r, &mut out, 10 * SEC + 6 * SEC / 10, 0, 140);
+        assert_eq!(out.count(AlertKind::RegisterExcessiveRate), 0);
+        // 140 -> 100 in 1 s: 40 units/s, from the write.
+        write(&mut r, &mut out, 13 * SEC, 0, 100);
+        assert_eq!(out.count(AlertKind::RegisterExcessiveRate), 1);
     }
 }
