@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::counters::Counters;
+use crate::decode::checksum::header_checksum;
 use crate::decode::{IpVersion, LinkType};
 use crate::flow::policy::{SegmentCopy, TargetPolicies, TargetPolicy};
 use crate::keyed::KeyedMap;
@@ -353,7 +354,7 @@ fn build_packet(key: &Key, d: &Datagram, policy: TargetPolicy) -> Option<Vec<u8>
                 .get_mut(6..8)?
                 .copy_from_slice(&cleared.to_be_bytes());
             header.get_mut(10..12)?.fill(0);
-            let sum = ipv4_checksum(&header);
+            let sum = header_checksum(&header);
             header.get_mut(10..12)?.copy_from_slice(&sum.to_be_bytes());
             header.extend_from_slice(&body);
             Some(header)
@@ -373,17 +374,6 @@ fn build_packet(key: &Key, d: &Datagram, policy: TargetPolicy) -> Option<Vec<u8>
     }
 }
 
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|w| u32::from(w[0]) << 8 | u32::from(*w.get(1).unwrap_or(&0)))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// The fragment a frame the decoder skipped as one carries (a cold path).
 pub fn fragment(link: LinkType, frame: &[u8]) -> Option<Fragment<'_>> {
     match crate::decode::network_layer(link, frame)? {
@@ -397,7 +387,7 @@ fn ipv4_fragment(frame: &[u8], l3_off: usize) -> Option<Fragment<'_>> {
     let header = frame.get(l3_off..)?;
     let hl = usize::from(header.first()? & 0x0F) * 4;
     let total = usize::from(u16::from_be_bytes([*header.get(2)?, *header.get(3)?]));
-    if hl < 20 || total < hl || total > header.len() || ipv4_checksum(header.get(..hl)?) != 0 {
+    if hl < 20 || total < hl || total > header.len() || header_checksum(header.get(..hl)?) != 0 {
         // A bad header checksum or a length past the frame: dropped by
         // the receiver.
         return None;

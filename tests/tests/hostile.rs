@@ -564,7 +564,6 @@ struct Tally {
     c: modbus_detect::counters::Counters,
     adus: u64,
     malformed: u64,
-    conflicts: u64,
 }
 
 impl modbus_detect::flow::reassembly::AduSink for Tally {
@@ -585,7 +584,6 @@ impl modbus_detect::flow::reassembly::AduSink for Tally {
         _policy: modbus_detect::flow::policy::TargetPolicy,
         _ts_ns: u64,
     ) {
-        self.conflicts += 1;
     }
 
     fn not_modbus(&mut self, _ts_ns: u64) {}

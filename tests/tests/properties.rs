@@ -264,7 +264,6 @@ struct Collect {
     adus: Vec<Vec<u8>>,
     malformed: usize,
     c: Counters,
-    conflicts: usize,
 }
 
 impl AduSink for Collect {
@@ -285,7 +284,6 @@ impl AduSink for Collect {
         _policy: modbus_detect::flow::policy::TargetPolicy,
         _ts_ns: u64,
     ) {
-        self.conflicts += 1;
     }
 
     fn not_modbus(&mut self, _ts_ns: u64) {}

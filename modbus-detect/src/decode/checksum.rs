@@ -124,6 +124,12 @@ fn sum(bytes: &[u8], mut acc: u64) -> u64 {
     acc
 }
 
+/// The checksum a header (its checksum field zero) must carry: what a
+/// sender writes, for a packet the sensor rebuilds (IP reassembly).
+pub fn header_checksum(header: &[u8]) -> u16 {
+    !fold(sum(header, 0))
+}
+
 /// Fold a 64-bit one's-complement sum to 16 bits.
 fn fold(mut acc: u64) -> u16 {
     while acc >> 16 != 0 {
