@@ -107,6 +107,10 @@ pub struct Counters {
     /// devices send `81 06 00`): decoded as exceptions, the deviation
     /// counted here rather than raised.
     pub exceptions_with_trailing_bytes: u64,
+    /// ADUs longer than the specification's 260 bytes (length field above
+    /// 254) for a vendor or user-defined function code: decoded as what they
+    /// are, some PLCs send them.
+    pub oversized_adus: u64,
     /// Stream directions on a Modbus port that broke the framing before
     /// any ADU: another protocol (NON_MODBUS_TRAFFIC).
     pub non_modbus_streams: u64,
@@ -173,6 +177,7 @@ impl Counters {
         self.checksum_unverified += o.checksum_unverified;
         self.ttl_expired_segments += o.ttl_expired_segments;
         self.exceptions_with_trailing_bytes += o.exceptions_with_trailing_bytes;
+        self.oversized_adus += o.oversized_adus;
         self.non_modbus_streams += o.non_modbus_streams;
         self.ip_fragments += o.ip_fragments;
         self.ip_datagrams_reassembled += o.ip_datagrams_reassembled;

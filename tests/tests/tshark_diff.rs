@@ -834,3 +834,96 @@ fn every_adu_matches_tshark() {
     );
     assert!(failures.is_empty(), "{failures}");
 }
+
+/// Vendor ADUs above the specification's 260 bytes (length field above 254,
+/// as some PLCs send for their own function codes), one of them split over
+/// two segments, with ordinary reads around them: we decode each as one ADU
+/// and lose none of the reads after them, as tshark does. The capture is
+/// written here and tshark (installed by `cargo xtask setup`) decodes it.
+#[test]
+fn oversized_vendor_adus_match_tshark() {
+    use modbus_synth::{adu, read_request, Conversation};
+    use std::net::Ipv4Addr;
+    const MS: u64 = 1_000_000;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let pcap = dir.path().join("vendor.pcap");
+    let tsv = dir.path().join("vendor.tshark.tsv");
+    let big_request = adu(1, 1, &[&[100u8][..], &[0x5a; 600]].concat());
+    let big_response = adu(1, 1, &[&[100u8][..], &[0xa5; 900]].concat());
+    modbus_tests::write_capture(&pcap, |w| {
+        let mut c = Conversation::new(
+            Ipv4Addr::new(10, 0, 0, 20),
+            40_000,
+            Ipv4Addr::new(10, 0, 0, 10),
+        );
+        let t = 1_700_000_000_000_000_000;
+        c.handshake(w, t)?;
+        c.send(w, t + 10 * MS, true, &adu(7, 1, &read_request(3, 0, 2)))?;
+        c.send(w, t + 11 * MS, false, &adu(7, 1, &[3, 4, 0, 1, 0, 2]))?;
+        c.send(w, t + 20 * MS, true, &big_request[..300])?;
+        c.send(w, t + 21 * MS, true, &big_request[300..])?;
+        let mut reply = big_response.clone();
+        reply.extend(adu(2, 1, &[0x80 | 100, 1]));
+        c.send(w, t + 22 * MS, false, &reply)?;
+        c.send(w, t + 30 * MS, true, &adu(8, 1, &read_request(3, 0, 2)))?;
+        c.send(w, t + 31 * MS, false, &adu(8, 1, &[3, 4, 0, 3, 0, 4]))
+    });
+    let fields = [
+        "frame.number",
+        "frame.time_epoch",
+        "ip.src",
+        "ipv6.src",
+        "tcp.srcport",
+        "ip.dst",
+        "ipv6.dst",
+        "tcp.dstport",
+        "mbtcp.trans_id",
+        "mbtcp.prot_id",
+        "mbtcp.len",
+        "mbtcp.unit_id",
+        "modbus.func_code",
+        "modbus.exception_code",
+        "modbus.reference_num",
+        "modbus.word_cnt",
+        "modbus.bit_cnt",
+        "modbus.diagnostic_code",
+        "modbus.mei",
+        "modbus.regnum16",
+        "modbus.regval_uint16",
+        "modbus.data",
+    ];
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(&pcap).args([
+        "-Y",
+        "mbtcp",
+        "-T",
+        "fields",
+        "-E",
+        "header=y",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=;",
+    ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd
+        .output()
+        .expect("tshark runs (cargo xtask setup installs it)");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&tsv, &out.stdout).expect("the TSV is written");
+    let o = compare_capture(&pcap, &tsv);
+    assert_eq!(o.ours, 7, "our ADUs");
+    assert_eq!(
+        o.tshark,
+        7,
+        "tshark's ADUs:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(o.mismatches.is_empty(), "{:?}", o.mismatches);
+}

@@ -11,7 +11,7 @@
 use super::policy::{SegmentCopy, TargetPolicy};
 use crate::config::Limits;
 use crate::counters::Counters;
-use crate::modbus::mbap::{plausible_header, Mbap, MBAP_LEN};
+use crate::modbus::mbap::{frame, plausible_header, Framing, Mbap, MBAP_LEN};
 
 /// What the consumer wants after an ADU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,10 @@ pub trait AduSink {
 /// Bytes a stream may skip looking for an ADU boundary, before its first
 /// ADU, until it is taken for another protocol.
 const UNFRAMED_LIMIT: u32 = 64;
+
+/// An MBAP header and the function code: the least of every ADU, and what
+/// it takes to judge its length.
+const HEAD_LEN: usize = MBAP_LEN + 1;
 
 /// A segment held until the hole before it is filled.
 #[derive(Debug)]
@@ -673,17 +677,21 @@ impl Stream {
                 None => return,
             }
         }
-        while let Some(header) = Mbap::parse(data) {
-            if let Err(problem) = header.check() {
-                let foreign = foreign_header(&header);
-                self.bad_header(problem.describe(), foreign, data.len(), ts_ns, sink);
-                sink.salvage(data, ts_ns);
-                return;
-            }
-            let len = header.adu_len();
-            if data.len() < len {
-                break;
-            }
+        loop {
+            let len = match frame(data) {
+                Framing::Short => break,
+                Framing::Bad(header, problem) => {
+                    let foreign = foreign_header(&header);
+                    self.bad_header(problem.describe(), foreign, data.len(), ts_ns, sink);
+                    sink.salvage(data, ts_ns);
+                    return;
+                }
+                Framing::Adu { len, .. } if data.len() < len => break,
+                Framing::Adu { len, oversized } => {
+                    sink.counters().oversized_adus += u64::from(oversized);
+                    len
+                }
+            };
             let (adu, rest) = data.split_at(len);
             self.decoded = true;
             if sink.adu(adu, ts_ns) == AduVerdict::Resync {
@@ -717,35 +725,41 @@ impl Stream {
     ) -> Option<&'d [u8]> {
         let bufs = self.bufs.as_mut()?;
         let mut data = data;
-        if bufs.partial.len() < MBAP_LEN {
-            let take = (MBAP_LEN - bufs.partial.len()).min(data.len());
+        // The header and the function code (every ADU has both): an
+        // oversized length is only valid for some function codes.
+        if bufs.partial.len() < HEAD_LEN {
+            let take = (HEAD_LEN - bufs.partial.len()).min(data.len());
             bufs.partial.extend_from_slice(&data[..take]);
             data = &data[take..];
         }
-        let header = Mbap::parse(&bufs.partial)?;
-        if let Err(problem) = header.check() {
-            let ts = bufs.partial_ts;
-            let held = std::mem::take(&mut bufs.partial);
-            let foreign = foreign_header(&header);
-            self.bad_header(
-                problem.describe(),
-                foreign,
-                held.len() + data.len(),
-                ts,
-                sink,
-            );
-            let mut bytes = held;
-            bytes.extend_from_slice(data);
-            sink.salvage(&bytes, ts);
-            return None;
-        }
-        let need = header.adu_len().saturating_sub(bufs.partial.len());
+        let (len, oversized) = match frame(&bufs.partial) {
+            Framing::Short => return None,
+            Framing::Adu { len, oversized } => (len, oversized),
+            Framing::Bad(header, problem) => {
+                let ts = bufs.partial_ts;
+                let held = std::mem::take(&mut bufs.partial);
+                let foreign = foreign_header(&header);
+                self.bad_header(
+                    problem.describe(),
+                    foreign,
+                    held.len() + data.len(),
+                    ts,
+                    sink,
+                );
+                let mut bytes = held;
+                bytes.extend_from_slice(data);
+                sink.salvage(&bytes, ts);
+                return None;
+            }
+        };
+        let need = len.saturating_sub(bufs.partial.len());
         let take = need.min(data.len());
         bufs.partial.extend_from_slice(&data[..take]);
         data = &data[take..];
         if take < need {
             return None;
         }
+        sink.counters().oversized_adus += u64::from(oversized);
         self.decoded = true;
         let verdict = sink.adu(&bufs.partial, bufs.partial_ts);
         if verdict == AduVerdict::Resync {
@@ -832,11 +846,11 @@ fn decode_isolated(mut data: &[u8], ts_ns: u64, sink: &mut impl AduSink) {
     };
     sink.counters().resync_bytes_skipped += skip as u64;
     data = &data[skip..];
-    while let Some(header) = Mbap::parse(data) {
-        let len = header.adu_len();
-        if header.check().is_err() || data.len() < len {
+    while let Framing::Adu { len, oversized } = frame(data) {
+        if data.len() < len {
             break;
         }
+        sink.counters().oversized_adus += u64::from(oversized);
         let (adu, rest) = data.split_at(len);
         if sink.adu(adu, ts_ns) == AduVerdict::Resync {
             break;
@@ -979,6 +993,41 @@ mod tests {
         assert!(h.sink.adus.is_empty());
         h.seg(10, &a[9..]);
         assert_eq!(h.sink.adus, vec![a]);
+    }
+
+    /// A vendor ADU above the specification's 260 bytes (FC 100, 600 bytes
+    /// of data) is one ADU, whatever the segment boundaries; the request
+    /// after it is not lost to a resynchronisation.
+    #[test]
+    fn oversized_vendor_adu_is_framed_at_any_split() {
+        let big = adu(1, &[&[100u8][..], &[0x5a; 600]].concat());
+        let mut stream = big.clone();
+        stream.extend(read_req(2));
+        for cut in [0, 3, 7, 8, 200, big.len() - 1, big.len()] {
+            let mut h = Harness::new(0);
+            if cut > 0 {
+                h.seg(1, &stream[..cut]);
+            }
+            h.seg(1 + cut as u32, &stream[cut..]);
+            assert_eq!(h.sink.adus, vec![big.clone(), read_req(2)], "cut {cut}");
+            assert_eq!(h.sink.c.oversized_adus, 1, "cut {cut}");
+            assert!(h.sink.malformed.is_empty(), "cut {cut}");
+        }
+    }
+
+    /// The same length for a function code whose layout the specification
+    /// bounds, or above the vendor limit, is a header to resynchronise past.
+    #[test]
+    fn oversized_standard_or_huge_adu_is_malformed() {
+        for (fc, n) in [(3u8, 600usize), (100, 1100)] {
+            let mut h = Harness::new(0);
+            let mut stream = adu(1, &[&[fc][..], &vec![0u8; n]].concat());
+            stream.extend(read_req(2));
+            h.seg(1, &stream);
+            assert!(h.sink.adus.is_empty(), "fc {fc}");
+            assert_eq!(h.sink.malformed, vec!["length field above 254"], "fc {fc}");
+            assert_eq!(h.sink.c.oversized_adus, 0);
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! so that the caller can both report a malformed header and still use its
 //! length to skip the ADU.
 
+use crate::modbus::pdu::has_public_layout;
+
 /// Bytes in an MBAP header: transaction id (2), protocol id (2), length (2), unit id (1).
 pub const MBAP_LEN: usize = 7;
 
@@ -14,6 +16,51 @@ const MIN_LEN: u16 = 2;
 /// Largest valid length field: the unit id plus the largest PDU (253 bytes,
 /// inherited from the 256-byte serial line ADU).
 const MAX_LEN: u16 = 254;
+
+/// Largest length field accepted for a function code the specification
+/// gives no layout (user-defined 65-72 and 100-110, vendor codes such as
+/// Schneider's UMAS 90): some PLCs send such ADUs above the 260-byte limit.
+/// Four times the standard limit, well above every vendor extension we
+/// know of, and small enough that a forged length cannot make the stream
+/// hold much while it waits for the ADU's end.
+const MAX_VENDOR_LEN: u16 = 1024;
+
+/// What the bytes at the start of a stream say about the ADU there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Too few bytes to tell: fewer than a header, or a header whose
+    /// length is only valid for some function codes and no function code yet.
+    Short,
+    /// An ADU of `len` bytes (maybe not all of them there yet); `oversized`
+    /// when its length field is above 254, accepted for a vendor code.
+    Adu { len: usize, oversized: bool },
+    /// A header no device frames ADUs with: its length cannot be trusted.
+    Bad(Mbap, MbapProblem),
+}
+
+/// Frame the ADU at the start of `b`.
+pub fn frame(b: &[u8]) -> Framing {
+    let Some(header) = Mbap::parse(b) else {
+        return Framing::Short;
+    };
+    match header.check() {
+        Ok(()) => Framing::Adu {
+            len: header.adu_len(),
+            oversized: false,
+        },
+        Err(problem @ MbapProblem::LengthTooLong(len)) if len <= MAX_VENDOR_LEN => {
+            match b.get(MBAP_LEN) {
+                None => Framing::Short,
+                Some(&fc) if !has_public_layout(fc & 0x7F) && fc & 0x7F != 0 => Framing::Adu {
+                    len: header.adu_len(),
+                    oversized: true,
+                },
+                Some(_) => Framing::Bad(header, problem),
+            }
+        }
+        Err(problem) => Framing::Bad(header, problem),
+    }
+}
 
 /// A decoded MBAP header (all fields big-endian on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +133,7 @@ impl MbapProblem {
 }
 
 /// Heuristic used to resynchronise a byte stream after a gap or at mid-stream pickup:
-/// true if `b` starts with a header that is valid by [`Mbap::check`] and whose first PDU
+/// true if `b` starts with a header that [`frame`]s an ADU and whose first PDU
 /// byte is a plausible function code (1..=127, or an exception 0x81..=0xFF whose low
 /// 7 bits are 1..=127). Needs at least `MBAP_LEN + 1` bytes.
 ///
@@ -94,13 +141,10 @@ impl MbapProblem {
 /// legitimate traffic, and the protocol id and length checks already reject most
 /// misaligned offsets.
 pub fn plausible_header(b: &[u8]) -> bool {
-    let Some(header) = Mbap::parse(b) else {
-        return false;
-    };
     let Some(&fc) = b.get(MBAP_LEN) else {
         return false;
     };
-    header.check().is_ok() && fc & 0x7F != 0
+    matches!(frame(b), Framing::Adu { .. }) && fc & 0x7F != 0
 }
 
 #[cfg(test)]
@@ -133,6 +177,51 @@ mod tests {
         );
         assert_eq!(h.adu_len(), 21);
         assert_eq!(h.check(), Ok(()));
+    }
+
+    fn with_fc(len: u16, fc: u8) -> Vec<u8> {
+        let mut b = vec![0, 1, 0, 0];
+        b.extend_from_slice(&len.to_be_bytes());
+        b.extend_from_slice(&[1, fc]);
+        b
+    }
+
+    #[test]
+    fn frames_oversized_adus_of_vendor_codes_only() {
+        let adu = |len: u16| Framing::Adu {
+            len: 6 + usize::from(len),
+            oversized: len > 254,
+        };
+        assert_eq!(frame(&with_fc(254, 3)), adu(254));
+        for fc in [90, 100, 65, 0x80 | 90] {
+            assert_eq!(frame(&with_fc(255, fc)), adu(255), "fc {fc}");
+            assert_eq!(frame(&with_fc(1024, fc)), adu(1024), "fc {fc}");
+        }
+        // The function code decides: not there yet, one cannot tell.
+        assert_eq!(frame(&with_fc(600, 100)[..7]), Framing::Short);
+        assert_eq!(frame(&with_fc(6, 3)[..7]), adu(6));
+        for (len, fc) in [
+            (255, 3),
+            (600, 43),
+            (600, 0x83),
+            (1025, 100),
+            (600, 0),
+            (600, 0x80),
+        ] {
+            let b = with_fc(len, fc);
+            let h = Mbap::parse(&b).unwrap();
+            assert_eq!(
+                frame(&b),
+                Framing::Bad(h, MbapProblem::LengthTooLong(len)),
+                "len {len} fc {fc}"
+            );
+        }
+        let mut b = with_fc(600, 100);
+        b[3] = 1;
+        assert!(matches!(
+            frame(&b),
+            Framing::Bad(_, MbapProblem::ProtocolId(1))
+        ));
     }
 
     #[test]

@@ -223,6 +223,21 @@ pub fn request_len_by_shape(bytes: &[u8]) -> Option<usize> {
     (len <= bytes.len()).then_some(len)
 }
 
+/// Whether the specification lays out `fc`'s PDUs (and bounds them to 253
+/// bytes): every function code [`parse_request`] decodes structurally
+/// rather than keeping raw as `Other`.
+pub fn has_public_layout(fc: u8) -> bool {
+    matches!(
+        fc,
+        FC_READ_COILS..=FC_DIAGNOSTICS
+            | FC_COMM_EVENT_COUNTER
+            | FC_COMM_EVENT_LOG
+            | FC_WRITE_COILS..=FC_REPORT_SERVER_ID
+            | FC_READ_FILE_RECORD..=FC_READ_FIFO
+            | FC_ENCAPSULATED
+    )
+}
+
 pub fn parse_request(pdu: &[u8]) -> Result<Request<'_>, PduError> {
     let (&fc, body) = pdu.split_first().ok_or(PduError::Empty)?;
     Ok(match fc {
@@ -1638,6 +1653,15 @@ mod tests {
     /// Function codes this module parses structurally, in requests and responses.
     fn is_known(fc: u8) -> bool {
         matches!(fc, 1..=8 | 11 | 12 | 15..=17 | 20..=24 | 43)
+    }
+
+    #[test]
+    fn public_layout_is_what_parses_structurally() {
+        for fc in 0..=u8::MAX {
+            assert_eq!(has_public_layout(fc), is_known(fc), "fc {fc}");
+            let other = matches!(parse_request(&[fc]), Ok(Request::Other { .. }));
+            assert_eq!(has_public_layout(fc), !other, "fc {fc}");
+        }
     }
 
     /// Whatever numbers and bytes proptest draws, for building one PDU of a kind.
