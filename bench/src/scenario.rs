@@ -50,7 +50,7 @@ pub fn learn_baseline(capture: &CaptureFile) -> Baseline {
     let mut learned = Baseline::default();
     let mut samples = Vec::new();
     for s in out.shards {
-        learned.merge(s.observed);
+        learned.merge(s.inventory.observed);
         samples.extend(s.ml_samples);
     }
     modbus_detect::detect::learn::train(&mut learned, &mut samples, ML_WINDOW_S);

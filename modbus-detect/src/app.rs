@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::cli::Args;
+use crate::cli::{Args, Command};
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode};
 use crate::files::{atomic_write, check_writable, FileError};
 use crate::flow::policy::TargetPolicies;
+use crate::inventory::InventoryResult;
 use crate::output::eve::{EveError, EveWriter};
+use crate::output::inventory;
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::runtime::offline::replay;
 use crate::runtime::online::{self, LiveError, LiveOptions, StartError};
@@ -147,6 +149,9 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
 
 /// Run with the given flags; returns the exit code.
 pub fn run(args: &Args) -> Result<u8, AppError> {
+    if let Some(Command::DiffInventory { before, after }) = &args.command {
+        return diff_inventory(before, after);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stop);
     let cfg = Arc::new(config_from_args(args)?);
@@ -171,10 +176,28 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
     write_results(args, &cfg, outcome, info)
 }
 
+/// `diff-inventory A B`: the differences on stdout, one per line.
+fn diff_inventory(before: &Path, after: &Path) -> Result<u8, AppError> {
+    let a = inventory::load(before)?;
+    let b = inventory::load(after)?;
+    let lines = inventory::diff(&a, &b);
+    let mut out = std::io::stdout().lock();
+    for l in &lines {
+        let _ = writeln!(out, "{l}");
+    }
+    Ok(u8::from(!lines.is_empty()))
+}
+
 /// Every file the run will write must be writable before it reads a frame:
-/// report, EVE stream, learned baseline, ADU dump.
+/// report, EVE stream, learned baseline, ADU dump, inventory.
 fn check_outputs(args: &Args) -> Result<(), AppError> {
     check_output(&args.output)?;
+    if let Some(i) = &args.inventory {
+        check_output(i)?;
+        for table in ["devices", "pairs"] {
+            check_output(&inventory::csv_path(i, table))?;
+        }
+    }
     if let Some(e) = &args.eve {
         check_output(e)?;
     }
@@ -301,8 +324,33 @@ fn live_capture(
     // Once the capabilities are gone (CAP_DAC_OVERRIDE with them), check
     // again that the outputs can be written, before capture starts.
     let ready = || check_outputs(args);
-    let outcome =
-        online::run_live(cfg.clone(), &opts, threads, eve, stop, &ready).map_err(|e| match e {
+    // The inventory so far, every --inventory-interval: a file that cannot
+    // be written now is said on stderr; the last one, at exit, decides.
+    let write_inventory = |inv: InventoryResult| {
+        let Some(path) = &args.inventory else {
+            return;
+        };
+        let file = inventory::InventoryFile {
+            schema: inventory::SCHEMA.into(),
+            version: inventory::VERSION,
+            input: iface.to_string(),
+            complete: false,
+            inventory: inventory::section(&inv),
+        };
+        if let Err(e) = inventory::write_files(path, &file) {
+            eprintln!(
+                "modbus-detect: warning: {}: cannot write inventory: {e}",
+                path.display()
+            );
+        }
+    };
+    let periodic = online::Periodic {
+        every: std::time::Duration::from_secs_f64(args.inventory_interval.max(0.1)),
+        inventory: &write_inventory,
+    };
+    let periodic = args.inventory.is_some().then_some(&periodic);
+    let outcome = online::run_live(cfg.clone(), &opts, threads, eve, stop, &ready, periodic)
+        .map_err(|e| match e {
             StartError::Check(e) => AppError::OutputAfterDrop(Box::new(e)),
             StartError::Live(e) => AppError::Live(e),
         })?;
@@ -332,6 +380,7 @@ fn live_capture(
             .collect(),
         link_down_events: out.link_down_events,
         link_down_seconds: out.link_down_seconds,
+        inventory_snapshots_missed: out.inventory_snapshots_missed,
         privileges: out.privileges.clone(),
         busy_poll: out.busy_poll.clone(),
     });
@@ -362,7 +411,7 @@ fn write_results(
     let mut summary = Summary::merge(&f.dispatch, f.shards);
     if cfg.mode == Mode::Learn {
         crate::detect::learn::train(
-            &mut summary.observed,
+            &mut summary.inventory.observed,
             &mut summary.ml_samples,
             args.ml_window,
         );
@@ -372,8 +421,20 @@ fn write_results(
         .map_err(|e| AppError::output(&args.output, "write report", e.into()))?;
     atomic_write(&args.output, &text)
         .map_err(|e| AppError::output(&args.output, "write report", e))?;
+    if let Some(path) = &args.inventory {
+        let file = inventory::InventoryFile {
+            schema: inventory::SCHEMA.into(),
+            version: inventory::VERSION,
+            input: info.input.clone(),
+            complete: true,
+            inventory: json.inventory.clone(),
+        };
+        inventory::write_files(path, &file)
+            .map_err(|e| AppError::output(path, "write inventory", e))?;
+    }
     if let (Mode::Learn, Some(path)) = (cfg.mode, &args.baseline_file) {
         summary
+            .inventory
             .observed
             .save(path, &info.input)
             .map_err(|e| AppError::output(path, "write baseline", e))?;
@@ -489,13 +550,13 @@ fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
         let _ = writeln!(
             err,
             "baseline: {} master-slave pairs, {} requests, {} masters, {} slaves",
-            s.observed.pair_count(),
-            s.observed.request_count(),
-            s.observed.masters().len(),
-            s.observed.slaves().len()
+            s.inventory.observed.pair_count(),
+            s.inventory.observed.request_count(),
+            s.inventory.observed.masters().len(),
+            s.inventory.observed.slaves().len()
         );
         let windows = s.ml_samples.len();
-        let _ = match s.observed.models() {
+        let _ = match s.inventory.observed.models() {
             Some(_) => writeln!(
                 err,
                 "ML models (Isolation Forest, One-Class SVM) trained on {windows} windows of {} s",

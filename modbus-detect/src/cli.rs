@@ -17,8 +17,18 @@ use crate::flow::policy::PolicyRule;
 /// enumeration, baseline deviations, exception bursts, malformed framing and
 /// floods, and writes a JSON report sorted by severity.
 #[derive(Debug, Parser)]
-#[command(name = "modbus-detect", version, about, long_about = None)]
+#[command(
+    name = "modbus-detect",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// Tools beside detection (without one: detect, with the flags below).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Capture file to replay (pcap or pcapng).
     #[arg(long, value_name = "FILE", conflicts_with = "interface")]
     pub pcap: Option<PathBuf>,
@@ -135,6 +145,16 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1 << 20)]
     pub max_flows: usize,
 
+    /// Write the asset inventory alone to FILE (JSON) and beside it as CSV
+    /// (FILE's name with `.devices.csv` and `.pairs.csv`); during live
+    /// capture also every --inventory-interval seconds.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+
+    /// Live: seconds between --inventory files while capturing.
+    #[arg(long, value_name = "S", default_value_t = 60.0, requires = "inventory")]
+    pub inventory_interval: f64,
+
     /// Write every decoded ADU as JSON lines to FILE (replay, for comparing with Wireshark).
     #[arg(long, value_name = "FILE")]
     pub dump_adus: Option<PathBuf>,
@@ -142,6 +162,23 @@ pub struct Args {
     /// No progress bar and no summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// What `modbus-detect COMMAND` does instead of detecting.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Compare two inventories (an --inventory file, a report or a baseline
+    /// file each): new devices, pairs, function codes, unit ids, MAC
+    /// addresses, changed identification, and what is gone. Exit 0 when
+    /// they agree, 1 when they differ.
+    DiffInventory {
+        /// The reference (a baseline, or an earlier run).
+        #[arg(value_name = "A")]
+        before: PathBuf,
+        /// The run to check against it.
+        #[arg(value_name = "B")]
+        after: PathBuf,
+    },
 }
 
 fn parse_severity(s: &str) -> Result<Severity, String> {

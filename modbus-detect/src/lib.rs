@@ -62,6 +62,7 @@ pub mod detect;
 pub mod files;
 pub mod flow;
 pub mod inspect;
+pub mod inventory;
 pub mod keyed;
 pub mod knowledge;
 pub mod ml;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::alert::{Aggregate, Alert, AlertKind, AlertStore, Detail, Evasion, EveEvent, Severity};
-use crate::config::baseline::{Baseline, PairId};
+use crate::config::baseline::PairId;
 use crate::config::{DetectConfig, Limits, Mode};
 use crate::counters::Counters;
 use crate::decode::{tcp_flags, PacketMeta};
@@ -19,8 +19,11 @@ use crate::detect::{AlertSink, Analysis, Endpoints, RequestCtx, ResponseCtx};
 use crate::flow::policy::TargetPolicy;
 use crate::flow::reassembly::{AduSink, AduVerdict};
 use crate::flow::{Dir, Flow, FlowKey, FlowTable, PairCache, Side};
+use crate::inventory::{Inventory, InventoryResult};
 use crate::modbus::mbap::{Mbap, MBAP_LEN};
-use crate::modbus::pdu::{parse_request, parse_response, request_len_by_shape, PduError, Response};
+use crate::modbus::pdu::{
+    parse_request, parse_response, request_len_by_shape, PduError, Request, Response,
+};
 use crate::modbus::record::{AduOrigin, AduRecord};
 use crate::modbus::transaction::{EarlyResponse, PendingRequest, PendingTable};
 use crate::roles;
@@ -38,9 +41,9 @@ pub struct ShardResult {
     pub raised_by_severity: [u64; Severity::ALL.len()],
     pub alerts_dropped: u64,
     pub eve_suppressed: u64,
-    /// What was seen: pairs, function codes, units (and registers when learning).
-    pub observed: Baseline,
-    pub inventory_pairs_dropped: u64,
+    /// What was seen: pairs, function codes, units, assets (and registers
+    /// when learning).
+    pub inventory: InventoryResult,
     pub rule_state_evicted: u64,
     pub first_ns: Option<u64>,
     pub last_ns: Option<u64>,
@@ -74,56 +77,6 @@ enum Retire {
     Evicted,
     Expired,
     EndOfInput,
-}
-
-/// What the shard has seen: pairs, function codes, units (and, in baseline
-/// mode, the timing of each pair's requests). Bounded in pairs: more when
-/// learning (`max_learned_pairs`; the baseline is the point) than when
-/// detecting ([`INVENTORY_PAIRS`]).
-struct Inventory {
-    observed: Baseline,
-    /// Keep each pair's timing (baseline mode).
-    learning: bool,
-    /// Pairs kept at most.
-    cap: usize,
-    /// Requests of pairs left out because the inventory was full.
-    dropped: u64,
-}
-
-impl Inventory {
-    fn new(cfg: &DetectConfig, shards: usize) -> Inventory {
-        let learning = cfg.mode == Mode::Learn;
-        Inventory {
-            observed: Baseline::default(),
-            learning,
-            // Split over the shards, so that the bound does not grow
-            // with --threads.
-            cap: (if learning {
-                cfg.limits.max_learned_pairs
-            } else {
-                INVENTORY_PAIRS
-            } / shards.max(1))
-            .max(1),
-            dropped: 0,
-        }
-    }
-
-    /// The pair's entry, added if there is room.
-    fn pair(&mut self, ep: &Endpoints) -> Option<PairId> {
-        let observed = &mut self.observed;
-        observed.pair_id(ep.master, ep.slave).or_else(|| {
-            (observed.pair_count() < self.cap).then(|| observed.add_pair(ep.master, ep.slave))
-        })
-    }
-
-    /// A request of pair `entry` (`None`: left out, counted).
-    #[inline]
-    fn count(&mut self, entry: Option<PairId>, unit: u8, fc: u8, ts_ns: u64) {
-        match entry {
-            Some(id) => self.observed.count_pair(id, unit, fc, ts_ns, self.learning),
-            None => self.dropped += 1,
-        }
-    }
 }
 
 /// Everything of a shard but its connection table, so that a flow (borrowed
@@ -219,7 +172,17 @@ impl Shard {
                     ),
                     eve: Vec::new(),
                 },
-                inventory: Inventory::new(&cfg, shards),
+                inventory: {
+                    let learning = cfg.mode == Mode::Learn;
+                    // Split over the shards, so that the bound does not
+                    // grow with --threads.
+                    let pairs = if learning {
+                        cfg.limits.max_learned_pairs
+                    } else {
+                        INVENTORY_PAIRS
+                    };
+                    Inventory::new(learning, pairs / shards.max(1), shards)
+                },
                 counters: Counters::default(),
                 first_ns: None,
                 last_ns: None,
@@ -238,6 +201,11 @@ impl Shard {
 
     pub fn take_tap(&mut self) -> Vec<AduRecord> {
         self.st.tap.take().unwrap_or_default()
+    }
+
+    /// The inventory so far (periodic inventory files while live).
+    pub fn inventory_snapshot(&self) -> InventoryResult {
+        self.st.inventory.snapshot()
     }
 
     /// ADUs decoded and alerts raised so far (for live stats).
@@ -454,6 +422,16 @@ impl Shard {
                 this.close_at(end, &mut st.sink(key, pending, pair, dir));
             }
         }
+        if let Some(Some(id)) = pair.inventory {
+            // Every admitted frame, bare ACKs too: a slave that never
+            // answers still shows its hardware address.
+            let last = &mut pair.macs[dir as usize];
+            if *last != meta.src_mac {
+                *last = meta.src_mac;
+                st.inventory
+                    .note_mac(id, dir == Dir::ToServer, meta.src_mac);
+            }
+        }
         if this.is_closed() && other.is_closed() {
             if let Some(gone) = self.flows.remove(idx) {
                 self.retire(gone, Retire::Closed);
@@ -504,7 +482,9 @@ impl Shard {
         self.flush();
         let mut st = self.st;
         let analysed = st.analysis.finish();
-        st.inventory.observed.merge(analysed.learned.registers);
+        st.inventory
+            .observed_mut()
+            .merge(analysed.learned.registers);
         let store = st.alerts.store;
         ShardResult {
             counters: st.counters,
@@ -513,8 +493,7 @@ impl Shard {
             alerts_dropped: store.dropped,
             eve_suppressed: store.eve_suppressed,
             aggregates: store.into_aggregates(),
-            observed: st.inventory.observed,
-            inventory_pairs_dropped: st.inventory.dropped,
+            inventory: st.inventory.finish(),
             rule_state_evicted: analysed.rule_state_evicted,
             first_ns: st.first_ns,
             last_ns: st.last_ns,
@@ -582,18 +561,24 @@ impl ModbusSink<'_> {
     /// The entry is looked up once per connection and remembered: a request
     /// then costs no hashing here (`Baseline::record` hashed the pair and
     /// the slave every time, 7 % of the per-frame cost).
-    fn note_request(&mut self, ep: &Endpoints, unit: u8, fc: u8, ts_ns: u64) -> Option<PairId> {
+    fn note_request(
+        &mut self,
+        ep: &Endpoints,
+        req: &Request<'_>,
+        unit: u8,
+        ts_ns: u64,
+    ) -> Option<PairId> {
         let inventory = &mut self.st.inventory;
         let entry = match self.pair.inventory {
             Some(entry) => entry,
             None => {
                 // A pair left out stays out: the inventory never shrinks.
-                let entry = inventory.pair(ep);
+                let entry = inventory.pair(ep.master, ep.slave);
                 self.pair.inventory = Some(entry);
                 entry
             }
         };
-        inventory.count(entry, unit, fc, ts_ns);
+        inventory.on_request(entry, req, unit, ts_ns);
         entry
     }
 
@@ -612,7 +597,7 @@ impl ModbusSink<'_> {
         self.st.counters.requests += 1;
         let ep = self.endpoints();
         let fc = req.function_code();
-        let pair = self.note_request(&ep, mbap.unit, fc, ts_ns);
+        let pair = self.note_request(&ep, &req, mbap.unit, ts_ns);
         let limits = self.st.cfg.limits;
         self.pending.insert(
             PendingRequest::new(ts_ns, mbap.tid, mbap.unit, &req),
@@ -730,6 +715,11 @@ impl ModbusSink<'_> {
         } else {
             self.st.counters.unmatched_responses += 1;
             self.unanswered_response(mbap, resp, ts_ns);
+        }
+        if let Some(Some(id)) = self.pair.inventory {
+            self.st
+                .inventory
+                .on_response(id, request.as_ref(), resp, ts_ns);
         }
         let ctx = ResponseCtx {
             ts_ns,

@@ -918,8 +918,17 @@ fn alert_storm_leaves_a_bounded_report_with_exact_counts() {
         let size = serde_json::to_vec_pretty(a).unwrap().len();
         assert!(size < 2048, "an entry of {size} bytes: {a:?}");
     }
-    // The rest of the report (inventory of 5,000 pairs included) is small.
-    assert!(bytes.len() < 4 << 20, "report of {} bytes", bytes.len());
+    // The rest of the report is small; the inventory (5,000 pairs, 5,001
+    // devices) grows with the pairs only, which it bounds.
+    let inventory = serde_json::to_vec_pretty(&rep.inventory).unwrap().len();
+    let pairs = rep.inventory.pairs.len() + rep.inventory.devices.len();
+    eprintln!("storm: inventory {inventory} bytes for {pairs} pairs and devices");
+    assert!(
+        bytes.len() - inventory < 4 << 20,
+        "report of {} bytes",
+        bytes.len()
+    );
+    assert!(inventory < pairs * 800, "inventory of {inventory} bytes");
     // EVE: every alert is a line, folded into a later line, or dropped
     // with its key.
     let suppressed = c.eve_lines_suppressed;
@@ -1092,7 +1101,7 @@ fn baseline_learning_is_bounded_and_counted() {
     )
     .unwrap();
     let summary = Summary::merge(&out.dispatch, out.shards);
-    let learned = summary.observed.to_file("coils").registers.len();
+    let learned = summary.inventory.observed.to_file("coils").registers.len();
     let total = usize::from(UNITS) * COILS;
     assert_eq!(learned, 50_000);
     assert_eq!(summary.learned_registers_dropped, (total - 50_000) as u64);

@@ -477,3 +477,86 @@ fn refuses_to_steal_frames_from_a_local_modbus_server() {
     plc.stop(STOP).expect("PLC stops");
     topo.teardown().expect("teardown");
 }
+
+/// `--inventory` while live: the files appear during capture (`complete:
+/// false`) and grow as the HMI polls; at the end they are complete and
+/// hold what the report's inventory holds.
+#[test]
+fn inventory_files_are_written_while_capturing() {
+    modbus_tests::require_root("the live tests need root (namespaces, XDP)");
+    let topo = Topology::create(&unique_prefix("mbi")).expect("topology");
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("live.json");
+    let inv = dir.path().join("inv.json");
+    let plc_addr = format!("{}:502", topo.plc_ip());
+    let mut plc = topo
+        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
+        .expect("PLC");
+    plc.wait_for_line("listening on", START).expect("PLC up");
+    let bin = modbus_tests::detector_binary();
+    let args = [
+        "--interface",
+        topo.sensor_iface(),
+        "--output",
+        report.to_str().unwrap(),
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--inventory-interval",
+        "0.3",
+    ];
+    let mut sensor = topo
+        .spawn_in(Host::Sensor, bin.to_str().unwrap(), &args)
+        .expect("sensor");
+    sensor
+        .wait_for_line("capturing on", START)
+        .expect("sensor up");
+    let hmi = topo
+        .spawn_in(
+            Host::Hmi,
+            LAB,
+            &[
+                "hmi",
+                "--target",
+                &plc_addr,
+                "--duration",
+                "3",
+                "--interval-ms",
+                "20",
+            ],
+        )
+        .expect("HMI");
+    // Requests of the pair, in the files written while the HMI polls.
+    let mut seen: Vec<u64> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(400));
+        let Ok(bytes) = std::fs::read(&inv) else {
+            continue;
+        };
+        let file: Value = serde_json::from_slice(&bytes).expect("a whole JSON file");
+        assert_eq!(file["complete"], false, "written while capturing");
+        if let Some(n) = file["pairs"][0]["requests"].as_u64() {
+            if seen.last().is_none_or(|&last| n > last) {
+                seen.push(n);
+            }
+        }
+    }
+    drop(hmi);
+    let done = sensor.stop(STOP).expect("sensor stops on SIGTERM");
+    plc.stop(STOP).expect("PLC stops");
+    topo.teardown().expect("teardown");
+    assert!(
+        seen.len() >= 2,
+        "inventory files during capture: {seen:?}; stderr: {}",
+        done.stderr
+    );
+    assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
+    let last: Value = serde_json::from_slice(&std::fs::read(&inv).unwrap()).unwrap();
+    assert_eq!(last["complete"], true);
+    let live = modbus_tests::read_report_json(&report);
+    assert_eq!(last["pairs"], live["inventory"]["pairs"]);
+    assert!(last["pairs"][0]["requests"].as_u64() >= seen.last().copied());
+    assert_eq!(live["capture"]["inventory_snapshots_missed"], 0);
+    assert!(dir.path().join("inv.devices.csv").exists());
+    assert!(dir.path().join("inv.pairs.csv").exists());
+}

@@ -174,6 +174,11 @@ impl Baseline {
         id
     }
 
+    /// The pairs, in the order of their ids.
+    pub fn pair_keys(&self) -> impl Iterator<Item = (IpAddr, IpAddr)> + '_ {
+        self.profiles.iter().map(|(k, _)| *k)
+    }
+
     /// The profile of a pair found with [`Baseline::pair_id`].
     pub fn pair_profile(&self, id: PairId) -> Option<&PairProfile> {
         self.profiles.get(id.0 as usize).map(|(_, p)| p)

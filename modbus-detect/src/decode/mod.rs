@@ -55,6 +55,9 @@ pub struct PacketMeta {
     /// Put together from IP fragments: what the reassembly noted (bits of
     /// [`crate::defrag::note`]; 0 for an unfragmented packet).
     pub fragments: u8,
+    /// The sender's link-layer (MAC) address, for the asset inventory;
+    /// zeros when the link layer has none (raw IP, loopback).
+    pub src_mac: [u8; 6],
 }
 
 impl PacketMeta {
@@ -142,5 +145,7 @@ pub fn network_layer(link: LinkType, frame: &[u8]) -> Option<(usize, IpVersion)>
 pub fn decode(link: LinkType, frame: &[u8]) -> Result<PacketMeta, SkipReason> {
     let (l3_off, ethertype) = link::decode_link(link, frame)?;
     let ip = ip::decode_ip(frame, l3_off, ethertype)?;
-    tcp::decode_tcp(frame, &ip)
+    let mut meta = tcp::decode_tcp(frame, &ip)?;
+    meta.src_mac = link::source_mac(link, frame);
+    Ok(meta)
 }

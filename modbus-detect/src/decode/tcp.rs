@@ -64,6 +64,7 @@ pub(super) fn decode_tcp(frame: &[u8], ip: &IpInfo) -> Result<PacketMeta, SkipRe
         l4_off: u16::try_from(ip.l4_off).map_err(|_| SkipReason::Truncated)?,
         ttl: ip.ttl,
         fragments: 0,
+        src_mac: [0; 6],
     })
 }
 
@@ -245,6 +246,18 @@ mod tests {
             l4_off,
             ttl: 64,
             fragments: 0,
+            src_mac: SRC_MAC,
+        }
+    }
+
+    /// The sender's address in every test frame with a link layer.
+    const SRC_MAC: [u8; 6] = [0x02, 0, 0x5e, 0x50, 0, 0x20];
+
+    /// The meta of a frame without a link-layer address (raw IP, loopback).
+    fn no_mac(meta: PacketMeta) -> PacketMeta {
+        PacketMeta {
+            src_mac: [0; 6],
+            ..meta
         }
     }
 
@@ -356,19 +369,19 @@ mod tests {
                 sll2(ETHERTYPE_IPV6, &v6),
                 v6_meta([20, 60, 80, 3]),
             ),
-            (LinkType::RawIp, v4.clone(), v4_meta([0, 20, 40, 3])),
-            (LinkType::RawIp, v6.clone(), v6_meta([0, 40, 60, 3])),
-            (LinkType::Ipv4, v4.clone(), v4_meta([0, 20, 40, 3])),
-            (LinkType::Ipv6, v6.clone(), v6_meta([0, 40, 60, 3])),
+            (LinkType::RawIp, v4.clone(), no_mac(v4_meta([0, 20, 40, 3]))),
+            (LinkType::RawIp, v6.clone(), no_mac(v6_meta([0, 40, 60, 3]))),
+            (LinkType::Ipv4, v4.clone(), no_mac(v4_meta([0, 20, 40, 3]))),
+            (LinkType::Ipv6, v6.clone(), no_mac(v6_meta([0, 40, 60, 3]))),
             (
                 LinkType::Null,
                 null_loopback(2u32.to_le_bytes(), &v4),
-                v4_meta([4, 24, 44, 3]),
+                no_mac(v4_meta([4, 24, 44, 3])),
             ),
             (
                 LinkType::Null,
                 null_loopback(30u32.to_be_bytes(), &v6),
-                v6_meta([4, 44, 64, 3]),
+                no_mac(v6_meta([4, 44, 64, 3])),
             ),
         ];
         for (link, frame, meta) in cases {

@@ -168,6 +168,10 @@ pub struct PairCache {
     /// request of the connection was seen, so a response that answers
     /// none is unsolicited.
     pub from_start: bool,
+    /// The link-layer address each direction's frames came from last, as
+    /// given to the inventory: a frame from another one (an address taken
+    /// over mid-connection) is noted again; the same costs a compare.
+    pub macs: [[u8; 6]; 2],
 }
 
 impl Flow {

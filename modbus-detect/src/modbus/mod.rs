@@ -1,6 +1,7 @@
 //! Modbus/TCP: MBAP header, PDUs of every public function code, the
 //! request/response transaction table, and ADU records (`--dump-adus`).
 
+pub mod device_id;
 pub mod mbap;
 pub mod pdu;
 pub mod record;

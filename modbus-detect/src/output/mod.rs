@@ -1,6 +1,7 @@
 //! Outputs: the JSON report, the EVE JSON-lines alert stream, and time formats.
 
 pub mod eve;
+pub mod inventory;
 pub mod report;
 
 /// RFC 3339 UTC time with microseconds, e.g. `2026-11-23T12:00:00.123456Z`.

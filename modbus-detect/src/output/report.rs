@@ -3,22 +3,22 @@
 //! [`Report`] is its schema. Field names are an interface: users' scripts
 //! and SIEM parsers depend on them. Add fields; never rename or remove one.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+use super::inventory::InventorySection;
 use crate::alert::{
     sort_for_report, Aggregate, Alert, AlertKind, Detail, Evasion, FloodReason, Severity,
 };
-use crate::config::baseline::Baseline;
 use crate::config::{DetectConfig, Mode};
 use crate::counters::Counters;
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
 use crate::detect::protocol::ReservedReason;
 use crate::flow::policy::TargetPolicy;
+use crate::inventory::InventoryResult;
 use crate::knowledge::{knowledge, TypeInfo};
 use crate::modbus::{exception_name, function_name};
 use crate::shard::ShardResult;
@@ -38,8 +38,8 @@ pub struct Summary {
     pub alerts_dropped: u64,
     pub eve_suppressed: u64,
     pub rule_state_evicted: u64,
-    pub inventory_pairs_dropped: u64,
-    pub observed: Baseline,
+    /// Pairs, function codes, units and assets (and, learning, the baseline).
+    pub inventory: InventoryResult,
     pub first_ns: Option<u64>,
     pub last_ns: Option<u64>,
     pub ml: MlStats,
@@ -68,12 +68,11 @@ impl Summary {
             s.alerts_dropped += r.alerts_dropped;
             s.eve_suppressed += r.eve_suppressed;
             s.rule_state_evicted += r.rule_state_evicted;
-            s.inventory_pairs_dropped += r.inventory_pairs_dropped;
             s.ml.merge(&r.ml);
             s.ml_samples.extend(r.ml_samples);
             s.learned_registers_dropped += r.learned_registers_dropped;
             s.learned_windows_dropped += r.learned_windows_dropped;
-            s.observed.merge(r.observed);
+            s.inventory.merge(r.inventory);
             for t in [r.first_ns, r.last_ns].into_iter().flatten() {
                 s.first_ns = Some(s.first_ns.map_or(t, |f| f.min(t)));
                 s.last_ns = Some(s.last_ns.map_or(t, |l| l.max(t)));
@@ -233,6 +232,8 @@ pub struct CaptureSection {
     pub shards: Vec<ShardDrops>,
     pub link_down_events: u64,
     pub link_down_seconds: f64,
+    /// Periodic `--inventory` files skipped (a shard did not answer in time).
+    pub inventory_snapshots_missed: u64,
     pub privileges: Privileges,
     pub busy_poll: BusyPollState,
 }
@@ -327,27 +328,6 @@ pub struct MlJudged {
 pub struct MlOff {
     /// Always false.
     pub enabled: bool,
-}
-
-/// `inventory`: who talked to whom.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InventorySection {
-    pub masters: Vec<IpAddr>,
-    pub slaves: Vec<IpAddr>,
-    /// Unit ids seen per slave.
-    pub unit_ids: BTreeMap<String, Vec<u8>>,
-    pub pairs: Vec<InventoryPair>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InventoryPair {
-    pub master: IpAddr,
-    pub slave: IpAddr,
-    pub requests: u64,
-    /// Requests per function code (keys are decimal function codes).
-    pub function_codes: BTreeMap<String, u64>,
 }
 
 /// The fields every alert record has (report entries and EVE lines).
@@ -526,7 +506,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
         alerts_dropped_table_full: summary.alerts_dropped,
         eve_lines_suppressed: summary.eve_suppressed,
         rule_state_evicted: summary.rule_state_evicted,
-        inventory_pairs_dropped: summary.inventory_pairs_dropped,
+        inventory_pairs_dropped: summary.inventory.pairs_dropped,
         learned_registers_dropped: summary.learned_registers_dropped,
         learned_windows_dropped: summary.learned_windows_dropped,
     };
@@ -554,7 +534,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
         capture: info.capture.clone(),
         counters,
         ml: ml_section(summary, cfg),
-        inventory: inventory(&summary.observed),
+        inventory: super::inventory::section(&summary.inventory),
         alerts: summary.alerts.iter().map(|a| alert_entry(a, cfg)).collect(),
         alert_types: AlertKind::ALL
             .iter()
@@ -569,7 +549,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
 fn ml_section(summary: &Summary, cfg: &DetectConfig) -> MlSection {
     match cfg.mode {
         Mode::Learn => {
-            let models = summary.observed.models();
+            let models = summary.inventory.observed.models();
             MlSection::Learned(MlLearned {
                 window_s: cfg.ml_window_ns as f64 / 1e9,
                 windows_learned: summary.ml_samples.len(),
@@ -633,25 +613,6 @@ fn settings(info: &RunInfo, cfg: &DetectConfig) -> Settings {
             max_pending_per_flow: cfg.limits.max_pending_per_flow,
             max_alert_entries: cfg.limits.max_alert_keys,
         },
-    }
-}
-
-fn inventory(observed: &Baseline) -> InventorySection {
-    let file = observed.to_file("");
-    InventorySection {
-        pairs: file
-            .pairs
-            .iter()
-            .map(|p| InventoryPair {
-                master: p.master,
-                slave: p.slave,
-                requests: p.function_codes.0.values().sum(),
-                function_codes: p.function_codes.0.clone(),
-            })
-            .collect(),
-        masters: file.masters,
-        slaves: file.slaves,
-        unit_ids: file.unit_ids.0,
     }
 }
 

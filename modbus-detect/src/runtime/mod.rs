@@ -26,6 +26,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::alert::EveEvent;
 use crate::config::DetectConfig;
 use crate::counters::Counters;
+use crate::inventory::InventoryResult;
 use crate::output::eve::{EveError, EveWriter};
 use crate::shard::{Shard, ShardResult};
 use crate::source::SourceError;
@@ -125,6 +126,34 @@ pub struct Pipeline {
     shards: Vec<JoinHandle<ShardResult>>,
     eve: Option<JoinHandle<Result<u64, EveError>>>,
     progress: Arc<Vec<ShardProgress>>,
+    snapshots: Snapshots,
+}
+
+/// Copies of the shards' state asked for while they run: a request is a
+/// new number in `asked`; each shard answers it between two batches (or
+/// within a millisecond when idle) with its copy, tagged with the number.
+struct Snapshots {
+    asked: Arc<AtomicU64>,
+    answers: Receiver<(u64, InventoryResult)>,
+}
+
+/// A shard's side of [`Snapshots`].
+struct SnapshotDuty {
+    asked: Arc<AtomicU64>,
+    answered: u64,
+    answers: Sender<(u64, InventoryResult)>,
+}
+
+impl SnapshotDuty {
+    /// Answer a request not answered yet (a relaxed load per batch when
+    /// there is none).
+    fn serve(&mut self, shard: &Shard) {
+        let asked = self.asked.load(Ordering::Relaxed);
+        if asked != self.answered {
+            self.answered = asked;
+            let _ = self.answers.send((asked, shard.inventory_snapshot()));
+        }
+    }
 }
 
 /// One source thread's way into the shards: a lock-free SPSC ring to each
@@ -258,6 +287,8 @@ impl Pipeline {
             .collect();
         let progress: Arc<Vec<ShardProgress>> =
             Arc::new((0..shards).map(|_| ShardProgress::default()).collect());
+        let asked = Arc::new(AtomicU64::new(0));
+        let (answers_tx, answers) = crossbeam_channel::unbounded();
         let mut handles = Vec::with_capacity(shards);
         for i in 0..shards {
             let mut consumers = Vec::with_capacity(feeders.len());
@@ -275,6 +306,11 @@ impl Pipeline {
             let eve_tx = eve_out.clone();
             let progress = progress.clone();
             let cpu = cpus.get(i).copied();
+            let duty = SnapshotDuty {
+                asked: asked.clone(),
+                answered: 0,
+                answers: answers_tx.clone(),
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn(move || {
@@ -282,7 +318,7 @@ impl Pipeline {
                         pin_current_thread(c);
                     }
                     let _ = wake.thread.set(std::thread::current());
-                    run_shard(shard, consumers, eve_tx, &progress[i], &wake)
+                    run_shard(shard, consumers, eve_tx, &progress[i], &wake, duty)
                 })?;
             handles.push(handle);
         }
@@ -291,6 +327,7 @@ impl Pipeline {
                 shards: handles,
                 eve: eve_handle,
                 progress,
+                snapshots: Snapshots { asked, answers },
             },
             feeders,
         ))
@@ -304,6 +341,27 @@ impl Pipeline {
                 b + p.alerts.load(Ordering::Relaxed),
             )
         })
+    }
+
+    /// The inventory of every shard as it is now, merged; `None` when a
+    /// shard did not answer within `timeout` (it is far behind, or gone).
+    pub fn inventory_snapshot(&self, timeout: Duration) -> Option<InventoryResult> {
+        let n = self.snapshots.asked.fetch_add(1, Ordering::Relaxed) + 1;
+        for h in &self.shards {
+            h.thread().unpark();
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let mut merged = InventoryResult::default();
+        let mut answered = 0;
+        while answered < self.shards.len() {
+            let (tag, part) = self.snapshots.answers.recv_deadline(deadline).ok()?;
+            // An answer to an earlier request that timed out: stale.
+            if tag == n {
+                merged.merge(part);
+                answered += 1;
+            }
+        }
+        Some(merged)
     }
 
     /// Wait for the shards to drain their rings and stop. Every [`Feeder`]
@@ -360,6 +418,7 @@ fn run_shard(
     eve: Option<EveOut>,
     progress: &ShardProgress,
     wake: &Wake,
+    mut snapshots: SnapshotDuty,
 ) -> ShardResult {
     let mut idle = 0u32;
     let delay = shard_delay();
@@ -390,6 +449,7 @@ fn run_shard(
                 }
             }
         }
+        snapshots.serve(&shard);
         if got {
             idle = 0;
             continue;

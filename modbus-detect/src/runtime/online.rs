@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crate::config::DetectConfig;
 use crate::counters::Counters;
 use crate::decode::LinkType;
+use crate::inventory::InventoryResult;
 use crate::output::eve::EveWriter;
 use crate::output::report::QueueStats;
 use crate::source::xdp::busy_poll::BusyPollState;
@@ -61,6 +62,17 @@ pub struct LiveOptions {
     pub busy_poll: Duration,
     pub quiet: bool,
 }
+
+/// What the capture hands out while it runs, every `every`: the inventory
+/// so far (the caller writes it where the user asked).
+pub struct Periodic<'a> {
+    pub every: Duration,
+    pub inventory: &'a dyn Fn(InventoryResult),
+}
+
+/// How long a periodic copy may wait for a shard: one far behind (or
+/// stuck) skips a period rather than holding up the capture's main thread.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
 /// Live capture could not start, or failed part-way; one line naming the
 /// interface.
@@ -168,6 +180,8 @@ pub struct CaptureReport {
     pub link_down_events: u64,
     /// Seconds the interface was down in all.
     pub link_down_seconds: f64,
+    /// Periodic inventory files skipped (a shard did not answer in time).
+    pub inventory_snapshots_missed: u64,
     /// What the process kept after setup.
     pub privileges: Privileges,
     pub busy_poll: BusyPollState,
@@ -197,6 +211,7 @@ pub fn run_live<E: std::error::Error + 'static>(
     eve: Option<EveWriter>,
     stop: &AtomicBool,
     ready: &dyn Fn() -> Result<(), E>,
+    periodic: Option<&Periodic<'_>>,
 ) -> Result<RunOutcome, StartError<E>> {
     let iface = &opts.iface;
     if !crate::source::xdp::available() {
@@ -315,8 +330,11 @@ pub fn run_live<E: std::error::Error + 'static>(
         pipe: &pipe,
         counters: &counters,
         failure: &failure,
+        periodic,
+        snapshots_missed: std::cell::Cell::new(0),
     };
     let (interrupted, link) = watch.run(stop, started);
+    let inventory_snapshots_missed = watch.snapshots_missed.get();
     halt.store(true, Ordering::Relaxed);
     let mut dispatch = Counters::default();
     for h in handles {
@@ -379,6 +397,7 @@ pub fn run_live<E: std::error::Error + 'static>(
             shard_ring_full_drops,
             link_down_events,
             link_down_seconds: link_down.as_secs_f64(),
+            inventory_snapshots_missed,
             privileges,
             busy_poll: busy,
         }),
@@ -459,6 +478,9 @@ struct Watch<'a> {
     pipe: &'a Pipeline,
     counters: &'a [QueueCounters],
     failure: &'a Mutex<Option<LiveError>>,
+    periodic: Option<&'a Periodic<'a>>,
+    /// Periodic copies skipped because a shard did not answer in time.
+    snapshots_missed: std::cell::Cell<u64>,
 }
 
 impl Watch<'_> {
@@ -467,8 +489,25 @@ impl Watch<'_> {
         let (iface, opts) = (self.iface, self.opts);
         let mut last_stats = Instant::now();
         let mut last_frames = 0u64;
+        let mut last_periodic = Instant::now();
         let mut link = LinkWatch::default();
         loop {
+            if let Some(p) = self.periodic {
+                if last_periodic.elapsed() >= p.every {
+                    last_periodic = Instant::now();
+                    match self.pipe.inventory_snapshot(SNAPSHOT_WAIT) {
+                        Some(inv) => (p.inventory)(inv),
+                        None => {
+                            self.snapshots_missed.set(self.snapshots_missed.get() + 1);
+                            let _ = writeln!(
+                                std::io::stderr(),
+                                "live {iface}: a shard did not hand over its inventory within {} s; this period's inventory file is skipped",
+                                SNAPSHOT_WAIT.as_secs()
+                            );
+                        }
+                    }
+                }
+            }
             std::thread::sleep(Duration::from_millis(50));
             if stop.load(Ordering::Relaxed) {
                 return (true, link);
