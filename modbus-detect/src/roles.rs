@@ -77,7 +77,7 @@ mod tests {
             l4_off: 0,
             ttl: 64,
             fragments: 0,
-            src_mac: [0; 6],
+            mac_off: 0,
         }
     }
 

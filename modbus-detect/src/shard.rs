@@ -425,11 +425,11 @@ impl Shard {
         if let Some(Some(id)) = pair.inventory {
             // Every admitted frame, bare ACKs too: a slave that never
             // answers still shows its hardware address.
+            let mac = meta.src_mac(frame);
             let last = &mut pair.macs[dir as usize];
-            if *last != meta.src_mac {
-                *last = meta.src_mac;
-                st.inventory
-                    .note_mac(id, dir == Dir::ToServer, meta.src_mac);
+            if *last != mac {
+                *last = mac;
+                st.inventory.note_mac(id, dir == Dir::ToServer, mac);
             }
         }
         if this.is_closed() && other.is_closed() {

@@ -100,20 +100,19 @@ pub(super) fn decode_link(link: LinkType, frame: &[u8]) -> Result<(usize, u16), 
     }
 }
 
-/// The sender's MAC address: Ethernet's source, or a cooked capture's
-/// link-layer address when it is 6 bytes long; zeros otherwise.
-pub(super) fn source_mac(link: LinkType, frame: &[u8]) -> [u8; 6] {
-    let at = match link {
-        LinkType::Ethernet => Some(6),
+/// Where the sender's MAC address is: Ethernet's source, or a cooked
+/// capture's link-layer address when it is 6 bytes long; 0 when there is
+/// none. Only called for frames whose link header was decoded whole.
+#[inline(always)]
+pub(super) fn source_mac_offset(link: LinkType, frame: &[u8]) -> u8 {
+    match link {
+        LinkType::Ethernet => 6,
         // SLL: address length at 4..6, address at 6..14.
-        LinkType::LinuxSll => (read_u16(frame, 4) == Some(6)).then_some(6),
+        LinkType::LinuxSll if read_u16(frame, 4) == Some(6) => 6,
         // SLL2: address length at 11, address at 12..20.
-        LinkType::LinuxSll2 => (frame.get(11) == Some(&6)).then_some(12),
-        _ => None,
-    };
-    at.and_then(|at| frame.get(at..at + 6))
-        .and_then(|m| m.try_into().ok())
-        .unwrap_or([0; 6])
+        LinkType::LinuxSll2 if frame.get(11) == Some(&6) => 12,
+        _ => 0,
+    }
 }
 
 /// Headers that carry an ethertype (Ethernet, SLL, SLL2): read it at `type_off`,

@@ -55,12 +55,23 @@ pub struct PacketMeta {
     /// Put together from IP fragments: what the reassembly noted (bits of
     /// [`crate::defrag::note`]; 0 for an unfragmented packet).
     pub fragments: u8,
-    /// The sender's link-layer (MAC) address, for the asset inventory;
-    /// zeros when the link layer has none (raw IP, loopback).
-    pub src_mac: [u8; 6],
+    /// Where the sender's link-layer (MAC) address is in the frame, for
+    /// the asset inventory (read only for the frames it wants); 0 when the
+    /// link layer has none (raw IP, loopback, a reassembled datagram).
+    pub mac_off: u8,
 }
 
 impl PacketMeta {
+    /// The sender's MAC address in `frame` (the frame this meta was
+    /// decoded from); zeros when it has none.
+    pub fn src_mac(&self, frame: &[u8]) -> [u8; 6] {
+        let at = usize::from(self.mac_off);
+        match frame.get(at..at + 6) {
+            Some(m) if at > 0 => m.try_into().unwrap_or([0; 6]),
+            _ => [0; 6],
+        }
+    }
+
     /// The TCP payload of `frame`, the same bytes this meta was decoded from.
     pub fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
         let start = usize::from(self.payload_off);
@@ -146,6 +157,6 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<PacketMeta, SkipReason> {
     let (l3_off, ethertype) = link::decode_link(link, frame)?;
     let ip = ip::decode_ip(frame, l3_off, ethertype)?;
     let mut meta = tcp::decode_tcp(frame, &ip)?;
-    meta.src_mac = link::source_mac(link, frame);
+    meta.mac_off = link::source_mac_offset(link, frame);
     Ok(meta)
 }

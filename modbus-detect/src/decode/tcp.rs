@@ -64,7 +64,7 @@ pub(super) fn decode_tcp(frame: &[u8], ip: &IpInfo) -> Result<PacketMeta, SkipRe
         l4_off: u16::try_from(ip.l4_off).map_err(|_| SkipReason::Truncated)?,
         ttl: ip.ttl,
         fragments: 0,
-        src_mac: [0; 6],
+        mac_off: 0,
     })
 }
 
@@ -246,7 +246,7 @@ mod tests {
             l4_off,
             ttl: 64,
             fragments: 0,
-            src_mac: SRC_MAC,
+            mac_off: 6,
         }
     }
 
@@ -255,10 +255,7 @@ mod tests {
 
     /// The meta of a frame without a link-layer address (raw IP, loopback).
     fn no_mac(meta: PacketMeta) -> PacketMeta {
-        PacketMeta {
-            src_mac: [0; 6],
-            ..meta
-        }
+        PacketMeta { mac_off: 0, ..meta }
     }
 
     /// `[l3_off, l4_off, payload_off, payload_len]`
@@ -289,6 +286,7 @@ mod tests {
         let frame = ethernet(ETHERTYPE_IPV4, &[], &ipv4_tcp(&[], b"\x00\x01modbus"));
         let meta = decode(LinkType::Ethernet, &frame).unwrap();
         assert_eq!(meta, v4_meta([14, 34, 54, 8]));
+        assert_eq!(meta.src_mac(&frame), SRC_MAC);
         assert_eq!(meta.payload(&frame), b"\x00\x01modbus");
     }
 
@@ -367,7 +365,10 @@ mod tests {
             (
                 LinkType::LinuxSll2,
                 sll2(ETHERTYPE_IPV6, &v6),
-                v6_meta([20, 60, 80, 3]),
+                PacketMeta {
+                    mac_off: 12,
+                    ..v6_meta([20, 60, 80, 3])
+                },
             ),
             (LinkType::RawIp, v4.clone(), no_mac(v4_meta([0, 20, 40, 3]))),
             (LinkType::RawIp, v6.clone(), no_mac(v6_meta([0, 40, 60, 3]))),
@@ -386,6 +387,8 @@ mod tests {
         ];
         for (link, frame, meta) in cases {
             assert_eq!(decode(link, &frame), Ok(meta), "{link:?}");
+            let mac = if meta.mac_off == 0 { [0; 6] } else { SRC_MAC };
+            assert_eq!(meta.src_mac(&frame), mac, "{link:?}");
         }
     }
 

@@ -37,13 +37,15 @@ impl Flood {
     }
 
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
-        let t = self.thresholds;
-        let run = self
-            .pairs
-            .get_or_insert_with((ctx.ep.master, ctx.ep.slave), || Run {
-                last_ns: ctx.ts_ns,
-                len: 0,
-            });
+        // Borrowed, not copied per request: the thresholds are 19 fields.
+        let Flood {
+            thresholds: t,
+            pairs,
+        } = self;
+        let run = pairs.get_or_insert_with((ctx.ep.master, ctx.ep.slave), || Run {
+            last_ns: ctx.ts_ns,
+            len: 0,
+        });
         // A clock that stepped back (merged captures, a clock step) gives
         // no interval: the run starts again rather than counting a 0.
         let interval = ctx.ts_ns.checked_sub(run.last_ns);

@@ -38,7 +38,9 @@ pub enum Framing {
     Bad(Mbap, MbapProblem),
 }
 
-/// Frame the ADU at the start of `b`.
+/// Frame the ADU at the start of `b`: inline for a header the
+/// specification allows, the rest out of line.
+#[inline(always)]
 pub fn frame(b: &[u8]) -> Framing {
     let Some(header) = Mbap::parse(b) else {
         return Framing::Short;
@@ -48,17 +50,23 @@ pub fn frame(b: &[u8]) -> Framing {
             len: header.adu_len(),
             oversized: false,
         },
-        Err(problem @ MbapProblem::LengthTooLong(len)) if len <= MAX_VENDOR_LEN => {
-            match b.get(MBAP_LEN) {
-                None => Framing::Short,
-                Some(&fc) if !has_public_layout(fc & 0x7F) && fc & 0x7F != 0 => Framing::Adu {
-                    len: header.adu_len(),
-                    oversized: true,
-                },
-                Some(_) => Framing::Bad(header, problem),
-            }
-        }
-        Err(problem) => Framing::Bad(header, problem),
+        Err(problem) => frame_unusual(b, header, problem),
+    }
+}
+
+/// A header [`Mbap::check`] rejects: an oversized vendor ADU, or bad.
+#[cold]
+fn frame_unusual(b: &[u8], header: Mbap, problem: MbapProblem) -> Framing {
+    match problem {
+        MbapProblem::LengthTooLong(len) if len <= MAX_VENDOR_LEN => match b.get(MBAP_LEN) {
+            None => Framing::Short,
+            Some(&fc) if !has_public_layout(fc & 0x7F) && fc & 0x7F != 0 => Framing::Adu {
+                len: header.adu_len(),
+                oversized: true,
+            },
+            Some(_) => Framing::Bad(header, problem),
+        },
+        _ => Framing::Bad(header, problem),
     }
 }
 
