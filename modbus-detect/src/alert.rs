@@ -337,6 +337,37 @@ pub enum Detail {
     },
 }
 
+/// The Modbus message an alert was raised on, for its alert line's
+/// `modbus` object (Suricata's shape): `None` on alerts about many
+/// messages (a scan, a window of traffic) or none (a connection that is
+/// not Modbus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tx {
+    pub tid: u16,
+    /// Raised on the request (else on the response).
+    pub request: bool,
+    /// The function code on the wire (0x80 set in an exception).
+    pub fc: u8,
+    /// What the request reads: start address and quantity.
+    pub read: Option<(u16, u16)>,
+    /// What it writes: the start address, and the value of a single write.
+    pub write: Option<(u16, Option<u16>)>,
+    /// The response's exception code.
+    pub exception: Option<u8>,
+}
+
+/// Where an alert was raised: its connection, frame and direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The connection's `flow_id` (see `flow::flow_id`).
+    pub flow_id: u64,
+    /// The frame's number: in the capture file (replay), or since capture
+    /// started (live).
+    pub frame: u64,
+    /// The alert's source is the connection's client.
+    pub to_server: bool,
+}
+
 /// One raised alert, before aggregation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Alert {
@@ -354,6 +385,11 @@ pub struct Alert {
     pub register: Option<u32>,
     pub value: Option<i64>,
     pub detail: Detail,
+    /// The message it was raised on (its unit id and function code are
+    /// only known when this is set).
+    pub tx: Option<Tx>,
+    /// Its connection and frame, stamped by the shard.
+    pub stamp: Option<Stamp>,
 }
 
 /// What makes two alerts "the same" for aggregation.
@@ -426,6 +462,10 @@ pub struct EveEvent {
     pub alert: Alert,
     /// Total count of the key so far.
     pub count: u64,
+    /// Alerts this line stands for: 1, or more where a rule recognises
+    /// an attack after several events and raises them at once (a flood's
+    /// run, an exception burst).
+    pub events: u64,
     /// Alerts of this key not written as lines since the previous line.
     pub suppressed: u64,
 }
@@ -475,6 +515,7 @@ impl AlertStore {
                 let event = EveEvent {
                     alert,
                     count: agg.count,
+                    events: n,
                     suppressed: agg.eve_pending,
                 };
                 agg.eve_last_ns = alert.ts_ns;
@@ -487,7 +528,14 @@ impl AlertStore {
         }
         if self.aggregates.len() >= self.max_keys {
             self.dropped += n;
-            return None;
+            // One line per event was asked for (no rate limit): the event
+            // still gets its line, though its key is not kept.
+            return (self.eve_interval_ns == 0).then_some(EveEvent {
+                alert,
+                count: n,
+                events: n,
+                suppressed: 0,
+            });
         }
         self.aggregates.insert(
             key,
@@ -503,6 +551,7 @@ impl AlertStore {
         Some(EveEvent {
             alert,
             count: n,
+            events: n,
             suppressed: 0,
         })
     }
@@ -551,6 +600,8 @@ mod tests {
             register: None,
             value: None,
             detail: Detail::None,
+            tx: None,
+            stamp: None,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::config::{DetectConfig, Mode};
 use crate::files::{atomic_write, check_writable, FileError};
 use crate::flow::policy::TargetPolicies;
 use crate::inventory::InventoryResult;
-use crate::output::eve::{EveError, EveWriter};
+use crate::output::eve::{EveError, EveWriter, Origin};
 use crate::output::inventory;
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::runtime::offline::replay;
@@ -118,6 +118,9 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
         ..DetectConfig::default()
     };
     cfg.limits.max_flows = args.max_flows.max(1);
+    if args.eve_every_event {
+        cfg.limits.eve_interval_ns = 0;
+    }
     cfg.verify_checksums = args.checksums == "verify";
     cfg.target_policies = TargetPolicies::new(&args.target_policy)
         .map_err(|_| AppError::Usage("--target-policy takes at most 1024 address ranges"))?;
@@ -217,12 +220,28 @@ fn open_inputs(args: &Args, pcap: &Path) -> Result<CaptureFile, AppError> {
 }
 
 fn eve_writer(args: &Args, cfg: &Arc<DetectConfig>) -> Result<Option<EveWriter>, AppError> {
+    let origin = Origin {
+        host: args.sensor_name.clone().unwrap_or_else(host_name),
+        pcap_filename: args.pcap.as_ref().map(|p| p.display().to_string()),
+        in_iface: args.interface.clone(),
+    };
     args.eve
         .as_ref()
         .map(|p| {
-            EveWriter::create(p, cfg.clone()).map_err(|e| AppError::output(p, "create", e.source))
+            EveWriter::create(p, cfg.clone())
+                .map(|w| w.with_origin(origin))
+                .map_err(|e| AppError::output(p, "create", e.source))
         })
         .transpose()
+}
+
+/// The machine's name (`host` of the alert lines when no --sensor-name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn run_info(

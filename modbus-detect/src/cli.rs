@@ -113,6 +113,16 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub eve: Option<PathBuf>,
 
+    /// One EVE line per alert event, instead of at most one per alert key
+    /// and second of capture time (the default, which counts what it folds
+    /// in `suppressed_since_last_line`).
+    #[arg(long, requires = "eve")]
+    pub eve_every_event: bool,
+
+    /// The sensor's name in alert lines (`host`); default: the host name.
+    #[arg(long, value_name = "NAME")]
+    pub sensor_name: Option<String>,
+
     /// Detector shard threads; default: one per core left after the reading
     /// thread(s) (one shard in the reader's thread on a one-core machine).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use crate::alert::{Aggregate, Alert, AlertKind, AlertStore, Detail, Evasion, EveEvent, Severity};
+use crate::alert::{
+    Aggregate, Alert, AlertKind, AlertStore, Detail, Evasion, EveEvent, Severity, Stamp, Tx,
+};
 use crate::config::baseline::PairId;
 use crate::config::{DetectConfig, Limits, Mode};
 use crate::counters::Counters;
@@ -60,10 +62,50 @@ pub struct ShardResult {
 struct Alerts {
     store: AlertStore,
     eve: Vec<EveEvent>,
+    /// The connection and frame being worked on, if any: alerts raised now
+    /// are stamped with them (those of a clock tick or the end of input
+    /// belong to no frame).
+    here: Option<Here>,
+}
+
+/// See [`Alerts::here`].
+#[derive(Debug, Clone, Copy)]
+struct Here {
+    flow_id: u64,
+    key: FlowKey,
+    frame: u64,
+}
+
+impl Alerts {
+    /// From now on, alerts belong to `flow`, at `frame`.
+    fn at(&mut self, flow_id: u64, key: &FlowKey, frame: u64) {
+        self.here = Some(Here {
+            flow_id,
+            key: *key,
+            frame,
+        });
+    }
 }
 
 impl AlertSink for Alerts {
-    fn raise(&mut self, alert: Alert, count: u64) {
+    fn raise(&mut self, mut alert: Alert, count: u64) {
+        // Only an alert about this connection gets its stamp: one about
+        // the pair's traffic over several connections (an ML window that
+        // this request closed) belongs to none of them.
+        if let Some(h) = self.here {
+            let (k, a) = (&h.key, &alert);
+            let to_server = (a.src, a.src_port, a.dst, a.dst_port)
+                == (k.client, k.client_port, k.server, k.server_port);
+            let to_client = (a.dst, a.dst_port, a.src, a.src_port)
+                == (k.client, k.client_port, k.server, k.server_port);
+            if to_server || to_client {
+                alert.stamp = Some(Stamp {
+                    flow_id: h.flow_id,
+                    frame: h.frame,
+                    to_server,
+                });
+            }
+        }
         if let Some(ev) = self.store.raise(alert, count) {
             self.eve.push(ev);
         }
@@ -117,8 +159,13 @@ impl State {
         };
         let policy = self.cfg.target_policies.of(receiver);
         let Flow {
-            key, pending, pair, ..
+            key,
+            id,
+            pending,
+            pair,
+            ..
         } = flow;
+        self.alerts.at(*id, key, self.frame_no);
         let mut sink = self.sink(key, pending, pair, dir);
         if meta.fragments & note::OVERLAP != 0 {
             sink.evasion(Evasion::OverlappingFragments, policy, ts_ns);
@@ -171,6 +218,7 @@ impl Shard {
                         limits.eve_interval_ns,
                     ),
                     eve: Vec::new(),
+                    here: None,
                 },
                 inventory: {
                     let learning = cfg.mode == Mode::Learn;
@@ -239,6 +287,7 @@ impl Shard {
         // a clock step. Interval rules skip intervals across such a step.
         st.counters.timestamps_backwards += u64::from(st.last_ns.is_some_and(|t| ts_ns < t));
         st.last_ns = Some(st.last_ns.map_or(ts_ns, |t| t.max(ts_ns)));
+        st.alerts.here = None;
         st.analysis.on_tick(ts_ns, &mut st.alerts);
         let payload = meta.payload(frame);
         let (mut key, mut dir) = (FlowKey::of(meta, side.dir), side.dir);
@@ -344,6 +393,7 @@ impl Shard {
         };
         let Flow {
             key,
+            id,
             streams,
             pending,
             pair,
@@ -355,6 +405,7 @@ impl Shard {
             Dir::ToClient => (to_client, to_server),
         };
         let st = &mut self.st;
+        st.alerts.at(*id, key, st.frame_no);
         let limits = &self.limits;
         if syn {
             this.on_syn(meta.seq, &mut st.counters);
@@ -445,11 +496,13 @@ impl Shard {
         let st = &mut self.st;
         let Flow {
             key,
+            id,
             streams,
             pending,
             pair,
             ..
         } = &mut flow;
+        st.alerts.at(*id, key, st.frame_no);
         for (stream, dir) in streams.iter_mut().zip([Dir::ToServer, Dir::ToClient]) {
             stream.flush(&mut st.sink(key, pending, pair, dir));
         }
@@ -474,6 +527,7 @@ impl Shard {
             self.retire(flow, Retire::EndOfInput);
         }
         let st = &mut self.st;
+        st.alerts.here = None;
         st.analysis.flush(&mut st.alerts);
     }
 
@@ -759,6 +813,17 @@ impl ModbusSink<'_> {
         alert.unit = mbap.unit;
         alert.function_code = resp.function_code();
         alert.detail = Detail::Malformed { reason };
+        let exception = match *resp {
+            Response::Exception { code, .. } => Some(code),
+            _ => None,
+        };
+        alert.tx = Some(Tx {
+            tid: mbap.tid,
+            request: false,
+            fc: resp.function_code() | if exception.is_some() { 0x80 } else { 0 },
+            exception,
+            ..Tx::default()
+        });
         self.st.alerts.raise(alert, 1);
     }
 
@@ -772,6 +837,12 @@ impl ModbusSink<'_> {
         }
         alert.unit = mbap.unit;
         alert.function_code = pdu.first().copied().unwrap_or(0);
+        alert.tx = Some(Tx {
+            tid: mbap.tid,
+            request: self.dir == Dir::ToServer,
+            fc: alert.function_code,
+            ..Tx::default()
+        });
         self.raise_malformed(alert);
     }
 

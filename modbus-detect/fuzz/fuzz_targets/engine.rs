@@ -56,9 +56,18 @@ fn run(cfg: &Arc<DetectConfig>, link: LinkType, frames: &[u8], shards: usize) ->
     for s in inline.shards_mut() {
         s.flush();
     }
+    let origin = eve::Origin {
+        host: "fuzz".into(),
+        pcap_filename: Some("fuzz.pcap".into()),
+        in_iface: None,
+    };
     for ev in inline.take_lines() {
-        let line = eve::record(&ev, cfg);
+        let line = eve::record(&ev, cfg, &origin);
         assert!(line.is_object());
+        if let Some(id) = line.get("flow_id") {
+            assert!(id.as_u64().is_some_and(|id| id < 1 << 53), "{line}");
+        }
+        assert!(line["alert"]["signature"].is_string(), "{line}");
         serde_json::to_string(&line).expect("an EVE line serialises");
         eve_lines += 1;
     }

@@ -23,7 +23,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::alert::{Alert, AlertKind, Detail, Severity};
+use crate::alert::{Alert, AlertKind, Detail, Severity, Tx};
 use crate::config::baseline::PairId;
 use crate::config::{DetectConfig, Mode};
 use crate::keyed::KeyedMap;
@@ -55,6 +55,8 @@ impl Endpoints {
             register: None,
             value: None,
             detail: Detail::None,
+            tx: None,
+            stamp: None,
         }
     }
 
@@ -104,8 +106,43 @@ impl RequestCtx<'_> {
         Alert {
             unit: self.unit,
             function_code: self.req.function_code(),
+            tx: Some(request_tx(self.tid, self.req)),
             ..self.ep.from_master(kind, severity, self.ts_ns)
         }
+    }
+}
+
+/// A request as its alerts' [`Tx`].
+fn request_tx(tid: u16, req: &Request<'_>) -> Tx {
+    let read = match *req {
+        Request::ReadCoils { addr, qty }
+        | Request::ReadDiscreteInputs { addr, qty }
+        | Request::ReadHoldingRegisters { addr, qty }
+        | Request::ReadInputRegisters { addr, qty } => Some((addr, qty)),
+        Request::ReadWriteMultipleRegisters {
+            read_addr,
+            read_qty,
+            ..
+        } => Some((read_addr, read_qty)),
+        _ => None,
+    };
+    let write = match *req {
+        Request::WriteSingleCoil { addr, value } | Request::WriteSingleRegister { addr, value } => {
+            Some((addr, Some(value)))
+        }
+        Request::WriteMultipleCoils { addr, .. }
+        | Request::WriteMultipleRegisters { addr, .. }
+        | Request::MaskWriteRegister { addr, .. } => Some((addr, None)),
+        Request::ReadWriteMultipleRegisters { write_addr, .. } => Some((write_addr, None)),
+        _ => None,
+    };
+    Tx {
+        tid,
+        request: true,
+        fc: req.function_code(),
+        read,
+        write,
+        exception: None,
     }
 }
 
@@ -124,9 +161,22 @@ pub struct ResponseCtx<'a> {
 
 impl ResponseCtx<'_> {
     pub fn alert(&self, kind: AlertKind, severity: Severity) -> Alert {
+        let exception = match *self.resp {
+            Response::Exception { code, .. } => Some(code),
+            _ => None,
+        };
+        let fc = self.resp.function_code();
         Alert {
             unit: self.unit,
-            function_code: self.resp.function_code(),
+            function_code: fc,
+            tx: Some(Tx {
+                tid: self.tid,
+                request: false,
+                fc: if exception.is_some() { fc | 0x80 } else { fc },
+                read: self.request.and_then(|r| r.read),
+                write: None,
+                exception,
+            }),
             ..self.ep.from_slave(kind, severity, self.ts_ns)
         }
     }

@@ -232,7 +232,8 @@ impl Scans {
             if n >= threshold {
                 p.raised |= 1 << scan as u8;
                 let mut alert = ctx.alert(scan.kind(), Severity::High);
-                (alert.unit, alert.function_code) = (0, 0);
+                // Many function codes and units: none of them is the alert's.
+                (alert.unit, alert.function_code, alert.tx) = (0, 0, None);
                 alert.detail = Detail::Scan {
                     distinct: n,
                     refused: false,

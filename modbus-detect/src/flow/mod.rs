@@ -27,6 +27,20 @@ pub struct FlowKey {
     pub server_port: u16,
 }
 
+/// The `flow_id` of a connection's alert lines: a fixed hash (SipHash
+/// with a constant key: the same in every run of a build, unlike the
+/// shards' keyed tables, which need not be) of its addresses, ports and
+/// first frame's time, so that two connections on the same ports are two
+/// flows; below 2^53, so that JavaScript readers (the dashboard, Kibana)
+/// keep it exact.
+pub fn flow_id(key: &FlowKey, first_ns: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    first_ns.hash(&mut h);
+    h.finish() & ((1 << 53) - 1)
+}
+
 /// Direction of a segment within its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
@@ -136,6 +150,8 @@ pub fn server_of(meta: &PacketMeta, dir: Dir) -> IpAddr {
 #[derive(Debug)]
 pub struct Flow {
     pub key: FlowKey,
+    /// The connection's `flow_id` in alert lines (see [`flow_id`]).
+    pub id: u64,
     /// Capture time of the last segment.
     pub last_ns: u64,
     /// Reassembly per direction, indexed by [`Dir`].
@@ -178,6 +194,7 @@ impl Flow {
     pub fn new(key: FlowKey, ts_ns: u64) -> Self {
         Flow {
             key,
+            id: flow_id(&key, ts_ns),
             last_ns: ts_ns,
             streams: [Stream::default(), Stream::default()],
             pending: PendingTable::default(),

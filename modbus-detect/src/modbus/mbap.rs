@@ -23,7 +23,7 @@ const MAX_LEN: u16 = 254;
 /// Four times the standard limit, well above every vendor extension we
 /// know of, and small enough that a forged length cannot make the stream
 /// hold much while it waits for the ADU's end.
-const MAX_VENDOR_LEN: u16 = 1024;
+pub const MAX_VENDOR_LEN: u16 = 1024;
 
 /// What the bytes at the start of a stream say about the ADU there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

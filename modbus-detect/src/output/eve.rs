@@ -5,21 +5,24 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::alert::EveEvent;
+use crate::alert::{Alert, EveEvent, Tx};
 use crate::config::DetectConfig;
 
 use super::iso_time;
 use super::report::{common_fields, describe, details};
+use crate::knowledge::knowledge;
 
 pub struct EveWriter {
     path: PathBuf,
     out: BufWriter<File>,
     cfg: Arc<DetectConfig>,
+    origin: Origin,
     lines: u64,
 }
 
@@ -43,8 +46,15 @@ impl EveWriter {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
             cfg,
+            origin: Origin::default(),
             lines: 0,
         })
+    }
+
+    /// Name the sensor and the input in every line.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -59,7 +69,7 @@ impl EveWriter {
     }
 
     fn write(&mut self, ev: &EveEvent) -> std::io::Result<()> {
-        let line = record(ev, &self.cfg);
+        let line = record(ev, &self.cfg, &self.origin);
         serde_json::to_writer(&mut self.out, &line)?;
         self.out.write_all(b"\n")?;
         self.lines += 1;
@@ -89,38 +99,215 @@ impl EveWriter {
     }
 }
 
-/// One EVE alert record.
-pub fn record(ev: &EveEvent, cfg: &DetectConfig) -> Value {
+/// Where the alert lines come from: the sensor, and the capture file or
+/// interface, for the lines' `host`, `pcap_filename` and `in_iface`.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// `--sensor-name` (default: the host name).
+    pub host: String,
+    pub pcap_filename: Option<String>,
+    pub in_iface: Option<String>,
+}
+
+/// Function code names as Suricata writes them in `modbus.*.function_code`
+/// (its Modbus parser's names), so that its users' queries match ours.
+fn suricata_function(fc: u8) -> &'static str {
+    match fc & 0x7F {
+        1 => "RdCoils",
+        2 => "RdDiscreteInputs",
+        3 => "RdHoldRegs",
+        4 => "RdInputRegs",
+        5 => "WrSingleCoil",
+        6 => "WrSingleReg",
+        7 => "RdExcStatus",
+        8 => "Diagnostic",
+        9 => "Program484",
+        10 => "Poll484",
+        11 => "GetCommEventCtr",
+        12 => "GetCommEventLog",
+        13 => "ProgramController",
+        14 => "PollController",
+        15 => "WrMultCoils",
+        16 => "WrMultRegs",
+        17 => "ReportServerID",
+        18 => "Program884",
+        19 => "ResetCommLink",
+        20 => "RdFileRec",
+        21 => "WrFileRec",
+        22 => "MaskWrReg",
+        23 => "RdWrMultRegs",
+        24 => "RdFIFOQueue",
+        43 => "MEI",
+        _ => "Unknown",
+    }
+}
+
+/// Exception code names as Suricata writes them.
+fn suricata_exception(code: u8) -> &'static str {
+    match code {
+        1 => "IllegalFunction",
+        2 => "IllegalDataAddr",
+        3 => "IllegalDataValue",
+        4 => "ServerDeviceFail",
+        5 => "Ack",
+        6 => "ServerDeviceBusy",
+        7 => "NegAck",
+        8 => "MemParityErr",
+        10 => "GatewayPathUnavailable",
+        11 => "GatewayTargetFailToResp",
+        _ => "Unknown",
+    }
+}
+
+/// Suricata's `modbus` object for the message an alert was raised on:
+/// `request` or `response` with its transaction id, unit id, function
+/// code (name and raw), what a request reads and the address (and the
+/// value, for a single write) it writes, a response's exception. Only the
+/// fields Suricata's EVE schema allows: everything else of ours is under
+/// `modbus_detect`.
+fn modbus_object(a: &Alert, tx: &Tx) -> Value {
+    let mut msg = Map::new();
+    msg.insert("transaction_id".into(), json!(tx.tid));
+    msg.insert("protocol_id".into(), json!(0));
+    msg.insert("unit_id".into(), json!(a.unit));
+    msg.insert("function_raw".into(), json!(tx.fc));
+    msg.insert("function_code".into(), json!(suricata_function(tx.fc)));
+    if let Some(code) = tx.exception {
+        msg.insert(
+            "exception".into(),
+            json!({"raw": code, "code": suricata_exception(code)}),
+        );
+    }
+    if tx.request {
+        if let Some((address, quantity)) = tx.read {
+            msg.insert(
+                "read".into(),
+                json!({"address": address, "quantity": quantity}),
+            );
+        }
+        if let Some((address, value)) = tx.write {
+            let mut w = Map::new();
+            w.insert("address".into(), json!(address));
+            if let Some(v) = value {
+                w.insert("data".into(), json!(v));
+            }
+            msg.insert("write".into(), Value::Object(w));
+        }
+    }
+    let side = if tx.request { "request" } else { "response" };
+    json!({ side: msg })
+}
+
+/// ATT&CK for ICS in the keys ET rules use (`mitre_*` arrays), which
+/// Elastic's Suricata integration maps to `threat.technique.*` and
+/// `threat.tactic.*`.
+fn metadata(a: &Alert) -> Value {
+    let k = knowledge().of(a.kind);
+    let mut m = Map::new();
+    // Empty lists are left out (a type may map to a tactic alone).
+    let mut put = |key: &str, values: Vec<&str>| {
+        if !values.is_empty() {
+            m.insert(key.into(), json!(values));
+        }
+    };
+    put(
+        "mitre_technique_id",
+        k.techniques.iter().map(|t| t.id.as_str()).collect(),
+    );
+    put(
+        "mitre_technique_name",
+        k.techniques.iter().map(|t| t.name.as_str()).collect(),
+    );
+    put(
+        "mitre_tactic_id",
+        k.tactics.iter().map(|t| t.id.as_str()).collect(),
+    );
+    put(
+        "mitre_tactic_name",
+        k.tactics.iter().map(|t| t.name.as_str()).collect(),
+    );
+    put("signature_severity", vec![a.severity.name()]);
+    put("affected_product", vec!["Modbus_TCP"]);
+    Value::Object(m)
+}
+
+/// A TCP connection's Community ID (v1, seed 0): the same value Zeek,
+/// Suricata and Elastic give the connection, whatever its direction.
+pub fn community_id(src: IpAddr, src_port: u16, dst: IpAddr, dst_port: u16) -> String {
+    communityid::Flow::new(communityid::Protocol::TCP, src, src_port, dst, dst_port)
+        .community_id_v1(0)
+        .base64()
+}
+
+/// One EVE alert record: Suricata's fields where Suricata has them (and as
+/// its schema types them), everything of ours under `modbus_detect`.
+pub fn record(ev: &EveEvent, cfg: &DetectConfig, origin: &Origin) -> Value {
     let a = &ev.alert;
     let description = describe(a, cfg);
-    let mut modbus = object(&details(a, cfg));
-    modbus.insert("unit_id".into(), json!(a.unit));
-    modbus.insert("function_code".into(), json!(a.function_code));
-    let mut detect = object(&common_fields(a, a.severity));
-    detect.insert("count".into(), json!(ev.count));
-    detect.insert("suppressed_since_last_line".into(), json!(ev.suppressed));
-    detect.insert("description".into(), json!(description));
-    json!({
-        "timestamp": iso_time(a.ts_ns).replace('Z', "+0000"),
-        "event_type": "alert",
-        "src_ip": a.src,
-        "src_port": a.src_port,
-        "dest_ip": a.dst,
-        "dest_port": a.dst_port,
-        "proto": "TCP",
-        "app_proto": "modbus",
-        "alert": {
+    let mut line = Map::new();
+    line.insert(
+        "timestamp".into(),
+        json!(iso_time(a.ts_ns).replace('Z', "+0000")),
+    );
+    if let Some(s) = a.stamp {
+        line.insert("flow_id".into(), json!(s.flow_id));
+        if origin.pcap_filename.is_some() {
+            line.insert("pcap_cnt".into(), json!(s.frame));
+        }
+    }
+    if let Some(f) = &origin.pcap_filename {
+        line.insert("pcap_filename".into(), json!(f));
+    }
+    if let Some(i) = &origin.in_iface {
+        line.insert("in_iface".into(), json!(i));
+    }
+    line.insert("event_type".into(), json!("alert"));
+    line.insert("src_ip".into(), json!(a.src));
+    line.insert("src_port".into(), json!(a.src_port));
+    line.insert("dest_ip".into(), json!(a.dst));
+    line.insert("dest_port".into(), json!(a.dst_port));
+    line.insert("proto".into(), json!("TCP"));
+    line.insert(
+        "community_id".into(),
+        json!(community_id(a.src, a.src_port, a.dst, a.dst_port)),
+    );
+    if let Some(s) = a.stamp {
+        let direction = if s.to_server {
+            "to_server"
+        } else {
+            "to_client"
+        };
+        line.insert("direction".into(), json!(direction));
+    }
+    line.insert("app_proto".into(), json!("modbus"));
+    line.insert("host".into(), json!(origin.host));
+    line.insert(
+        "alert".into(),
+        json!({
             "action": "allowed",
             "gid": 1,
             "signature_id": a.kind.signature_id(),
             "rev": 1,
-            "signature": format!("{}: {}", a.kind.name(), description),
+            "signature": knowledge().of(a.kind).signature,
             "category": a.kind.category(),
             "severity": a.severity.eve_level(),
-        },
-        "modbus": modbus,
-        "modbus_detect": detect,
-    })
+            "metadata": metadata(a),
+        }),
+    );
+    if let Some(tx) = &a.tx {
+        line.insert("modbus".into(), modbus_object(a, tx));
+    }
+    let mut detect = object(&common_fields(a, a.severity));
+    detect.extend(object(&details(a, cfg)));
+    detect.insert("description".into(), json!(description));
+    detect.insert("count".into(), json!(ev.count));
+    detect.insert("events".into(), json!(ev.events));
+    detect.insert("suppressed_since_last_line".into(), json!(ev.suppressed));
+    if let Some(s) = a.stamp {
+        detect.insert("frame".into(), json!(s.frame));
+    }
+    line.insert("modbus_detect".into(), Value::Object(detect));
+    Value::Object(line)
 }
 
 /// A record of the report as a JSON object, to build an EVE object from.

@@ -342,9 +342,11 @@ pub struct AlertCommon {
     pub src_port: u16,
     pub dst_ip: IpAddr,
     pub dst_port: u16,
-    pub unit_id: u8,
-    pub function_code: u8,
-    pub function_name: String,
+    /// The unit id and function code of the message it was raised on;
+    /// `null` for alerts about many messages or none (0 is a real unit id).
+    pub unit_id: Option<u8>,
+    pub function_code: Option<u8>,
+    pub function_name: Option<String>,
     /// The rule's fixed message (SIEMs group by it).
     pub signature: String,
     /// ATT&CK for ICS technique ids (see the report's `alert_types`).
@@ -642,9 +644,9 @@ pub fn common_fields(a: &Alert, severity: Severity) -> AlertCommon {
         src_port: a.src_port,
         dst_ip: a.dst,
         dst_port: a.dst_port,
-        unit_id: a.unit,
-        function_code: a.function_code,
-        function_name: function_name(a.function_code).into(),
+        unit_id: a.tx.map(|_| a.unit),
+        function_code: a.tx.map(|_| a.function_code),
+        function_name: a.tx.map(|_| function_name(a.function_code).into()),
         signature: knowledge().of(a.kind).signature.clone(),
         mitre_techniques: knowledge()
             .of(a.kind)
