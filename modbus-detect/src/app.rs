@@ -16,7 +16,7 @@ use crate::cli::{Args, Command};
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode};
-use crate::files::{atomic_write, check_writable, FileError};
+use crate::files::{atomic_write, check_writable, identity, FileError, Shown};
 use crate::flow::policy::TargetPolicies;
 use crate::inventory::InventoryResult;
 use crate::output::eve::{EveError, EveWriter, Origin};
@@ -38,7 +38,7 @@ pub enum AppError {
     /// A limits or baseline file (exit 3).
     #[error(transparent)]
     Settings(#[from] FileError),
-    #[error("{}: has no ML models for --ml (learned from fewer than {} windows of traffic, or by an older version); learn it again with --baseline-mode", .0.display(), crate::ml::models::MIN_WINDOWS)]
+    #[error("{}: has no ML models for --ml (learned from fewer than {} windows of traffic, or by an older version); learn it again with --baseline-mode", Shown(.0), crate::ml::models::MIN_WINDOWS)]
     NoModels(PathBuf),
     /// The capture file (exit 3).
     #[error(transparent)]
@@ -47,9 +47,9 @@ pub enum AppError {
     #[error(transparent)]
     Live(#[from] LiveError),
     /// The source failed part-way; the report was written (exit 3).
-    #[error("{error} (report written to {})", report.display())]
+    #[error("{error} (report written to {})", Shown(report))]
     InputAfterReport { error: InputError, report: PathBuf },
-    #[error("{}: cannot start the shards: {source}", path.display())]
+    #[error("{}: cannot start the shards: {source}", Shown(path))]
     Threads {
         path: PathBuf,
         #[source]
@@ -57,7 +57,7 @@ pub enum AppError {
     },
     /// An output cannot be written (exit 4): `what` is "write", "write
     /// report", "create", ...
-    #[error("{}: cannot {what}: {source}", path.display())]
+    #[error("{}: cannot {what}: {source}", Shown(path))]
     Output {
         path: PathBuf,
         what: &'static str,
@@ -194,21 +194,44 @@ fn diff_inventory(before: &Path, after: &Path) -> Result<u8, AppError> {
 /// Every file the run will write must be writable before it reads a frame:
 /// report, EVE stream, learned baseline, ADU dump, inventory.
 fn check_outputs(args: &Args) -> Result<(), AppError> {
-    check_output(&args.output)?;
+    let outputs = outputs(args);
+    refuse_inputs_as_outputs(args, &outputs)?;
+    outputs.iter().try_for_each(|o| check_output(o))
+}
+
+/// Every file the run writes.
+fn outputs(args: &Args) -> Vec<PathBuf> {
+    let mut out = vec![args.output.clone()];
     if let Some(i) = &args.inventory {
-        check_output(i)?;
-        for table in ["devices", "pairs"] {
-            check_output(&inventory::csv_path(i, table))?;
+        out.push(i.clone());
+        out.extend(["devices", "pairs"].map(|t| inventory::csv_path(i, t)));
+    }
+    out.extend(args.eve.clone());
+    if args.baseline_mode {
+        out.extend(args.baseline_file.clone());
+    }
+    out.extend(args.dump_adus.clone());
+    out
+}
+
+/// An output that is also an input (the same file under any name: a hard
+/// link, a symbolic link) is refused before anything is opened for
+/// writing: writing it would destroy the evidence, or the capture being
+/// read (a SIGBUS on the mapped file).
+fn refuse_inputs_as_outputs(args: &Args, outputs: &[PathBuf]) -> Result<(), AppError> {
+    let mut inputs: Vec<&PathBuf> = args.pcap.iter().collect();
+    inputs.extend(&args.register_limits_file);
+    if !args.baseline_mode {
+        inputs.extend(&args.baseline_file);
+    }
+    for o in outputs {
+        let Some(id) = identity(o) else {
+            continue;
+        };
+        if let Some(i) = inputs.iter().find(|i| identity(i) == Some(id)) {
+            let e = std::io::Error::other(format!("is the input {}", Shown(i)));
+            return Err(AppError::output(o, "write", e));
         }
-    }
-    if let Some(e) = &args.eve {
-        check_output(e)?;
-    }
-    if let (Some(b), true) = (&args.baseline_file, args.baseline_mode) {
-        check_output(b)?;
-    }
-    if let Some(d) = &args.dump_adus {
-        check_output(d)?;
     }
     Ok(())
 }
@@ -228,7 +251,7 @@ fn eve_writer(args: &Args, cfg: &Arc<DetectConfig>) -> Result<Option<EveWriter>,
     args.eve
         .as_ref()
         .map(|p| {
-            EveWriter::create(p, cfg.clone())
+            EveWriter::open(p, cfg.clone(), args.eve_truncate)
                 .map(|w| w.with_origin(origin))
                 .map_err(|e| AppError::output(p, "create", e.source))
         })
@@ -359,7 +382,7 @@ fn live_capture(
         if let Err(e) = inventory::write_files(path, &file) {
             eprintln!(
                 "modbus-detect: warning: {}: cannot write inventory: {e}",
-                path.display()
+                Shown(path)
             );
         }
     };
@@ -499,20 +522,26 @@ fn check_output(path: &Path) -> Result<(), AppError> {
 /// JSON lines. Best effort: a file that cannot be read or cut is left.
 fn trim_to_last_line(path: &Path) {
     use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
     let Ok(mut f) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     else {
         return;
     };
-    let Ok(len) = f.metadata().map(|m| m.len()) else {
+    // Only a regular file can be cut (a FIFO or a device has no end to
+    // find: reading /dev/full would never stop).
+    let Some(len) = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()) else {
         return;
     };
     // A line is about a kilobyte: the last newline is in the tail.
     let start = len.saturating_sub(1 << 16);
     let mut tail = Vec::new();
-    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut tail).is_err() {
+    if f.seek(SeekFrom::Start(start)).is_err()
+        || (&mut f).take(1 << 16).read_to_end(&mut tail).is_err()
+    {
         return;
     }
     let keep = match tail.iter().rposition(|&b| b == b'\n') {

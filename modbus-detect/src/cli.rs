@@ -113,6 +113,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub eve: Option<PathBuf>,
 
+    /// Empty the --eve file first instead of appending to it (appending
+    /// is the default, as Suricata does).
+    #[arg(long, requires = "eve")]
+    pub eve_truncate: bool,
+
     /// One EVE line per alert event, instead of at most one per alert key
     /// and second of capture time (the default, which counts what it folds
     /// in `suppressed_since_last_line`).

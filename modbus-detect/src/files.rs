@@ -1,8 +1,12 @@
 //! Files the sensor reads and writes: settings files (limits, baseline)
 //! read with errors that name the file, and outputs written atomically.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fmt::{self, Write as _};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 
 /// A limits or baseline file that cannot be used; one line naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +30,7 @@ pub fn load_file<T>(
     path: &Path,
     parse: impl FnOnce(&str) -> Result<T, ParseError>,
 ) -> Result<T, FileError> {
-    let shown = path.display().to_string();
+    let shown = Shown(path).to_string();
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: shown.clone(),
         source,
@@ -105,35 +109,146 @@ pub enum ParseError {
     Content(String),
 }
 
-/// Write a file so that readers see the old content or the new, never half:
-/// a temporary file in the same directory, fsynced, then renamed over.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// A path as it may be shown on a terminal: control characters escaped,
+/// since a file name can carry an escape sequence that rewrites the screen
+/// of whoever reads the error.
+pub struct Shown<'a>(pub &'a Path);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.to_string_lossy().chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
-    result
 }
 
-fn temp_path(path: &Path) -> PathBuf {
+/// What a file that is not a regular file is, for error lines.
+pub fn kind(m: &std::fs::Metadata) -> &'static str {
+    let t = m.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// An output may replace a regular file, or a link (the link itself,
+/// never what it points to); anything else at its path (a device, a
+/// directory, a FIFO) is a mistake or a trap, and is refused.
+fn replaceable(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() || m.file_type().is_symlink() => Ok(()),
+        Ok(m) => Err(io::Error::other(format!(
+            "is {} (outputs only replace regular files)",
+            kind(&m)
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A new temporary file beside `path`: an unpredictable name, created
+/// with `O_EXCL` (so never through a link planted under a guessed name).
+fn temp_file(path: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+}
+
+/// Write a file so that readers see the old content or the new, never half:
+/// a temporary file in the same directory, fsynced, then renamed over.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replaceable(path)?;
+    let mut tmp = temp_file(path)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Fail early, before a long capture, if `path` cannot be written.
-pub fn check_writable(path: &Path) -> std::io::Result<()> {
-    let tmp = temp_path(path);
-    std::fs::File::create(&tmp)?;
-    std::fs::remove_file(&tmp)
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    replaceable(path)?;
+    temp_file(path).map(drop)
+}
+
+/// Open a stream output (the alert lines): appended to, or emptied first
+/// (`truncate`); never through a symbolic link, never a device; a FIFO is
+/// taken only when someone reads it (no open that blocks forever).
+pub fn open_stream(path: &Path, truncate: bool) -> io::Result<File> {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !(m.is_file() || m.file_type().is_fifo()) {
+            return Err(io::Error::other(format!(
+                "is {} (alert lines go to a regular file or a FIFO)",
+                kind(&m)
+            )));
+        }
+    }
+    let mut o = std::fs::OpenOptions::new();
+    if truncate {
+        o.write(true).truncate(true);
+    } else {
+        o.append(true);
+    }
+    let file = o
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                io::Error::other("is a symbolic link (outputs never follow links)")
+            }
+            Some(libc::ENXIO) => io::Error::other("is a FIFO nobody reads"),
+            _ => e,
+        })?;
+    let m = file.metadata()?;
+    if !(m.is_file() || m.file_type().is_fifo()) {
+        return Err(io::Error::other(format!(
+            "is {} (alert lines go to a regular file or a FIFO)",
+            kind(&m)
+        )));
+    }
+    // Blocking writes from here: a slow reader of a FIFO must not lose lines.
+    // SAFETY: fcntl on a descriptor this function owns.
+    let fd = file.as_raw_fd();
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// The device and inode of an existing file (following links): what tells
+/// that an output is an input, under whatever name.
+pub fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 #[cfg(test)]

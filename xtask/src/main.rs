@@ -178,6 +178,7 @@ fn demo_args() -> Vec<String> {
         p(out.join("modbus_anomaly_report.json")),
         "--eve".into(),
         p(out.join("alerts.eve.json")),
+        "--eve-truncate".into(),
     ]
 }
 

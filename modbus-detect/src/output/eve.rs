@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::alert::{Alert, EveEvent, Tx};
 use crate::config::DetectConfig;
+use crate::files::{open_stream, Shown};
 
 use super::iso_time;
 use super::report::{common_fields, describe, details};
@@ -28,7 +29,7 @@ pub struct EveWriter {
 
 /// The alert stream could not be written (disk full, I/O error); names the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
+#[error("{}: {source}", Shown(path))]
 pub struct EveError {
     pub path: PathBuf,
     #[source]
@@ -36,9 +37,16 @@ pub struct EveError {
 }
 
 impl EveWriter {
-    /// Create (truncate) the stream file.
+    /// Open the stream file emptied first (see [`EveWriter::open`]).
     pub fn create(path: &Path, cfg: Arc<DetectConfig>) -> Result<Self, EveError> {
-        let file = File::create(path).map_err(|source| EveError {
+        EveWriter::open(path, cfg, true)
+    }
+
+    /// Open the stream file: appended to (as Suricata does, so that a
+    /// restart or logrotate's `copytruncate` loses nothing), or emptied
+    /// first (`truncate`); never through a link, never a device.
+    pub fn open(path: &Path, cfg: Arc<DetectConfig>, truncate: bool) -> Result<Self, EveError> {
+        let file = open_stream(path, truncate).map_err(|source| EveError {
             path: path.to_path_buf(),
             source,
         })?;

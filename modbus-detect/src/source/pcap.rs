@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use memmap2::Mmap;
+
+use crate::files::Shown;
 use pcap_parser::{
     parse_interfacedescriptionblock_be, parse_interfacedescriptionblock_le, parse_pcap_header,
     parse_sectionheaderblock, InterfaceDescriptionBlock, OptionCode, PcapHeader,
@@ -68,20 +70,26 @@ pub struct FrameRef {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The OS refused: open, stat or mmap.
-    #[error("{}: {action}: {source}", path.display())]
+    #[error("{}: {action}: {source}", Shown(path))]
     Io {
         path: PathBuf,
         action: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: empty file", path.display())]
+    #[error("{}: empty file", Shown(path))]
     Empty { path: PathBuf },
+    /// Not a regular file: a directory, a device, a FIFO.
+    #[error("{}: is {what}, not a capture file", Shown(path))]
+    NotAFile { path: PathBuf, what: &'static str },
     /// The magic number is neither pcap nor pcapng; `start` is the first bytes in hex.
-    #[error("{}: not a pcap or pcapng file (starts with {start})", path.display())]
+    #[error("{}: not a pcap or pcapng file (starts with {start})", Shown(path))]
     NotCapture { path: PathBuf, start: String },
     /// A header announces `need` bytes but only `left` remain.
-    #[error("{}: truncated at byte {at} ({what} {need} bytes, {left} left)", path.display())]
+    #[error(
+        "{}: truncated at byte {at} ({what} {need} bytes, {left} left)",
+        Shown(path)
+    )]
     Truncated {
         path: PathBuf,
         at: usize,
@@ -91,7 +99,7 @@ pub enum SourceError {
         left: usize,
     },
     /// A structure is inconsistent (lengths, unknown interface, bad option).
-    #[error("{}: corrupt at byte {at}: {what}", path.display())]
+    #[error("{}: corrupt at byte {at}: {what}", Shown(path))]
     Corrupt {
         path: PathBuf,
         at: usize,
@@ -133,6 +141,15 @@ impl CaptureFile {
             action,
             source,
         };
+        // Looked at before opening: opening a FIFO waits for a writer, and
+        // a directory or a device would fail later with a misleading error.
+        let meta = std::fs::metadata(path).map_err(|e| io_error("cannot open", e))?;
+        if !meta.is_file() {
+            return Err(SourceError::NotAFile {
+                path: path.to_path_buf(),
+                what: crate::files::kind(&meta),
+            });
+        }
         let file = File::open(path).map_err(|e| io_error("cannot open", e))?;
         let size = file
             .metadata()

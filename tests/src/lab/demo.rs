@@ -142,6 +142,7 @@ fn start_sensor(topo: &Topology, detector: &Path, f: &Files) -> std::io::Result<
         &limits,
         "--eve",
         &eve,
+        "--eve-truncate",
         "--output",
         &report,
         "--stats-interval",
