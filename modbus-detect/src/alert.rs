@@ -569,6 +569,11 @@ impl AlertStore {
     pub fn into_aggregates(self) -> Vec<Aggregate> {
         self.aggregates.into_values().collect()
     }
+
+    /// A copy of the aggregates so far (periodic reports while live).
+    pub fn aggregates(&self) -> Vec<Aggregate> {
+        self.aggregates.values().cloned().collect()
+    }
 }
 
 /// Report order: severity (highest first), then first seen, then a stable key,

@@ -7,10 +7,12 @@
 //! (status `input_error`) before exiting with 3; so does SIGINT/SIGTERM
 //! (status `interrupted`, exit 130).
 
+use std::cell::Cell;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::cli::{Args, Command};
 use crate::config::baseline::Baseline;
@@ -18,10 +20,9 @@ use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode};
 use crate::files::{atomic_write, check_writable, identity, FileError, Shown};
 use crate::flow::policy::TargetPolicies;
-use crate::inventory::InventoryResult;
 use crate::output::eve::{EveError, EveWriter, Origin};
-use crate::output::inventory;
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
+use crate::output::{inventory, stats};
 use crate::runtime::offline::replay;
 use crate::runtime::online::{self, LiveError, LiveOptions, StartError};
 use crate::runtime::{InputError, Plan, RunOutcome};
@@ -366,31 +367,13 @@ fn live_capture(
     // Once the capabilities are gone (CAP_DAC_OVERRIDE with them), check
     // again that the outputs can be written, before capture starts.
     let ready = || check_outputs(args);
-    // The inventory so far, every --inventory-interval: a file that cannot
-    // be written now is said on stderr; the last one, at exit, decides.
-    let write_inventory = |inv: InventoryResult| {
-        let Some(path) = &args.inventory else {
-            return;
-        };
-        let file = inventory::InventoryFile {
-            schema: inventory::SCHEMA.into(),
-            version: inventory::VERSION,
-            input: iface.to_string(),
-            complete: false,
-            inventory: inventory::section(&inv),
-        };
-        if let Err(e) = inventory::write_files(path, &file) {
-            eprintln!(
-                "modbus-detect: warning: {}: cannot write inventory: {e}",
-                Shown(path)
-            );
-        }
-    };
-    let periodic = online::Periodic {
-        every: std::time::Duration::from_secs_f64(args.inventory_interval.max(0.1)),
-        inventory: &write_inventory,
-    };
-    let periodic = args.inventory.is_some().then_some(&periodic);
+    let periodic_outputs = PeriodicOutputs::new(args, cfg, iface, threads);
+    let on_snapshot = |snap: online::LiveSnapshot| periodic_outputs.write(snap);
+    let periodic = periodic_outputs.every().map(|every| online::Periodic {
+        every,
+        on_snapshot: &on_snapshot,
+    });
+    let periodic = periodic.as_ref();
     let outcome = online::run_live(cfg.clone(), &opts, threads, eve, stop, &ready, periodic)
         .map_err(|e| match e {
             StartError::Check(e) => AppError::OutputAfterDrop(Box::new(e)),
@@ -427,6 +410,131 @@ fn live_capture(
         busy_poll: out.busy_poll.clone(),
     });
     Ok((outcome, info))
+}
+
+/// What a live capture writes while it runs, each at its own interval:
+/// the report (`--report-interval`), the inventory files
+/// (`--inventory-interval`) and `stats` events in the EVE stream
+/// (`--stats-interval`). A file that cannot be written now is said on
+/// stderr; the last one, at exit, decides the exit code.
+struct PeriodicOutputs<'a> {
+    args: &'a Args,
+    cfg: &'a DetectConfig,
+    iface: &'a str,
+    threads: usize,
+    host: String,
+    report: Option<(Duration, Cell<Instant>)>,
+    inventory: Option<(Duration, Cell<Instant>)>,
+    stats: Option<(Duration, Cell<Instant>)>,
+}
+
+impl<'a> PeriodicOutputs<'a> {
+    fn new(args: &'a Args, cfg: &'a DetectConfig, iface: &'a str, threads: usize) -> Self {
+        let every = |on: bool, s: f64| {
+            on.then(|| {
+                (
+                    Duration::from_secs_f64(s.max(0.1)),
+                    Cell::new(Instant::now()),
+                )
+            })
+        };
+        PeriodicOutputs {
+            args,
+            cfg,
+            iface,
+            threads,
+            host: args.sensor_name.clone().unwrap_or_else(host_name),
+            report: every(
+                args.report_interval.is_some(),
+                args.report_interval.unwrap_or(0.0),
+            ),
+            inventory: every(args.inventory.is_some(), args.inventory_interval),
+            stats: every(args.eve.is_some(), args.stats_interval),
+        }
+    }
+
+    /// How often the capture must hand over a snapshot (the shortest
+    /// interval asked for), if any output wants one.
+    fn every(&self) -> Option<Duration> {
+        [&self.report, &self.inventory, &self.stats]
+            .into_iter()
+            .flatten()
+            .map(|(d, _)| *d)
+            .min()
+    }
+
+    /// Whether an output of interval `d` last written at `last` is due
+    /// (a little early rather than a period late).
+    fn due(slot: &Option<(Duration, Cell<Instant>)>) -> bool {
+        match slot {
+            Some((d, last)) if last.get().elapsed() + d.mul_f64(0.05) >= *d => {
+                last.set(Instant::now());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn write(&self, snap: online::LiveSnapshot) -> Option<serde_json::Value> {
+        let summary = Summary::merge(&snap.dispatch, snap.shards);
+        let warn = |path: &Path, what: &str, e: std::io::Error| {
+            eprintln!(
+                "modbus-detect: warning: {}: cannot write {what}: {e}",
+                Shown(path)
+            );
+        };
+        let mut info = run_info(
+            self.args,
+            "interface",
+            self.iface.to_string(),
+            "af_xdp".into(),
+            self.threads,
+        );
+        info.status = Status::Running;
+        info.elapsed_s = snap.elapsed.as_secs_f64();
+        let report_due = Self::due(&self.report);
+        let inventory_due = Self::due(&self.inventory);
+        if report_due || inventory_due {
+            let json = report::build(&summary, &info, self.cfg);
+            if report_due {
+                let written = serde_json::to_vec_pretty(&json)
+                    .map_err(std::io::Error::from)
+                    .and_then(|text| atomic_write(&self.args.output, &text));
+                if let Err(e) = written {
+                    warn(&self.args.output, "report", e);
+                }
+            }
+            if let (true, Some(path)) = (inventory_due, &self.args.inventory) {
+                let file = inventory::InventoryFile {
+                    schema: inventory::SCHEMA.into(),
+                    version: inventory::VERSION,
+                    input: self.iface.to_string(),
+                    complete: false,
+                    inventory: json.inventory,
+                };
+                if let Err(e) = inventory::write_files(path, &file) {
+                    warn(path, "inventory", e);
+                }
+            }
+        }
+        Self::due(&self.stats).then(|| {
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            stats::stats_line(
+                &summary,
+                &stats::CaptureHealth {
+                    now_ns,
+                    uptime_s: snap.elapsed.as_secs(),
+                    host: &self.host,
+                    iface: self.iface,
+                    xdp: snap.xdp,
+                    socket_drops: snap.socket_drops,
+                    ring_full_drops: snap.ring_full_drops,
+                },
+            )
+        })
+    }
 }
 
 /// Report, baseline, summary and exit code, for replay and live alike.

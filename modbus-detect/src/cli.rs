@@ -64,7 +64,8 @@ pub struct Args {
     #[arg(long, value_name = "US", default_value_t = 1000)]
     pub busy_poll: u64,
 
-    /// Live: seconds between stats lines on stderr.
+    /// Live: seconds between stats lines on stderr, and between `stats`
+    /// events in the --eve stream.
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     pub stats_interval: f64,
 
@@ -165,6 +166,11 @@ pub struct Args {
     /// capture also every --inventory-interval seconds.
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
+
+    /// Live: also write the report every S seconds while capturing
+    /// (atomically, with status "running"), not only at exit.
+    #[arg(long, value_name = "S")]
+    pub report_interval: Option<f64>,
 
     /// Live: seconds between --inventory files while capturing.
     #[arg(long, value_name = "S", default_value_t = 60.0, requires = "inventory")]

@@ -251,9 +251,26 @@ impl Shard {
         self.st.tap.take().unwrap_or_default()
     }
 
-    /// The inventory so far (periodic inventory files while live).
-    pub fn inventory_snapshot(&self) -> InventoryResult {
-        self.st.inventory.snapshot()
+    /// Everything a report needs, as it is now, without ending the run
+    /// (periodic reports, inventory files and stats while live).
+    pub fn snapshot(&self) -> ShardResult {
+        let st = &self.st;
+        let analysed = st.analysis.snapshot();
+        let store = &st.alerts.store;
+        ShardResult {
+            counters: st.counters.clone(),
+            raised: store.raised,
+            raised_by_severity: store.raised_by_severity,
+            alerts_dropped: store.dropped,
+            eve_suppressed: store.eve_suppressed,
+            aggregates: store.aggregates(),
+            inventory: st.inventory.snapshot(),
+            rule_state_evicted: analysed.rule_state_evicted,
+            first_ns: st.first_ns,
+            last_ns: st.last_ns,
+            ml: analysed.ml,
+            ..ShardResult::default()
+        }
     }
 
     /// ADUs decoded and alerts raised so far (for live stats).

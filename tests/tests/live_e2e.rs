@@ -478,16 +478,19 @@ fn refuses_to_steal_frames_from_a_local_modbus_server() {
     topo.teardown().expect("teardown");
 }
 
-/// `--inventory` while live: the files appear during capture (`complete:
-/// false`) and grow as the HMI polls; at the end they are complete and
-/// hold what the report's inventory holds.
+/// What a live sensor writes while it runs: the inventory files
+/// (`complete: false`) and the report (`status: running`) appear during
+/// capture and grow as the HMI polls; `stats` events join the alert lines,
+/// valid against Suricata's EVE schema and counting what the report
+/// counts; at the end the files are complete.
 #[test]
-fn inventory_files_are_written_while_capturing() {
+fn periodic_outputs_while_capturing() {
     modbus_tests::require_root("the live tests need root (namespaces, XDP)");
     let topo = Topology::create(&unique_prefix("mbi")).expect("topology");
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
     let inv = dir.path().join("inv.json");
+    let eve = dir.path().join("eve.json");
     let plc_addr = format!("{}:502", topo.plc_ip());
     let mut plc = topo
         .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
@@ -503,6 +506,14 @@ fn inventory_files_are_written_while_capturing() {
         inv.to_str().unwrap(),
         "--inventory-interval",
         "0.3",
+        "--report-interval",
+        "0.3",
+        "--eve",
+        eve.to_str().unwrap(),
+        "--stats-interval",
+        "0.3",
+        "--sensor-name",
+        "cell-7",
     ];
     let mut sensor = topo
         .spawn_in(Host::Sensor, bin.to_str().unwrap(), &args)
@@ -535,6 +546,10 @@ fn inventory_files_are_written_while_capturing() {
         };
         let file: Value = serde_json::from_slice(&bytes).expect("a whole JSON file");
         assert_eq!(file["complete"], false, "written while capturing");
+        let running: Value =
+            serde_json::from_slice(&std::fs::read(&report).expect("the report, while capturing"))
+                .expect("a whole report");
+        assert_eq!(running["status"], "running");
         if let Some(n) = file["pairs"][0]["requests"].as_u64() {
             if seen.last().is_none_or(|&last| n > last) {
                 seen.push(n);
@@ -544,6 +559,7 @@ fn inventory_files_are_written_while_capturing() {
     drop(hmi);
     let done = sensor.stop(STOP).expect("sensor stops on SIGTERM");
     plc.stop(STOP).expect("PLC stops");
+    let iface = topo.sensor_iface().to_string();
     topo.teardown().expect("teardown");
     assert!(
         seen.len() >= 2,
@@ -559,4 +575,31 @@ fn inventory_files_are_written_while_capturing() {
     assert_eq!(live["capture"]["inventory_snapshots_missed"], 0);
     assert!(dir.path().join("inv.devices.csv").exists());
     assert!(dir.path().join("inv.pairs.csv").exists());
+    assert_eq!(live["status"], "interrupted");
+    // The stats events: Suricata's shape (its schema, our one key added),
+    // frames counted as the report counts them, never more.
+    let mut schema: Value = serde_json::from_slice(
+        &std::fs::read(modbus_tests::fixture("suricata/schema.json")).unwrap(),
+    )
+    .unwrap();
+    schema["properties"]["modbus_detect"] = json!({"type": "object"});
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let stats: Vec<Value> = std::fs::read_to_string(&eve)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event_type"] == "stats")
+        .collect();
+    assert!(stats.len() >= 2, "{} stats events", stats.len());
+    let mut last_pkts = 0;
+    for st in &stats {
+        let errors: Vec<String> = validator.iter_errors(st).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}: {st}");
+        assert_eq!(st["host"], "cell-7");
+        assert_eq!(st["in_iface"], iface.as_str());
+        let pkts = st["stats"]["decoder"]["pkts"].as_u64().unwrap();
+        assert!(pkts >= last_pkts, "counters only grow");
+        last_pkts = pkts;
+    }
+    assert!(last_pkts > 0 && last_pkts <= live["counters"]["frames"].as_u64().unwrap());
 }

@@ -401,6 +401,19 @@ impl Analysis {
         }
     }
 
+    /// What the rules hold now, without ending anything (periodic
+    /// reports while live; learning is reported at the end only).
+    pub fn snapshot(&self) -> Analysed {
+        match self {
+            Analysis::Detect(d) => Analysed {
+                ml: d.ml.as_ref().map(|m| m.stats).unwrap_or_default(),
+                rule_state_evicted: d.state_evicted(),
+                learned: learn::Learned::default(),
+            },
+            Analysis::Learn(_) => Analysed::default(),
+        }
+    }
+
     /// End of the run (after [`Analysis::flush`]).
     pub fn finish(self) -> Analysed {
         match self {

@@ -94,6 +94,18 @@ impl EveWriter {
             .map_err(|e| self.error(e))
     }
 
+    /// Write one line that is not an alert (a `stats` event) and hand it to
+    /// the kernel.
+    pub fn write_value(&mut self, line: &Value) -> Result<(), EveError> {
+        serde_json::to_writer(&mut self.out, line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush())
+            .map_err(|e| self.error(e))?;
+        self.lines += 1;
+        Ok(())
+    }
+
     /// Flush and sync; returns the number of lines written.
     pub fn finish(mut self) -> Result<u64, EveError> {
         let done = self

@@ -3,6 +3,7 @@
 pub mod eve;
 pub mod inventory;
 pub mod report;
+pub mod stats;
 
 /// RFC 3339 UTC time with microseconds, e.g. `2026-11-23T12:00:00.123456Z`.
 pub fn iso_time(ts_ns: u64) -> String {

@@ -99,6 +99,8 @@ pub enum Status {
     Complete,
     Interrupted,
     InputError,
+    /// A report written while live capture goes on (`--report-interval`).
+    Running,
 }
 
 impl Status {
@@ -107,6 +109,7 @@ impl Status {
             Status::Complete => "complete",
             Status::Interrupted => "interrupted",
             Status::InputError => "input_error",
+            Status::Running => "running",
         }
     }
 }

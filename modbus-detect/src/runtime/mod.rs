@@ -26,7 +26,6 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::alert::EveEvent;
 use crate::config::DetectConfig;
 use crate::counters::Counters;
-use crate::inventory::InventoryResult;
 use crate::output::eve::{EveError, EveWriter};
 use crate::shard::{Shard, ShardResult};
 use crate::source::SourceError;
@@ -125,6 +124,9 @@ pub struct ShardProgress {
 pub struct Pipeline {
     shards: Vec<JoinHandle<ShardResult>>,
     eve: Option<JoinHandle<Result<u64, EveError>>>,
+    /// For lines that are not a shard's (stats); dropped before the writer
+    /// is joined.
+    eve_lines: Option<Sender<EveMsg>>,
     progress: Arc<Vec<ShardProgress>>,
     snapshots: Snapshots,
 }
@@ -134,14 +136,14 @@ pub struct Pipeline {
 /// within a millisecond when idle) with its copy, tagged with the number.
 struct Snapshots {
     asked: Arc<AtomicU64>,
-    answers: Receiver<(u64, InventoryResult)>,
+    answers: Receiver<(u64, ShardResult)>,
 }
 
 /// A shard's side of [`Snapshots`].
 struct SnapshotDuty {
     asked: Arc<AtomicU64>,
     answered: u64,
-    answers: Sender<(u64, InventoryResult)>,
+    answers: Sender<(u64, ShardResult)>,
 }
 
 impl SnapshotDuty {
@@ -151,7 +153,7 @@ impl SnapshotDuty {
         let asked = self.asked.load(Ordering::Relaxed);
         if asked != self.answered {
             self.answered = asked;
-            let _ = self.answers.send((asked, shard.inventory_snapshot()));
+            let _ = self.answers.send((asked, shard.snapshot()));
         }
     }
 }
@@ -268,7 +270,7 @@ impl Pipeline {
         let shards = shards.max(1);
         let (eve_out, eve_handle) = match eve {
             Some(w) => {
-                let (tx, rx) = crossbeam_channel::bounded::<Vec<EveEvent>>(1024);
+                let (tx, rx) = crossbeam_channel::bounded::<EveMsg>(1024);
                 // Written line buffers go back to the shards for reuse.
                 let (spare_tx, spare) = crossbeam_channel::bounded::<Vec<EveEvent>>(1024);
                 let handle = std::thread::Builder::new()
@@ -326,6 +328,7 @@ impl Pipeline {
             Pipeline {
                 shards: handles,
                 eve: eve_handle,
+                eve_lines: eve_out.as_ref().map(|o| o.tx.clone()),
                 progress,
                 snapshots: Snapshots { asked, answers },
             },
@@ -343,31 +346,39 @@ impl Pipeline {
         })
     }
 
-    /// The inventory of every shard as it is now, merged; `None` when a
-    /// shard did not answer within `timeout` (it is far behind, or gone).
-    pub fn inventory_snapshot(&self, timeout: Duration) -> Option<InventoryResult> {
+    /// Write a line that is no alert (a `stats` event) to the EVE stream,
+    /// if there is one.
+    pub fn send_line(&self, line: serde_json::Value) {
+        if let Some(tx) = &self.eve_lines {
+            let _ = tx.send(EveMsg::Line(line));
+        }
+    }
+
+    /// Every shard's results as they are now; `None` when a shard did not
+    /// answer within `timeout` (it is far behind, or gone).
+    pub fn snapshot(&self, timeout: Duration) -> Option<Vec<ShardResult>> {
         let n = self.snapshots.asked.fetch_add(1, Ordering::Relaxed) + 1;
         for h in &self.shards {
             h.thread().unpark();
         }
         let deadline = std::time::Instant::now() + timeout;
-        let mut merged = InventoryResult::default();
-        let mut answered = 0;
-        while answered < self.shards.len() {
+        let mut parts = Vec::with_capacity(self.shards.len());
+        while parts.len() < self.shards.len() {
             let (tag, part) = self.snapshots.answers.recv_deadline(deadline).ok()?;
             // An answer to an earlier request that timed out: stale.
             if tag == n {
-                merged.merge(part);
-                answered += 1;
+                parts.push(part);
             }
         }
-        Some(merged)
+        Some(parts)
     }
 
     /// Wait for the shards to drain their rings and stop. Every [`Feeder`]
     /// must have been dropped (that is how shards know the input ended).
     /// A shard thread that panicked is a bug: its panic goes on here.
-    pub fn finish(self) -> PipelineResult {
+    pub fn finish(mut self) -> PipelineResult {
+        // The writer ends when every sender is gone: this one first.
+        self.eve_lines = None;
         let shards = self
             .shards
             .into_iter()
@@ -405,10 +416,17 @@ impl Backoff {
     }
 }
 
+/// What the EVE writer is sent: a shard's alert lines, or another event
+/// (a `stats` line of the capture's main thread).
+enum EveMsg {
+    Alerts(Vec<EveEvent>),
+    Line(serde_json::Value),
+}
+
 /// A shard's way to the EVE writer: lines out, emptied buffers back.
 #[derive(Clone)]
 struct EveOut {
-    tx: Sender<Vec<EveEvent>>,
+    tx: Sender<EveMsg>,
     spare: Receiver<Vec<EveEvent>>,
 }
 
@@ -499,7 +517,7 @@ fn publish(shard: &mut Shard, eve: &Option<EveOut>, progress: &ShardProgress) {
         let mut buf = out.spare.try_recv().unwrap_or_default();
         buf.extend(lines);
         // The writer only goes away after an I/O error it reports itself.
-        let _ = out.tx.send(buf);
+        let _ = out.tx.send(EveMsg::Alerts(buf));
     } else {
         lines.for_each(drop);
     }
@@ -510,18 +528,27 @@ fn publish(shard: &mut Shard, eve: &Option<EveOut>, progress: &ShardProgress) {
 
 fn write_eve(
     mut w: EveWriter,
-    rx: Receiver<Vec<EveEvent>>,
+    rx: Receiver<EveMsg>,
     spare: Sender<Vec<EveEvent>>,
 ) -> Result<u64, EveError> {
     let mut failed = None;
-    for mut lines in rx {
-        if failed.is_none() {
-            // A SIEM tailing the file sees alerts as they are raised, not
-            // when a buffer fills.
-            failed = w.write_lines(&lines).err();
+    for msg in rx {
+        match msg {
+            EveMsg::Alerts(mut lines) => {
+                if failed.is_none() {
+                    // A SIEM tailing the file sees alerts as they are
+                    // raised, not when a buffer fills.
+                    failed = w.write_lines(&lines).err();
+                }
+                lines.clear();
+                let _ = spare.try_send(lines);
+            }
+            EveMsg::Line(line) => {
+                if failed.is_none() {
+                    failed = w.write_value(&line).err();
+                }
+            }
         }
-        lines.clear();
-        let _ = spare.try_send(lines);
     }
     match failed {
         Some(e) => Err(e),

@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use crate::config::DetectConfig;
 use crate::counters::Counters;
 use crate::decode::LinkType;
-use crate::inventory::InventoryResult;
 use crate::output::eve::EveWriter;
 use crate::output::report::QueueStats;
 use crate::source::xdp::busy_poll::BusyPollState;
@@ -36,6 +35,7 @@ use crate::sys::netdev::{self, LinkState, NetdevError};
 
 use super::dispatch::{Dispatcher, FrameStore, WhenFull};
 use super::{pin_current_thread, Pipeline, Plan, RunOutcome};
+use crate::shard::ShardResult;
 
 /// A partly filled batch waits at most this long before it goes to its shard.
 const FLUSH_AFTER: Duration = Duration::from_millis(2);
@@ -63,11 +63,28 @@ pub struct LiveOptions {
     pub quiet: bool,
 }
 
-/// What the capture hands out while it runs, every `every`: the inventory
-/// so far (the caller writes it where the user asked).
+/// What the capture hands out while it runs, every `every`: the run as it
+/// is then (the caller writes the reports, inventory files and stats the
+/// user asked for); a line `on_snapshot` returns goes to the EVE stream.
 pub struct Periodic<'a> {
     pub every: Duration,
-    pub inventory: &'a dyn Fn(InventoryResult),
+    pub on_snapshot: &'a dyn Fn(LiveSnapshot) -> Option<serde_json::Value>,
+}
+
+/// The run as it is at one moment of a live capture.
+pub struct LiveSnapshot {
+    pub shards: Vec<ShardResult>,
+    /// What the RX threads counted so far (frames and bytes; the reasons
+    /// frames were skipped come with the final report only).
+    pub dispatch: Counters,
+    pub elapsed: Duration,
+    pub xdp: XdpCounters,
+    /// Frames lost before the shards so far: the sockets' drops (kernel
+    /// XDP_STATISTICS: no room in the RX ring or none in the fill ring,
+    /// invalid descriptors) and frames dropped because a shard's ring was
+    /// full.
+    pub socket_drops: u64,
+    pub ring_full_drops: u64,
 }
 
 /// How long a periodic copy may wait for a shard: one far behind (or
@@ -495,8 +512,13 @@ impl Watch<'_> {
             if let Some(p) = self.periodic {
                 if last_periodic.elapsed() >= p.every {
                     last_periodic = Instant::now();
-                    match self.pipe.inventory_snapshot(SNAPSHOT_WAIT) {
-                        Some(inv) => (p.inventory)(inv),
+                    match self.pipe.snapshot(SNAPSHOT_WAIT) {
+                        Some(shards) => {
+                            if let Some(line) = (p.on_snapshot)(self.live_snapshot(shards, started))
+                            {
+                                self.pipe.send_line(line);
+                            }
+                        }
                         None => {
                             self.snapshots_missed.set(self.snapshots_missed.get() + 1);
                             let _ = writeln!(
@@ -553,6 +575,31 @@ impl Watch<'_> {
                 last_frames = self.stats_line(last_frames, secs);
                 last_stats = Instant::now();
             }
+        }
+    }
+
+    /// What the shards handed over, with the capture path's own counts.
+    fn live_snapshot(&self, shards: Vec<ShardResult>, started: Instant) -> LiveSnapshot {
+        let sum = |f: fn(&QueueCounters) -> &AtomicU64| -> u64 {
+            self.counters
+                .iter()
+                .map(|c| f(c).load(Ordering::Relaxed))
+                .sum()
+        };
+        LiveSnapshot {
+            shards,
+            dispatch: Counters {
+                frames: sum(|c| &c.frames),
+                bytes: sum(|c| &c.bytes),
+                ..Counters::default()
+            },
+            elapsed: started.elapsed(),
+            xdp: self.program.counters().unwrap_or_default(),
+            socket_drops: sum(|c| &c.rx_dropped)
+                + sum(|c| &c.rx_ring_full)
+                + sum(|c| &c.fill_ring_empty)
+                + sum(|c| &c.rx_invalid),
+            ring_full_drops: self.counters.iter().map(QueueCounters::ring_full).sum(),
         }
     }
 
