@@ -21,6 +21,7 @@ use crate::config::{DetectConfig, Mode};
 use crate::files::{atomic_write, check_writable, identity, FileError, Shown};
 use crate::flow::policy::TargetPolicies;
 use crate::output::eve::{EveError, EveWriter, Origin};
+use crate::output::metrics::{self, Metrics, MetricsData};
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::output::{inventory, stats};
 use crate::runtime::offline::replay;
@@ -68,6 +69,13 @@ pub enum AppError {
     /// An output that was writable is not once privileges are dropped (exit 4).
     #[error("{0} (after dropping privileges)")]
     OutputAfterDrop(Box<AppError>),
+    /// The metrics address cannot be listened on (exit 4).
+    #[error("--metrics {addr}: cannot listen: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The alert stream broke off (exit 4).
     #[error("EVE stream {0}")]
     Eve(#[from] EveError),
@@ -83,7 +91,10 @@ impl AppError {
             | AppError::Live(_)
             | AppError::InputAfterReport { .. }
             | AppError::Threads { .. } => 3,
-            AppError::Output { .. } | AppError::OutputAfterDrop(_) | AppError::Eve(_) => 4,
+            AppError::Output { .. }
+            | AppError::OutputAfterDrop(_)
+            | AppError::Eve(_)
+            | AppError::Listen { .. } => 4,
         }
     }
 
@@ -159,6 +170,11 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stop);
     let cfg = Arc::new(config_from_args(args)?);
+    let metrics = Metrics::default();
+    if let Some(addr) = args.metrics {
+        metrics::serve(addr, metrics.clone())
+            .map_err(|source| AppError::Listen { addr, source })?;
+    }
     let (outcome, info) = match (&args.pcap, &args.interface) {
         (Some(pcap), _) => {
             let capture = open_inputs(args, pcap)?;
@@ -169,7 +185,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         }
         (None, Some(iface)) => {
             check_outputs(args)?;
-            live_capture(args, &cfg, iface, &stop)?
+            live_capture(args, &cfg, iface, &stop, &metrics)?
         }
         (None, None) => {
             return Err(AppError::Usage(
@@ -177,7 +193,22 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             ))
         }
     };
-    write_results(args, &cfg, outcome, info)
+    let code = write_results(args, &cfg, outcome, info, &metrics)?;
+    hold_metrics(args, &stop);
+    Ok(code)
+}
+
+/// `--metrics-hold S`: keep the process (and its metrics) up a while after
+/// the run, until the time is up or a signal comes.
+fn hold_metrics(args: &Args, stop: &AtomicBool) {
+    // A NaN or negative hold is no hold.
+    if args.metrics.is_none() || args.metrics_hold.is_nan() || args.metrics_hold <= 0.0 {
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs_f64(args.metrics_hold.min(86_400.0));
+    while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `diff-inventory A B`: the differences on stdout, one per line.
@@ -334,6 +365,7 @@ fn live_capture(
     cfg: &Arc<DetectConfig>,
     iface: &str,
     stop: &AtomicBool,
+    metrics: &Metrics,
 ) -> Result<(RunOutcome, RunInfo), AppError> {
     let opts = LiveOptions {
         iface: iface.to_string(),
@@ -367,10 +399,12 @@ fn live_capture(
     // Once the capabilities are gone (CAP_DAC_OVERRIDE with them), check
     // again that the outputs can be written, before capture starts.
     let ready = || check_outputs(args);
-    let periodic_outputs = PeriodicOutputs::new(args, cfg, iface, threads);
+    let periodic_outputs = PeriodicOutputs::new(args, cfg, iface, threads, metrics);
     let on_snapshot = |snap: online::LiveSnapshot| periodic_outputs.write(snap);
+    let due = || periodic_outputs.due();
     let periodic = periodic_outputs.every().map(|every| online::Periodic {
         every,
+        due: &due,
         on_snapshot: &on_snapshot,
     });
     let periodic = periodic.as_ref();
@@ -426,10 +460,22 @@ struct PeriodicOutputs<'a> {
     report: Option<(Duration, Cell<Instant>)>,
     inventory: Option<(Duration, Cell<Instant>)>,
     stats: Option<(Duration, Cell<Instant>)>,
+    /// Metrics are handed over every second.
+    metrics: Option<(Duration, Cell<Instant>)>,
+    published: &'a Metrics,
+    /// What the snapshot being taken is for: report, inventory, stats,
+    /// metrics.
+    pending: Cell<[bool; 4]>,
 }
 
 impl<'a> PeriodicOutputs<'a> {
-    fn new(args: &'a Args, cfg: &'a DetectConfig, iface: &'a str, threads: usize) -> Self {
+    fn new(
+        args: &'a Args,
+        cfg: &'a DetectConfig,
+        iface: &'a str,
+        threads: usize,
+        published: &'a Metrics,
+    ) -> Self {
         let every = |on: bool, s: f64| {
             on.then(|| {
                 (
@@ -450,13 +496,33 @@ impl<'a> PeriodicOutputs<'a> {
             ),
             inventory: every(args.inventory.is_some(), args.inventory_interval),
             stats: every(args.eve.is_some(), args.stats_interval),
+            // Due at the first tick: a scraper sees figures from the start.
+            metrics: every(args.metrics.is_some(), 1.0).map(|(d, last)| {
+                last.set(Instant::now().checked_sub(d).unwrap_or_else(Instant::now));
+                (d, last)
+            }),
+            published,
+            pending: Cell::new([false; 4]),
         }
+    }
+
+    /// Which outputs are due now: `None` when none is, else whether the
+    /// snapshot must be whole (a report or an inventory file).
+    fn due(&self) -> Option<bool> {
+        let due = [
+            Self::take_due(&self.report),
+            Self::take_due(&self.inventory),
+            Self::take_due(&self.stats),
+            Self::take_due(&self.metrics),
+        ];
+        self.pending.set(due);
+        due.contains(&true).then_some(due[0] || due[1])
     }
 
     /// How often the capture must hand over a snapshot (the shortest
     /// interval asked for), if any output wants one.
     fn every(&self) -> Option<Duration> {
-        [&self.report, &self.inventory, &self.stats]
+        [&self.report, &self.inventory, &self.stats, &self.metrics]
             .into_iter()
             .flatten()
             .map(|(d, _)| *d)
@@ -465,7 +531,7 @@ impl<'a> PeriodicOutputs<'a> {
 
     /// Whether an output of interval `d` last written at `last` is due
     /// (a little early rather than a period late).
-    fn due(slot: &Option<(Duration, Cell<Instant>)>) -> bool {
+    fn take_due(slot: &Option<(Duration, Cell<Instant>)>) -> bool {
         match slot {
             Some((d, last)) if last.get().elapsed() + d.mul_f64(0.05) >= *d => {
                 last.set(Instant::now());
@@ -492,8 +558,14 @@ impl<'a> PeriodicOutputs<'a> {
         );
         info.status = Status::Running;
         info.elapsed_s = snap.elapsed.as_secs_f64();
-        let report_due = Self::due(&self.report);
-        let inventory_due = Self::due(&self.inventory);
+        let [report_due, inventory_due, stats_due, metrics_due] = self.pending.get();
+        if metrics_due {
+            let mut m = MetricsData::of(&summary);
+            m.xdp = Some(snap.xdp);
+            m.socket_drops = snap.socket_drops;
+            m.shard_ring_full = snap.ring_full_by_shard.clone();
+            self.published.publish(m);
+        }
         if report_due || inventory_due {
             let json = report::build(&summary, &info, self.cfg);
             if report_due {
@@ -517,7 +589,7 @@ impl<'a> PeriodicOutputs<'a> {
                 }
             }
         }
-        Self::due(&self.stats).then(|| {
+        stats_due.then(|| {
             let now_ns = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
@@ -530,7 +602,7 @@ impl<'a> PeriodicOutputs<'a> {
                     iface: self.iface,
                     xdp: snap.xdp,
                     socket_drops: snap.socket_drops,
-                    ring_full_drops: snap.ring_full_drops,
+                    ring_full_drops: snap.ring_full_by_shard.iter().sum(),
                 },
             )
         })
@@ -543,6 +615,7 @@ fn write_results(
     cfg: &DetectConfig,
     f: RunOutcome,
     mut info: RunInfo,
+    metrics: &Metrics,
 ) -> Result<u8, AppError> {
     if let (Some(Err(_)), Some(path)) = (&f.eve, &args.eve) {
         // The stream broke off (disk full, I/O error): leave whole lines.
@@ -566,6 +639,17 @@ fn write_results(
             args.ml_window,
         );
     }
+    let mut figures = MetricsData::of(&summary);
+    if let Some(c) = &f.capture {
+        figures.xdp = Some(c.xdp);
+        figures.socket_drops = c
+            .queues
+            .iter()
+            .map(|q| q.rx_dropped + q.rx_ring_full + q.fill_ring_empty + q.rx_invalid_descs)
+            .sum();
+        figures.shard_ring_full = c.shard_ring_full_drops.clone();
+    }
+    metrics.publish(figures);
     let json = report::build(&summary, &info, cfg);
     let text = serde_json::to_vec_pretty(&json)
         .map_err(|e| AppError::output(&args.output, "write report", e.into()))?;

@@ -172,6 +172,17 @@ pub struct Args {
     #[arg(long, value_name = "S")]
     pub report_interval: Option<f64>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9502): frames, ADUs, alerts by type and severity, drops at
+    /// every stage, connections, evictions, build info.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// With --metrics: after a replay, keep serving its final figures this
+    /// many seconds (for a scraper to take them), or until SIGINT/SIGTERM.
+    #[arg(long, value_name = "S", default_value_t = 0.0, requires = "metrics")]
+    pub metrics_hold: f64,
+
     /// Live: seconds between --inventory files while capturing.
     #[arg(long, value_name = "S", default_value_t = 60.0, requires = "inventory")]
     pub inventory_interval: f64,

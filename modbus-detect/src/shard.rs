@@ -251,6 +251,23 @@ impl Shard {
         self.st.tap.take().unwrap_or_default()
     }
 
+    /// The counters only, as they are now (stats events and metrics: no
+    /// copy of the alert table or the inventory).
+    pub fn counters_snapshot(&self) -> ShardResult {
+        let st = &self.st;
+        let store = &st.alerts.store;
+        ShardResult {
+            counters: st.counters.clone(),
+            raised: store.raised,
+            raised_by_severity: store.raised_by_severity,
+            alerts_dropped: store.dropped,
+            eve_suppressed: store.eve_suppressed,
+            first_ns: st.first_ns,
+            last_ns: st.last_ns,
+            ..ShardResult::default()
+        }
+    }
+
     /// Everything a report needs, as it is now, without ending the run
     /// (periodic reports, inventory files and stats while live).
     pub fn snapshot(&self) -> ShardResult {

@@ -514,6 +514,8 @@ fn periodic_outputs_while_capturing() {
         "0.3",
         "--sensor-name",
         "cell-7",
+        "--metrics",
+        "127.0.0.1:9502",
     ];
     let mut sensor = topo
         .spawn_in(Host::Sensor, bin.to_str().unwrap(), &args)
@@ -555,6 +557,33 @@ fn periodic_outputs_while_capturing() {
                 seen.push(n);
             }
         }
+    }
+    // The metrics, as a scraper in the sensor's namespace reads them while
+    // traffic flows: frames counted, the live-only XDP figures there.
+    let scrape = || {
+        let out = topo
+            .run_in(
+                Host::Sensor,
+                "python3",
+                &[
+                    "-c",
+                    "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9502/metrics', timeout=5).read().decode())",
+                ],
+            )
+            .expect("python3 in the sensor's namespace");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let frames: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("modbus_detect_frames_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        (frames, text)
+    };
+    let (mut frames, mut metrics) = scrape();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while frames == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        (frames, metrics) = scrape();
     }
     drop(hmi);
     let done = sensor.stop(STOP).expect("sensor stops on SIGTERM");
@@ -602,4 +631,10 @@ fn periodic_outputs_while_capturing() {
         last_pkts = pkts;
     }
     assert!(last_pkts > 0 && last_pkts <= live["counters"]["frames"].as_u64().unwrap());
+    assert!(frames > 0, "metrics while capturing: {metrics}");
+    assert!(frames <= live["counters"]["frames"].as_u64().unwrap());
+    assert!(
+        metrics.contains("modbus_detect_xdp_redirected_total"),
+        "{metrics}"
+    );
 }

@@ -5,7 +5,8 @@
 //! - Debian packages: clang, libelf-dev, m4, libpcap-dev, pkg-config,
 //!   zlib1g-dev and gcc-multilib (xsk-rs builds libxdp from source; its BPF
 //!   objects need `asm/types.h`), ethtool, iproute2, iputils-ping, tshark,
-//!   tcpdump (the live tests) (`apt-get update` then `apt-get install -y`
+//!   tcpdump (the live tests), prometheus (the metrics are scraped by a
+//!   real server in a test), logrotate (`apt-get update` then `apt-get install -y`
 //!   for the missing ones only).
 //! - the nightly toolchain's `rust-src` (aya-build compiles `core` for
 //!   bpfel-unknown-none with `-Z build-std=core`).
@@ -30,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "tshark",
     "tcpdump",
+    "prometheus",
+    "logrotate",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -2,6 +2,7 @@
 
 pub mod eve;
 pub mod inventory;
+pub mod metrics;
 pub mod report;
 pub mod stats;
 

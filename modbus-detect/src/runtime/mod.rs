@@ -136,12 +136,15 @@ pub struct Pipeline {
 /// within a millisecond when idle) with its copy, tagged with the number.
 struct Snapshots {
     asked: Arc<AtomicU64>,
+    /// Whether the request is for everything (else the counters only).
+    whole: Arc<AtomicBool>,
     answers: Receiver<(u64, ShardResult)>,
 }
 
 /// A shard's side of [`Snapshots`].
 struct SnapshotDuty {
     asked: Arc<AtomicU64>,
+    whole: Arc<AtomicBool>,
     answered: u64,
     answers: Sender<(u64, ShardResult)>,
 }
@@ -150,10 +153,15 @@ impl SnapshotDuty {
     /// Answer a request not answered yet (a relaxed load per batch when
     /// there is none).
     fn serve(&mut self, shard: &Shard) {
-        let asked = self.asked.load(Ordering::Relaxed);
+        let asked = self.asked.load(Ordering::Acquire);
         if asked != self.answered {
             self.answered = asked;
-            let _ = self.answers.send((asked, shard.snapshot()));
+            let part = if self.whole.load(Ordering::Acquire) {
+                shard.snapshot()
+            } else {
+                shard.counters_snapshot()
+            };
+            let _ = self.answers.send((asked, part));
         }
     }
 }
@@ -290,6 +298,7 @@ impl Pipeline {
         let progress: Arc<Vec<ShardProgress>> =
             Arc::new((0..shards).map(|_| ShardProgress::default()).collect());
         let asked = Arc::new(AtomicU64::new(0));
+        let whole = Arc::new(AtomicBool::new(false));
         let (answers_tx, answers) = crossbeam_channel::unbounded();
         let mut handles = Vec::with_capacity(shards);
         for i in 0..shards {
@@ -310,6 +319,7 @@ impl Pipeline {
             let cpu = cpus.get(i).copied();
             let duty = SnapshotDuty {
                 asked: asked.clone(),
+                whole: whole.clone(),
                 answered: 0,
                 answers: answers_tx.clone(),
             };
@@ -330,7 +340,11 @@ impl Pipeline {
                 eve: eve_handle,
                 eve_lines: eve_out.as_ref().map(|o| o.tx.clone()),
                 progress,
-                snapshots: Snapshots { asked, answers },
+                snapshots: Snapshots {
+                    asked,
+                    whole,
+                    answers,
+                },
             },
             feeders,
         ))
@@ -354,10 +368,13 @@ impl Pipeline {
         }
     }
 
-    /// Every shard's results as they are now; `None` when a shard did not
-    /// answer within `timeout` (it is far behind, or gone).
-    pub fn snapshot(&self, timeout: Duration) -> Option<Vec<ShardResult>> {
-        let n = self.snapshots.asked.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Every shard's results as they are now (`whole`: with the alert
+    /// table and the inventory, else the counters only); `None` when a
+    /// shard did not answer within `timeout` (it is far behind, or gone).
+    pub fn snapshot(&self, timeout: Duration, whole: bool) -> Option<Vec<ShardResult>> {
+        // Published before the request that reads it.
+        self.snapshots.whole.store(whole, Ordering::Release);
+        let n = self.snapshots.asked.fetch_add(1, Ordering::AcqRel) + 1;
         for h in &self.shards {
             h.thread().unpark();
         }

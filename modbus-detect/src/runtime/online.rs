@@ -68,6 +68,10 @@ pub struct LiveOptions {
 /// user asked for); a line `on_snapshot` returns goes to the EVE stream.
 pub struct Periodic<'a> {
     pub every: Duration,
+    /// Asked at each tick: whether a snapshot is due, and whether it must
+    /// be whole (`Some(true)`: a report or inventory file) or its counters
+    /// will do (`Some(false)`: stats, metrics).
+    pub due: &'a dyn Fn() -> Option<bool>,
     pub on_snapshot: &'a dyn Fn(LiveSnapshot) -> Option<serde_json::Value>,
 }
 
@@ -84,7 +88,8 @@ pub struct LiveSnapshot {
     /// invalid descriptors) and frames dropped because a shard's ring was
     /// full.
     pub socket_drops: u64,
-    pub ring_full_drops: u64,
+    /// Frames dropped because the shard's ring was full, per shard.
+    pub ring_full_by_shard: Vec<u64>,
 }
 
 /// How long a periodic copy may wait for a shard: one far behind (or
@@ -510,9 +515,12 @@ impl Watch<'_> {
         let mut link = LinkWatch::default();
         loop {
             if let Some(p) = self.periodic {
-                if last_periodic.elapsed() >= p.every {
+                let due = (last_periodic.elapsed() >= p.every)
+                    .then(|| (p.due)())
+                    .flatten();
+                if let Some(whole) = due {
                     last_periodic = Instant::now();
-                    match self.pipe.snapshot(SNAPSHOT_WAIT) {
+                    match self.pipe.snapshot(SNAPSHOT_WAIT, whole) {
                         Some(shards) => {
                             if let Some(line) = (p.on_snapshot)(self.live_snapshot(shards, started))
                             {
@@ -599,7 +607,18 @@ impl Watch<'_> {
                 + sum(|c| &c.rx_ring_full)
                 + sum(|c| &c.fill_ring_empty)
                 + sum(|c| &c.rx_invalid),
-            ring_full_drops: self.counters.iter().map(QueueCounters::ring_full).sum(),
+            ring_full_by_shard: (0..self
+                .counters
+                .first()
+                .map_or(0, |c| c.ring_full_by_shard.len()))
+                .map(|s| {
+                    self.counters
+                        .iter()
+                        .filter_map(|c| c.ring_full_by_shard.get(s))
+                        .map(|n| n.load(Ordering::Relaxed))
+                        .sum()
+                })
+                .collect(),
         }
     }
 

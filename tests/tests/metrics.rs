@@ -1,0 +1,162 @@
+//! `--metrics` scraped by a real Prometheus server (Debian's `prometheus`,
+//! installed by `cargo xtask setup`): the test starts it on loopback with
+//! a scrape configuration pointing at a replay that serves its metrics
+//! (and holds them after the run), and queries Prometheus's HTTP API until
+//! the counters appear and match the report. Both processes are the
+//! test's children and are stopped, also on failure.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use modbus_tests::detector_binary;
+use serde_json::Value;
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nobody listens on (now).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// GET `path` from 127.0.0.1:`port`; the body, if the server answered 200.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+}
+
+/// One instant query's value, if Prometheus has it.
+fn query(port: u16, q: &str) -> Option<u64> {
+    let body = get(port, &format!("/api/v1/query?query={q}"))?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+fn demo(file: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../modbus-detect/demo")
+        .join(file)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn prometheus_scrapes_what_the_report_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let (sensor_port, prom_port) = (free_port(), free_port());
+    let sensor = Killed(
+        Command::new(detector_binary())
+            .args(["--pcap", &demo("demo.pcap"), "--quiet"])
+            .args([
+                "--authorized-masters",
+                "192.168.50.20,192.168.50.30,192.168.50.40",
+            ])
+            .args(["--authorized-writers", "192.168.50.20"])
+            .args(["--output", report.to_str().unwrap()])
+            .args([
+                "--metrics",
+                &format!("127.0.0.1:{sensor_port}"),
+                "--metrics-hold",
+                "120",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the detector starts"),
+    );
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: modbus-detect\n    static_configs:\n      - targets: ['127.0.0.1:{sensor_port}']\n"
+        ),
+    )
+    .unwrap();
+    let prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus runs (cargo xtask setup installs it)"),
+    );
+    // The replay's report, once written (its metrics are final then).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let r: Value = loop {
+        if let Ok(b) = std::fs::read(&report) {
+            break serde_json::from_slice(&b).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no report");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let c = &r["counters"];
+    let want = [
+        ("modbus_detect_frames_total", c["frames"].as_u64().unwrap()),
+        (
+            "modbus_detect_modbus_adus_total",
+            c["modbus_adus"].as_u64().unwrap(),
+        ),
+        (
+            "modbus_detect_requests_total",
+            c["requests"].as_u64().unwrap(),
+        ),
+        (
+            "sum(modbus_detect_alerts_total)",
+            c["alerts_total"].as_u64().unwrap(),
+        ),
+        (
+            "modbus_detect_alerts_total%7Btype%3D%22ROGUE_MODBUS_MASTER%22%7D",
+            c["alerts_by_type"]["ROGUE_MODBUS_MASTER"].as_u64().unwrap(),
+        ),
+        (
+            "modbus_detect_alerts_by_severity_total%7Bseverity%3D%22CRITICAL%22%7D",
+            c["alerts_by_severity"]["CRITICAL"].as_u64().unwrap(),
+        ),
+    ];
+    assert!(want.iter().all(|(_, v)| *v > 0), "{want:?}");
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        got = want.iter().map(|(q, _)| query(prom_port, q)).collect();
+        if got.iter().zip(&want).all(|(g, (_, w))| *g == Some(*w)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(query(prom_port, "up"), Some(1), "the target is up");
+    for (g, (q, w)) in got.iter().zip(&want) {
+        assert_eq!(*g, Some(*w), "{q}");
+    }
+    // The scrape is the exposition format, with the build's version.
+    let text = get(sensor_port, "/metrics").expect("/metrics answers");
+    assert!(
+        text.contains("modbus_detect_build_info{version=\""),
+        "{text}"
+    );
+    drop(prometheus);
+    drop(sensor);
+}
