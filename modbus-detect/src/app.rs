@@ -168,7 +168,8 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         return diff_inventory(before, after);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    install_signal_handlers(&stop);
+    let reopen = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&stop, &reopen);
     let cfg = Arc::new(config_from_args(args)?);
     let metrics = Metrics::default();
     if let Some(addr) = args.metrics {
@@ -181,11 +182,11 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             if let Some(path) = &args.dump_adus {
                 return dump_adus(pcap, path, cfg);
             }
-            replay_capture(args, &cfg, &capture, pcap, &stop)?
+            replay_capture(args, &cfg, &capture, pcap, &stop, &reopen)?
         }
         (None, Some(iface)) => {
             check_outputs(args)?;
-            live_capture(args, &cfg, iface, &stop, &metrics)?
+            live_capture(args, &cfg, iface, &stop, &reopen, &metrics)?
         }
         (None, None) => {
             return Err(AppError::Usage(
@@ -274,7 +275,11 @@ fn open_inputs(args: &Args, pcap: &Path) -> Result<CaptureFile, AppError> {
     Ok(CaptureFile::open(pcap)?)
 }
 
-fn eve_writer(args: &Args, cfg: &Arc<DetectConfig>) -> Result<Option<EveWriter>, AppError> {
+fn eve_writer(
+    args: &Args,
+    cfg: &Arc<DetectConfig>,
+    reopen: &Arc<AtomicBool>,
+) -> Result<Option<EveWriter>, AppError> {
     let origin = Origin {
         host: args.sensor_name.clone().unwrap_or_else(host_name),
         pcap_filename: args.pcap.as_ref().map(|p| p.display().to_string()),
@@ -284,7 +289,7 @@ fn eve_writer(args: &Args, cfg: &Arc<DetectConfig>) -> Result<Option<EveWriter>,
         .as_ref()
         .map(|p| {
             EveWriter::open(p, cfg.clone(), args.eve_truncate)
-                .map(|w| w.with_origin(origin))
+                .map(|w| w.with_origin(origin).with_reopen(reopen.clone()))
                 .map_err(|e| AppError::output(p, "create", e.source))
         })
         .transpose()
@@ -320,6 +325,7 @@ fn run_info(
             .map(|p| p.display().to_string()),
         baseline_file: args.baseline_file.as_ref().map(|p| p.display().to_string()),
         eve_file: args.eve.as_ref().map(|p| p.display().to_string()),
+        eve_lines: 0,
         capture: None,
     }
 }
@@ -330,8 +336,9 @@ fn replay_capture(
     capture: &CaptureFile,
     pcap: &Path,
     stop: &AtomicBool,
+    reopen: &Arc<AtomicBool>,
 ) -> Result<(RunOutcome, RunInfo), AppError> {
-    let eve = eve_writer(args, cfg)?;
+    let eve = eve_writer(args, cfg, reopen)?;
     let plan = Plan::choose(args.threads.map(usize::from), 1);
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let bar = show_progress.then(|| progress_bar(capture.data().len() as u64));
@@ -365,6 +372,7 @@ fn live_capture(
     cfg: &Arc<DetectConfig>,
     iface: &str,
     stop: &AtomicBool,
+    reopen: &Arc<AtomicBool>,
     metrics: &Metrics,
 ) -> Result<(RunOutcome, RunInfo), AppError> {
     let opts = LiveOptions {
@@ -395,7 +403,7 @@ fn live_capture(
         live_cfg.limits.ack_confirms_loss = false;
     }
     let cfg = &Arc::new(live_cfg);
-    let eve = eve_writer(args, cfg)?;
+    let eve = eve_writer(args, cfg, reopen)?;
     // Once the capabilities are gone (CAP_DAC_OVERRIDE with them), check
     // again that the outputs can be written, before capture starts.
     let ready = || check_outputs(args);
@@ -629,6 +637,10 @@ fn write_results(
         Status::Complete
     };
     info.error = f.input_error.as_ref().map(ToString::to_string);
+    info.eve_lines = match &f.eve {
+        Some(Ok(n)) => *n,
+        _ => 0,
+    };
     let elapsed_s = f.elapsed.as_secs_f64();
     info.elapsed_s = elapsed_s;
     let mut summary = Summary::merge(&f.dispatch, f.shards);
@@ -748,13 +760,15 @@ fn trim_to_last_line(path: &Path) {
 
 /// First SIGINT/SIGTERM: stop reading and write what was found. A second
 /// one: exit at once.
-fn install_signal_handlers(stop: &Arc<AtomicBool>) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+fn install_signal_handlers(stop: &Arc<AtomicBool>, reopen: &Arc<AtomicBool>) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     for sig in [SIGINT, SIGTERM] {
         // Registration fails only for forbidden signals; these are allowed.
         let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone());
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
+    // SIGHUP: reopen the alert stream (logrotate's postrotate), go on.
+    let _ = signal_hook::flag::register(SIGHUP, reopen.clone());
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {

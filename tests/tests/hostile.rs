@@ -889,6 +889,7 @@ fn alert_storm_leaves_a_bounded_report_with_exact_counts() {
         limits_file: None,
         baseline_file: None,
         eve_file: Some(eve_path.display().to_string()),
+        eve_lines,
         capture: None,
     };
     let rep = report::build(&summary, &info, &cfg);

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -25,6 +26,9 @@ pub struct EveWriter {
     cfg: Arc<DetectConfig>,
     origin: Origin,
     lines: u64,
+    /// Set by SIGHUP: reopen the file before the next line (logrotate
+    /// moved it away).
+    reopen: Option<Arc<AtomicBool>>,
 }
 
 /// The alert stream could not be written (disk full, I/O error); names the file.
@@ -56,7 +60,30 @@ impl EveWriter {
             cfg,
             origin: Origin::default(),
             lines: 0,
+            reopen: None,
         })
+    }
+
+    /// Reopen the file (appending, by name again) whenever `flag` is set.
+    pub fn with_reopen(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.reopen = Some(flag);
+        self
+    }
+
+    /// If asked to: finish the current file and open the path again, so
+    /// that lines after a rotation go to the new file and none is lost.
+    fn reopen_if_asked(&mut self) -> std::io::Result<()> {
+        if !self
+            .reopen
+            .as_ref()
+            .is_some_and(|f| f.swap(false, Ordering::AcqRel))
+        {
+            return Ok(());
+        }
+        self.out.flush()?;
+        let file = open_stream(&self.path, false)?;
+        self.out = BufWriter::new(file);
+        Ok(())
     }
 
     /// Name the sensor and the input in every line.
@@ -87,6 +114,7 @@ impl EveWriter {
     /// Write lines and hand them to the kernel, so that a SIEM tailing the
     /// file sees alerts as they are raised.
     pub fn write_lines(&mut self, lines: &[EveEvent]) -> Result<(), EveError> {
+        self.reopen_if_asked().map_err(|e| self.error(e))?;
         lines
             .iter()
             .try_for_each(|ev| self.write(ev))
@@ -97,6 +125,7 @@ impl EveWriter {
     /// Write one line that is not an alert (a `stats` event) and hand it to
     /// the kernel.
     pub fn write_value(&mut self, line: &Value) -> Result<(), EveError> {
+        self.reopen_if_asked().map_err(|e| self.error(e))?;
         serde_json::to_writer(&mut self.out, line)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))

@@ -129,6 +129,8 @@ pub struct RunInfo {
     pub limits_file: Option<String>,
     pub baseline_file: Option<String>,
     pub eve_file: Option<String>,
+    /// Lines written to the EVE stream (alerts and stats events).
+    pub eve_lines: u64,
     /// Live capture: XDP mode, XDP counters, per-queue socket statistics.
     pub capture: Option<CaptureSection>,
 }
@@ -281,6 +283,9 @@ pub struct CounterSection {
     pub alert_entries: usize,
     pub alerts_dropped_table_full: u64,
     pub eve_lines_suppressed: u64,
+    /// Lines written to the EVE stream, alerts and stats events, over
+    /// every file it was reopened as (SIGHUP).
+    pub eve_lines_written: u64,
     pub rule_state_evicted: u64,
     pub inventory_pairs_dropped: u64,
     /// Baseline mode: values of registers left out (the learning bound of
@@ -510,6 +515,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
         alert_entries: summary.alerts.len(),
         alerts_dropped_table_full: summary.alerts_dropped,
         eve_lines_suppressed: summary.eve_suppressed,
+        eve_lines_written: info.eve_lines,
         rule_state_evicted: summary.rule_state_evicted,
         inventory_pairs_dropped: summary.inventory.pairs_dropped,
         learned_registers_dropped: summary.learned_registers_dropped,
