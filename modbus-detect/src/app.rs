@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::{Args, Command};
+use crate::config::addrs::{load_list, AddrSet, IpNet};
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode};
@@ -40,6 +41,9 @@ pub enum AppError {
     /// A limits or baseline file (exit 3).
     #[error(transparent)]
     Settings(#[from] FileError),
+    /// An address list (exit 3): the message names it.
+    #[error("{0}")]
+    List(String),
     #[error("{}: has no ML models for --ml (learned from fewer than {} windows of traffic, or by an older version); learn it again with --baseline-mode", Shown(.0), crate::ml::models::MIN_WINDOWS)]
     NoModels(PathBuf),
     /// The capture file (exit 3).
@@ -86,6 +90,7 @@ impl AppError {
         match self {
             AppError::Usage(_) => 2,
             AppError::Settings(_)
+            | AppError::List(_)
             | AppError::NoModels(_)
             | AppError::Capture(_)
             | AppError::Live(_)
@@ -119,14 +124,8 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
             Mode::Detect
         },
         ports: args.ports.clone(),
-        authorized_masters: args
-            .authorized_masters
-            .as_ref()
-            .map(|v| v.iter().copied().collect()),
-        authorized_writers: args
-            .authorized_writers
-            .as_ref()
-            .map(|v| v.iter().copied().collect()),
+        authorized_masters: allow_list(&args.authorized_masters, &args.authorized_masters_file)?,
+        authorized_writers: allow_list(&args.authorized_writers, &args.authorized_writers_file)?,
         ..DetectConfig::default()
     };
     cfg.limits.max_flows = args.max_flows.max(1);
@@ -160,6 +159,22 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
         cfg.baseline = Some(Arc::new(b));
     }
     Ok(cfg)
+}
+
+/// An allow list from its flag and its file; `None` when neither is given
+/// (the rule is then off).
+fn allow_list(
+    flags: &Option<Vec<IpNet>>,
+    file: &Option<PathBuf>,
+) -> Result<Option<AddrSet>, AppError> {
+    if flags.is_none() && file.is_none() {
+        return Ok(None);
+    }
+    let mut items = flags.clone().unwrap_or_default();
+    if let Some(f) = file {
+        items.extend(load_list(f).map_err(AppError::List)?);
+    }
+    AddrSet::new(items).map(Some).map_err(AppError::List)
 }
 
 /// Run with the given flags; returns the exit code.

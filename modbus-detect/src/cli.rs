@@ -1,10 +1,13 @@
 //! Command-line flags (the original tool's, same meaning) and their
 //! translation into a [`crate::config::DetectConfig`]. Nothing else.
 
-use std::net::IpAddr;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
+
+use crate::config::addrs::IpNet;
+use crate::files::Shown;
 
 use crate::alert::Severity;
 use crate::flow::policy::PolicyRule;
@@ -28,6 +31,12 @@ pub struct Args {
     /// Tools beside detection (without one: detect, with the flags below).
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// Settings file (TOML): any of the flags below by their long name
+    /// (`interface = "eth1"`, `authorized-masters = ["10.0.0.20"]`,
+    /// `eve-every-event = true`); flags given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Capture file to replay (pcap or pcapng).
     #[arg(long, value_name = "FILE", conflicts_with = "interface")]
@@ -69,15 +78,25 @@ pub struct Args {
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     pub stats_interval: f64,
 
-    /// IP addresses allowed to act as Modbus masters (space or comma separated).
-    /// Without it the rogue-master rule is off.
-    #[arg(long, value_name = "IP", num_args = 1.., value_delimiter = ',')]
-    pub authorized_masters: Option<Vec<IpAddr>>,
+    /// Addresses or ranges (10.0.1.0/24) allowed to act as Modbus masters
+    /// (space or comma separated). Without it (and its file) the
+    /// rogue-master rule is off.
+    #[arg(long, value_name = "IP[/PREFIX]", num_args = 1.., value_delimiter = ',')]
+    pub authorized_masters: Option<Vec<IpNet>>,
 
-    /// IP addresses allowed to write (FC 5, 6, 15, 16, 22, 23).
-    /// Without it the unauthorized-write rule is off.
-    #[arg(long, value_name = "IP", num_args = 1.., value_delimiter = ',')]
-    pub authorized_writers: Option<Vec<IpAddr>>,
+    /// A file of authorized masters: one address or range per line, `#`
+    /// comments (joins --authorized-masters).
+    #[arg(long, value_name = "FILE")]
+    pub authorized_masters_file: Option<PathBuf>,
+
+    /// Addresses or ranges allowed to write (FC 5, 6, 15, 16, 22, 23).
+    /// Without it (and its file) the unauthorized-write rule is off.
+    #[arg(long, value_name = "IP[/PREFIX]", num_args = 1.., value_delimiter = ',')]
+    pub authorized_writers: Option<Vec<IpNet>>,
+
+    /// A file of authorized writers, as --authorized-masters-file.
+    #[arg(long, value_name = "FILE")]
+    pub authorized_writers_file: Option<PathBuf>,
 
     /// JSON file with safe ranges and change rates per register.
     #[arg(long, value_name = "FILE")]
@@ -213,6 +232,201 @@ pub enum Command {
     },
 }
 
+/// A settings file that cannot be used; one line naming it (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", Shown(path))]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {problem}", Shown(path))]
+    Content { path: PathBuf, problem: String },
+}
+
+/// The flags of a settings file, as command-line arguments: each key is a
+/// flag's long name, a string or number its value, `true` the flag alone,
+/// a list the values joined by commas.
+fn config_args(path: &Path, given: &[String]) -> Result<Vec<OsString>, ConfigError> {
+    let content = |problem: String| ConfigError::Content {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        return Err(content(
+            "not a settings file (a regular file of at most 1 MiB)".into(),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| content(e.message().to_string()))?;
+    let cmd = <Args as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        let known = cmd
+            .get_arguments()
+            .any(|a| a.get_long() == Some(flag.as_str()) && flag != "config");
+        if !known {
+            return Err(content(format!(
+                "unknown setting {key:?} (the settings are the long flags)"
+            )));
+        }
+        if given.contains(&flag) {
+            // The command line wins, a list as a whole.
+            continue;
+        }
+        let scalar = |v: &toml::Value| -> Result<String, ConfigError> {
+            match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(n) => Ok(n.to_string()),
+                toml::Value::Float(x) => Ok(x.to_string()),
+                _ => Err(content(format!(
+                    "{key}: a string, a number or a list of them"
+                ))),
+            }
+        };
+        match &value {
+            toml::Value::Boolean(true) => out.push(format!("--{flag}").into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::Array(items) => {
+                let values = items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
+                // Repeatable flags (--target-policy) take one value each.
+                for v in values {
+                    out.push(format!("--{flag}").into());
+                    out.push(v.into());
+                }
+            }
+            v => {
+                out.push(format!("--{flag}").into());
+                out.push(scalar(v)?.into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The command line, with the settings of `--config FILE` (if given)
+/// before it, so that flags on the command line win.
+pub fn parse_with_config(argv: Vec<OsString>) -> Result<Args, ConfigError> {
+    let config = argv.iter().enumerate().find_map(|(i, a)| {
+        let a = a.to_str()?;
+        match a.strip_prefix("--config=") {
+            Some(p) => Some(PathBuf::from(p)),
+            None if a == "--config" => argv.get(i + 1).map(PathBuf::from),
+            None => None,
+        }
+    });
+    let Some(path) = config else {
+        return Ok(Args::parse_from(argv));
+    };
+    // The flags the command line gives (clap's own errors and --help come
+    // from the final parse below).
+    let cmd = <Args as clap::CommandFactory>::command();
+    let given: Vec<String> = match cmd.clone().try_get_matches_from(&argv) {
+        Ok(m) => cmd
+            .get_arguments()
+            .filter(|a| {
+                m.value_source(a.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut all: Vec<OsString> = argv.first().cloned().into_iter().collect();
+    all.extend(config_args(&path, &given)?);
+    all.extend(argv.into_iter().skip(1));
+    Ok(Args::parse_from(all))
+}
+
 fn parse_severity(s: &str) -> Result<Severity, String> {
     Severity::parse(s).ok_or_else(|| format!("{s:?} is not one of low, medium, high, critical"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<OsString> {
+        std::iter::once("modbus-detect")
+            .chain(a.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    #[test]
+    fn a_settings_file_is_flags_that_the_command_line_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("sensor.toml");
+        std::fs::write(
+            &f,
+            r#"
+interface = "eth1"
+authorized-masters = ["10.0.0.20", "10.0.0.21"]
+authorized_writers = ["10.0.0.20"]
+target-policy = ["linux", "10.1.0.0/16=windows"]
+eve = "/var/log/alerts.json"
+eve-every-event = true
+stats-interval = 60
+max-flows = 65536
+force = false
+"#,
+        )
+        .unwrap();
+        let cfg = f.to_str().unwrap();
+        let a = parse_with_config(argv(&["--config", cfg])).unwrap();
+        assert_eq!(a.interface.as_deref(), Some("eth1"));
+        assert_eq!(a.authorized_masters.as_ref().map(Vec::len), Some(2));
+        assert_eq!(a.authorized_writers.as_ref().map(Vec::len), Some(1));
+        assert_eq!(a.target_policy.len(), 2);
+        assert!(a.eve_every_event && !a.force);
+        assert_eq!((a.stats_interval, a.max_flows), (60.0, 65536));
+        // The command line wins, list and all.
+        let a = parse_with_config(argv(&[
+            &format!("--config={cfg}"),
+            "--authorized-masters",
+            "10.9.9.9",
+            "--stats-interval",
+            "5",
+        ]))
+        .unwrap();
+        assert_eq!(
+            a.authorized_masters,
+            Some(vec!["10.9.9.9".parse().unwrap()])
+        );
+        assert_eq!(a.stats_interval, 5.0);
+    }
+
+    #[test]
+    fn a_bad_settings_file_is_one_line_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("sensor.toml");
+        let err = |text: &str| {
+            std::fs::write(&f, text).unwrap();
+            parse_with_config(argv(&["--config", f.to_str().unwrap()]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("interfce = \"eth1\"\n");
+        assert!(
+            e.starts_with(&f.display().to_string()) && e.contains("unknown setting \"interfce\""),
+            "{e}"
+        );
+        assert!(err("interface = \n").contains("sensor.toml: "));
+        assert!(err("ports = [{a = 1}]\n").contains("ports: a string, a number or a list"));
+        assert!(err("config = \"x\"\n").contains("unknown setting"));
+        let missing = dir.path().join("none.toml");
+        let e = parse_with_config(argv(&["--config", missing.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.toml: cannot read"), "{e}");
+    }
 }

@@ -2,10 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = modbus_detect::cli::Args::parse();
+    let args = match modbus_detect::cli::parse_with_config(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("modbus-detect: error: {e}");
+            return ExitCode::from(3);
+        }
+    };
     match modbus_detect::app::run(&args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

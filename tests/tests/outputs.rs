@@ -212,3 +212,127 @@ fn input_errors_name_the_real_problem_and_escape_names() {
     );
     assert!(e.contains("x\\u{1b}[2J\\u{7}.pcap"), "{e}");
 }
+
+/// A settings file is the flags it names; the example shipped in
+/// `contrib/` is one; the command line wins over it.
+#[test]
+fn a_settings_file_configures_the_run() {
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/modbus-detect.toml");
+    let args = modbus_detect::cli::parse_with_config(
+        ["modbus-detect", "--config", s(&contrib)]
+            .map(Into::into)
+            .to_vec(),
+    )
+    .expect("the shipped example is valid");
+    assert_eq!(args.interface.as_deref(), Some("eth1"));
+    assert_eq!(args.sensor_name.as_deref(), Some("plant-a-cell-3"));
+    // A replay configured by a file: the rule it turns on raises.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let cfg = dir.path().join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "pcap = {:?}\noutput = {:?}\nauthorized-masters = [\"192.168.50.20\"]\nquiet = true\n",
+            fixture("lab/rogue_master.pcap").display().to_string(),
+            report.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(detector_binary())
+        .args(["--config", s(&cfg)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"].as_u64() > Some(0));
+    // The command line wins: all masters authorized, no rogue.
+    let o = Command::new(detector_binary())
+        .args([
+            "--config",
+            s(&cfg),
+            "--authorized-masters",
+            "192.168.50.20,192.168.50.30,192.168.50.40,192.168.50.66",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"], 0);
+    // A mistyped setting: one line naming the file, exit 3.
+    std::fs::write(&cfg, "authorised-masters = [\"10.0.0.1\"]\n").unwrap();
+    let o = Command::new(detector_binary())
+        .args(["--config", s(&cfg)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let e = one_error_line(&o);
+    assert!(
+        e.contains("sensor.toml: unknown setting \"authorised-masters\""),
+        "{e}"
+    );
+}
+
+/// Allow lists take networks too, on the command line and from a file
+/// (one entry a line, `#` comments); the report lists them as given.
+#[test]
+fn allow_lists_take_ranges_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rogue = fixture("lab/rogue_master.pcap").display().to_string();
+    let report = dir.path().join("r.json");
+    let rogue_of = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--pcap", &rogue, "--output", s(&report)];
+        args.extend_from_slice(extra);
+        let o = detect(&args);
+        assert!(o.status.success(), "{}", err(&o));
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        r
+    };
+    // The lab's masters are .20, .30, .40; the rogue is .66.
+    let r = rogue_of(&["--authorized-masters", "192.168.50.0/26"]);
+    assert!(r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"].as_u64() > Some(0));
+    assert!(r["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["type"] != "ROGUE_MODBUS_MASTER" || a["src_ip"] == "192.168.50.66"));
+    assert_eq!(
+        r["settings"]["authorized_masters"],
+        serde_json::json!(["192.168.50.0/26"])
+    );
+    let r = rogue_of(&["--authorized-masters", "192.168.50.0/24"]);
+    assert_eq!(r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"], 0);
+    let list = dir.path().join("masters.txt");
+    std::fs::write(
+        &list,
+        "# control room\n192.168.50.20\n192.168.50.30 # historian\n\n192.168.50.40\n",
+    )
+    .unwrap();
+    let r = rogue_of(&["--authorized-masters-file", s(&list)]);
+    let rogue_alerts: Vec<&serde_json::Value> = r["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "ROGUE_MODBUS_MASTER")
+        .collect();
+    assert!(
+        !rogue_alerts.is_empty() && rogue_alerts.iter().all(|a| a["src_ip"] == "192.168.50.66")
+    );
+    // A bad line: one error line naming the file and the line, exit 3.
+    std::fs::write(&list, "192.168.50.20\n192.168.50.300\n").unwrap();
+    let o = detect(&[
+        "--pcap",
+        &rogue,
+        "--output",
+        s(&report),
+        "--authorized-masters-file",
+        s(&list),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let e = one_error_line(&o);
+    assert!(
+        e.contains("masters.txt: line 2: \"192.168.50.300\" is not an address"),
+        "{e}"
+    );
+}

@@ -102,6 +102,7 @@ fn run(cfg: &Arc<DetectConfig>, link: LinkType, frames: &[u8], shards: usize) ->
         limits_file: None,
         baseline_file: None,
         eve_file: None,
+        eve_lines: eve_lines as u64,
         capture: None,
     };
     let report = build(&summary, &info, cfg);

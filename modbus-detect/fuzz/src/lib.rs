@@ -16,11 +16,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
 
+use modbus_detect::config::addrs::AddrSet;
 use modbus_detect::config::baseline::Baseline;
 use modbus_detect::config::limits::RegisterLimits;
 use modbus_detect::config::{DetectConfig, Limits, Mode};
 use modbus_detect::decode::LinkType;
-use rustc_hash::FxHashSet;
 
 /// The lab's register limits file (every capture of tests/fixtures/lab).
 pub const LAB_LIMITS: &str = include_str!("../../../tests/fixtures/lab/register_limits.json");
@@ -46,7 +46,7 @@ fn lab_baseline() -> Arc<Baseline> {
         .clone()
 }
 
-fn ips(list: &[[u8; 4]]) -> FxHashSet<IpAddr> {
+fn ips(list: &[[u8; 4]]) -> AddrSet {
     list.iter()
         .map(|a| IpAddr::V4(Ipv4Addr::from(*a)))
         .collect()

@@ -3,11 +3,11 @@
 //! Everything a shard needs is in [`DetectConfig`], shared read-only by all
 //! shards through an `Arc`: no locks, no per-packet lookups outside the shard.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
+use addrs::AddrSet;
 
+pub mod addrs;
 pub mod baseline;
 pub mod limits;
 
@@ -160,9 +160,9 @@ pub struct DetectConfig {
     /// TCP ports that carry Modbus/TCP.
     pub ports: Vec<u16>,
     /// ROGUE_MODBUS_MASTER is on only when this is `Some`.
-    pub authorized_masters: Option<FxHashSet<IpAddr>>,
+    pub authorized_masters: Option<AddrSet>,
     /// UNAUTHORIZED_MODBUS_WRITE is on only when this is `Some`.
-    pub authorized_writers: Option<FxHashSet<IpAddr>>,
+    pub authorized_writers: Option<AddrSet>,
     pub limits_file: Option<Arc<RegisterLimits>>,
     /// NEW_FUNCTION_CODE and TIMING_ANOMALY are on only with a baseline.
     pub baseline: Option<Arc<Baseline>>,

@@ -32,12 +32,12 @@ impl AccessRules {
                 .cfg
                 .authorized_masters
                 .as_ref()
-                .is_some_and(|m| !m.contains(&master)),
+                .is_some_and(|m| !m.contains(master)),
             unauthorized_writer: self
                 .cfg
                 .authorized_writers
                 .as_ref()
-                .is_some_and(|w| !w.contains(&master)),
+                .is_some_and(|w| !w.contains(master)),
         }
     }
 

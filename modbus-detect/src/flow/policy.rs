@@ -7,6 +7,8 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use crate::config::addrs::IpNet;
+
 /// How a receiver resolves overlapping copies it holds out of order
 /// (bytes it has already delivered to the application never change: every
 /// stack drops later copies of them).
@@ -110,22 +112,7 @@ impl FromStr for PolicyRule {
                 policy: s.parse()?,
             });
         };
-        let (addr, prefix) = match net.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (net, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{net:?} is not an address or address/prefix"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|&p| p <= max)
-                .ok_or_else(|| format!("{net:?}: prefix length must be 0 to {max}"))?,
-        };
+        let IpNet { addr, prefix } = net.parse()?;
         Ok(PolicyRule {
             range: Some((addr, prefix)),
             policy: policy.parse()?,
@@ -170,26 +157,8 @@ impl TargetPolicies {
     pub fn of(&self, host: IpAddr) -> TargetPolicy {
         self.ranges
             .iter()
-            .find(|&&(net, prefix, _)| contains(net, prefix, host))
+            .find(|&&(addr, prefix, _)| IpNet { addr, prefix }.contains(host))
             .map_or(self.default, |&(_, _, p)| p)
-    }
-}
-
-fn contains(net: IpAddr, prefix: u8, host: IpAddr) -> bool {
-    let masked = |bits: u128, width: u32| {
-        let keep = u32::from(prefix).min(width);
-        if keep == 0 {
-            0
-        } else {
-            bits >> (width - keep)
-        }
-    };
-    match (net, host) {
-        (IpAddr::V4(n), IpAddr::V4(h)) => {
-            masked(u32::from(n).into(), 32) == masked(u32::from(h).into(), 32)
-        }
-        (IpAddr::V6(n), IpAddr::V6(h)) => masked(n.into(), 128) == masked(h.into(), 128),
-        _ => false,
     }
 }
 

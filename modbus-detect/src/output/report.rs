@@ -593,13 +593,7 @@ fn ml_section(summary: &Summary, cfg: &DetectConfig) -> MlSection {
 }
 
 fn settings(info: &RunInfo, cfg: &DetectConfig) -> Settings {
-    let list = |s: &Option<rustc_hash::FxHashSet<IpAddr>>| {
-        s.as_ref().map(|s| {
-            let mut v: Vec<_> = s.iter().map(|ip| ip.to_string()).collect();
-            v.sort();
-            v
-        })
-    };
+    let list = |s: &Option<crate::config::addrs::AddrSet>| s.as_ref().map(|s| s.entries());
     let t = cfg.thresholds;
     Settings {
         ports: cfg.ports.clone(),
