@@ -356,6 +356,51 @@ pub struct Tx {
     pub exception: Option<u8>,
 }
 
+/// Values of a write kept on its alerts, at most.
+pub const WRITE_VALUES: usize = 8;
+
+/// What a write asked and what the PLC answered, on alerts raised on a
+/// write request: the shard holds such alerts until the answer comes (or
+/// the transaction times out, or the connection ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCtx {
+    pub table: crate::modbus::pdu::Table,
+    pub start: u16,
+    /// Registers or coils written.
+    pub count: u16,
+    /// The first values written (coils as 0 or 1), `shown` of them.
+    pub values: [u16; WRITE_VALUES],
+    pub shown: u8,
+    pub answer: Answer,
+    /// The response's frame (0: none).
+    pub response_frame: u64,
+}
+
+/// The PLC's answer to a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Not seen yet (or not waited for: the shard's hold was full).
+    Pending,
+    /// A normal response: the PLC took the write.
+    Accepted,
+    /// An exception response, with its code.
+    Exception(u8),
+    /// No response within the transaction timeout, or before the
+    /// connection ended.
+    None,
+}
+
+impl Answer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Answer::Pending => "unknown",
+            Answer::Accepted => "accepted",
+            Answer::Exception(_) => "exception",
+            Answer::None => "none",
+        }
+    }
+}
+
 /// Where an alert was raised: its connection, frame and direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
@@ -390,6 +435,8 @@ pub struct Alert {
     pub tx: Option<Tx>,
     /// Its connection and frame, stamped by the shard.
     pub stamp: Option<Stamp>,
+    /// Raised on a write: what it wrote and what the PLC answered.
+    pub write: Option<WriteCtx>,
 }
 
 /// What makes two alerts "the same" for aggregation.
@@ -607,6 +654,7 @@ mod tests {
             detail: Detail::None,
             tx: None,
             stamp: None,
+            write: None,
         }
     }
 

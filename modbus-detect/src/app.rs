@@ -195,7 +195,9 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         (Some(pcap), _) => {
             let capture = open_inputs(args, pcap)?;
             if let Some(path) = &args.dump_adus {
-                return dump_adus(pcap, path, cfg);
+                // A pass of its own, then detection as usual: the dump never
+                // stands in for the report, the alerts or --fail-on.
+                dump_adus(pcap, path, cfg.clone())?;
             }
             replay_capture(args, &cfg, &capture, pcap, &stop, &reopen)?
         }
@@ -861,7 +863,9 @@ fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
 }
 
 /// `--dump-adus`: one JSON line per decoded ADU.
-fn dump_adus(pcap: &Path, out: &Path, cfg: Arc<DetectConfig>) -> Result<u8, AppError> {
+/// Write every decoded ADU as a JSON line. A capture that breaks off is
+/// reported by the detection pass that follows (with its report).
+fn dump_adus(pcap: &Path, out: &Path, cfg: Arc<DetectConfig>) -> Result<(), AppError> {
     let inspection = crate::inspect::decode_capture(pcap, cfg)?;
     let mut text = Vec::new();
     for adu in &inspection.adus {
@@ -869,9 +873,5 @@ fn dump_adus(pcap: &Path, out: &Path, cfg: Arc<DetectConfig>) -> Result<u8, AppE
             .map_err(|e| AppError::output(out, "write", e.into()))?;
         text.push(b'\n');
     }
-    atomic_write(out, &text).map_err(|e| AppError::output(out, "write", e))?;
-    match inspection.error {
-        Some(e) => Err(e.into()),
-        None => Ok(0),
-    }
+    atomic_write(out, &text).map_err(|e| AppError::output(out, "write", e))
 }

@@ -111,6 +111,10 @@ pub struct Counters {
     /// 254) for a vendor or user-defined function code: decoded as what they
     /// are, some PLCs send them.
     pub oversized_adus: u64,
+    /// Alerts on write requests raised without waiting for the PLC's
+    /// answer (the shard's hold of them was full): their answer is
+    /// "unknown".
+    pub write_alerts_not_held: u64,
     /// Stream directions on a Modbus port that broke the framing before
     /// any ADU: another protocol (NON_MODBUS_TRAFFIC).
     pub non_modbus_streams: u64,
@@ -178,6 +182,7 @@ impl Counters {
         self.ttl_expired_segments += o.ttl_expired_segments;
         self.exceptions_with_trailing_bytes += o.exceptions_with_trailing_bytes;
         self.oversized_adus += o.oversized_adus;
+        self.write_alerts_not_held += o.write_alerts_not_held;
         self.non_modbus_streams += o.non_modbus_streams;
         self.ip_fragments += o.ip_fragments;
         self.ip_datagrams_reassembled += o.ip_datagrams_reassembled;

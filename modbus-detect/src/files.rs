@@ -31,6 +31,18 @@ pub fn load_file<T>(
     parse: impl FnOnce(&str) -> Result<T, ParseError>,
 ) -> Result<T, FileError> {
     let shown = Shown(path).to_string();
+    // Looked at before opening: opening a FIFO would wait for a writer
+    // (a hang no signal-free exit explains), a device would never end.
+    let meta = std::fs::metadata(path).map_err(|source| FileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(FileError::Content {
+            path: shown,
+            problem: format!("is {}, not a settings file", kind(&meta)),
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: shown.clone(),
         source,

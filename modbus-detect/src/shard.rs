@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::alert::{
-    Aggregate, Alert, AlertKind, AlertStore, Detail, Evasion, EveEvent, Severity, Stamp, Tx,
+    Aggregate, Alert, AlertKind, AlertStore, Answer, Detail, Evasion, EveEvent, Severity, Stamp, Tx,
 };
 use crate::config::baseline::PairId;
 use crate::config::{DetectConfig, Limits, Mode};
@@ -66,6 +66,26 @@ struct Alerts {
     /// are stamped with them (those of a clock tick or the end of input
     /// belong to no frame).
     here: Option<Here>,
+    /// Alerts raised on write requests, waiting for the PLC's answer,
+    /// oldest first (at most [`MAX_HELD`]).
+    held: std::collections::VecDeque<Held>,
+    /// Write alerts raised without waiting for the answer: the hold was
+    /// full.
+    not_held: u64,
+}
+
+/// Write alerts a shard holds for their answer at most; beyond, they are
+/// raised at once with the answer unknown, and counted.
+const MAX_HELD: usize = 4096;
+
+/// An alert raised on a write request, until its answer.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    alert: Alert,
+    count: u64,
+    flow_id: u64,
+    tid: u16,
+    unit: u8,
 }
 
 /// See [`Alerts::here`].
@@ -89,11 +109,91 @@ impl Alerts {
 
 impl AlertSink for Alerts {
     fn raise(&mut self, mut alert: Alert, count: u64) {
+        self.stamp(&mut alert);
+        let waits = alert.write.is_some_and(|w| w.answer == Answer::Pending);
+        if let (true, Some(s), Some(tx)) = (waits, alert.stamp, alert.tx) {
+            if self.held.len() < MAX_HELD {
+                self.held.push_back(Held {
+                    alert,
+                    count,
+                    flow_id: s.flow_id,
+                    tid: tx.tid,
+                    unit: alert.unit,
+                });
+                return;
+            }
+            self.not_held += 1;
+        }
+        self.store_alert(alert, count);
+    }
+}
+
+impl Alerts {
+    /// Into the store (and an EVE line, if its key's rate lets one out).
+    fn store_alert(&mut self, alert: Alert, count: u64) {
+        if let Some(ev) = self.store.raise(alert, count) {
+            self.eve.push(ev);
+        }
+    }
+
+    /// The PLC answered request `tid` (unit `unit`) of connection
+    /// `flow_id`: its held write alerts go out with the answer.
+    fn answer(&mut self, flow_id: u64, tid: u16, unit: u8, answer: Answer, frame: u64) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.held.len() {
+            let h = self.held[i];
+            if (h.flow_id, h.tid, h.unit) == (flow_id, tid, unit) {
+                self.held.remove(i);
+                self.release(h, answer, frame);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Held alerts older than `timeout` at `now` get no answer.
+    #[inline]
+    fn expire(&mut self, now: u64, timeout: u64) {
+        while let Some(h) = self
+            .held
+            .front()
+            .copied()
+            .filter(|h| now.saturating_sub(h.alert.ts_ns) > timeout)
+        {
+            self.held.pop_front();
+            self.release(h, Answer::None, 0);
+        }
+    }
+
+    /// The connection ended (or `None`: the input did): what it held
+    /// gets no answer.
+    fn release_flow(&mut self, flow_id: Option<u64>) {
+        let (gone, kept): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| flow_id.is_none_or(|f| f == h.flow_id));
+        self.held = kept.into();
+        for h in gone {
+            self.release(h, Answer::None, 0);
+        }
+    }
+
+    fn release(&mut self, mut h: Held, answer: Answer, frame: u64) {
+        if let Some(w) = &mut h.alert.write {
+            w.answer = answer;
+            w.response_frame = frame;
+        }
+        self.store_alert(h.alert, h.count);
+    }
+
+    fn stamp(&mut self, alert: &mut Alert) {
         // Only an alert about this connection gets its stamp: one about
         // the pair's traffic over several connections (an ML window that
         // this request closed) belongs to none of them.
         if let Some(h) = self.here {
-            let (k, a) = (&h.key, &alert);
+            let (k, a) = (&h.key, &*alert);
             let to_server = (a.src, a.src_port, a.dst, a.dst_port)
                 == (k.client, k.client_port, k.server, k.server_port);
             let to_client = (a.dst, a.dst_port, a.src, a.src_port)
@@ -105,9 +205,6 @@ impl AlertSink for Alerts {
                     to_server,
                 });
             }
-        }
-        if let Some(ev) = self.store.raise(alert, count) {
-            self.eve.push(ev);
         }
     }
 }
@@ -219,6 +316,8 @@ impl Shard {
                     ),
                     eve: Vec::new(),
                     here: None,
+                    held: std::collections::VecDeque::new(),
+                    not_held: 0,
                 },
                 inventory: {
                     let learning = cfg.mode == Mode::Learn;
@@ -322,6 +421,8 @@ impl Shard {
         st.counters.timestamps_backwards += u64::from(st.last_ns.is_some_and(|t| ts_ns < t));
         st.last_ns = Some(st.last_ns.map_or(ts_ns, |t| t.max(ts_ns)));
         st.alerts.here = None;
+        st.alerts
+            .expire(ts_ns, st.cfg.limits.transaction_timeout_ns);
         st.analysis.on_tick(ts_ns, &mut st.alerts);
         let payload = meta.payload(frame);
         let (mut key, mut dir) = (FlowKey::of(meta, side.dir), side.dir);
@@ -542,6 +643,7 @@ impl Shard {
         }
         st.sink(key, pending, pair, Dir::ToClient)
             .release_early(u64::MAX);
+        st.alerts.release_flow(Some(*id));
         let c = &mut st.counters;
         match why {
             Retire::Closed => c.flows_closed += 1,
@@ -562,6 +664,7 @@ impl Shard {
         }
         let st = &mut self.st;
         st.alerts.here = None;
+        st.alerts.release_flow(None);
         st.analysis.flush(&mut st.alerts);
     }
 
@@ -573,6 +676,7 @@ impl Shard {
         st.inventory
             .observed_mut()
             .merge(analysed.learned.registers);
+        st.counters.write_alerts_not_held = st.alerts.not_held;
         let store = st.alerts.store;
         ShardResult {
             counters: st.counters,
@@ -800,6 +904,15 @@ impl ModbusSink<'_> {
         }
         if request.is_some() {
             self.st.counters.matched_responses += 1;
+            if let Some(h) = self.st.alerts.here {
+                let answer = match *resp {
+                    Response::Exception { code, .. } => Answer::Exception(code),
+                    _ => Answer::Accepted,
+                };
+                self.st
+                    .alerts
+                    .answer(h.flow_id, mbap.tid, mbap.unit, answer, h.frame);
+            }
         } else {
             self.st.counters.unmatched_responses += 1;
             self.unanswered_response(mbap, resp, ts_ns);

@@ -20,6 +20,27 @@ fn detect(args: &[&str]) -> Output {
         .expect("the detector runs")
 }
 
+/// [`detect`], killed and failed if it has not ended within `secs`.
+fn detect_within(args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(detector_binary())
+        .arg("--quiet")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the detector runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("its output")
+}
+
 fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -335,4 +356,66 @@ fn allow_lists_take_ranges_and_files() {
         e.contains("masters.txt: line 2: \"192.168.50.300\" is not an address"),
         "{e}"
     );
+}
+
+/// `--dump-adus` runs beside detection: the report, the alerts and
+/// `--fail-on` as without it, and the dump holds every ADU detection saw.
+#[test]
+fn dumping_adus_never_turns_detection_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let dump = dir.path().join("adus.jsonl");
+    let rogue = fixture("lab/rogue_master.pcap").display().to_string();
+    let o = detect(&[
+        "--pcap",
+        &rogue,
+        "--output",
+        s(&report),
+        "--dump-adus",
+        s(&dump),
+        "--authorized-masters",
+        "192.168.50.20,192.168.50.30,192.168.50.40",
+        "--fail-on",
+        "critical",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "--fail-on saw the rogue master: {}",
+        err(&o)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"].as_u64() > Some(0));
+    let lines = std::fs::read_to_string(&dump).unwrap().lines().count() as u64;
+    assert_eq!(lines, r["counters"]["modbus_adus"].as_u64().unwrap());
+}
+
+/// A settings file that is a FIFO or a device is refused at once: opening
+/// a FIFO would wait for a writer that never comes, a device never ends.
+#[test]
+fn settings_files_that_are_not_files_never_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("limits.json");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a path of our own temporary directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let report = dir.path().join("r.json");
+    for (flag, path) in [
+        ("--register-limits-file", fifo.to_str().unwrap()),
+        ("--baseline-file", "/dev/zero"),
+        ("--authorized-masters-file", fifo.to_str().unwrap()),
+    ] {
+        let o = detect_within(
+            &["--pcap", &capture(), "--output", s(&report), flag, path],
+            10,
+        );
+        assert_eq!(o.status.code(), Some(3), "{flag}");
+        let e = one_error_line(&o);
+        assert!(
+            e.contains("is a FIFO")
+                || e.contains("is a character device")
+                || e.contains("not an address list"),
+            "{e}"
+        );
+    }
 }

@@ -23,11 +23,11 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::alert::{Alert, AlertKind, Detail, Severity, Tx};
+use crate::alert::{Alert, AlertKind, Answer, Detail, Severity, Tx, WriteCtx, WRITE_VALUES};
 use crate::config::baseline::PairId;
 use crate::config::{DetectConfig, Mode};
 use crate::keyed::KeyedMap;
-use crate::modbus::pdu::{Request, Response};
+use crate::modbus::pdu::{Request, Response, Table};
 use crate::modbus::transaction::PendingRequest;
 
 /// Who talks to whom on a connection.
@@ -57,6 +57,7 @@ impl Endpoints {
             detail: Detail::None,
             tx: None,
             stamp: None,
+            write: None,
         }
     }
 
@@ -107,9 +108,38 @@ impl RequestCtx<'_> {
             unit: self.unit,
             function_code: self.req.function_code(),
             tx: Some(request_tx(self.tid, self.req)),
+            write: write_ctx(self.req),
             ..self.ep.from_master(kind, severity, self.ts_ns)
         }
     }
+}
+
+/// A write request as its alerts' [`WriteCtx`] (its answer to come).
+fn write_ctx(req: &Request<'_>) -> Option<WriteCtx> {
+    if !req.is_write() {
+        return None;
+    }
+    let mut w = WriteCtx {
+        table: Table::Holding,
+        start: 0,
+        count: 1,
+        values: [0; WRITE_VALUES],
+        shown: 0,
+        answer: Answer::Pending,
+        response_frame: 0,
+    };
+    if let Request::MaskWriteRegister { addr, .. } = *req {
+        // The result depends on the register's value: no value to show.
+        w.start = addr;
+        return Some(w);
+    }
+    let values = req.written_values();
+    (w.table, w.start, w.count) = values.span();
+    for (slot, (_, _, v)) in w.values.iter_mut().zip(values) {
+        *slot = v;
+        w.shown += 1;
+    }
+    Some(w)
 }
 
 /// A request as its alerts' [`Tx`].

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::alert::{Alert, EveEvent, Tx};
+use crate::alert::{Alert, Answer, EveEvent, Tx};
 use crate::config::DetectConfig;
 use crate::files::{open_stream, Shown};
 
@@ -244,7 +244,35 @@ fn modbus_object(a: &Alert, tx: &Tx) -> Value {
         }
     }
     let side = if tx.request { "request" } else { "response" };
-    json!({ side: msg })
+    let mut out = Map::new();
+    out.insert(side.into(), Value::Object(msg));
+    // A write's answer, once the PLC gave one.
+    let answer = a.write.map(|w| w.answer);
+    if let (true, Some(Answer::Accepted | Answer::Exception(_))) = (tx.request, answer) {
+        let mut r = Map::new();
+        let exception = match answer {
+            Some(Answer::Exception(code)) => Some(code),
+            _ => None,
+        };
+        r.insert("transaction_id".into(), json!(tx.tid));
+        r.insert("protocol_id".into(), json!(0));
+        r.insert("unit_id".into(), json!(a.unit));
+        let raw = if exception.is_some() {
+            tx.fc | 0x80
+        } else {
+            tx.fc
+        };
+        r.insert("function_raw".into(), json!(raw));
+        r.insert("function_code".into(), json!(suricata_function(raw)));
+        if let Some(code) = exception {
+            r.insert(
+                "exception".into(),
+                json!({"raw": code, "code": suricata_exception(code)}),
+            );
+        }
+        out.insert("response".into(), Value::Object(r));
+    }
+    Value::Object(out)
 }
 
 /// ATT&CK for ICS in the keys ET rules use (`mitre_*` arrays), which

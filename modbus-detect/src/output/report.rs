@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::inventory::InventorySection;
 use crate::alert::{
-    sort_for_report, Aggregate, Alert, AlertKind, Detail, Evasion, FloodReason, Severity,
+    sort_for_report, Aggregate, Alert, AlertKind, Answer, Detail, Evasion, FloodReason, Severity,
 };
 use crate::config::{DetectConfig, Mode};
 use crate::counters::Counters;
@@ -457,6 +457,61 @@ pub struct AlertDetails {
     pub most_unusual_feature: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "nullable")]
     pub feature_z: Option<Option<f64>>,
+    /// Raised on a write: what it wrote and what the PLC answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<WriteDetail>,
+}
+
+/// An alert's write: the table, the addresses, the first values, and the
+/// PLC's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteDetail {
+    /// `coils` or `holding_registers`.
+    pub table: String,
+    /// 0-based start address, and how many registers or coils.
+    pub address: u16,
+    pub count: u16,
+    /// The first values written (at most 8; coils as 0 or 1; none for a
+    /// mask write, whose result depends on the register).
+    pub values: Vec<u16>,
+    /// `accepted` (a normal response), `exception`, `none` (no response
+    /// within the transaction timeout or before the connection ended),
+    /// `unknown` (not waited for: the hold was full).
+    pub answer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_code: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_name: Option<String>,
+    /// Frame numbers of the request and of the response (replay: as
+    /// Wireshark numbers them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_frame: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_frame: Option<u64>,
+}
+
+fn write_detail(a: &Alert) -> Option<WriteDetail> {
+    let w = a.write?;
+    let code = match w.answer {
+        Answer::Exception(c) => Some(c),
+        _ => None,
+    };
+    Some(WriteDetail {
+        table: crate::inventory::TABLES
+            .iter()
+            .find(|(t, _)| *t == w.table)
+            .map_or("holding_registers", |(_, n)| n)
+            .to_string(),
+        address: w.start,
+        count: w.count,
+        values: w.values[..usize::from(w.shown)].to_vec(),
+        answer: w.answer.name().into(),
+        exception_code: code,
+        exception_name: code.map(|c| exception_name(c).to_string()),
+        request_frame: a.stamp.map(|s| s.frame),
+        response_frame: (w.response_frame > 0).then_some(w.response_frame),
+    })
 }
 
 /// A register's safe range (`null`: no bound on that side).
@@ -665,6 +720,7 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> AlertDetails {
     let mut d = AlertDetails {
         register: a.register,
         value: a.value,
+        write: write_detail(a),
         ..AlertDetails::default()
     };
     let limit = |idx: u32| cfg.limits_file.as_ref().and_then(|l| l.get(idx));
