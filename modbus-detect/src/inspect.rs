@@ -49,6 +49,7 @@ pub fn decode_capture(path: &Path, cfg: Arc<DetectConfig>) -> Result<Inspection,
         }
         results = inline.finish().0;
     }
+    crate::modbus::record::link_responses(&mut adus);
     let mut result = results.pop().unwrap_or_default();
     result.counters.merge(&done.counters);
     Ok(Inspection {
