@@ -602,13 +602,8 @@ impl<'a> PeriodicOutputs<'a> {
                 }
             }
             if let (true, Some(path)) = (inventory_due, &self.args.inventory) {
-                let file = inventory::InventoryFile {
-                    schema: inventory::SCHEMA.into(),
-                    version: inventory::VERSION,
-                    input: self.iface.to_string(),
-                    complete: false,
-                    inventory: json.inventory,
-                };
+                let file =
+                    inventory::InventoryFile::new(self.iface.to_string(), false, json.inventory);
                 if let Err(e) = inventory::write_files(path, &file) {
                     warn(path, "inventory", e);
                 }
@@ -685,13 +680,7 @@ fn write_results(
     atomic_write(&args.output, &text)
         .map_err(|e| AppError::output(&args.output, "write report", e))?;
     if let Some(path) = &args.inventory {
-        let file = inventory::InventoryFile {
-            schema: inventory::SCHEMA.into(),
-            version: inventory::VERSION,
-            input: info.input.clone(),
-            complete: true,
-            inventory: json.inventory.clone(),
-        };
+        let file = inventory::InventoryFile::new(info.input.clone(), true, json.inventory.clone());
         inventory::write_files(path, &file)
             .map_err(|e| AppError::output(path, "write inventory", e))?;
     }

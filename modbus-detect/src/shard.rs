@@ -17,7 +17,7 @@ use crate::decode::{tcp_flags, PacketMeta};
 use crate::defrag::note;
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
-use crate::detect::{AlertSink, Analysis, Endpoints, RequestCtx, ResponseCtx};
+use crate::detect::{response_tx, AlertSink, Analysis, Endpoints, RequestCtx, ResponseCtx};
 use crate::flow::policy::TargetPolicy;
 use crate::flow::reassembly::{AduSink, AduVerdict};
 use crate::flow::{Dir, Flow, FlowKey, FlowTable, PairCache, Side};
@@ -370,22 +370,13 @@ impl Shard {
     /// Everything a report needs, as it is now, without ending the run
     /// (periodic reports, inventory files and stats while live).
     pub fn snapshot(&self) -> ShardResult {
-        let st = &self.st;
-        let analysed = st.analysis.snapshot();
-        let store = &st.alerts.store;
+        let analysed = self.st.analysis.snapshot();
         ShardResult {
-            counters: st.counters.clone(),
-            raised: store.raised,
-            raised_by_severity: store.raised_by_severity,
-            alerts_dropped: store.dropped,
-            eve_suppressed: store.eve_suppressed,
-            aggregates: store.aggregates(),
-            inventory: st.inventory.snapshot(),
+            aggregates: self.st.alerts.store.aggregates(),
+            inventory: self.st.inventory.snapshot(),
             rule_state_evicted: analysed.rule_state_evicted,
-            first_ns: st.first_ns,
-            last_ns: st.last_ns,
             ml: analysed.ml,
-            ..ShardResult::default()
+            ..self.counters_snapshot()
         }
     }
 
@@ -905,10 +896,9 @@ impl ModbusSink<'_> {
         if request.is_some() {
             self.st.counters.matched_responses += 1;
             if let Some(h) = self.st.alerts.here {
-                let answer = match *resp {
-                    Response::Exception { code, .. } => Answer::Exception(code),
-                    _ => Answer::Accepted,
-                };
+                let answer = resp
+                    .exception_code()
+                    .map_or(Answer::Accepted, Answer::Exception);
                 self.st
                     .alerts
                     .answer(h.flow_id, mbap.tid, mbap.unit, answer, h.frame);
@@ -960,17 +950,7 @@ impl ModbusSink<'_> {
         alert.unit = mbap.unit;
         alert.function_code = resp.function_code();
         alert.detail = Detail::Malformed { reason };
-        let exception = match *resp {
-            Response::Exception { code, .. } => Some(code),
-            _ => None,
-        };
-        alert.tx = Some(Tx {
-            tid: mbap.tid,
-            request: false,
-            fc: resp.function_code() | if exception.is_some() { 0x80 } else { 0 },
-            exception,
-            ..Tx::default()
-        });
+        alert.tx = Some(response_tx(mbap.tid, resp, None));
         self.st.alerts.raise(alert, 1);
     }
 

@@ -27,6 +27,39 @@ pub fn write_capture(
         .expect("the capture is flushed");
 }
 
+/// tshark's fields of the frames of `capture` that match `filter`: a
+/// header row (the field names), then one row per frame, the values a
+/// field has several times in a frame joined by `aggregator`. tshark is
+/// installed by `cargo xtask setup`; its absence fails the test.
+pub fn tshark_fields(
+    capture: &std::path::Path,
+    filter: &str,
+    fields: &[&str],
+    aggregator: char,
+) -> Vec<Vec<String>> {
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.args(["-n", "-r"])
+        .arg(capture)
+        .args(["-Y", filter, "-T", "fields", "-E", "header=y"])
+        .args(["-E", "occurrence=a", "-E"])
+        .arg(format!("aggregator={aggregator}"));
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd
+        .output()
+        .expect("tshark runs (cargo xtask setup installs it)");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

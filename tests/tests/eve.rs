@@ -7,10 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use modbus_detect::output::eve::community_id;
-use modbus_tests::{fixture, run};
+use modbus_tests::{fixture, run, tshark_fields};
 use serde_json::{json, Value};
 
 fn demo(file: &str) -> PathBuf {
@@ -118,42 +117,24 @@ fn community_id_matches_the_published_vectors() {
 /// tshark's frames of the demo: (frame number, source, source port,
 /// transaction id, function code) of every Modbus request.
 fn requests_by_tshark(pcap: &Path) -> Vec<(u64, String, u64, u64, u64)> {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(pcap)
-        .args([
-            "-Y",
-            "mbtcp && tcp.dstport == 502",
-            "-T",
-            "fields",
-            "-E",
-            "occurrence=a",
-        ])
-        .args([
-            "-e",
-            "frame.number",
-            "-e",
-            "ip.src",
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "mbtcp.trans_id",
-            "-e",
-            "modbus.func_code",
-        ])
-        .output()
-        .expect("tshark runs (cargo xtask setup installs it)");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .flat_map(|l| {
+    let fields = [
+        "frame.number",
+        "ip.src",
+        "tcp.srcport",
+        "mbtcp.trans_id",
+        "modbus.func_code",
+    ];
+    tshark_fields(pcap, "mbtcp && tcp.dstport == 502", &fields, ',')
+        .into_iter()
+        .skip(1)
+        .flat_map(|f| {
             // Several ADUs of a frame: their values joined by commas.
-            let f: Vec<&str> = l.split('\t').collect();
             let frame: u64 = f[0].parse().unwrap_or(0);
             let (src, port) = (f[1].to_string(), f[2].parse().unwrap_or(0));
-            let tids = f[3].split(',').filter_map(|t| t.parse().ok());
-            let fcs = f[4].split(',').filter_map(|t| t.parse().ok());
-            tids.zip(fcs)
+            let tids: Vec<u64> = f[3].split(',').filter_map(|t| t.parse().ok()).collect();
+            let fcs: Vec<u64> = f[4].split(',').filter_map(|t| t.parse().ok()).collect();
+            tids.into_iter()
+                .zip(fcs)
                 .map(|(t, c)| (frame, src.clone(), port, t, c))
                 .collect::<Vec<_>>()
         })

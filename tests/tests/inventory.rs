@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use modbus_synth::{adu, read_request, write_single_register, Conversation};
-use modbus_tests::{detector_binary, fixture, run, write_capture};
+use modbus_tests::{detector_binary, fixture, run, tshark_fields, write_capture};
 use serde_json::Value;
 
 const MS: u64 = 1_000_000;
@@ -21,26 +21,9 @@ const PLC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
 /// tshark's fields of the frames matching `filter`, one row per frame,
 /// several values of a field joined by `|`.
 fn tshark(capture: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.args(["-n", "-r"])
-        .arg(capture)
-        .args(["-Y", filter, "-T", "fields"]);
-    cmd.args(["-E", "occurrence=a", "-E", "aggregator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd
-        .output()
-        .expect("tshark runs (cargo xtask setup installs it)");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect()
+    let mut rows = tshark_fields(capture, filter, fields, '|');
+    rows.remove(0);
+    rows
 }
 
 fn device<'a>(report: &'a Value, ip: &str) -> &'a Value {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use modbus_tests::netns::{unique_prefix, Host, Topology};
+use modbus_tests::netns::{unique_prefix, Host, NsProcess, Topology};
 use serde_json::{json, Value};
 
 const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
@@ -61,6 +61,28 @@ fn alert_set(report: &Value) -> BTreeMap<String, u64> {
         })
 }
 
+/// The lab's PLC, listening in its namespace; its address.
+fn start_plc(topo: &Topology) -> (NsProcess, String) {
+    let addr = format!("{}:502", topo.plc_ip());
+    let mut plc = topo
+        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &addr])
+        .expect("PLC");
+    plc.wait_for_line("listening on", START).expect("PLC up");
+    (plc, addr)
+}
+
+/// The detector in the sensor's namespace, once it captures.
+fn start_sensor(topo: &Topology, args: &[&str]) -> NsProcess {
+    let bin = modbus_tests::detector_binary();
+    let mut sensor = topo
+        .spawn_in(Host::Sensor, bin.to_str().unwrap(), args)
+        .expect("sensor");
+    sensor
+        .wait_for_line("capturing on", START)
+        .expect("sensor up");
+    sensor
+}
+
 fn lab(topo: &Topology, host: Host, args: &[&str]) {
     let out = topo.run_in(host, LAB, args).expect("modbus-lab run");
     assert!(
@@ -97,11 +119,7 @@ fn scenario(mode: &str, extra: &[&str]) -> (Value, Value, (u64, u64)) {
     .unwrap();
     let report = dir.path().join("live.json");
     let pcap = dir.path().join("mirror.pcap");
-    let plc_addr = format!("{}:502", topo.plc_ip());
-    let mut plc = topo
-        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
-        .expect("PLC");
-    plc.wait_for_line("listening on", START).expect("PLC up");
+    let (mut plc, plc_addr) = start_plc(&topo);
     let http = topo
         .spawn_in(
             Host::Plc,
@@ -142,12 +160,7 @@ fn scenario(mode: &str, extra: &[&str]) -> (Value, Value, (u64, u64)) {
     args.extend(detector_flags(&limits));
     args.extend(extra.iter().map(|a| a.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut sensor = topo
-        .spawn_in(Host::Sensor, bin.to_str().unwrap(), &argv)
-        .expect("sensor");
-    sensor
-        .wait_for_line("capturing on", START)
-        .expect("sensor up");
+    let mut sensor = start_sensor(&topo, &argv);
     assert!(xdp_attached(&topo), "XDP program attached");
 
     // Normal polling, attacks, and traffic that is not Modbus.
@@ -380,7 +393,6 @@ fn vlan_tagged_frames_reach_the_detector() {
     write(&one, Ipv4Addr::new(10, 66, 0, 1));
     write(&two, Ipv4Addr::new(10, 66, 0, 2));
     let report = dir.path().join("vlan.json");
-    let bin = modbus_tests::detector_binary();
     let args = [
         "--interface",
         topo.sensor_iface(),
@@ -389,12 +401,7 @@ fn vlan_tagged_frames_reach_the_detector() {
         "--output",
         report.to_str().unwrap(),
     ];
-    let mut sensor = topo
-        .spawn_in(Host::Sensor, bin.to_str().unwrap(), &args)
-        .expect("sensor");
-    sensor
-        .wait_for_line("capturing on", START)
-        .expect("sensor up");
+    let mut sensor = start_sensor(&topo, &args);
     let inject = |pcap: &Path, vlan: &str| {
         let out = topo
             .run_in(
@@ -441,11 +448,7 @@ fn vlan_tagged_frames_reach_the_detector() {
 fn refuses_to_steal_frames_from_a_local_modbus_server() {
     modbus_tests::require_root("the live tests need root (namespaces, XDP)");
     let topo = Topology::create(&unique_prefix("mbf")).expect("topology");
-    let plc_addr = format!("{}:502", topo.plc_ip());
-    let mut plc = topo
-        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
-        .expect("PLC");
-    plc.wait_for_line("listening on", START).expect("PLC up");
+    let (mut plc, _) = start_plc(&topo);
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
     let bin = modbus_tests::detector_binary();
@@ -491,12 +494,7 @@ fn periodic_outputs_while_capturing() {
     let report = dir.path().join("live.json");
     let inv = dir.path().join("inv.json");
     let eve = dir.path().join("eve.json");
-    let plc_addr = format!("{}:502", topo.plc_ip());
-    let mut plc = topo
-        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
-        .expect("PLC");
-    plc.wait_for_line("listening on", START).expect("PLC up");
-    let bin = modbus_tests::detector_binary();
+    let (mut plc, plc_addr) = start_plc(&topo);
     let args = [
         "--interface",
         topo.sensor_iface(),
@@ -517,12 +515,7 @@ fn periodic_outputs_while_capturing() {
         "--metrics",
         "127.0.0.1:9502",
     ];
-    let mut sensor = topo
-        .spawn_in(Host::Sensor, bin.to_str().unwrap(), &args)
-        .expect("sensor");
-    sensor
-        .wait_for_line("capturing on", START)
-        .expect("sensor up");
+    let mut sensor = start_sensor(&topo, &args);
     let hmi = topo
         .spawn_in(
             Host::Hmi,
@@ -651,12 +644,7 @@ fn logrotate_loses_no_alert_line() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
     let eve = dir.path().join("eve.json");
-    let plc_addr = format!("{}:502", topo.plc_ip());
-    let mut plc = topo
-        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
-        .expect("PLC");
-    plc.wait_for_line("listening on", START).expect("PLC up");
-    let bin = modbus_tests::detector_binary();
+    let (mut plc, plc_addr) = start_plc(&topo);
     let args = [
         "--interface",
         topo.sensor_iface(),
@@ -669,12 +657,7 @@ fn logrotate_loses_no_alert_line() {
         "--authorized-masters",
         "192.0.2.1",
     ];
-    let mut sensor = topo
-        .spawn_in(Host::Sensor, bin.to_str().unwrap(), &args)
-        .expect("sensor");
-    sensor
-        .wait_for_line("capturing on", START)
-        .expect("sensor up");
+    let mut sensor = start_sensor(&topo, &args);
     let hmi = topo
         .spawn_in(
             Host::Hmi,

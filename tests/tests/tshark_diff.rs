@@ -892,38 +892,11 @@ fn oversized_vendor_adus_match_tshark() {
         "modbus.regval_uint16",
         "modbus.data",
     ];
-    let mut cmd = std::process::Command::new("tshark");
-    cmd.args(["-n", "-r"]).arg(&pcap).args([
-        "-Y",
-        "mbtcp",
-        "-T",
-        "fields",
-        "-E",
-        "header=y",
-        "-E",
-        "occurrence=a",
-        "-E",
-        "aggregator=;",
-    ]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd
-        .output()
-        .expect("tshark runs (cargo xtask setup installs it)");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(&tsv, &out.stdout).expect("the TSV is written");
+    let rows = modbus_tests::tshark_fields(&pcap, "mbtcp", &fields, ';');
+    let text: String = rows.iter().map(|r| r.join("\t") + "\n").collect();
+    std::fs::write(&tsv, &text).expect("the TSV is written");
     let o = compare_capture(&pcap, &tsv);
     assert_eq!(o.ours, 7, "our ADUs");
-    assert_eq!(
-        o.tshark,
-        7,
-        "tshark's ADUs:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(o.tshark, 7, "tshark's ADUs:\n{text}");
     assert!(o.mismatches.is_empty(), "{:?}", o.mismatches);
 }

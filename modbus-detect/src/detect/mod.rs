@@ -144,18 +144,6 @@ fn write_ctx(req: &Request<'_>) -> Option<WriteCtx> {
 
 /// A request as its alerts' [`Tx`].
 fn request_tx(tid: u16, req: &Request<'_>) -> Tx {
-    let read = match *req {
-        Request::ReadCoils { addr, qty }
-        | Request::ReadDiscreteInputs { addr, qty }
-        | Request::ReadHoldingRegisters { addr, qty }
-        | Request::ReadInputRegisters { addr, qty } => Some((addr, qty)),
-        Request::ReadWriteMultipleRegisters {
-            read_addr,
-            read_qty,
-            ..
-        } => Some((read_addr, read_qty)),
-        _ => None,
-    };
     let write = match *req {
         Request::WriteSingleCoil { addr, value } | Request::WriteSingleRegister { addr, value } => {
             Some((addr, Some(value)))
@@ -170,7 +158,7 @@ fn request_tx(tid: u16, req: &Request<'_>) -> Tx {
         tid,
         request: true,
         fc: req.function_code(),
-        read,
+        read: req.read_range(),
         write,
         exception: None,
     }
@@ -191,24 +179,28 @@ pub struct ResponseCtx<'a> {
 
 impl ResponseCtx<'_> {
     pub fn alert(&self, kind: AlertKind, severity: Severity) -> Alert {
-        let exception = match *self.resp {
-            Response::Exception { code, .. } => Some(code),
-            _ => None,
-        };
-        let fc = self.resp.function_code();
         Alert {
             unit: self.unit,
-            function_code: fc,
-            tx: Some(Tx {
-                tid: self.tid,
-                request: false,
-                fc: if exception.is_some() { fc | 0x80 } else { fc },
-                read: self.request.and_then(|r| r.read),
-                write: None,
-                exception,
-            }),
+            function_code: self.resp.function_code(),
+            tx: Some(response_tx(
+                self.tid,
+                self.resp,
+                self.request.and_then(|r| r.read),
+            )),
             ..self.ep.from_slave(kind, severity, self.ts_ns)
         }
+    }
+}
+
+/// A response as its alerts' [`Tx`], with what its request read.
+pub fn response_tx(tid: u16, resp: &Response<'_>, read: Option<(u16, u16)>) -> Tx {
+    Tx {
+        tid,
+        request: false,
+        fc: resp.wire_code(),
+        read,
+        write: None,
+        exception: resp.exception_code(),
     }
 }
 

@@ -535,6 +535,23 @@ impl<'a> Request<'a> {
         )
     }
 
+    /// Start address and quantity of what the request reads (FC 23: its
+    /// read part).
+    pub fn read_range(&self) -> Option<(u16, u16)> {
+        match *self {
+            Request::ReadCoils { addr, qty }
+            | Request::ReadDiscreteInputs { addr, qty }
+            | Request::ReadHoldingRegisters { addr, qty }
+            | Request::ReadInputRegisters { addr, qty } => Some((addr, qty)),
+            Request::ReadWriteMultipleRegisters {
+                read_addr,
+                read_qty,
+                ..
+            } => Some((read_addr, read_qty)),
+            _ => None,
+        }
+    }
+
     /// (start address, quantity) as Wireshark reports them, so that decoded traffic
     /// can be compared with tshark's: `modbus.reference_num` with `modbus.bit_cnt`
     /// (FC 1, 2, 15) or `modbus.word_cnt` (FC 3, 4, 16). `None` for every other code.
@@ -594,6 +611,24 @@ impl<'a> Request<'a> {
 }
 
 impl Response<'_> {
+    /// An exception's code.
+    pub fn exception_code(&self) -> Option<u8> {
+        match *self {
+            Response::Exception { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The function code byte as sent: 0x80 set on an exception.
+    pub fn wire_code(&self) -> u8 {
+        let fc = self.function_code();
+        if self.exception_code().is_some() {
+            fc | EXCEPTION_BIT
+        } else {
+            fc
+        }
+    }
+
     /// The function code on the wire, without the 0x80 bit for exceptions, so that a
     /// response and its request compare equal.
     pub fn function_code(&self) -> u8 {

@@ -27,18 +27,7 @@ pub struct PendingRequest {
 
 impl PendingRequest {
     pub fn new(ts_ns: u64, tid: u16, unit: u8, req: &Request<'_>) -> Self {
-        let read = match *req {
-            Request::ReadCoils { addr, qty }
-            | Request::ReadDiscreteInputs { addr, qty }
-            | Request::ReadHoldingRegisters { addr, qty }
-            | Request::ReadInputRegisters { addr, qty } => Some((addr, qty)),
-            Request::ReadWriteMultipleRegisters {
-                read_addr,
-                read_qty,
-                ..
-            } => Some((read_addr, read_qty)),
-            _ => None,
-        };
+        let read = req.read_range();
         let echo = match *req {
             Request::WriteSingleCoil { addr, value }
             | Request::WriteSingleRegister { addr, value } => Some((addr, value)),

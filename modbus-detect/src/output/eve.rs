@@ -215,18 +215,7 @@ fn suricata_exception(code: u8) -> &'static str {
 /// fields Suricata's EVE schema allows: everything else of ours is under
 /// `modbus_detect`.
 fn modbus_object(a: &Alert, tx: &Tx) -> Value {
-    let mut msg = Map::new();
-    msg.insert("transaction_id".into(), json!(tx.tid));
-    msg.insert("protocol_id".into(), json!(0));
-    msg.insert("unit_id".into(), json!(a.unit));
-    msg.insert("function_raw".into(), json!(tx.fc));
-    msg.insert("function_code".into(), json!(suricata_function(tx.fc)));
-    if let Some(code) = tx.exception {
-        msg.insert(
-            "exception".into(),
-            json!({"raw": code, "code": suricata_exception(code)}),
-        );
-    }
+    let mut msg = message(tx.tid, a.unit, tx.fc, tx.exception);
     if tx.request {
         if let Some((address, quantity)) = tx.read {
             msg.insert(
@@ -247,32 +236,38 @@ fn modbus_object(a: &Alert, tx: &Tx) -> Value {
     let mut out = Map::new();
     out.insert(side.into(), Value::Object(msg));
     // A write's answer, once the PLC gave one.
-    let answer = a.write.map(|w| w.answer);
-    if let (true, Some(Answer::Accepted | Answer::Exception(_))) = (tx.request, answer) {
-        let mut r = Map::new();
-        let exception = match answer {
-            Some(Answer::Exception(code)) => Some(code),
-            _ => None,
-        };
-        r.insert("transaction_id".into(), json!(tx.tid));
-        r.insert("protocol_id".into(), json!(0));
-        r.insert("unit_id".into(), json!(a.unit));
+    let exception = match a.write.map(|w| w.answer) {
+        Some(Answer::Accepted) => Some(None),
+        Some(Answer::Exception(code)) => Some(Some(code)),
+        _ => None,
+    };
+    if let (true, Some(exception)) = (tx.request, exception) {
         let raw = if exception.is_some() {
             tx.fc | 0x80
         } else {
             tx.fc
         };
-        r.insert("function_raw".into(), json!(raw));
-        r.insert("function_code".into(), json!(suricata_function(raw)));
-        if let Some(code) = exception {
-            r.insert(
-                "exception".into(),
-                json!({"raw": code, "code": suricata_exception(code)}),
-            );
-        }
+        let r = message(tx.tid, a.unit, raw, exception);
         out.insert("response".into(), Value::Object(r));
     }
     Value::Object(out)
+}
+
+/// The fields of a request or response in Suricata's `modbus` object.
+fn message(tid: u16, unit: u8, raw: u8, exception: Option<u8>) -> Map<String, Value> {
+    let mut msg = Map::new();
+    msg.insert("transaction_id".into(), json!(tid));
+    msg.insert("protocol_id".into(), json!(0));
+    msg.insert("unit_id".into(), json!(unit));
+    msg.insert("function_raw".into(), json!(raw));
+    msg.insert("function_code".into(), json!(suricata_function(raw)));
+    if let Some(code) = exception {
+        msg.insert(
+            "exception".into(),
+            json!({"raw": code, "code": suricata_exception(code)}),
+        );
+    }
+    msg
 }
 
 /// ATT&CK for ICS in the keys ET rules use (`mitre_*` arrays), which

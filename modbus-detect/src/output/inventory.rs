@@ -136,6 +136,20 @@ pub struct InventoryFile {
     pub inventory: InventorySection,
 }
 
+impl InventoryFile {
+    /// The file of `inventory`, taken from `input`; `complete` once the
+    /// run has ended.
+    pub fn new(input: String, complete: bool, inventory: InventorySection) -> Self {
+        InventoryFile {
+            schema: SCHEMA.into(),
+            version: VERSION,
+            input,
+            complete,
+            inventory,
+        }
+    }
+}
+
 fn mac_text(m: &Mac) -> String {
     let mut s = String::with_capacity(17);
     for (i, b) in m.iter().enumerate() {
