@@ -369,6 +369,33 @@ fn a_mac_address_taken_over_mid_connection_is_listed() {
             f[6..12].copy_from_slice(&[0x02, 0xde, 0xad, 0xbe, 0xef, 0x01]);
         })
     });
+    // Answers from five addresses (the PLC's own never follows the
+    // request): four are kept per side, the fifth's frame counted.
+    let many = dir.path().join("many.pcap");
+    write_capture(&many, |w| {
+        let mut c = Conversation::new(HMI, 40_003, PLC);
+        c.handshake(w, T0)?;
+        let req = adu(1, 1, &read_request(3, 0, 1));
+        c.send(w, T0 + 10 * MS, true, &req)?;
+        let resp = adu(1, 1, &[3, 2, 0, 5]);
+        for (i, last) in (1..=5u8).enumerate() {
+            let at = T0 + (11 + i as u64) * MS;
+            c.mangled_at(w, at, true, 0, TCP_ACK | TCP_PSH, &resp, |f| {
+                f[6..12].copy_from_slice(&[0x02, 0xde, 0xad, 0xbe, 0xef, last]);
+            })?;
+        }
+        Ok(())
+    });
+    let r = run(&["--pcap", many.to_str().unwrap()]);
+    let inv = &r.report()["inventory"];
+    assert_eq!(
+        device(r.report(), "10.0.0.10")["macs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(inv["macs_dropped"], 1, "the frame from the 5th address");
     let r = run(&["--pcap", cap.to_str().unwrap()]);
     assert_eq!(r.exit, Ok(0));
     let plc = device(r.report(), "10.0.0.10");

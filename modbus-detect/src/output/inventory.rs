@@ -39,6 +39,8 @@ pub struct InventorySection {
     pub pairs_dropped: u64,
     /// Identification objects left out (per-pair or memory bound reached).
     pub identification_dropped: u64,
+    /// Frames from a MAC address beyond the 4 kept per side of a pair.
+    pub macs_dropped: u64,
 }
 
 /// One device: every address that sent or answered Modbus requests.
@@ -342,6 +344,7 @@ fn build(
         pairs,
         pairs_dropped,
         identification_dropped,
+        macs_dropped: assets.values().map(|a| a.macs_dropped).sum(),
     }
 }
 
