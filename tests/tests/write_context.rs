@@ -7,8 +7,8 @@
 use std::net::Ipv4Addr;
 
 use modbus_synth::{
-    adu, exception, read_request, write_multiple_registers_request, write_single_coil,
-    write_single_register, Conversation,
+    adu, exception, write_multiple_registers_request, write_single_coil, write_single_register,
+    Conversation,
 };
 use modbus_tests::{fixture, run, write_capture};
 use serde_json::{json, Value};
@@ -39,15 +39,26 @@ fn write_alerts_carry_what_was_written_and_the_answer() {
             &adu(2, 1, &write_multiple_registers_request(100, &[1, 2, 3, 4])),
         )?;
         c.send(w, t + 11 * MS, false, &adu(2, 1, &exception(16, 2)))?;
-        // Frame 8: a coil switched on, never answered; frame 9 (40 s on,
-        // past the transaction timeout): a read.
+        // Frame 8: a coil switched on, never answered; frames 9, 10 (40 s
+        // on, past the transaction timeout): another write, answered.
         c.send(
             w,
             t + 20 * MS,
             true,
             &adu(3, 1, &write_single_coil(3, true)),
         )?;
-        c.send(w, t + 40_000 * MS, true, &adu(4, 1, &read_request(3, 0, 1)))
+        c.send(
+            w,
+            t + 40_000 * MS,
+            true,
+            &adu(4, 1, &write_single_register(8, 1)),
+        )?;
+        c.send(
+            w,
+            t + 40_001 * MS,
+            false,
+            &adu(4, 1, &write_single_register(8, 1)),
+        )
     });
     let eve = dir.path().join("eve.json");
     let r = run(&[
@@ -66,7 +77,7 @@ fn write_alerts_carry_what_was_written_and_the_answer() {
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|l: &Value| l["modbus_detect"]["type"] == "UNAUTHORIZED_MODBUS_WRITE")
         .collect();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     let by_tid = |tid: u64| {
         lines
             .iter()
@@ -103,6 +114,18 @@ fn write_alerts_carry_what_was_written_and_the_answer() {
                "answer": "none", "request_frame": 8})
     );
     assert!(unanswered["modbus"].get("response").is_none());
+    // Given up when the timeout passed (at frame 9), not at the end of
+    // the capture: its line comes before the later write's.
+    let position = |tid: u64| {
+        lines
+            .iter()
+            .position(|l| l["modbus"]["request"]["transaction_id"] == tid)
+            .unwrap()
+    };
+    assert!(
+        position(3) < position(4),
+        "the unanswered write waited for the end"
+    );
     // The report's entries say the same; the lines validate as Suricata's.
     let entries: Vec<&Value> = r.report()["alerts"]
         .as_array()
