@@ -18,7 +18,7 @@ use crate::cli::{Args, Command};
 use crate::config::addrs::{load_list, AddrSet, IpNet};
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
-use crate::config::{DetectConfig, Mode};
+use crate::config::{DetectConfig, Mode, ThresholdValues};
 use crate::files::{atomic_write, check_writable, identity, FileError, Shown};
 use crate::flow::policy::TargetPolicies;
 use crate::output::eve::{EveError, EveWriter, Origin};
@@ -38,6 +38,9 @@ pub enum AppError {
     /// The flags do not make sense together (exit 2).
     #[error("{0}")]
     Usage(&'static str),
+    /// A threshold setting (exit 2): the message names it.
+    #[error("{0}")]
+    Threshold(String),
     /// A limits or baseline file (exit 3).
     #[error(transparent)]
     Settings(#[from] FileError),
@@ -88,7 +91,7 @@ pub enum AppError {
 impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Usage(_) => 2,
+            AppError::Usage(_) | AppError::Threshold(_) => 2,
             AppError::Settings(_)
             | AppError::List(_)
             | AppError::NoModels(_)
@@ -128,6 +131,10 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
         authorized_writers: allow_list(&args.authorized_writers, &args.authorized_writers_file)?,
         ..DetectConfig::default()
     };
+    cfg.thresholds = ThresholdValues::parse_settings(&args.threshold)
+        .and_then(|changes| ThresholdValues::with_changes(&changes))
+        .and_then(|values| values.thresholds())
+        .map_err(AppError::Threshold)?;
     cfg.limits.max_flows = args.max_flows.max(1);
     if args.eve_every_event {
         cfg.limits.eve_interval_ns = 0;

@@ -176,6 +176,12 @@ pub struct Args {
     #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
     pub fail_on: Option<Severity>,
 
+    /// Change a rule's threshold, NAME=VALUE (repeatable; the names, units
+    /// and defaults are in data/thresholds.toml and the README; the report
+    /// gives the values used).
+    #[arg(long = "threshold", value_name = "NAME=VALUE")]
+    pub threshold: Vec<String>,
+
     /// Connections tracked at most (memory bound under floods and scans).
     #[arg(long, value_name = "N", default_value_t = 1 << 20)]
     pub max_flows: usize,
@@ -271,6 +277,15 @@ fn config_args(path: &Path, given: &[String]) -> Result<Vec<OsString>, ConfigErr
     let cmd = <Args as clap::CommandFactory>::command();
     let mut out = Vec::new();
     for (key, value) in table {
+        if let ("thresholds", toml::Value::Table(changes)) = (key.as_str(), &value) {
+            // Before the command line's --threshold settings, which win
+            // key by key.
+            for (name, v) in changes {
+                out.push("--threshold".into());
+                out.push(format!("{name}={v}").into());
+            }
+            continue;
+        }
         let flag = key.replace('_', "-");
         let known = cmd
             .get_arguments()

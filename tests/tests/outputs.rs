@@ -294,6 +294,75 @@ fn a_settings_file_configures_the_run() {
     );
 }
 
+/// The rules' thresholds come from data/thresholds.toml, a settings
+/// file's `[thresholds]` table changes them, `--threshold` on the command
+/// line wins key by key, and the report shows the values used.
+#[test]
+fn thresholds_are_set_by_file_and_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let cfg = dir.path().join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "pcap = {:?}\noutput = {:?}\n\n[thresholds]\nflood_min_run = 100000\nflood_max_outstanding = 100000\n",
+            fixture("lab/dos_flood.pcap").display().to_string(),
+            report.display().to_string()
+        ),
+    )
+    .unwrap();
+    let floods = |extra: &[&str]| -> (u64, serde_json::Value) {
+        let mut args = vec!["--config", s(&cfg)];
+        args.extend_from_slice(extra);
+        let o = detect(&args);
+        assert!(o.status.success(), "{}", err(&o));
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let n = r["counters"]["alerts_by_type"]["MODBUS_FLOOD"]
+            .as_u64()
+            .unwrap();
+        (n, r["settings"]["thresholds"].clone())
+    };
+    // The defaults raise the flood: the file's thresholds silence it.
+    let defaults = detect(&[
+        "--pcap",
+        s(&fixture("lab/dos_flood.pcap")),
+        "--output",
+        s(&report),
+    ]);
+    assert!(defaults.status.success(), "{}", err(&defaults));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(r["counters"]["alerts_by_type"]["MODBUS_FLOOD"].as_u64() > Some(0));
+    assert_eq!(r["settings"]["thresholds"]["flood_min_run"], 20);
+    let (n, t) = floods(&[]);
+    assert_eq!(n, 0, "the file's thresholds were not applied: {t}");
+    assert_eq!(t["flood_min_run"], 100000);
+    // One key back on the command line: the run rule raises again, the
+    // file's other key still holds.
+    let (n, t) = floods(&["--threshold", "flood_min_run=20"]);
+    assert!(n > 0, "{t}");
+    assert_eq!(
+        (&t["flood_min_run"], &t["flood_max_outstanding"]),
+        (&20.into(), &100000.into())
+    );
+    // A wrong name or value: one line naming it, exit 2, no report.
+    for (bad, says) in [
+        ("flood_min_rn=3", "unknown threshold \"flood_min_rn\""),
+        (
+            "flood_min_run=0",
+            "threshold flood_min_run: 0 is not from 1",
+        ),
+        ("scan_window_s=fast", "--threshold \"scan_window_s=fast\""),
+    ] {
+        let _ = std::fs::remove_file(&report);
+        let o = detect(&["--config", s(&cfg), "--threshold", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        let e = one_error_line(&o);
+        assert!(e.contains(says), "{bad}: {e}");
+        assert!(!report.exists());
+    }
+}
+
 /// Allow lists take networks too, on the command line and from a file
 /// (one entry a line, `#` comments); the report lists them as given.
 #[test]

@@ -10,83 +10,13 @@ use addrs::AddrSet;
 pub mod addrs;
 pub mod baseline;
 pub mod limits;
+pub mod thresholds;
+
+pub use thresholds::{ThresholdValues, Thresholds};
 
 use crate::flow::policy::TargetPolicies;
 use baseline::Baseline;
 use limits::RegisterLimits;
-
-/// Thresholds of the rules; the defaults are the original tool's.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    /// EXCEPTION_BURST: this many exception responses ...
-    pub exception_burst_count: usize,
-    /// ... within this window, from one slave.
-    pub exception_burst_window_ns: u64,
-    /// TIMING_ANOMALY: deviation from the baseline mean, in standard deviations.
-    pub timing_sigma: f64,
-    /// TIMING_ANOMALY needs at least this many baseline intervals for a pair.
-    pub timing_min_samples: u64,
-    /// TIMING_ANOMALY: lower bound for the baseline standard deviation, so that a
-    /// pair polled by a perfectly regular master does not alert on capture jitter.
-    pub timing_min_std_ns: u64,
-    /// MODBUS_FLOOD: consecutive requests of a master to a slave closer than this ...
-    pub flood_interval_ns: u64,
-    /// ... this many times in a row.
-    pub flood_min_run: u32,
-    /// MODBUS_FLOOD: outstanding requests on one connection above this.
-    pub flood_max_outstanding: u32,
-    /// SLAVE_BUSY_ACK_DELAY: this many exceptions 5 or 6 from one slave ...
-    pub busy_count: usize,
-    /// ... within this window.
-    pub busy_window_ns: u64,
-    /// REGISTER_VALUE_EXCESSIVE_RATE: a value read back is judged over at
-    /// least this long (noise between two close reads is no rate).
-    pub rate_time_base_ns: u64,
-    /// FUNCTION_CODE_SCAN, ADDRESS_SCAN, UNIT_ID_SCAN: what one master asks
-    /// of one slave is counted over windows of this length ...
-    pub scan_window_ns: u64,
-    /// ... a scan is this many distinct function codes asked ...
-    pub fc_scan_distinct: u32,
-    /// ... or answered "illegal function" ...
-    pub fc_scan_refused: u32,
-    /// ... this many distinct start addresses asked ...
-    pub address_scan_distinct: u32,
-    /// ... or answered "illegal data address" ...
-    pub address_scan_refused: u32,
-    /// ... this many distinct unit ids asked ...
-    pub unit_scan_distinct: u32,
-    /// ... or answered with a gateway exception (10, 11).
-    pub unit_scan_refused: u32,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            exception_burst_count: 10,
-            exception_burst_window_ns: 60_000_000_000,
-            timing_sigma: 3.0,
-            timing_min_samples: 30,
-            timing_min_std_ns: 100_000,
-            flood_interval_ns: 5_000_000,
-            flood_min_run: 20,
-            flood_max_outstanding: 32,
-            busy_count: 3,
-            busy_window_ns: 60_000_000_000,
-            rate_time_base_ns: 1_000_000_000,
-            scan_window_ns: 60_000_000_000,
-            // An HMI's repertoire is 1-6, 15, 16 and perhaps 23 and 43.
-            fc_scan_distinct: 10,
-            fc_scan_refused: 3,
-            // A poll list holds tens of blocks, read over and over; a sweep
-            // asks for hundreds or thousands.
-            address_scan_distinct: 200,
-            address_scan_refused: 10,
-            // A gateway's master may poll a dozen or two units.
-            unit_scan_distinct: 32,
-            unit_scan_refused: 5,
-        }
-    }
-}
 
 /// Capacities of every table a shard keeps; each eviction is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use super::inventory::InventorySection;
 use crate::alert::{
     sort_for_report, Aggregate, Alert, AlertKind, Answer, Detail, Evasion, FloodReason, Severity,
 };
-use crate::config::{DetectConfig, Mode};
+use crate::config::{DetectConfig, Mode, ThresholdValues};
 use crate::counters::Counters;
 use crate::detect::learn::Sample;
 use crate::detect::ml::MlStats;
@@ -201,20 +201,9 @@ pub struct Settings {
     pub register_limits_file: Option<String>,
     pub baseline_file: Option<String>,
     pub eve_file: Option<String>,
-    pub thresholds: ThresholdSettings,
+    /// The values the rules used (data/thresholds.toml and the changes).
+    pub thresholds: ThresholdValues,
     pub limits: LimitSettings,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ThresholdSettings {
-    pub exception_burst_count: usize,
-    pub exception_burst_window_s: f64,
-    pub timing_sigma: f64,
-    pub timing_min_baseline_samples: u64,
-    pub flood_interval_ms: f64,
-    pub flood_min_run: u32,
-    pub flood_max_outstanding: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -649,7 +638,6 @@ fn ml_section(summary: &Summary, cfg: &DetectConfig) -> MlSection {
 
 fn settings(info: &RunInfo, cfg: &DetectConfig) -> Settings {
     let list = |s: &Option<crate::config::addrs::AddrSet>| s.as_ref().map(|s| s.entries());
-    let t = cfg.thresholds;
     Settings {
         ports: cfg.ports.clone(),
         threads: info.threads,
@@ -658,15 +646,7 @@ fn settings(info: &RunInfo, cfg: &DetectConfig) -> Settings {
         register_limits_file: info.limits_file.clone(),
         baseline_file: info.baseline_file.clone(),
         eve_file: info.eve_file.clone(),
-        thresholds: ThresholdSettings {
-            exception_burst_count: t.exception_burst_count,
-            exception_burst_window_s: t.exception_burst_window_ns as f64 / 1e9,
-            timing_sigma: t.timing_sigma,
-            timing_min_baseline_samples: t.timing_min_samples,
-            flood_interval_ms: t.flood_interval_ns as f64 / 1e6,
-            flood_min_run: t.flood_min_run,
-            flood_max_outstanding: t.flood_max_outstanding,
-        },
+        thresholds: ThresholdValues::from(&cfg.thresholds),
         limits: LimitSettings {
             max_flows: cfg.limits.max_flows,
             flow_idle_timeout_s: cfg.limits.flow_idle_timeout_ns as f64 / 1e9,
