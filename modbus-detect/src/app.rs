@@ -25,11 +25,11 @@ use crate::output::eve::{EveError, EveWriter, Origin};
 use crate::output::metrics::{self, Metrics, MetricsData};
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::output::{inventory, stats};
-use crate::runtime::offline::replay;
+use crate::runtime::offline::{replay, Capture};
 use crate::runtime::online::{self, LiveError, LiveOptions, StartError};
 use crate::runtime::{InputError, Plan, RunOutcome};
 use crate::source::xdp::XdpMode;
-use crate::source::{CaptureFile, SourceError};
+use crate::source::{CaptureFile, CaptureStream, SourceError};
 
 /// A run that could not be completed; one line naming the file or
 /// interface, and the exit code it maps to.
@@ -200,13 +200,13 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
     }
     let (outcome, info) = match (&args.pcap, &args.interface) {
         (Some(pcap), _) => {
-            let capture = open_inputs(args, pcap)?;
-            if let Some(path) = &args.dump_adus {
+            let mut capture = open_inputs(args, pcap)?;
+            if let (Some(path), Input::File(_)) = (&args.dump_adus, &capture) {
                 // A pass of its own, then detection as usual: the dump never
                 // stands in for the report, the alerts or --fail-on.
                 dump_adus(pcap, path, cfg.clone())?;
             }
-            replay_capture(args, &cfg, &capture, pcap, &stop, &reopen)?
+            replay_capture(args, &cfg, &mut capture, pcap, &stop, &reopen)?
         }
         (None, Some(iface)) => {
             check_outputs(args)?;
@@ -293,10 +293,30 @@ fn refuse_inputs_as_outputs(args: &Args, outputs: &[PathBuf]) -> Result<(), AppE
     Ok(())
 }
 
-/// Check the outputs, then open the capture (cheap: it is memory-mapped).
-fn open_inputs(args: &Args, pcap: &Path) -> Result<CaptureFile, AppError> {
+/// A capture to replay.
+enum Input {
+    /// A file, memory-mapped.
+    File(CaptureFile),
+    /// Standard input (`-`) or a FIFO, read as it comes.
+    Stream(CaptureStream),
+}
+
+/// Check the outputs, then open the capture (cheap: a file is
+/// memory-mapped, a stream is read later).
+fn open_inputs(args: &Args, pcap: &Path) -> Result<Input, AppError> {
     check_outputs(args)?;
-    Ok(CaptureFile::open(pcap)?)
+    let stream = pcap == Path::new("-")
+        || std::fs::metadata(pcap)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
+    if stream && args.dump_adus.is_some() {
+        return Err(AppError::Usage(
+            "--dump-adus needs a capture file: it reads the capture twice, a stream can be read once",
+        ));
+    }
+    Ok(match stream {
+        true => Input::Stream(CaptureStream::open(pcap)?),
+        false => Input::File(CaptureFile::open(pcap)?),
+    })
 }
 
 fn eve_writer(
@@ -357,7 +377,7 @@ fn run_info(
 fn replay_capture(
     args: &Args,
     cfg: &Arc<DetectConfig>,
-    capture: &CaptureFile,
+    capture: &mut Input,
     pcap: &Path,
     stop: &AtomicBool,
     reopen: &Arc<AtomicBool>,
@@ -365,14 +385,23 @@ fn replay_capture(
     let eve = eve_writer(args, cfg, reopen)?;
     let plan = Plan::choose(args.threads.map(usize::from), 1);
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
-    let bar = show_progress.then(|| progress_bar(capture.data().len() as u64));
+    // A stream's length is unknown: the bar counts bytes without an end.
+    let len = match capture {
+        Input::File(f) => f.data().len() as u64,
+        Input::Stream(_) => 0,
+    };
+    let bar = show_progress.then(|| progress_bar(len));
     let progress = |pos: u64| {
         if let Some(b) = &bar {
             b.set_position(pos);
         }
     };
+    let source = match capture {
+        Input::File(f) => Capture::File(f),
+        Input::Stream(s) => Capture::Stream(s),
+    };
     let outcome =
-        replay(cfg.clone(), capture, plan, eve, stop, Some(&progress)).map_err(|source| {
+        replay(cfg.clone(), source, plan, eve, stop, Some(&progress)).map_err(|source| {
             AppError::Threads {
                 path: pcap.to_path_buf(),
                 source,
@@ -381,11 +410,15 @@ fn replay_capture(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    let format = match capture {
+        Input::File(f) => f.format(),
+        Input::Stream(s) => s.format(),
+    };
     let info = run_info(
         args,
         "pcap",
         pcap.display().to_string(),
-        capture.format().to_string(),
+        format.to_string(),
         plan.shards(),
     );
     Ok((outcome, info))

@@ -38,7 +38,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Capture file to replay (pcap or pcapng).
+    /// Capture to replay (pcap or pcapng): a file, `-` for standard input,
+    /// or a FIFO (both read as the records come, e.g. from `tcpdump -U -w -`).
     #[arg(long, value_name = "FILE", conflicts_with = "interface")]
     pub pcap: Option<PathBuf>,
 

@@ -286,6 +286,13 @@ impl Dispatcher {
         );
     }
 
+    /// A record of a stream's buffer, borrowed for this call (copied).
+    #[inline]
+    pub fn push_record(&mut self, frame: &FrameRef, bytes: &[u8]) {
+        let (ts, link, whole) = (frame.ts_ns, frame.link, frame.whole);
+        self.core.push(&self.store, ts, link, bytes, 0, whole);
+    }
+
     /// A whole frame borrowed for this call (copied if it is batched).
     #[inline]
     pub fn push(&mut self, ts_ns: u64, link: LinkType, bytes: &[u8]) {

@@ -1,12 +1,14 @@
-//! Replay: the frames of a capture file, memory-mapped, through the shards.
+//! Replay: the frames of a capture, memory-mapped from a file or read from
+//! standard input or a FIFO, through the shards.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::DetectConfig;
 use crate::output::eve::EveWriter;
-use crate::source::CaptureFile;
+use crate::source::stream::Next;
+use crate::source::{CaptureFile, CaptureStream};
 
 use super::dispatch::{Dispatcher, FrameStore, WhenFull};
 use super::inline::Inline;
@@ -15,18 +17,48 @@ use super::{InputError, Pipeline, Plan, RunOutcome};
 /// Called every few thousand frames with the byte offset reached.
 pub type Progress<'a> = &'a dyn Fn(u64);
 
-/// Replay a capture file as `plan` says. Stops early when `stop` is set
-/// (SIGINT/SIGTERM) or the file breaks off; what was read is processed.
-pub fn replay(
+/// Where a replay's frames come from.
+pub enum Capture<'a> {
+    /// Mapped: frames are ranges of one shared buffer.
+    File(&'a CaptureFile),
+    /// Read as it comes: each frame is copied out of the read buffer.
+    Stream(&'a mut CaptureStream),
+}
+
+impl<'a> From<&'a CaptureFile> for Capture<'a> {
+    fn from(file: &'a CaptureFile) -> Self {
+        Capture::File(file)
+    }
+}
+
+impl<'a> From<&'a mut CaptureStream> for Capture<'a> {
+    fn from(stream: &'a mut CaptureStream) -> Self {
+        Capture::Stream(stream)
+    }
+}
+
+/// How often the stop flag is looked at, in frames.
+const STOP_CHECK_FRAMES: usize = 4096;
+/// A stream that pauses hands its partial batches on after this long, so
+/// the shards see a slow writer's frames (as live capture does).
+const STREAM_FLUSH_AGE: Duration = Duration::from_millis(100);
+
+/// Replay a capture as `plan` says. Stops early when `stop` is set
+/// (SIGINT/SIGTERM) or the capture breaks off; what was read is processed.
+pub fn replay<'c>(
     cfg: Arc<DetectConfig>,
-    capture: &CaptureFile,
+    capture: impl Into<Capture<'c>>,
     plan: Plan,
     eve: Option<EveWriter>,
     stop: &AtomicBool,
     progress: Option<Progress<'_>>,
 ) -> std::io::Result<RunOutcome> {
     let started = Instant::now();
-    let store = FrameStore::Shared(capture.data().clone());
+    let capture = capture.into();
+    let store = match &capture {
+        Capture::File(file) => FrameStore::Shared(file.data().clone()),
+        Capture::Stream(_) => FrameStore::Copied,
+    };
     let (pipe, mut dispatcher) = match plan {
         Plan::Inline => (
             None,
@@ -41,26 +73,10 @@ pub fn replay(
             (Some(pipe), d)
         }
     };
-    let mut input_error = None;
-    let mut interrupted = false;
-    for (i, frame) in capture.frames().enumerate() {
-        if i % 4096 == 0 {
-            if stop.load(Ordering::Relaxed) {
-                interrupted = true;
-                break;
-            }
-            if let (Some(p), Ok(f)) = (progress, &frame) {
-                p(f.off as u64);
-            }
-        }
-        match frame {
-            Ok(f) => dispatcher.push_ref(&f),
-            Err(e) => {
-                input_error = Some(InputError::Capture(e));
-                break;
-            }
-        }
-    }
+    let fed = match capture {
+        Capture::File(file) => feed_file(file, &mut dispatcher, stop, progress),
+        Capture::Stream(stream) => feed_stream(stream, &mut dispatcher, stop, progress),
+    };
     let done = dispatcher.finish();
     let (shards, eve) = match (pipe, done.inline) {
         (Some(pipe), _) => {
@@ -73,10 +89,87 @@ pub fn replay(
     Ok(RunOutcome {
         shards,
         dispatch: done.counters,
-        input_error,
-        interrupted,
+        input_error: fed.input_error,
+        interrupted: fed.interrupted,
         eve,
         elapsed: started.elapsed(),
         capture: None,
     })
+}
+
+/// How feeding the frames ended.
+#[derive(Default)]
+struct Fed {
+    input_error: Option<InputError>,
+    interrupted: bool,
+}
+
+impl Fed {
+    const INTERRUPTED: Fed = Fed {
+        input_error: None,
+        interrupted: true,
+    };
+
+    fn failed(e: crate::source::SourceError) -> Fed {
+        Fed {
+            input_error: Some(InputError::Capture(e)),
+            interrupted: false,
+        }
+    }
+}
+
+fn feed_file(
+    capture: &CaptureFile,
+    dispatcher: &mut Dispatcher,
+    stop: &AtomicBool,
+    progress: Option<Progress<'_>>,
+) -> Fed {
+    for (i, frame) in capture.frames().enumerate() {
+        if i % STOP_CHECK_FRAMES == 0 {
+            if stop.load(Ordering::Relaxed) {
+                return Fed::INTERRUPTED;
+            }
+            if let (Some(p), Ok(f)) = (progress, &frame) {
+                p(f.off as u64);
+            }
+        }
+        match frame {
+            Ok(f) => dispatcher.push_ref(&f),
+            Err(e) => return Fed::failed(e),
+        }
+    }
+    Fed::default()
+}
+
+fn feed_stream(
+    stream: &mut CaptureStream,
+    dispatcher: &mut Dispatcher,
+    stop: &AtomicBool,
+    progress: Option<Progress<'_>>,
+) -> Fed {
+    let mut frames = 0usize;
+    loop {
+        let next = stream.read_next();
+        let check = match &next {
+            Ok(Next::Frame(_)) => {
+                frames += 1;
+                frames.is_multiple_of(STOP_CHECK_FRAMES)
+            }
+            _ => true,
+        };
+        if check {
+            if stop.load(Ordering::Relaxed) {
+                return Fed::INTERRUPTED;
+            }
+            if let Some(p) = progress {
+                p(stream.position());
+            }
+        }
+        match next {
+            Ok(Next::Frame(f)) => dispatcher.push_record(&f, stream.frame(&f)),
+            Ok(Next::Idle) => dispatcher.flush_older_than(STREAM_FLUSH_AGE),
+            Ok(Next::End) => return Fed::default(),
+            Err(e) => return Fed::failed(e),
+        }
+    }
 }

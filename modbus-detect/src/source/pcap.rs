@@ -116,14 +116,14 @@ pub struct CaptureFile {
 
 /// What `open` learnt from the file's first header.
 #[derive(Debug, Clone, Copy)]
-enum Layout {
+pub(super) enum Layout {
     Pcap(PcapLayout),
     PcapNg,
 }
 
 /// Everything a classic pcap record needs from the file header.
 #[derive(Debug, Clone, Copy)]
-struct PcapLayout {
+pub(super) struct PcapLayout {
     big_endian: bool,
     /// 1000 for microsecond files, 1 for nanosecond files.
     frac_to_ns: u64,
@@ -183,10 +183,7 @@ impl CaptureFile {
 
     /// "pcap" or "pcapng".
     pub fn format(&self) -> &'static str {
-        match self.layout {
-            Layout::Pcap(_) => "pcap",
-            Layout::PcapNg => "pcapng",
-        }
+        self.layout.name()
     }
 
     /// Iterate frames in file order. After an error item the iterator ends.
@@ -195,8 +192,31 @@ impl CaptureFile {
     }
 }
 
+impl Layout {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Layout::Pcap(_) => "pcap",
+            Layout::PcapNg => "pcapng",
+        }
+    }
+}
+
+impl Resume {
+    /// The first record: after the file header of a classic pcap file.
+    pub(super) fn start(layout: Layout) -> Resume {
+        let pos = match layout {
+            Layout::Pcap(_) => PCAP_FILE_HEADER_LEN,
+            Layout::PcapNg => 0,
+        };
+        Resume {
+            pos,
+            section: Section::default(),
+        }
+    }
+}
+
 /// Recognise the format from the magic and validate the first header.
-fn detect_layout(path: &Path, data: &[u8]) -> Result<Layout, SourceError> {
+pub(super) fn detect_layout(path: &Path, data: &[u8]) -> Result<Layout, SourceError> {
     if data.len() < 4 {
         return Err(SourceError::NotCapture {
             path: path.to_path_buf(),
@@ -267,6 +287,18 @@ pub struct Frames<'a> {
     /// pcapng only: the current section's byte order and interfaces.
     section: Section,
     done: bool,
+    /// Where `data` starts in the whole capture, for error offsets: a
+    /// stream is parsed one buffer at a time.
+    base: usize,
+}
+
+/// Where a [`Frames`] over one buffer of a stream stopped, to go on in
+/// the next: the offset of the next record in that buffer and the
+/// section state.
+#[derive(Default)]
+pub(super) struct Resume {
+    pub pos: usize,
+    section: Section,
 }
 
 /// The pcapng state that applies to the blocks after a section header.
@@ -292,11 +324,7 @@ impl Iterator for Frames<'_> {
         if self.done {
             return None;
         }
-        let item = match self.layout {
-            Layout::Pcap(layout) => self.next_pcap(layout),
-            Layout::PcapNg => self.next_ng(),
-        };
-        match item {
+        match self.next_record() {
             Ok(Some(frame)) => Some(Ok(frame)),
             Ok(None) => {
                 self.done = true;
@@ -314,24 +342,50 @@ impl FusedIterator for Frames<'_> {}
 
 impl<'a> Frames<'a> {
     fn new(path: &'a Path, data: &'a [u8], layout: Layout) -> Frames<'a> {
-        let pos = match layout {
-            Layout::Pcap(_) => PCAP_FILE_HEADER_LEN,
-            Layout::PcapNg => 0,
-        };
+        Frames::resume(path, data, layout, Resume::start(layout), 0)
+    }
+
+    /// Go on in `data` (a stream's buffer, which starts at byte `base` of
+    /// the capture) where an earlier buffer stopped.
+    pub(super) fn resume(
+        path: &'a Path,
+        data: &'a [u8],
+        layout: Layout,
+        at: Resume,
+        base: usize,
+    ) -> Frames<'a> {
         Frames {
             path,
             data,
-            pos,
+            pos: at.pos,
             layout,
-            section: Section::default(),
+            section: at.section,
             done: false,
+            base,
+        }
+    }
+
+    /// The next frame, `None` at the end of the buffer: unlike the
+    /// iterator, a stream may go on after either.
+    pub(super) fn next_record(&mut self) -> Result<Option<FrameRef>, SourceError> {
+        match self.layout {
+            Layout::Pcap(layout) => self.next_pcap(layout),
+            Layout::PcapNg => self.next_ng(),
+        }
+    }
+
+    /// Where to go on in the next buffer.
+    pub(super) fn suspend(self) -> Resume {
+        Resume {
+            pos: self.pos,
+            section: self.section,
         }
     }
 
     fn truncated(&self, what: &'static str, need: u64, left: usize) -> SourceError {
         SourceError::Truncated {
             path: self.path.to_path_buf(),
-            at: self.pos,
+            at: self.base + self.pos,
             what,
             need,
             left,
@@ -341,7 +395,7 @@ impl<'a> Frames<'a> {
     fn corrupt(&self, what: String) -> SourceError {
         SourceError::Corrupt {
             path: self.path.to_path_buf(),
-            at: self.pos,
+            at: self.base + self.pos,
             what,
         }
     }
