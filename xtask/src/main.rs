@@ -8,8 +8,11 @@
 //!   without ARGS, replay the bundled demo capture with its settings files.
 //! - `cargo xtask demo --live`: a virtual plant in network namespaces,
 //!   mirrored to the live sensor.
-//! - `cargo xtask test`: every test, formatting and lints, then every fuzz
-//!   target for 60 s (`MODBUS_FUZZ_SECONDS` to change, 0 to skip).
+//! - `cargo xtask package`: the Debian package,
+//!   `target/debian/modbus-detect_<version>_<arch>.deb` (see `package.rs`).
+//! - `cargo xtask test`: every test (the package's too: it is built first),
+//!   formatting and lints, then every fuzz target for 60 s
+//!   (`MODBUS_FUZZ_SECONDS` to change, 0 to skip).
 //! - `cargo xtask gen-pcap --frames N --out FILE [...]`: a deterministic
 //!   synthetic Modbus/TCP capture.
 //! - `cargo xtask fuzz [--time S] [--target T]... [--seed]`: the cargo-fuzz
@@ -17,6 +20,7 @@
 
 mod bench;
 mod fuzz;
+mod package;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +47,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "setup" => setup::setup().map(|()| ExitCode::SUCCESS),
         "run" => run(rest),
         "demo" => demo(rest),
+        "package" => package::package(rest),
         "test" => test(rest),
         "gen-pcap" => gen_pcap(rest),
         "fuzz" => fuzz::fuzz(rest),
@@ -60,8 +65,10 @@ const USAGE: &str = "usage: cargo xtask <task>
   run [ARGS]        build (release) and run modbus-detect ARGS; no ARGS: replay the demo;
                     --iface IF [ARGS]: the live sensor on IF
   demo --live       a virtual plant in network namespaces, mirrored to the live sensor
+  package           build the Debian package target/debian/modbus-detect_<version>_<arch>.deb
   test              run every test, cargo fmt --check and clippy -D warnings, then each
-                    fuzz target for 60 s (MODBUS_FUZZ_SECONDS=S to change, 0 to skip)
+                    fuzz target for 60 s (MODBUS_FUZZ_SECONDS=S to change, 0 to skip);
+                    builds the Debian package first, which a test installs (root)
   gen-pcap --frames N --out FILE [--seed S] [--attacks] [--adus-per-segment N] [--split-adus]
                     write a deterministic synthetic Modbus/TCP capture
   fuzz [--time S] [--target T]... [--seed]
@@ -122,6 +129,13 @@ fn run(args: &[String]) -> Result<ExitCode> {
 /// `cargo build --release` of the given packages' binaries; returns the
 /// directory they are in.
 fn build_release(packages: &[&str], bins: &[&str]) -> Result<PathBuf> {
+    status(release_build(packages, bins))?;
+    Ok(root().join("target/release"))
+}
+
+/// The command `build_release` runs, for a caller that sets its
+/// environment (the package needs `MODBUS_XDP_REQUIRE=1`).
+fn release_build(packages: &[&str], bins: &[&str]) -> Command {
     let mut build = cargo();
     build.args(["build", "--release"]);
     for p in packages {
@@ -130,8 +144,7 @@ fn build_release(packages: &[&str], bins: &[&str]) -> Result<PathBuf> {
     for b in bins {
         build.args(["--bin", b]);
     }
-    status(build)?;
-    Ok(root().join("target/release"))
+    build
 }
 
 /// `cargo xtask demo --live`: build the virtual plant and watch it live.
@@ -215,6 +228,10 @@ fn test(args: &[String]) -> Result<ExitCode> {
         "warnings",
     ]);
     status(clippy)?;
+    // The package, which tests/tests/package.rs installs: built from this
+    // tree, so that the test fails on a stale one.
+    let deb = package::build().context("building the Debian package")?;
+    eprintln!("xtask: Debian package for the tests: {}", deb.display());
     // The XDP program must be built in: the live tests must fail, not pass
     // vacuously, if the eBPF toolchain is missing.
     let mut t = cargo();

@@ -6,7 +6,8 @@
 //!   zlib1g-dev and gcc-multilib (xsk-rs builds libxdp from source; its BPF
 //!   objects need `asm/types.h`), ethtool, iproute2, iputils-ping, tshark,
 //!   tcpdump (the live tests), prometheus (the metrics are scraped by a
-//!   real server in a test), logrotate (`apt-get update` then `apt-get install -y`
+//!   real server in a test), logrotate, dpkg-dev (dpkg-shlibdeps and strip
+//!   for `cargo xtask package`) (`apt-get update` then `apt-get install -y`
 //!   for the missing ones only).
 //! - the nightly toolchain's `rust-src` (aya-build compiles `core` for
 //!   bpfel-unknown-none with `-Z build-std=core`).
@@ -33,6 +34,7 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "prometheus",
     "logrotate",
+    "dpkg-dev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
