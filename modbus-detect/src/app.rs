@@ -629,6 +629,7 @@ impl<'a> PeriodicOutputs<'a> {
             m.xdp = Some(snap.xdp);
             m.socket_drops = snap.socket_drops;
             m.shard_ring_full = snap.ring_full_by_shard.clone();
+            m.shard_queue_depth = snap.ring_depth_by_shard.clone();
             self.published.publish(m);
         }
         if report_due || inventory_due {

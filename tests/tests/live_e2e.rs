@@ -630,6 +630,12 @@ fn periodic_outputs_while_capturing() {
         metrics.contains("modbus_detect_xdp_redirected_total"),
         "{metrics}"
     );
+    // How full each shard's rings are, a gauge per shard.
+    let shards = live["settings"]["threads"].as_u64().unwrap();
+    for shard in 0..shards {
+        let gauge = format!("modbus_detect_shard_queue_depth{{shard=\"{shard}\"}} ");
+        assert!(metrics.contains(&gauge), "{gauge}: {metrics}");
+    }
 }
 
 /// The standard logrotate recipe on a live sensor: `logrotate -f` moves the

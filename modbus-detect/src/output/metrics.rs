@@ -36,6 +36,8 @@ pub struct MetricsData {
     pub xdp: Option<XdpCounters>,
     pub socket_drops: u64,
     pub shard_ring_full: Vec<u64>,
+    /// Live capture only: batches waiting for each shard.
+    pub shard_queue_depth: Vec<u64>,
 }
 
 impl MetricsData {
@@ -233,7 +235,7 @@ impl Collector for Figures {
                 ("eve_line_suppressed", d.eve_suppressed),
             ],
         )?;
-        let shards: Vec<String> = (0..d.shard_ring_full.len())
+        let shards: Vec<String> = (0..d.shard_ring_full.len().max(d.shard_queue_depth.len()))
             .map(|i| i.to_string())
             .collect();
         counters(
@@ -246,6 +248,18 @@ impl Collector for Figures {
                 .map(String::as_str)
                 .zip(d.shard_ring_full.iter().copied()),
         )?;
+        if !d.shard_queue_depth.is_empty() {
+            let mut m = e.encode_descriptor(
+                "modbus_detect_shard_queue_depth",
+                "Batches of frames waiting for the shard (each RX queue's ring holds 64): a shard that falls behind shows here before its ring overflows",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (shard, depth) in shards.iter().zip(&d.shard_queue_depth) {
+                let g = ConstGauge::new(i64::try_from(*depth).unwrap_or(i64::MAX));
+                g.encode(m.encode_family(&[("shard", shard.as_str())])?)?;
+            }
+        }
         if let Some(x) = d.xdp {
             counter(
                 &mut e,
@@ -322,6 +336,7 @@ mod tests {
         d.counters.frames = 1234;
         d.raised[AlertKind::RogueMaster as usize] = 7;
         d.shard_ring_full = vec![1, 2];
+        d.shard_queue_depth = vec![0, 5];
         m.publish(d);
         let text = m.render();
         assert!(text.contains("modbus_detect_frames_total 1234\n"), "{text}");
@@ -331,6 +346,10 @@ mod tests {
         );
         assert!(
             text.contains("modbus_detect_drops_total{stage=\"shard_ring_full\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("modbus_detect_shard_queue_depth{shard=\"1\"} 5\n"),
             "{text}"
         );
         assert!(text.contains("modbus_detect_build_info{version="), "{text}");

@@ -326,6 +326,15 @@ impl Dispatcher {
         &self.core.counters
     }
 
+    /// Batches waiting in each shard's ring (none when the shards run
+    /// in this thread).
+    pub fn ring_depths(&self) -> Vec<usize> {
+        match &self.core.target {
+            Target::Rings { feeder, .. } => feeder.depths().collect(),
+            Target::Inline(_) => Vec::new(),
+        }
+    }
+
     /// Frames dropped so far because a shard's ring was full, per shard.
     pub fn ring_full(&self) -> &[u64] {
         &self.core.ring_full

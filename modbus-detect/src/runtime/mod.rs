@@ -32,7 +32,7 @@ use crate::source::SourceError;
 use dispatch::Batch;
 
 /// Batches in flight per shard ring.
-const RING_BATCHES: usize = 64;
+pub const RING_BATCHES: usize = 64;
 
 /// How a run ended, whatever its source.
 #[derive(Debug)]
@@ -217,6 +217,14 @@ impl Drop for Feeder {
 impl Feeder {
     pub fn shards(&self) -> usize {
         self.rings.len()
+    }
+
+    /// Batches waiting in each shard's ring, out of [`RING_BATCHES`]: a
+    /// shard that falls behind shows here before its ring overflows.
+    pub fn depths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.rings
+            .iter()
+            .map(|p| p.buffer().capacity().saturating_sub(p.slots()))
     }
 
     /// A batch `shard` has finished with (its items emptied, its data

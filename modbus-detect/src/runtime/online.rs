@@ -90,6 +90,8 @@ pub struct LiveSnapshot {
     pub socket_drops: u64,
     /// Frames dropped because the shard's ring was full, per shard.
     pub ring_full_by_shard: Vec<u64>,
+    /// Batches waiting for each shard, over all RX queues' rings.
+    pub ring_depth_by_shard: Vec<u64>,
 }
 
 /// How long a periodic copy may wait for a shard: one far behind (or
@@ -153,6 +155,8 @@ struct QueueCounters {
     bytes: AtomicU64,
     /// Frames dropped because a shard's ring was full, per shard.
     ring_full_by_shard: Vec<AtomicU64>,
+    /// Batches waiting in this queue's ring to each shard.
+    ring_depth_by_shard: Vec<AtomicU64>,
     /// From the socket's XDP_STATISTICS.
     rx_dropped: AtomicU64,
     rx_ring_full: AtomicU64,
@@ -175,6 +179,14 @@ impl QueueCounters {
         self.bytes.store(c.bytes, Ordering::Relaxed);
         for (a, n) in self.ring_full_by_shard.iter().zip(d.ring_full()) {
             a.store(*n, Ordering::Relaxed);
+        }
+    }
+
+    /// How full the rings to the shards are (every [`SOCKET_STATS_EVERY`],
+    /// not per receive: it reads the shards' side of each ring).
+    fn store_depths(&self, d: &Dispatcher) {
+        for (a, n) in self.ring_depth_by_shard.iter().zip(d.ring_depths()) {
+            a.store(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -304,6 +316,7 @@ pub fn run_live<E: std::error::Error + 'static>(
             .iter()
             .map(|_| QueueCounters {
                 ring_full_by_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+                ring_depth_by_shard: (0..shards).map(|_| AtomicU64::new(0)).collect(),
                 ..QueueCounters::default()
             })
             .collect(),
@@ -481,6 +494,7 @@ impl RxThread<'_> {
             self.stats.store(&d);
             if last_stats.elapsed() >= SOCKET_STATS_EVERY {
                 self.stats.store_socket(&q);
+                self.stats.store_depths(&d);
                 last_stats = Instant::now();
             }
         }
@@ -607,19 +621,23 @@ impl Watch<'_> {
                 + sum(|c| &c.rx_ring_full)
                 + sum(|c| &c.fill_ring_empty)
                 + sum(|c| &c.rx_invalid),
-            ring_full_by_shard: (0..self
-                .counters
-                .first()
-                .map_or(0, |c| c.ring_full_by_shard.len()))
-                .map(|s| {
-                    self.counters
-                        .iter()
-                        .filter_map(|c| c.ring_full_by_shard.get(s))
-                        .map(|n| n.load(Ordering::Relaxed))
-                        .sum()
-                })
-                .collect(),
+            ring_full_by_shard: self.by_shard(|c| &c.ring_full_by_shard),
+            ring_depth_by_shard: self.by_shard(|c| &c.ring_depth_by_shard),
         }
+    }
+
+    /// A per-shard figure summed over the RX queues.
+    fn by_shard(&self, f: fn(&QueueCounters) -> &Vec<AtomicU64>) -> Vec<u64> {
+        let shards = self.counters.first().map_or(0, |c| f(c).len());
+        (0..shards)
+            .map(|s| {
+                self.counters
+                    .iter()
+                    .filter_map(|c| f(c).get(s))
+                    .map(|n| n.load(Ordering::Relaxed))
+                    .sum()
+            })
+            .collect()
     }
 
     /// One stats line on stderr; returns the frame total for the next rate.
