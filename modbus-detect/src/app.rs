@@ -19,7 +19,9 @@ use crate::config::addrs::{load_list, AddrSet, IpNet};
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode, ThresholdValues};
-use crate::files::{atomic_write, check_writable, identity, FileError, Shown};
+use crate::files::{
+    atomic_write, atomic_write_with, check_writable, identity, is_stdout, FileError, Shown,
+};
 use crate::flow::policy::TargetPolicies;
 use crate::output::eve::{EveError, EveWriter, Origin};
 use crate::output::metrics::{self, Metrics, MetricsData};
@@ -252,6 +254,11 @@ fn diff_inventory(before: &Path, after: &Path) -> Result<u8, AppError> {
 /// report, EVE stream, learned baseline, ADU dump, inventory.
 fn check_outputs(args: &Args) -> Result<(), AppError> {
     let outputs = outputs(args);
+    if outputs.iter().filter(|o| is_stdout(o)).count() > 1 {
+        return Err(AppError::Usage(
+            "only one output can be standard output (-): their lines would mix",
+        ));
+    }
     refuse_inputs_as_outputs(args, &outputs)?;
     outputs.iter().try_for_each(|o| check_output(o))
 }
@@ -281,7 +288,7 @@ fn refuse_inputs_as_outputs(args: &Args, outputs: &[PathBuf]) -> Result<(), AppE
     if !args.baseline_mode {
         inputs.extend(&args.baseline_file);
     }
-    for o in outputs {
+    for o in outputs.iter().filter(|o| !is_stdout(o)) {
         let Some(id) = identity(o) else {
             continue;
         };
@@ -678,7 +685,7 @@ fn write_results(
     mut info: RunInfo,
     metrics: &Metrics,
 ) -> Result<u8, AppError> {
-    if let (Some(Err(_)), Some(path)) = (&f.eve, &args.eve) {
+    if let (Some(Err(_)), Some(path)) = (&f.eve, args.eve.as_ref().filter(|p| !is_stdout(p))) {
         // The stream broke off (disk full, I/O error): leave whole lines.
         trim_to_last_line(path);
     }
@@ -896,12 +903,25 @@ fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
 /// Write every decoded ADU as a JSON line. A capture that breaks off is
 /// reported by the detection pass that follows (with its report).
 fn dump_adus(pcap: &Path, out: &Path, cfg: Arc<DetectConfig>) -> Result<(), AppError> {
-    let inspection = crate::inspect::decode_capture(pcap, cfg)?;
-    let mut text = Vec::new();
-    for adu in &inspection.adus {
-        serde_json::to_writer(&mut text, adu)
-            .map_err(|e| AppError::output(out, "write", e.into()))?;
-        text.push(b'\n');
+    // Opened first: a capture that cannot be read writes no dump.
+    let capture = CaptureFile::open(pcap)?;
+    let decoded = atomic_write_with(out, |w| {
+        let mut w = std::io::BufWriter::new(w);
+        let decoded = crate::inspect::decode_capture_with(&capture, cfg, &mut |adu| {
+            serde_json::to_writer(&mut w, &adu)?;
+            w.write_all(b"\n")
+        })?;
+        w.flush()?;
+        Ok(decoded)
+    })
+    .map_err(|e| AppError::output(out, "write", e))?;
+    if decoded.forgotten_requests > 0 {
+        eprintln!(
+            "modbus-detect: warning: {}: {} requests were left unlinked (more than {} unanswered at once); their responses have no request_frame",
+            Shown(out),
+            decoded.forgotten_requests,
+            crate::modbus::record::MAX_UNANSWERED
+        );
     }
-    atomic_write(out, &text).map_err(|e| AppError::output(out, "write", e))
+    Ok(())
 }

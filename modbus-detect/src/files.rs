@@ -191,21 +191,45 @@ fn temp_file(path: &Path) -> io::Result<tempfile::NamedTempFile> {
         .tempfile_in(dir)
 }
 
+/// `-` names standard output (`--output`, `--eve`, `--dump-adus`).
+pub fn is_stdout(path: &Path) -> bool {
+    path == Path::new("-")
+}
+
 /// Write a file so that readers see the old content or the new, never half:
 /// a temporary file in the same directory, fsynced, then renamed over.
+/// `-` writes to standard output.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_with(path, |w| w.write_all(bytes))
+}
+
+/// [`atomic_write`] of what `write` writes, for an output too large to
+/// hold in memory: nothing replaces `path` unless `write` succeeds.
+pub fn atomic_write_with<T>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> io::Result<T> {
+    if is_stdout(path) {
+        let mut out = io::stdout().lock();
+        let t = write(&mut out)?;
+        out.flush()?;
+        return Ok(t);
+    }
     replaceable(path)?;
     let mut tmp = temp_file(path)?;
-    tmp.write_all(bytes)?;
+    let t = write(&mut tmp)?;
     tmp.as_file().sync_all()?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    Ok(t)
 }
 
 /// Fail early, before a long capture, if `path` cannot be written.
 pub fn check_writable(path: &Path) -> io::Result<()> {
+    if is_stdout(path) {
+        return Ok(());
+    }
     replaceable(path)?;
     temp_file(path).map(drop)
 }
@@ -214,6 +238,10 @@ pub fn check_writable(path: &Path) -> io::Result<()> {
 /// (`truncate`); never through a symbolic link, never a device; a FIFO is
 /// taken only when someone reads it (no open that blocks forever).
 pub fn open_stream(path: &Path, truncate: bool) -> io::Result<File> {
+    if is_stdout(path) {
+        use std::os::fd::AsFd;
+        return io::stdout().as_fd().try_clone_to_owned().map(File::from);
+    }
     if let Ok(m) = std::fs::symlink_metadata(path) {
         if !(m.is_file() || m.file_type().is_fifo()) {
             return Err(io::Error::other(format!(

@@ -346,8 +346,9 @@ impl Shard {
         self.st.tap = Some(Vec::new());
     }
 
-    pub fn take_tap(&mut self) -> Vec<AduRecord> {
-        self.st.tap.take().unwrap_or_default()
+    /// The ADUs recorded since the last call (the tap stays on).
+    pub fn drain_tap(&mut self) -> Vec<AduRecord> {
+        self.st.tap.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The counters only, as they are now (stats events and metrics: no

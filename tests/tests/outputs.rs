@@ -488,3 +488,73 @@ fn settings_files_that_are_not_files_never_hang() {
         );
     }
 }
+
+/// `-` is standard output for the report, the alert lines and the ADU
+/// dump: the same bytes the file would get (the report but its timings);
+/// only one of them at a time, since their lines would mix.
+#[test]
+fn dash_is_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = fixture("lab/unauthorized_write.pcap");
+    let base = [
+        "--pcap",
+        s(&capture),
+        "--authorized-writers",
+        "192.168.50.20",
+    ];
+    let file = |name: &str| dir.path().join(name);
+    let (r, e, d) = (file("r.json"), file("e.json"), file("d.json"));
+    let mut a = base.to_vec();
+    a.extend(["--output", s(&r), "--eve", s(&e), "--dump-adus", s(&d)]);
+    let o = detect(&a);
+    assert!(o.status.success(), "{}", err(&o));
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let (report, eve, dump) = (read(&r), read(&e), read(&d));
+    let other = file("other.json");
+    let stdout_of = |flag: &str| -> Vec<u8> {
+        let mut a = base.to_vec();
+        a.extend([flag, "-"]);
+        if flag != "--output" {
+            a.extend(["--output", s(&other)]);
+        }
+        let o = detect(&a);
+        assert!(o.status.success(), "{flag}: {}", err(&o));
+        o.stdout
+    };
+    let timings = |v: &mut serde_json::Value| {
+        for k in ["processing_seconds", "peak_memory_kib"] {
+            v[k] = serde_json::Value::Null;
+        }
+        // The file run wrote alert lines too.
+        v["settings"]["eve_file"] = serde_json::Value::Null;
+        v["counters"]["eve_lines_written"] = serde_json::Value::Null;
+    };
+    let mut want: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    let mut got: serde_json::Value = serde_json::from_slice(&stdout_of("--output")).unwrap();
+    timings(&mut want);
+    timings(&mut got);
+    assert!(got == want, "the report on standard output differs:\n{got}");
+    // The alert lines: the same events (each line's own fields equal but
+    // for the file name the lines carry none of).
+    let lines = |b: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+            .collect()
+    };
+    let (want, got) = (lines(&eve), lines(&stdout_of("--eve")));
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "the alert lines on standard output");
+    assert_eq!(
+        stdout_of("--dump-adus"),
+        dump,
+        "the ADU dump on standard output"
+    );
+    // Two outputs on standard output: refused before anything is read.
+    let mut a = base.to_vec();
+    a.extend(["--output", "-", "--eve", "-"]);
+    let o = detect(&a);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(one_error_line(&o).contains("only one output can be standard output"));
+    assert!(o.stdout.is_empty());
+}

@@ -118,32 +118,48 @@ fn zeek_function(fc: u8) -> String {
     }
 }
 
-/// Link each response to its request (same connection, transaction id and
-/// unit, the latest request before it): its frame, and a read's address
-/// and quantity (a read response carries neither); bit values beyond the
-/// quantity are padding and are cut.
-pub fn link_responses(records: &mut [AduRecord]) {
-    type Key = (IpAddr, u16, IpAddr, u16, u16, u8);
-    let mut requests: std::collections::HashMap<Key, (u64, Option<u16>, Option<u16>)> =
-        std::collections::HashMap::new();
-    for r in records.iter_mut() {
+/// Requests waiting for their response in a [`Linker`]; beyond, the
+/// waiting ones are forgotten (counted), so that a capture of requests
+/// never answered cannot grow the dump's memory without end.
+pub const MAX_UNANSWERED: usize = 1 << 20;
+
+/// The connection, transaction id and unit a response answers.
+type TxKey = (IpAddr, u16, IpAddr, u16, u16, u8);
+
+/// Links each response to its request as the records come (same
+/// connection, transaction id and unit, the latest request before it):
+/// its frame, and a read's address and quantity (a read response carries
+/// neither); bit values beyond the quantity are padding and are cut.
+#[derive(Default)]
+pub struct Linker {
+    requests: std::collections::HashMap<TxKey, (u64, Option<u16>, Option<u16>)>,
+    /// Requests forgotten unanswered because [`MAX_UNANSWERED`] were waiting.
+    pub forgotten: u64,
+}
+
+impl Linker {
+    pub fn link(&mut self, r: &mut AduRecord) {
         r.address = r.reference;
         r.icsnpp_quantity = r.quantity;
         if r.is_request {
             let key = (r.src, r.src_port, r.dst, r.dst_port, r.tid, r.unit);
             let read = r.read_start_address.map(|a| (Some(a), r.read_quantity));
             let (addr, qty) = read.unwrap_or((r.reference, r.quantity));
-            requests.insert(key, (r.frame, addr, qty));
-        } else {
-            let key = (r.dst, r.dst_port, r.src, r.src_port, r.tid, r.unit);
-            if let Some((frame, addr, qty)) = requests.remove(&key) {
-                r.request_frame = Some(frame);
-                if r.reference.is_none() && matches!(r.function_code, 1..=4 | 23) {
-                    r.address = addr;
-                    r.icsnpp_quantity = qty;
-                    if let (Some(q), 1 | 2) = (qty, r.function_code) {
-                        r.values.truncate(usize::from(q));
-                    }
+            if self.requests.len() >= MAX_UNANSWERED && !self.requests.contains_key(&key) {
+                self.forgotten += self.requests.len() as u64;
+                self.requests.clear();
+            }
+            self.requests.insert(key, (r.frame, addr, qty));
+            return;
+        }
+        let key = (r.dst, r.dst_port, r.src, r.src_port, r.tid, r.unit);
+        if let Some((frame, addr, qty)) = self.requests.remove(&key) {
+            r.request_frame = Some(frame);
+            if r.reference.is_none() && matches!(r.function_code, 1..=4 | 23) {
+                r.address = addr;
+                r.icsnpp_quantity = qty;
+                if let (Some(q), 1 | 2) = (qty, r.function_code) {
+                    r.values.truncate(usize::from(q));
                 }
             }
         }
@@ -294,5 +310,59 @@ impl AduRecord {
         let mut r = Self::base(o, mbap, pdu.first().copied().unwrap_or(0), is_request);
         r.error = Some(error);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(port: u16, tid: u16, is_request: bool) -> AduRecord {
+        let (client, server) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let (src, dst, src_port, dst_port) = match is_request {
+            true => (client, server, port, 502),
+            false => (server, client, 502, port),
+        };
+        let o = AduOrigin {
+            frame: u64::from(tid),
+            ts_ns: 0,
+            src,
+            src_port,
+            dst,
+            dst_port,
+        };
+        let mbap = Mbap {
+            tid,
+            proto: 0,
+            len: 6,
+            unit: 1,
+        };
+        AduRecord::base(&o, &mbap, 3, is_request)
+    }
+
+    /// Requests never answered cannot grow the linker without end: at the
+    /// bound the waiting ones are forgotten and counted, and linking goes
+    /// on for the requests after.
+    #[test]
+    fn unanswered_requests_are_bounded_and_counted() {
+        let mut linker = Linker::default();
+        let per_port = 1usize << 16;
+        for i in 0..MAX_UNANSWERED {
+            let (port, tid) = ((i / per_port) as u16 + 1024, (i % per_port) as u16);
+            linker.link(&mut record(port, tid, true));
+        }
+        assert_eq!(
+            (linker.requests.len(), linker.forgotten),
+            (MAX_UNANSWERED, 0)
+        );
+        linker.link(&mut record(9, 7, true));
+        assert_eq!(linker.forgotten, MAX_UNANSWERED as u64);
+        assert!(linker.requests.len() <= 1);
+        let mut answer = record(9, 7, false);
+        linker.link(&mut answer);
+        assert_eq!(answer.request_frame, Some(7));
+        let mut forgotten = record(1024, 5, false);
+        linker.link(&mut forgotten);
+        assert_eq!(forgotten.request_frame, None);
     }
 }

@@ -137,10 +137,12 @@ impl EveWriter {
 
     /// Flush and sync; returns the number of lines written.
     pub fn finish(mut self) -> Result<u64, EveError> {
-        let done = self
-            .out
-            .flush()
-            .and_then(|()| self.out.get_ref().sync_all());
+        // Only a file has anything to sync (a pipe refuses fsync).
+        let file = self.out.get_ref().metadata().is_ok_and(|m| m.is_file());
+        let done = self.out.flush().and_then(|()| match file {
+            true => self.out.get_ref().sync_all(),
+            false => Ok(()),
+        });
         match done {
             Ok(()) => Ok(self.lines),
             Err(e) => Err(self.error(e)),

@@ -321,6 +321,14 @@ impl Dispatcher {
         }
     }
 
+    /// The shards, when they run in this thread.
+    pub fn inline_mut(&mut self) -> Option<&mut Inline> {
+        match &mut self.core.target {
+            Target::Inline(inline) => Some(inline),
+            Target::Rings { .. } => None,
+        }
+    }
+
     /// Frames read and skipped so far.
     pub fn counters(&self) -> &Counters {
         &self.core.counters
