@@ -20,7 +20,8 @@ use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode, ThresholdValues};
 use crate::files::{
-    atomic_write, atomic_write_with, check_writable, identity, is_stdout, FileError, Shown,
+    atomic_write, atomic_write_with, check_writable, identity, is_stdout, load_file, FileError,
+    ParseError, Shown,
 };
 use crate::flow::policy::TargetPolicies;
 use crate::output::eve::{EveError, EveWriter, Origin};
@@ -85,6 +86,9 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// The dashboard cannot be served (exit 4).
+    #[error("--dashboard {0}")]
+    Dashboard(#[from] crate::dashboard::serve::ServeError),
     /// The alert stream broke off (exit 4).
     #[error("EVE stream {0}")]
     Eve(#[from] EveError),
@@ -104,7 +108,8 @@ impl AppError {
             AppError::Output { .. }
             | AppError::OutputAfterDrop(_)
             | AppError::Eve(_)
-            | AppError::Listen { .. } => 4,
+            | AppError::Listen { .. }
+            | AppError::Dashboard(_) => 4,
         }
     }
 
@@ -188,13 +193,37 @@ fn allow_list(
 
 /// Run with the given flags; returns the exit code.
 pub fn run(args: &Args) -> Result<u8, AppError> {
-    if let Some(Command::DiffInventory { before, after }) = &args.command {
-        return diff_inventory(before, after);
-    }
     let stop = Arc::new(AtomicBool::new(false));
     let reopen = Arc::new(AtomicBool::new(false));
+    match &args.command {
+        Some(Command::DiffInventory { before, after }) => return diff_inventory(before, after),
+        Some(Command::Serve {
+            report,
+            listen,
+            token,
+        }) => {
+            install_signal_handlers(&stop, &reopen);
+            return serve_report(report, *listen, token, args.quiet, &stop);
+        }
+        None => {}
+    }
     install_signal_handlers(&stop, &reopen);
     let cfg = Arc::new(config_from_args(args)?);
+    let board = match args.dashboard {
+        Some(addr) => {
+            let token = dashboard_token(&args.token)?;
+            let info = run_info(args, "pcap", String::new(), String::new(), 1);
+            let mut start = report::build(&Summary::default(), &info, &cfg);
+            start.status = Status::Running;
+            let (board, bound) =
+                crate::dashboard::serve::serve(addr, token, crate::dashboard::json(&start, true))?;
+            if !args.quiet {
+                eprintln!("modbus-detect: dashboard at http://{bound}/");
+            }
+            Some(board)
+        }
+        None => None,
+    };
     let metrics = Metrics::default();
     if let Some(addr) = args.metrics {
         metrics::serve(addr, metrics.clone())
@@ -220,9 +249,68 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             ))
         }
     };
-    let code = write_results(args, &cfg, outcome, info, &metrics)?;
+    let code = write_results(args, &cfg, outcome, info, &metrics, board.as_ref())?;
     hold_metrics(args, &stop);
+    if board.is_some() {
+        // The analyst looks at the finished run until SIGINT/SIGTERM.
+        if !args.quiet {
+            eprintln!("modbus-detect: the run is over; the dashboard stays up until Ctrl-C");
+        }
+        wait_for(&stop);
+    }
     Ok(code)
+}
+
+/// Sleep until SIGINT/SIGTERM.
+fn wait_for(stop: &AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The dashboard token of --dashboard-token or the first line of
+/// --dashboard-token-file.
+fn dashboard_token(t: &crate::cli::TokenArgs) -> Result<Option<String>, AppError> {
+    let Some(path) = &t.dashboard_token_file else {
+        return match t.dashboard_token.as_deref() {
+            Some("") => Err(AppError::Usage("--dashboard-token must not be empty")),
+            other => Ok(other.map(str::to_string)),
+        };
+    };
+    let token = load_file(path, |text| {
+        text.lines()
+            .next()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| ParseError::Content("the first line holds no token".into()))
+    })?;
+    Ok(Some(token))
+}
+
+/// `serve --report F`: the dashboard of a finished report, until
+/// SIGINT/SIGTERM.
+fn serve_report(
+    path: &Path,
+    listen: std::net::SocketAddr,
+    token: &crate::cli::TokenArgs,
+    quiet: bool,
+    stop: &AtomicBool,
+) -> Result<u8, AppError> {
+    let report = load_file(path, |text| {
+        serde_json::from_str::<report::Report>(text).map_err(ParseError::Json)
+    })?;
+    let token = dashboard_token(token)?;
+    let (_board, bound) =
+        crate::dashboard::serve::serve(listen, token, crate::dashboard::json(&report, false))?;
+    if !quiet {
+        eprintln!(
+            "modbus-detect: dashboard of {} at http://{bound}/ (Ctrl-C to stop)",
+            Shown(path)
+        );
+    }
+    wait_for(stop);
+    Ok(0)
 }
 
 /// `--metrics-hold S`: keep the process (and its metrics) up a while after
@@ -253,6 +341,10 @@ fn diff_inventory(before: &Path, after: &Path) -> Result<u8, AppError> {
 /// Every file the run will write must be writable before it reads a frame:
 /// report, EVE stream, learned baseline, ADU dump, inventory.
 fn check_outputs(args: &Args) -> Result<(), AppError> {
+    // The directories of --csv-dir and --plots-dir are made if missing.
+    for dir in [&args.csv_dir, &args.plots_dir].into_iter().flatten() {
+        std::fs::create_dir_all(dir).map_err(|e| AppError::output(dir, "create", e))?;
+    }
     let outputs = outputs(args);
     if outputs.iter().filter(|o| is_stdout(o)).count() > 1 {
         return Err(AppError::Usage(
@@ -275,6 +367,15 @@ fn outputs(args: &Args) -> Vec<PathBuf> {
         out.extend(args.baseline_file.clone());
     }
     out.extend(args.dump_adus.clone());
+    out.extend(args.html.clone());
+    if let Some(d) = &args.csv_dir {
+        out.extend(
+            ["alerts.csv", "alert_types.csv", "devices.csv", "pairs.csv"].map(|f| d.join(f)),
+        );
+    }
+    if let Some(d) = &args.plots_dir {
+        out.extend(["traffic.svg", "timeline.svg"].map(|f| d.join(f)));
+    }
     out
 }
 
@@ -684,6 +785,7 @@ fn write_results(
     f: RunOutcome,
     mut info: RunInfo,
     metrics: &Metrics,
+    board: Option<&crate::dashboard::serve::Board>,
 ) -> Result<u8, AppError> {
     if let (Some(Err(_)), Some(path)) = (&f.eve, args.eve.as_ref().filter(|p| !is_stdout(p))) {
         // The stream broke off (disk full, I/O error): leave whole lines.
@@ -731,6 +833,17 @@ fn write_results(
         let file = inventory::InventoryFile::new(info.input.clone(), true, json.inventory.clone());
         inventory::write_files(path, &file)
             .map_err(|e| AppError::output(path, "write inventory", e))?;
+    }
+    crate::dashboard::write_files(
+        &json,
+        args.html.as_deref(),
+        args.csv_dir.as_deref(),
+        args.plots_dir.as_deref(),
+    )
+    .map_err(|(path, e)| AppError::output(&path, "write", e))?;
+    if let Some(board) = board {
+        board.publish(crate::dashboard::json(&json, true));
+        board.finish();
     }
     if let (Mode::Learn, Some(path)) = (cfg.mode, &args.baseline_file) {
         summary

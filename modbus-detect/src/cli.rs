@@ -213,6 +213,28 @@ pub struct Args {
     #[arg(long, value_name = "S", default_value_t = 60.0, requires = "inventory")]
     pub inventory_interval: f64,
 
+    /// Write the analyst's dashboard as one self-contained HTML file that
+    /// opens offline (no network, nothing loaded from elsewhere).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Write the dashboard's tables as CSV into DIR: alerts.csv,
+    /// alert_types.csv, devices.csv, pairs.csv (README, "Dashboard").
+    #[arg(long, value_name = "DIR")]
+    pub csv_dir: Option<PathBuf>,
+
+    /// Write the overview charts as SVG into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plots_dir: Option<PathBuf>,
+
+    /// Serve the dashboard at http://ADDR/ while the run goes on (e.g.
+    /// 127.0.0.1:8502); an address beyond loopback needs a token.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
+
+    #[command(flatten)]
+    pub token: TokenArgs,
+
     /// Write every decoded ADU as JSON lines to FILE (replay, for comparing with Wireshark).
     #[arg(long, value_name = "FILE")]
     pub dump_adus: Option<PathBuf>,
@@ -222,9 +244,34 @@ pub struct Args {
     pub quiet: bool,
 }
 
+/// Who may see the dashboard when it is served beyond loopback.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TokenArgs {
+    /// A token every dashboard request must carry (?token=T or
+    /// Authorization: Bearer T); needed to serve beyond loopback.
+    #[arg(long, value_name = "T", conflicts_with = "dashboard_token_file")]
+    pub dashboard_token: Option<String>,
+
+    /// The dashboard token, from the first line of FILE (kept out of the
+    /// process list).
+    #[arg(long, value_name = "FILE")]
+    pub dashboard_token_file: Option<PathBuf>,
+}
+
 /// What `modbus-detect COMMAND` does instead of detecting.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Serve the dashboard of a finished report (until SIGINT/SIGTERM).
+    Serve {
+        /// The report (`--output` of a run).
+        #[arg(long, value_name = "FILE")]
+        report: PathBuf,
+        /// Where to listen; an address beyond loopback needs a token.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8502")]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
     /// Compare two inventories (an --inventory file, a report or a baseline
     /// file each): new devices, pairs, function codes, unit ids, MAC
     /// addresses, changed identification, and what is gone. Exit 0 when

@@ -56,6 +56,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod counters;
+pub mod dashboard;
 pub mod decode;
 pub mod defrag;
 pub mod detect;

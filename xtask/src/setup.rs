@@ -7,7 +7,8 @@
 //!   objects need `asm/types.h`), ethtool, iproute2, iputils-ping, tshark,
 //!   tcpdump (the live tests), prometheus (the metrics are scraped by a
 //!   real server in a test), logrotate, dpkg-dev (dpkg-shlibdeps and strip
-//!   for `cargo xtask package`) (`apt-get update` then `apt-get install -y`
+//!   for `cargo xtask package`), chromium and chromium-driver (the
+//!   dashboard is tested in a real browser) (`apt-get update` then `apt-get install -y`
 //!   for the missing ones only).
 //! - the nightly toolchain's `rust-src` (aya-build compiles `core` for
 //!   bpfel-unknown-none with `-Z build-std=core`).
@@ -35,6 +36,8 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     "logrotate",
     "dpkg-dev",
+    "chromium",
+    "chromium-driver",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

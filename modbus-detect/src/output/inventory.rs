@@ -392,9 +392,17 @@ pub fn csv_path(path: &Path, table: &str) -> std::path::PathBuf {
     path.with_extension(format!("{table}.csv"))
 }
 
+/// A CSV writer as RFC 4180 has it: CRLF line ends, fields quoted when
+/// they hold a comma, a quote or a line break.
+pub(crate) fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new())
+}
+
 /// A cell a spreadsheet must not run as a formula: text from the wire
 /// (identification strings) could start with `=`, `+`, `-` or `@`.
-fn cell(s: &str) -> String {
+pub(crate) fn cell(s: &str) -> String {
     match s.chars().next() {
         Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
         _ => s.to_string(),
@@ -443,8 +451,8 @@ pub const DEVICE_COLUMNS: [&str; 20] = [
     "server_id_hex",
 ];
 
-fn devices_csv(devices: &[Device]) -> std::io::Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+pub(crate) fn devices_csv(devices: &[Device]) -> std::io::Result<Vec<u8>> {
+    let mut w = csv_writer();
     w.write_record(DEVICE_COLUMNS)?;
     for d in devices {
         let id = d.identification.clone().unwrap_or_default();
@@ -500,8 +508,8 @@ pub const PAIR_COLUMNS: [&str; 21] = [
     "ranges_coarsened",
 ];
 
-fn pairs_csv(pairs: &[InventoryPair]) -> std::io::Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+pub(crate) fn pairs_csv(pairs: &[InventoryPair]) -> std::io::Result<Vec<u8>> {
+    let mut w = csv_writer();
     w.write_record(PAIR_COLUMNS)?;
     for p in pairs {
         let rtt = |f: fn(&RttSummary) -> f64| {

@@ -1,0 +1,371 @@
+// modbus-detect dashboard. Lays out what the detector computed (the
+// dashboard JSON): it never builds markup from strings, text goes in
+// through textContent, and the charts are parsed as SVG documents.
+'use strict';
+(function () {
+  var SEVERITIES = ['CRITICAL', 'HIGH', 'MEDIUM', 'LOW'];
+  var PAGE = 100;
+  var data = null;
+  var state = { view: 'overview', sort: null, dir: 1, page: 0, rows: [], detail: null };
+  var urls = {};
+  var token = new URLSearchParams(location.search).get('token');
+
+  function $(id) { return document.getElementById(id); }
+  // Control characters (a terminal escape sequence in a device name) are
+  // shown as \u{..}, as the detector's own messages show them.
+  function shown(s) {
+    return String(s).replace(/[\u0000-\u001f\u007f-\u009f]/g, function (c) {
+      return '\\u{' + c.charCodeAt(0).toString(16) + '}';
+    });
+  }
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = shown(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+  function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); }
+  function fmt(v) { return typeof v === 'number' ? v.toLocaleString('en-US') : String(v); }
+  function api(path) {
+    return token ? path + (path.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(token) : path;
+  }
+  function svgInto(fig, svg) {
+    clear(fig);
+    if (!svg) return;
+    var doc = new DOMParser().parseFromString(svg, 'image/svg+xml');
+    var root = doc.documentElement;
+    if (root && root.nodeName === 'svg') fig.appendChild(document.importNode(root, true));
+  }
+  function download(id, name, text) {
+    if (urls[id]) URL.revokeObjectURL(urls[id]);
+    urls[id] = URL.createObjectURL(new Blob([text], { type: 'text/csv;charset=utf-8' }));
+    var a = $(id);
+    a.href = urls[id];
+    a.download = name;
+  }
+
+  function show(view) {
+    state.view = view;
+    document.querySelectorAll('nav button').forEach(function (b) {
+      b.classList.toggle('active', b.dataset.view === view);
+    });
+    document.querySelectorAll('.view').forEach(function (s) {
+      s.hidden = s.id !== 'view-' + view;
+    });
+  }
+
+  function renderMetrics() {
+    document.querySelectorAll('.metrics').forEach(clear);
+    data.metrics.forEach(function (m) {
+      var box = document.querySelector('.metrics[data-group="' + m.group + '"]');
+      if (!box) return;
+      var d = el('div', null, 'metric');
+      d.dataset.metric = m.id;
+      d.dataset.value = String(m.value);
+      if (m.group === 'losses' && typeof m.value === 'number' && m.value > 0) d.classList.add('nonzero');
+      d.appendChild(el('span', m.label, 'label'));
+      d.appendChild(el('span', fmt(m.value), 'value'));
+      box.appendChild(d);
+    });
+  }
+
+  function renderCharts() {
+    var c = data.charts;
+    svgInto($('chart-traffic'), c.traffic);
+    svgInto($('chart-ml'), c.ml);
+    svgInto($('chart-by-type'), c.by_type);
+    svgInto($('chart-by-severity'), c.by_severity);
+    svgInto($('chart-timeline'), c.timeline);
+    svgInto($('chart-talkers'), c.talkers);
+  }
+
+  function renderMap() {
+    var m = data.map;
+    var head = $('map-table').tHead, body = $('map-table').tBodies[0];
+    clear(head); clear(body);
+    var hr = head.insertRow();
+    hr.appendChild(el('th', 'master \u2192 slave'));
+    m.slaves.forEach(function (s) { hr.appendChild(el('th', s)); });
+    m.masters.forEach(function (master, mi) {
+      var tr = body.insertRow();
+      var th = el('th', master.ip + (master.rogue ? ' (rogue)' : ''));
+      if (master.rogue) th.className = 'rogue';
+      tr.appendChild(th);
+      m.slaves.forEach(function (_, si) {
+        var td = tr.insertCell();
+        var cell = m.cells.filter(function (c) { return c.master === mi && c.slave === si; })[0];
+        if (!cell) return;
+        td.dataset.requests = String(cell.requests);
+        td.appendChild(el('div', fmt(cell.requests) + ' requests'));
+        td.appendChild(el('div', 'FC ' + cell.function_codes));
+        if (cell.rtt_p50_ms !== null) td.appendChild(el('div', 'RTT p50 ' + cell.rtt_p50_ms + ' ms'));
+        if (cell.exceptions > 0) td.appendChild(el('div', fmt(cell.exceptions) + ' exceptions'));
+        if (cell.alerts > 0) {
+          td.appendChild(el('div', fmt(cell.alerts) + ' alert events'));
+          td.className = 'alerting';
+        }
+        if (master.rogue) td.className = 'rogue';
+      });
+    });
+  }
+
+  function fillSelect(select, values) {
+    var keep = select.value;
+    while (select.options.length > 1) select.remove(1);
+    values.forEach(function (v) { select.add(new Option(v, v)); });
+    select.value = values.indexOf(keep) >= 0 ? keep : '';
+  }
+
+  function matches(a) {
+    var sev = $('f-severity').value, type = $('f-type').value;
+    var dev = $('f-device').value.trim(), from = $('f-from').value.trim(), to = $('f-to').value.trim();
+    if (sev && a.severity !== sev) return false;
+    if (type && a.type !== type) return false;
+    if (dev && a.src_ip.indexOf(dev) < 0 && a.dst_ip.indexOf(dev) < 0) return false;
+    if (from && a.last_seen.slice(0, from.length) < from) return false;
+    if (to && a.first_seen.slice(0, to.length) > to) return false;
+    return true;
+  }
+
+  function sortKey(a, key) {
+    if (key === 'severity') return SEVERITIES.indexOf(a.severity);
+    return a[key];
+  }
+
+  function applyFilters(keepPage) {
+    var alerts = data.report.alerts;
+    var rows = [];
+    for (var i = 0; i < alerts.length; i++) if (matches(alerts[i])) rows.push(i);
+    if (state.sort) {
+      var k = state.sort, dir = state.dir;
+      rows.sort(function (x, y) {
+        var a = sortKey(alerts[x], k), b = sortKey(alerts[y], k);
+        if (a < b) return -dir;
+        if (a > b) return dir;
+        return x - y;
+      });
+    }
+    state.rows = rows;
+    if (!keepPage) state.page = 0;
+    state.page = Math.min(state.page, Math.max(0, Math.ceil(rows.length / PAGE) - 1));
+    $('alerts-count').textContent = rows.length + ' of ' + alerts.length + ' alerts';
+    var lines = [data.alerts_csv_header];
+    rows.forEach(function (i) { lines.push(data.alert_rows[i].csv); });
+    download('download-alerts', 'alerts.csv', lines.join('\r\n') + '\r\n');
+    renderPage();
+  }
+
+  function renderPage() {
+    var body = $('alerts-table').tBodies[0];
+    clear(body);
+    var alerts = data.report.alerts;
+    var start = state.page * PAGE;
+    state.rows.slice(start, start + PAGE).forEach(function (i) {
+      var a = alerts[i];
+      var tr = body.insertRow();
+      tr.dataset.index = String(i);
+      tr.appendChild(el('td', a.severity, 'sev-' + a.severity));
+      tr.appendChild(el('td', a.type));
+      tr.appendChild(el('td', a.src_ip + ':' + a.src_port));
+      tr.appendChild(el('td', a.dst_ip + ':' + a.dst_port));
+      tr.appendChild(el('td', fmt(a.count)));
+      tr.appendChild(el('td', a.first_seen));
+      tr.appendChild(el('td', a.last_seen));
+      tr.appendChild(el('td', a.description));
+      tr.addEventListener('click', function () { openDetail(i); });
+    });
+    var pages = Math.max(1, Math.ceil(state.rows.length / PAGE));
+    $('page-info').textContent = 'page ' + (state.page + 1) + ' of ' + pages;
+    $('page-prev').disabled = state.page === 0;
+    $('page-next').disabled = state.page + 1 >= pages;
+  }
+
+  function openDetail(i) {
+    var a = data.report.alerts[i];
+    state.detail = i;
+    $('detail-title').textContent = shown(a.severity + ' ' + a.type + ' (' + a.signature + ')');
+    $('detail-description').textContent = shown(a.description);
+    $('detail-filter').textContent = shown(data.alert_rows[i].filter);
+    var info = data.report.alert_types[a.type] || {};
+    $('detail-meaning').textContent = shown(info.meaning || '');
+    $('detail-fp').textContent = shown(info.false_positives || '');
+    var check = $('detail-check');
+    clear(check);
+    (info.check || []).forEach(function (c) { check.appendChild(el('li', c)); });
+    var dl = $('detail-fields');
+    clear(dl);
+    Object.keys(a).forEach(function (k) {
+      var v = a[k];
+      dl.appendChild(el('dt', k));
+      var dd = el('dd', v !== null && typeof v === 'object' ? JSON.stringify(v) : String(v));
+      dd.dataset.field = k;
+      dl.appendChild(dd);
+    });
+    $('alert-detail').hidden = false;
+  }
+
+  function renderTypes() {
+    var box = $('type-cards');
+    clear(box);
+    data.types.forEach(function (t) {
+      var card = el('div', null, 'card sev-' + t.severity);
+      card.dataset.type = t.type;
+      card.appendChild(el('h3', t.type));
+      var count = el('p', t.severity + ' \u00b7 ' + fmt(t.events) + ' events in ' + fmt(t.entries) + ' alerts');
+      count.className = 'count';
+      count.dataset.events = String(t.events);
+      card.appendChild(count);
+      var info = t.info;
+      if (info) {
+        card.appendChild(el('p', info.signature));
+        card.appendChild(el('p', info.meaning));
+        var tech = el('p', 'ATT&CK for ICS: ' + info.techniques.map(function (x) { return x.id + ' ' + x.name; }).join('; '));
+        card.appendChild(tech);
+        card.appendChild(el('h4', 'What to check'));
+        var ul = el('ul');
+        info.check.forEach(function (c) { ul.appendChild(el('li', c)); });
+        card.appendChild(ul);
+        card.appendChild(el('h4', 'What else raises it'));
+        card.appendChild(el('p', info.false_positives));
+      }
+      box.appendChild(card);
+    });
+    download('download-types', 'alert_types.csv', data.csv.alert_types);
+  }
+
+  function ranges(r) {
+    return Object.keys(r || {}).map(function (t) { return t + ' ' + r[t].join(' '); }).join('; ');
+  }
+
+  function renderAssets() {
+    var body = $('devices-table').tBodies[0];
+    clear(body);
+    data.report.inventory.devices.forEach(function (d) {
+      var tr = body.insertRow();
+      tr.dataset.ip = d.ip;
+      tr.appendChild(el('td', d.ip));
+      tr.appendChild(el('td', d.roles.join(', ')));
+      tr.appendChild(el('td', d.macs.join(' ')));
+      tr.appendChild(el('td', d.unit_ids.join(' ')));
+      var fcs = Object.assign({}, d.function_codes_used, d.function_codes_served);
+      tr.appendChild(el('td', Object.keys(fcs).map(function (k) { return k + '\u00d7' + fcs[k]; }).join(' ')));
+      tr.appendChild(el('td', ranges(d.reads)));
+      tr.appendChild(el('td', ranges(d.writes)));
+      var id = d.identification;
+      var text = '';
+      if (id) {
+        text = [id.vendor_name, id.product_code, id.revision, id.product_name, id.model_name, id.server_id_text]
+          .filter(function (x) { return x; }).join(' / ');
+      }
+      var td = el('td', text);
+      td.className = 'identification';
+      tr.appendChild(td);
+    });
+    download('download-devices', 'devices.csv', data.csv.devices);
+    download('download-pairs', 'pairs.csv', data.csv.pairs);
+  }
+
+  function renderAssistant() {
+    var what = $('assistant-what');
+    clear(what);
+    data.assistant.what_happened.forEach(function (p) { what.appendChild(el('p', p)); });
+    var check = $('assistant-check');
+    clear(check);
+    data.assistant.check_first.forEach(function (p) { check.appendChild(el('li', p)); });
+    var types = $('assistant-types');
+    clear(types);
+    data.types.forEach(function (t) {
+      if (!t.info) return;
+      types.appendChild(el('h3', t.type));
+      types.appendChild(el('p', 'What it means: ' + t.info.meaning));
+      types.appendChild(el('p', 'What to check: ' + t.info.check.join(' ')));
+      types.appendChild(el('p', 'What else raises it: ' + t.info.false_positives));
+    });
+  }
+
+  function render(d) {
+    data = d;
+    document.title = d.title;
+    $('title').textContent = shown(d.title);
+    var st = $('run-status');
+    st.textContent = d.report.status.replace('_', ' ');
+    st.className = 'badge' + (d.report.status === 'input_error' ? ' bad' : '');
+    renderMetrics();
+    renderCharts();
+    renderMap();
+    fillSelect($('f-severity'), SEVERITIES.filter(function (s) {
+      return d.report.alerts.some(function (a) { return a.severity === s; });
+    }));
+    fillSelect($('f-type'), d.types.map(function (t) { return t.type; }));
+    applyFilters(true);
+    renderTypes();
+    renderAssets();
+    renderAssistant();
+    if (state.detail !== null && state.detail < d.report.alerts.length) openDetail(state.detail);
+    $('footer').textContent = shown('modbus-detect ' + d.version + ' \u00b7 ' + d.report.input.kind + ' ' + d.report.input.path);
+  }
+
+  function fetchData() {
+    return fetch(api('/api/data'), { cache: 'no-store' }).then(function (r) {
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return r.json();
+    });
+  }
+
+  function follow() {
+    var badge = $('live-status');
+    badge.hidden = false;
+    badge.className = 'badge live';
+    badge.textContent = 'live';
+    var es = new EventSource(api('/api/events'));
+    es.onmessage = function () {
+      fetchData().then(render).catch(function () {});
+    };
+    es.addEventListener('end', function () {
+      es.close();
+      badge.className = 'badge';
+      badge.textContent = 'finished';
+      fetchData().then(render).catch(function () {});
+    });
+    es.onerror = function () { badge.textContent = 'reconnecting'; };
+    es.onopen = function () { if (badge.textContent === 'reconnecting') badge.textContent = 'live'; };
+  }
+
+  function wire() {
+    document.querySelectorAll('nav button').forEach(function (b) {
+      b.addEventListener('click', function () { show(b.dataset.view); });
+    });
+    ['f-severity', 'f-type'].forEach(function (id) { $(id).addEventListener('change', function () { applyFilters(false); }); });
+    ['f-device', 'f-from', 'f-to'].forEach(function (id) { $(id).addEventListener('input', function () { applyFilters(false); }); });
+    document.querySelectorAll('th[data-sort]').forEach(function (th) {
+      th.addEventListener('click', function () {
+        var k = th.dataset.sort;
+        state.dir = state.sort === k ? -state.dir : 1;
+        state.sort = k;
+        document.querySelectorAll('th[data-sort]').forEach(function (h) { h.className = ''; });
+        th.className = state.dir > 0 ? 'sorted-asc' : 'sorted-desc';
+        applyFilters(false);
+      });
+    });
+    $('page-prev').addEventListener('click', function () { state.page--; renderPage(); });
+    $('page-next').addEventListener('click', function () { state.page++; renderPage(); });
+    $('detail-close').addEventListener('click', function () { $('alert-detail').hidden = true; state.detail = null; });
+  }
+
+  function start() {
+    wire();
+    var inline = $('data');
+    if (inline) {
+      render(JSON.parse(inline.textContent));
+      return;
+    }
+    fetchData().then(function (d) {
+      render(d);
+      if (d.live) follow();
+    }).catch(function (e) {
+      $('title').textContent = 'cannot load the report: ' + e.message;
+    });
+  }
+
+  start();
+})();

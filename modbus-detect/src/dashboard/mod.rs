@@ -1,0 +1,575 @@
+//! The analyst's dashboard: one page built from a report, served
+//! (`modbus-detect serve`, `--dashboard` while capturing) or written as
+//! one self-contained file (`--html`), with its tables as CSV
+//! (`--csv-dir`) and its charts as SVG (`--plots-dir`).
+//!
+//! Everything a view shows is computed here, in Rust, from the report:
+//! the figures, the charts (SVG, [`charts`]), each alert's CSV row and
+//! Wireshark filter, the communication map and the assistant's answers
+//! ([`assistant`]). The page's script only lays them out, filters, sorts
+//! and pages; it never builds markup from strings (text goes in through
+//! `textContent`), so what came from the wire cannot become markup.
+
+pub mod assistant;
+pub mod charts;
+pub mod page;
+pub mod serve;
+pub mod tables;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::knowledge::TypeInfo;
+use crate::output::report::{AlertEntry, MlSection, Report, Status};
+use charts::{severity_color, Item, Span, NORMAL_COLOR};
+
+/// What the page shows, as JSON.
+#[derive(Debug, Serialize)]
+pub struct Dashboard<'a> {
+    pub title: String,
+    pub version: &'static str,
+    /// Served while the run goes on: the page follows updates.
+    pub live: bool,
+    pub report: &'a Report,
+    pub metrics: Vec<Metric>,
+    pub charts: Charts,
+    pub alerts_csv_header: String,
+    /// One per `report.alerts` entry, in the same order.
+    pub alert_rows: Vec<AlertRow>,
+    pub types: Vec<TypeCard>,
+    pub map: CommMap,
+    pub assistant: assistant::Answers,
+    /// The other tables' CSV, for the page's downloads.
+    pub csv: CsvTexts,
+}
+
+/// `alert_types.csv`, `devices.csv` and `pairs.csv`, as `--csv-dir`
+/// writes them.
+#[derive(Debug, Serialize)]
+pub struct CsvTexts {
+    pub alert_types: String,
+    pub devices: String,
+    pub pairs: String,
+}
+
+/// One figure of the overview.
+#[derive(Debug, Serialize)]
+pub struct Metric {
+    /// Stable name, for tests and for people who script the page.
+    pub id: &'static str,
+    pub label: &'static str,
+    pub group: &'static str,
+    pub value: serde_json::Value,
+}
+
+/// The overview charts, SVG.
+#[derive(Debug, Serialize)]
+pub struct Charts {
+    pub traffic: String,
+    pub ml: Option<String>,
+    pub by_type: String,
+    pub by_severity: String,
+    pub timeline: String,
+    pub talkers: String,
+}
+
+/// What the alert table needs beyond the entry itself.
+#[derive(Debug, Serialize)]
+pub struct AlertRow {
+    /// The entry's line of `alerts.csv` (without its line break).
+    pub csv: String,
+    /// A Wireshark display filter for its flow and time span.
+    pub filter: String,
+}
+
+/// One card per alert type raised.
+#[derive(Debug, Serialize)]
+pub struct TypeCard {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub severity: String,
+    pub events: u64,
+    pub entries: usize,
+    /// Its meaning, what to check and what else raises it (the report's
+    /// `alert_types`, from `data/alert_types.toml`).
+    pub info: Option<TypeInfo>,
+}
+
+/// Masters by slaves, with what went between them.
+#[derive(Debug, Serialize)]
+pub struct CommMap {
+    pub masters: Vec<MapNode>,
+    pub slaves: Vec<String>,
+    pub cells: Vec<MapCell>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MapNode {
+    pub ip: String,
+    /// Not on `--authorized-masters`, or raised ROGUE_MODBUS_MASTER.
+    pub rogue: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MapCell {
+    pub master: usize,
+    pub slave: usize,
+    pub requests: u64,
+    pub exceptions: u64,
+    /// "3×488 6×11 ..." by count.
+    pub function_codes: String,
+    pub rtt_p50_ms: Option<f64>,
+    /// Alert events between the two.
+    pub alerts: u64,
+}
+
+impl<'a> Dashboard<'a> {
+    pub fn build(report: &'a Report, live: bool) -> Dashboard<'a> {
+        let rows = report
+            .alerts
+            .iter()
+            .map(|a| AlertRow {
+                csv: tables::alert_line(a),
+                filter: wireshark_filter(a),
+            })
+            .collect();
+        Dashboard {
+            title: format!("modbus-detect: {}", report.input.path),
+            version: env!("CARGO_PKG_VERSION"),
+            live,
+            report,
+            metrics: metrics(report),
+            charts: charts(report),
+            alerts_csv_header: tables::ALERT_COLUMNS.join(","),
+            alert_rows: rows,
+            types: type_cards(report),
+            map: comm_map(report),
+            assistant: assistant::answer(report),
+            csv: csv_texts(report),
+        }
+    }
+}
+
+fn csv_texts(r: &Report) -> CsvTexts {
+    let text =
+        |b: std::io::Result<Vec<u8>>| String::from_utf8(b.unwrap_or_default()).unwrap_or_default();
+    CsvTexts {
+        alert_types: text(tables::types_csv(r)),
+        devices: text(crate::output::inventory::devices_csv(&r.inventory.devices)),
+        pairs: text(crate::output::inventory::pairs_csv(&r.inventory.pairs)),
+    }
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Complete => "complete",
+        Status::Interrupted => "interrupted",
+        Status::InputError => "input error",
+        Status::Running => "running",
+    }
+}
+
+fn metrics(r: &Report) -> Vec<Metric> {
+    let c = &r.counters;
+    let n = |v: u64| serde_json::Value::from(v);
+    let mut m = vec![
+        ("status", "Run", "run", status_name(r.status).into()),
+        (
+            "capture_span",
+            "Capture time",
+            "run",
+            match (&r.start_time, &r.end_time) {
+                (Some(a), Some(b)) => format!("{a} – {b}").into(),
+                _ => "no Modbus traffic".into(),
+            },
+        ),
+        ("frames", "Frames", "traffic", n(c.counters.frames)),
+        (
+            "modbus_adus",
+            "Modbus ADUs",
+            "traffic",
+            n(c.counters.modbus_adus),
+        ),
+        ("requests", "Requests", "traffic", n(c.counters.requests)),
+        ("responses", "Responses", "traffic", n(c.counters.responses)),
+        (
+            "exceptions",
+            "Exceptions",
+            "traffic",
+            n(c.counters.exceptions),
+        ),
+        (
+            "devices",
+            "Devices",
+            "traffic",
+            n(r.inventory.devices.len() as u64),
+        ),
+        ("connections", "Connections", "traffic", n(c.counters.flows)),
+        ("alerts_total", "Alert events", "alerts", n(c.alerts_total)),
+    ];
+    for (sev, v) in &c.alerts_by_severity {
+        let id: &'static str = match sev.as_str() {
+            "CRITICAL" => "alerts_critical",
+            "HIGH" => "alerts_high",
+            "MEDIUM" => "alerts_medium",
+            _ => "alerts_low",
+        };
+        let label: &'static str = match sev.as_str() {
+            "CRITICAL" => "Critical",
+            "HIGH" => "High",
+            "MEDIUM" => "Medium",
+            _ => "Low",
+        };
+        m.push((id, label, "alerts", n(*v)));
+    }
+    let skipped: u64 = c.skipped.values().sum();
+    m.extend([
+        (
+            "skipped_frames",
+            "Frames skipped before the shards",
+            "losses",
+            n(skipped),
+        ),
+        (
+            "reassembly_gaps",
+            "Holes in TCP streams",
+            "losses",
+            n(c.counters.reassembly_gaps),
+        ),
+        (
+            "malformed_adus",
+            "Malformed ADUs",
+            "losses",
+            n(c.counters.malformed_adus),
+        ),
+        (
+            "checksum_errors",
+            "Checksum errors",
+            "losses",
+            n(c.counters.checksum_errors),
+        ),
+        (
+            "flows_evicted",
+            "Connections evicted (table full)",
+            "losses",
+            n(c.counters.flows_evicted),
+        ),
+        (
+            "alerts_dropped_table_full",
+            "Alert entries dropped (table full)",
+            "losses",
+            n(c.alerts_dropped_table_full),
+        ),
+        (
+            "eve_lines_suppressed",
+            "Alert lines folded (rate limit)",
+            "losses",
+            n(c.eve_lines_suppressed),
+        ),
+    ]);
+    if let Some(cap) = &r.capture {
+        let ring: u64 = cap.shards.iter().map(|s| s.ring_full_drops).sum();
+        let socket: u64 = cap
+            .queues
+            .iter()
+            .map(|q| q.rx_dropped + q.rx_ring_full + q.fill_ring_empty + q.rx_invalid_descs)
+            .sum();
+        m.extend([
+            (
+                "xdp_redirect_failed",
+                "XDP redirects failed",
+                "losses",
+                n(cap.xdp.redirect_failed),
+            ),
+            ("socket_drops", "Socket drops", "losses", n(socket)),
+            ("shard_ring_full", "Shard rings full", "losses", n(ring)),
+        ]);
+    }
+    m.into_iter()
+        .map(|(id, label, group, value)| Metric {
+            id,
+            label,
+            group,
+            value,
+        })
+        .collect()
+}
+
+/// The most severe severity an alert type was raised with.
+fn type_severity(r: &Report, kind: &str) -> String {
+    const ORDER: [&str; 4] = ["CRITICAL", "HIGH", "MEDIUM", "LOW"];
+    r.alerts
+        .iter()
+        .filter(|a| a.common.kind == kind)
+        .filter_map(|a| ORDER.iter().position(|s| *s == a.common.severity))
+        .min()
+        .map_or("LOW", |i| ORDER[i])
+        .to_string()
+}
+
+fn charts(r: &Report) -> Charts {
+    let c = &r.counters;
+    let raised: Vec<(&String, u64)> = c
+        .alerts_by_type
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| (k, *v))
+        .collect();
+    let flagged: u64 = raised.iter().map(|(_, v)| v).sum();
+    let mut traffic = vec![Item {
+        label: "ADUs raising no alert".into(),
+        value: c.counters.modbus_adus.saturating_sub(flagged),
+        color: NORMAL_COLOR,
+    }];
+    traffic.extend(raised.iter().map(|(k, v)| Item {
+        label: (*k).clone(),
+        value: *v,
+        color: severity_color(&type_severity(r, k)),
+    }));
+    let ml = match &r.ml {
+        MlSection::Judged(j) => Some((j.windows_judged, j.anomalous_windows)),
+        _ => None,
+    };
+    let ml = ml.map(|(judged, anomalous)| {
+        charts::donut(
+            "ML windows: normal vs anomalous",
+            &[
+                Item {
+                    label: "normal windows".into(),
+                    value: judged.saturating_sub(anomalous),
+                    color: NORMAL_COLOR,
+                },
+                Item {
+                    label: "ML_ANOMALY windows".into(),
+                    value: anomalous,
+                    color: severity_color("HIGH"),
+                },
+            ],
+        )
+    });
+    let mut by_type: Vec<Item> = raised
+        .iter()
+        .map(|(k, v)| Item {
+            label: (*k).clone(),
+            value: *v,
+            color: severity_color(&type_severity(r, k)),
+        })
+        .collect();
+    by_type.sort_by(|a, b| b.value.cmp(&a.value).then(a.label.cmp(&b.label)));
+    let by_severity: Vec<Item> = c
+        .alerts_by_severity
+        .iter()
+        .map(|(k, v)| Item {
+            label: k.clone(),
+            value: *v,
+            color: severity_color(k),
+        })
+        .collect();
+    let lanes: Vec<String> = by_type.iter().map(|i| i.label.clone()).collect();
+    let spans: Vec<Span> = r
+        .alerts
+        .iter()
+        .filter_map(|a| {
+            Some(Span {
+                lane: lanes.iter().position(|l| *l == a.common.kind)?,
+                first: a.first_seen_epoch,
+                last: a.last_seen_epoch,
+                count: a.count,
+                color: severity_color(&a.common.severity),
+            })
+        })
+        .collect();
+    let mut talkers: BTreeMap<IpAddr, u64> = BTreeMap::new();
+    for p in &r.inventory.pairs {
+        *talkers.entry(p.master).or_default() += p.requests;
+    }
+    let mut talkers: Vec<(IpAddr, u64)> = talkers.into_iter().collect();
+    talkers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let rogue = rogue_masters(r);
+    let talkers: Vec<Item> = talkers
+        .into_iter()
+        .take(10)
+        .map(|(ip, v)| Item {
+            label: ip.to_string(),
+            value: v,
+            color: if rogue.contains(&ip) {
+                severity_color("CRITICAL")
+            } else {
+                NORMAL_COLOR
+            },
+        })
+        .collect();
+    Charts {
+        traffic: charts::donut("Modbus ADUs: normal vs alert events, by type", &traffic),
+        ml,
+        by_type: charts::bars("Alert events by type", &by_type),
+        by_severity: charts::bars("Alert events by severity", &by_severity),
+        timeline: charts::timeline("Alerts over capture time, by type", &lanes, &spans),
+        talkers: charts::bars("Top talkers: requests sent, by master", &talkers),
+    }
+}
+
+/// Masters the run found rogue: not on the allow list (when there is one)
+/// or named by a ROGUE_MODBUS_MASTER alert.
+fn rogue_masters(r: &Report) -> BTreeSet<IpAddr> {
+    let mut rogue: BTreeSet<IpAddr> = r
+        .alerts
+        .iter()
+        .filter(|a| a.common.kind == "ROGUE_MODBUS_MASTER")
+        .map(|a| a.common.src_ip)
+        .collect();
+    if let Some(allowed) = &r.settings.authorized_masters {
+        let allowed: Vec<crate::config::addrs::IpNet> =
+            allowed.iter().filter_map(|s| s.parse().ok()).collect();
+        rogue.extend(
+            r.inventory
+                .masters
+                .iter()
+                .filter(|m| !allowed.iter().any(|n| n.contains(**m))),
+        );
+    }
+    rogue
+}
+
+fn type_cards(r: &Report) -> Vec<TypeCard> {
+    r.counters
+        .alerts_by_type
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| TypeCard {
+            kind: k.clone(),
+            severity: type_severity(r, k),
+            events: *v,
+            entries: r.alerts.iter().filter(|a| a.common.kind == *k).count(),
+            info: r.alert_types.get(k).cloned(),
+        })
+        .collect()
+}
+
+fn comm_map(r: &Report) -> CommMap {
+    let rogue = rogue_masters(r);
+    let masters: Vec<IpAddr> = r.inventory.masters.clone();
+    let slaves: Vec<IpAddr> = r.inventory.slaves.clone();
+    let mut alerts: BTreeMap<(IpAddr, IpAddr), u64> = BTreeMap::new();
+    for a in &r.alerts {
+        *alerts
+            .entry((a.common.src_ip, a.common.dst_ip))
+            .or_default() += a.count;
+    }
+    let cells = r
+        .inventory
+        .pairs
+        .iter()
+        .filter_map(|p| {
+            let mut fcs: Vec<(&String, &u64)> = p.function_codes.iter().collect();
+            fcs.sort_by(|a, b| b.1.cmp(a.1));
+            Some(MapCell {
+                master: masters.iter().position(|m| *m == p.master)?,
+                slave: slaves.iter().position(|s| *s == p.slave)?,
+                requests: p.requests,
+                exceptions: p.exceptions,
+                function_codes: fcs
+                    .iter()
+                    .map(|(fc, n)| format!("{fc}×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                rtt_p50_ms: p.rtt_ms.as_ref().map(|r| r.p50),
+                alerts: alerts.get(&(p.master, p.slave)).copied().unwrap_or(0),
+            })
+        })
+        .collect();
+    CommMap {
+        masters: masters
+            .iter()
+            .map(|m| MapNode {
+                ip: m.to_string(),
+                rogue: rogue.contains(m),
+            })
+            .collect(),
+        slaves: slaves.iter().map(IpAddr::to_string).collect(),
+        cells,
+    }
+}
+
+/// A Wireshark display filter for an alert's connection and time span
+/// (and its request and response frames, when the report has them).
+pub fn wireshark_filter(a: &AlertEntry) -> String {
+    let c = &a.common;
+    let ip = |addr: &IpAddr| match addr {
+        IpAddr::V4(_) => "ip.addr",
+        IpAddr::V6(_) => "ipv6.addr",
+    };
+    let mut f = format!(
+        "{} == {} && {} == {} && tcp.port == {} && tcp.port == {} && frame.time_epoch >= {:.6} && frame.time_epoch <= {:.6}",
+        ip(&c.src_ip),
+        c.src_ip,
+        ip(&c.dst_ip),
+        c.dst_ip,
+        c.src_port,
+        c.dst_port,
+        a.first_seen_epoch,
+        a.last_seen_epoch + 1e-6,
+    );
+    if let Some(w) = &a.details.write {
+        let frames: Vec<String> = [w.request_frame, w.response_frame]
+            .into_iter()
+            .flatten()
+            .map(|n| n.to_string())
+            .collect();
+        if !frames.is_empty() {
+            f = format!("({f}) || frame.number in {{{}}}", frames.join(" "));
+        }
+    }
+    f
+}
+
+/// The dashboard JSON of a report (what `/api/data` serves and `--html`
+/// embeds).
+pub fn json(report: &Report, live: bool) -> String {
+    // A report always serializes; an empty object would show it did not.
+    serde_json::to_string(&Dashboard::build(report, live)).unwrap_or_else(|_| "{}".into())
+}
+
+/// The chart files `--plots-dir` writes.
+pub fn plot_files(report: &Report) -> Vec<(&'static str, String)> {
+    let c = charts(report);
+    let mut files = vec![
+        ("traffic.svg", c.traffic),
+        ("alerts_by_type.svg", c.by_type),
+        ("alerts_by_severity.svg", c.by_severity),
+        ("timeline.svg", c.timeline),
+        ("top_talkers.svg", c.talkers),
+    ];
+    if let Some(ml) = c.ml {
+        files.push(("ml_windows.svg", ml));
+    }
+    files
+}
+
+/// `--html`, `--csv-dir` and `--plots-dir` of a finished run; the path
+/// that could not be written and why.
+pub fn write_files(
+    report: &Report,
+    html: Option<&std::path::Path>,
+    csv_dir: Option<&std::path::Path>,
+    plots_dir: Option<&std::path::Path>,
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    use crate::files::atomic_write;
+    if let Some(path) = html {
+        let page = page::standalone(&json(report, false));
+        atomic_write(path, page.as_bytes()).map_err(|e| (path.to_path_buf(), e))?;
+    }
+    if let Some(dir) = csv_dir {
+        tables::write_dir(dir, report).map_err(|e| (dir.to_path_buf(), e))?;
+    }
+    if let Some(dir) = plots_dir {
+        std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
+        for (name, svg) in plot_files(report) {
+            let path = dir.join(name);
+            atomic_write(&path, svg.as_bytes()).map_err(|e| (path.clone(), e))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! The dashboard over HTTP, from a thread of its own (a request never
+//! touches the packet path): the page, its script and style, the data as
+//! JSON, and server-sent events telling a live page when new figures are
+//! there. Read-only: every route is a GET, nothing changes state.
+//!
+//! Bound to loopback unless the operator gives a token; with one, every
+//! request must carry it (`Authorization: Bearer T`, or `?token=T`, which
+//! the page passes on to its own requests), or it gets 401.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
+
+use super::page;
+
+/// What a live page follows: a new version of the data, or the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Update {
+    Version(u64),
+    End,
+}
+
+struct Shared {
+    json: RwLock<Arc<String>>,
+    updates: watch::Sender<Update>,
+    token: Option<String>,
+}
+
+/// The handle the run keeps to hand the server new figures.
+#[derive(Clone)]
+pub struct Board(Arc<Shared>);
+
+impl Board {
+    /// The dashboard JSON to serve from now on; live pages refetch it.
+    pub fn publish(&self, json: String) {
+        if let Ok(mut j) = self.0.json.write() {
+            *j = Arc::new(json);
+        }
+        self.0.updates.send_modify(|u| {
+            *u = match *u {
+                Update::Version(n) => Update::Version(n + 1),
+                Update::End => Update::End,
+            }
+        });
+    }
+
+    /// The run is over: live pages show it and stop following.
+    pub fn finish(&self) {
+        let _ = self.0.updates.send(Update::End);
+    }
+}
+
+/// Why the dashboard cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{addr}: not a loopback address: give --dashboard-token (or --dashboard-token-file) to serve the dashboard beyond this host")]
+    NeedsToken { addr: SocketAddr },
+    #[error("{addr}: cannot listen: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Serve `json` on `addr` from a thread of its own; the handle and the
+/// address bound (port 0 picks one).
+pub fn serve(
+    addr: SocketAddr,
+    token: Option<String>,
+    json: String,
+) -> Result<(Board, SocketAddr), ServeError> {
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(ServeError::NeedsToken { addr });
+    }
+    let listen = |source| ServeError::Listen { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
+    listener.set_nonblocking(true).map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
+    let (updates, _) = watch::channel(Update::Version(0));
+    let shared = Arc::new(Shared {
+        json: RwLock::new(Arc::new(json)),
+        updates,
+        token,
+    });
+    let board = Board(shared.clone());
+    std::thread::Builder::new()
+        .name("dashboard".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("modbus-detect: warning: dashboard server: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let app = axum::Router::new()
+                    .route("/", get(index))
+                    .route("/app.js", get(script))
+                    .route("/app.css", get(style))
+                    .route("/api/data", get(data))
+                    .route("/api/events", get(events))
+                    .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
+                    .with_state(shared);
+                if let Err(e) = axum::serve(listener, app).await {
+                    eprintln!("modbus-detect: warning: dashboard server: {e}");
+                }
+            });
+        })
+        .map_err(listen)?;
+    Ok((board, bound))
+}
+
+/// The token check and the headers every answer carries.
+async fn guard(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: Uri,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = match &shared.token {
+        None => true,
+        Some(t) => {
+            let bearer = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let query = uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .map(percent_decode)
+            });
+            bearer.is_some_and(|b| same(b, t)) || query.is_some_and(|q| same(&q, t))
+        }
+    };
+    let mut response = if allowed {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "a token is needed: ?token=T or Authorization: Bearer T\n",
+        )
+            .into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(page::SERVED_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Equal, in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// `%XX` escapes and `+` of a query value.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn typed(content_type: &'static str, body: impl IntoResponse) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn index() -> Response {
+    typed("text/html; charset=utf-8", page::served())
+}
+
+async fn script() -> Response {
+    typed("text/javascript; charset=utf-8", page::SCRIPT)
+}
+
+async fn style() -> Response {
+    typed("text/css; charset=utf-8", page::STYLE)
+}
+
+async fn data(State(shared): State<Arc<Shared>>) -> Response {
+    let json = shared
+        .json
+        .read()
+        .map(|j| j.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    typed("application/json", json.as_str().to_owned())
+}
+
+async fn events(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let rx = shared.updates.subscribe();
+    // One event per new version (intermediate ones a slow page missed
+    // are folded: it refetches the latest), then `end`.
+    let stream = futures_util::stream::unfold((rx, false), |(mut rx, ended)| async move {
+        if ended {
+            return None;
+        }
+        if rx.changed().await.is_err() {
+            return None;
+        }
+        let update = *rx.borrow_and_update();
+        let event = match update {
+            Update::Version(n) => Event::default().data(n.to_string()),
+            Update::End => Event::default().event("end").data("end"),
+        };
+        Some((
+            Ok::<Event, std::convert::Infallible>(event),
+            (rx, update == Update::End),
+        ))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole_and_decode() {
+        assert!(same("s3cret", "s3cret"));
+        assert!(!same("s3cret", "s3cre"));
+        assert!(!same("s3cret", "s3creT"));
+        assert_eq!(percent_decode("a%2Bb+c%zz"), "a+b c%zz");
+    }
+}

@@ -1,0 +1,649 @@
+//! The dashboard in a real browser: Debian's chromium, headless, driven
+//! over WebDriver (chromium-driver) with a fresh profile and no network
+//! beyond loopback. Every assertion is on the rendered page (the DOM the
+//! script built, the CSV its download link serves), against the report
+//! and the `--csv-dir` files of the same run. Screenshots of each view go
+//! to `target/tmp/dashboard/` for a person to look at.
+//!
+//! Needs `chromium` and `chromium-driver` (`cargo xtask setup` installs
+//! them): without them the tests fail, they never skip.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use modbus_synth::{adu, Conversation};
+use modbus_tests::{detector_binary, write_capture};
+use serde_json::{json, Value};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Where the screenshots go.
+fn shots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    dir
+}
+
+/// A child process killed when the test ends, also on failure.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port");
+    l.local_addr().expect("bound").port()
+}
+
+/// chromedriver on a loopback port, and a headless chromium session with a
+/// fresh profile whose only reachable network is loopback (a dead proxy
+/// for everything else).
+async fn browser(profile: &Path) -> (Killed, Client) {
+    for (path, package) in [(CHROMEDRIVER, "chromium-driver"), (CHROMIUM, "chromium")] {
+        assert!(
+            Path::new(path).exists(),
+            "{path} is missing: install Debian's {package} (cargo xtask setup does)"
+        );
+    }
+    let port = free_port();
+    let driver = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Killed(driver);
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(Instant::now() < until, "chromedriver did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--window-size=1400,1000",
+                format!("--user-data-dir={}", profile.display()),
+                "--proxy-server=http://127.0.0.1:9",
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a chromium session");
+    (driver, client)
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(shots().join(format!("{name}.png")), png).expect("screenshot saved");
+}
+
+/// Wait until the page has rendered the report's figures.
+async fn rendered(c: &Client) {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(".metric[data-metric=\"frames\"]"))
+        .await
+        .expect("the overview renders");
+}
+
+/// The text and raw value of an overview figure.
+async fn metric(c: &Client, id: &str) -> (String, String) {
+    let e = c
+        .find(Locator::Css(&format!(".metric[data-metric=\"{id}\"]")))
+        .await
+        .unwrap_or_else(|e| panic!("metric {id}: {e}"));
+    let text = e
+        .find(Locator::Css(".value"))
+        .await
+        .expect("value")
+        .text()
+        .await
+        .expect("text");
+    (
+        text,
+        e.attr("data-value")
+            .await
+            .expect("attr")
+            .unwrap_or_default(),
+    )
+}
+
+async fn view(c: &Client, name: &str) {
+    c.find(Locator::Css(&format!("nav button[data-view=\"{name}\"]")))
+        .await
+        .expect("nav button")
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn rows(c: &Client) -> usize {
+    c.find_all(Locator::Css("#alerts-table tbody tr"))
+        .await
+        .expect("rows")
+        .len()
+}
+
+/// The text the alert download link serves, fetched by the page itself.
+async fn download(c: &Client, id: &str) -> String {
+    let v = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             fetch(document.getElementById(arguments[0]).href).then(r => r.text()).then(done, e => done('ERROR ' + e));",
+            vec![json!(id)],
+        )
+        .await
+        .expect("fetch the download");
+    v.as_str().expect("text").to_string()
+}
+
+/// The demo replay with the dashboard's files: the report, its CSV
+/// directory and the static page.
+fn demo_run(dir: &Path) -> Value {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../modbus-detect/demo");
+    let o = Command::new(detector_binary())
+        .args([
+            "--quiet",
+            "--pcap",
+            s(&demo.join("demo.pcap")),
+            "--authorized-masters",
+            "192.168.50.20,192.168.50.30,192.168.50.40",
+            "--authorized-writers",
+            "192.168.50.20",
+            "--register-limits-file",
+            s(&demo.join("register_limits.json")),
+            "--baseline-file",
+            s(&demo.join("baseline.json")),
+            "--ml",
+            "--output",
+            s(&dir.join("report.json")),
+            "--csv-dir",
+            s(&dir.join("csv")),
+            "--plots-dir",
+            s(&dir.join("plots")),
+            "--html",
+            s(&dir.join("report.html")),
+        ])
+        .output()
+        .expect("the detector runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// `modbus-detect serve` on a free loopback port; its URL.
+fn serve(report: &Path, extra: &[&str]) -> (Killed, String) {
+    let mut child = Command::new(detector_binary())
+        .args(["serve", "--report", s(report), "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let child = Killed(child);
+    let mut line = String::new();
+    BufReader::new(stderr)
+        .read_line(&mut line)
+        .expect("serve says where it listens");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+#[tokio::test]
+async fn served_dashboard_shows_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = demo_run(dir.path());
+    let (_server, url) = serve(&dir.path().join("report.json"), &[]);
+    let (_driver, c) = browser(&dir.path().join("profile")).await;
+    c.goto(&url).await.expect("the page loads");
+    rendered(&c).await;
+
+    // Overview: the report's numbers, as numbers and as text.
+    let counters = &report["counters"];
+    for (id, want) in [
+        ("frames", &counters["frames"]),
+        ("modbus_adus", &counters["modbus_adus"]),
+        ("requests", &counters["requests"]),
+        ("responses", &counters["responses"]),
+        ("exceptions", &counters["exceptions"]),
+        ("connections", &counters["flows"]),
+        ("alerts_total", &counters["alerts_total"]),
+        (
+            "alerts_critical",
+            &counters["alerts_by_severity"]["CRITICAL"],
+        ),
+        ("reassembly_gaps", &counters["reassembly_gaps"]),
+    ] {
+        let (text, value) = metric(&c, id).await;
+        let n = want.as_u64().unwrap();
+        assert_eq!(value, n.to_string(), "{id}");
+        assert_eq!(text.replace(',', ""), n.to_string(), "{id}: {text}");
+    }
+    let devices = report["inventory"]["devices"].as_array().unwrap().len();
+    assert_eq!(metric(&c, "devices").await.1, devices.to_string());
+    assert_eq!(metric(&c, "status").await.0, "complete");
+    screenshot(&c, "overview").await;
+
+    // Traffic: every chart drawn as SVG.
+    view(&c, "traffic").await;
+    for id in [
+        "traffic",
+        "ml",
+        "by-type",
+        "by-severity",
+        "timeline",
+        "talkers",
+    ] {
+        c.find(Locator::Css(&format!("#chart-{id} svg")))
+            .await
+            .unwrap_or_else(|e| panic!("chart {id}: {e}"));
+    }
+    screenshot(&c, "traffic").await;
+
+    // Communication map: the rogue master of the demo is marked.
+    view(&c, "map").await;
+    let rogue = c
+        .find(Locator::Css("#map-table th.rogue"))
+        .await
+        .expect("a rogue master")
+        .text()
+        .await
+        .unwrap();
+    assert!(rogue.contains("192.168.50.66"), "{rogue}");
+    screenshot(&c, "map").await;
+
+    // Alerts: the table pages the report's entries; a filter narrows
+    // them to exactly the report's entries of the type.
+    view(&c, "alerts").await;
+    let alerts = report["alerts"].as_array().unwrap();
+    assert_eq!(rows(&c).await, alerts.len().min(100));
+    let count = c.find(Locator::Id("alerts-count")).await.unwrap();
+    assert_eq!(
+        count.text().await.unwrap(),
+        format!("{0} of {0} alerts", alerts.len())
+    );
+    let writes = alerts
+        .iter()
+        .filter(|a| a["type"] == "UNAUTHORIZED_MODBUS_WRITE")
+        .count();
+    assert!(writes > 0);
+    c.find(Locator::Id("f-type"))
+        .await
+        .unwrap()
+        .select_by_value("UNAUTHORIZED_MODBUS_WRITE")
+        .await
+        .unwrap();
+    assert_eq!(rows(&c).await, writes);
+    for r in c
+        .find_all(Locator::Css("#alerts-table tbody tr td:nth-child(2)"))
+        .await
+        .unwrap()
+    {
+        assert_eq!(r.text().await.unwrap(), "UNAUTHORIZED_MODBUS_WRITE");
+    }
+    // The filtered download is those rows of alerts.csv.
+    let csv_file = std::fs::read_to_string(dir.path().join("csv/alerts.csv")).unwrap();
+    let filtered = download(&c, "download-alerts").await;
+    let want: Vec<&str> = csv_file
+        .split("\r\n")
+        .enumerate()
+        .filter(|(i, l)| *i == 0 || l.starts_with("UNAUTHORIZED_MODBUS_WRITE,"))
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(filtered, want.join("\r\n") + "\r\n");
+    // A detail view with all fields, the Wireshark filter, the analyst text.
+    c.find(Locator::Css("#alerts-table tbody tr"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let detail = c.find(Locator::Id("alert-detail")).await.unwrap();
+    assert!(detail.is_displayed().await.unwrap());
+    let first = alerts
+        .iter()
+        .find(|a| a["type"] == "UNAUTHORIZED_MODBUS_WRITE")
+        .unwrap();
+    let field = |f: &'static str| {
+        let c = &c;
+        async move {
+            c.find(Locator::Css(&format!(
+                "#detail-fields dd[data-field=\"{f}\"]"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("field {f}: {e}"))
+            .text()
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(field("src_ip").await, first["src_ip"].as_str().unwrap());
+    assert_eq!(
+        field("description").await,
+        first["description"].as_str().unwrap()
+    );
+    assert!(field("write").await.contains("\"answer\""));
+    let filter = c
+        .find(Locator::Id("detail-filter"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        filter.starts_with(&format!(
+            "(ip.addr == {}",
+            first["src_ip"].as_str().unwrap()
+        )),
+        "{filter}"
+    );
+    let meaning = c
+        .find(Locator::Id("detail-meaning"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        meaning,
+        report["alert_types"]["UNAUTHORIZED_MODBUS_WRITE"]["meaning"]
+            .as_str()
+            .unwrap()
+    );
+    screenshot(&c, "alert-detail").await;
+    c.find(Locator::Id("detail-close"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Unfiltered, the download is --csv-dir's file, byte for byte.
+    c.find(Locator::Id("f-type"))
+        .await
+        .unwrap()
+        .select_by_value("")
+        .await
+        .unwrap();
+    assert_eq!(download(&c, "download-alerts").await, csv_file);
+    screenshot(&c, "alerts").await;
+
+    // Threat types: one card per type raised, with the report's count.
+    view(&c, "types").await;
+    let raised: Vec<(&String, u64)> = counters["alerts_by_type"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, v)| Some((k, v.as_u64().filter(|n| *n > 0)?)))
+        .collect();
+    let cards = c.find_all(Locator::Css("#type-cards .card")).await.unwrap();
+    assert_eq!(cards.len(), raised.len());
+    for (kind, n) in &raised {
+        let card = c
+            .find(Locator::Css(&format!(
+                "#type-cards .card[data-type=\"{kind}\"] .count"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("card {kind}: {e}"));
+        assert_eq!(card.attr("data-events").await.unwrap(), Some(n.to_string()));
+    }
+    assert_eq!(
+        download(&c, "download-types").await,
+        std::fs::read_to_string(dir.path().join("csv/alert_types.csv")).unwrap()
+    );
+    screenshot(&c, "types").await;
+
+    // Assets: one row per device.
+    view(&c, "assets").await;
+    let devs = c
+        .find_all(Locator::Css("#devices-table tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(devs.len(), devices);
+    assert_eq!(
+        download(&c, "download-devices").await,
+        std::fs::read_to_string(dir.path().join("csv/devices.csv")).unwrap()
+    );
+    screenshot(&c, "assets").await;
+
+    // Assistant: the incident told from the alerts, checks per type.
+    view(&c, "assistant").await;
+    let what = c
+        .find(Locator::Id("assistant-what"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        what.contains(&format!("{} alert events", counters["alerts_total"])),
+        "{what}"
+    );
+    assert!(
+        what.contains(alerts[0]["signature"].as_str().unwrap()),
+        "{what}"
+    );
+    let checks = c
+        .find_all(Locator::Css("#assistant-check li"))
+        .await
+        .unwrap();
+    assert_eq!(checks.len(), raised.len());
+    screenshot(&c, "assistant").await;
+    c.close().await.unwrap();
+}
+
+/// The `--html` file opens from disk with the network off, renders the
+/// same numbers, and loads nothing at all.
+#[tokio::test]
+async fn static_file_renders_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = demo_run(dir.path());
+    let (_driver, c) = browser(&dir.path().join("profile")).await;
+    c.goto(&format!(
+        "file://{}",
+        dir.path().join("report.html").display()
+    ))
+    .await
+    .unwrap();
+    rendered(&c).await;
+    for id in ["frames", "modbus_adus", "alerts_total"] {
+        assert_eq!(
+            metric(&c, id).await.1,
+            report["counters"][id].as_u64().unwrap().to_string(),
+            "{id}"
+        );
+    }
+    let fetched = c
+        .execute(
+            "return performance.getEntriesByType('resource').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched, json!(0), "the file loaded something");
+    view(&c, "alerts").await;
+    assert_eq!(
+        rows(&c).await,
+        report["alerts"].as_array().unwrap().len().min(100)
+    );
+    assert_eq!(
+        download(&c, "download-alerts").await,
+        std::fs::read_to_string(dir.path().join("csv/alerts.csv")).unwrap()
+    );
+    screenshot(&c, "static-alerts").await;
+    c.close().await.unwrap();
+}
+
+/// Text from the wire shows as text: a device identification holding
+/// markup, quotes and a terminal escape runs nothing and reads literally,
+/// in the served page and in the static file.
+#[tokio::test]
+async fn hostile_identification_shows_literally() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("id.pcap");
+    let vendor = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">'\u{1b}[31m";
+    write_capture(&cap, |w| {
+        let (hmi, plc) = (Ipv4Addr::new(10, 0, 0, 20), Ipv4Addr::new(10, 0, 0, 10));
+        let t0 = 1_700_000_000_000_000_000u64;
+        let mut c = Conversation::new(hmi, 40_001, plc);
+        c.handshake(w, t0)?;
+        c.send(w, t0 + 1_000_000, true, &adu(1, 1, &[43, 14, 1, 0]))?;
+        let mut resp = vec![43, 14, 1, 1, 0, 0, 1, 0, vendor.len() as u8];
+        resp.extend_from_slice(vendor.as_bytes());
+        c.send(w, t0 + 2_000_000, false, &adu(1, 1, &resp))
+    });
+    let report = dir.path().join("report.json");
+    let html = dir.path().join("report.html");
+    let o = Command::new(detector_binary())
+        .args([
+            "--quiet",
+            "--pcap",
+            s(&cap),
+            "--output",
+            s(&report),
+            "--html",
+            s(&html),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_server, url) = serve(&report, &[]);
+    let (_driver, c) = browser(&dir.path().join("profile")).await;
+    for page in [url, format!("file://{}", html.display())] {
+        c.goto(&page).await.unwrap();
+        rendered(&c).await;
+        view(&c, "assets").await;
+        let cell = c
+            .find(Locator::Css(
+                "#devices-table tr[data-ip=\"10.0.0.10\"] td.identification",
+            ))
+            .await
+            .expect("the PLC's identification")
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            cell,
+            "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">'\\u{1b}[31m",
+            "{page}"
+        );
+        let pwned = c
+            .execute("return window.pwned === undefined;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(pwned, json!(true), "{page}: the text ran");
+        let injected = c
+            .execute(
+                "return document.querySelectorAll('main img, main script').length;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(injected, json!(0), "{page}: markup from the wire");
+    }
+    screenshot(&c, "hostile-assets").await;
+    c.close().await.unwrap();
+}
+
+/// One raw HTTP GET; the status and headers, and the body.
+fn get(url: &str, path: &str, header: Option<&str>) -> (String, String) {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_string(), body.to_string())
+}
+
+/// A token keeps everyone without it out (401 on every route), the page
+/// carries its policy, nothing answers but GET, and beyond loopback a
+/// token is required.
+#[test]
+fn the_server_is_read_only_and_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_run(dir.path());
+    let report = dir.path().join("report.json");
+    let (_server, url) = serve(&report, &["--dashboard-token", "s3cret-t0ken"]);
+    for path in ["/", "/app.js", "/api/data", "/api/events"] {
+        let (head, _) = get(&url, path, None);
+        assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
+        let (head, _) = get(&url, &format!("{path}?token=wrong"), None);
+        assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
+    }
+    let (head, body) = get(
+        &url,
+        "/api/data",
+        Some("Authorization: Bearer s3cret-t0ken"),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let data: Value = serde_json::from_str(&body).expect("the dashboard JSON");
+    assert_eq!(data["report"]["tool"], "modbus-detect");
+    let (head, _) = get(&url, "/?token=s3cret-t0ken", None);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let policy = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-security-policy:")
+        })
+        .expect("a Content-Security-Policy header");
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"),
+        "{policy}"
+    );
+    // Read-only: no other method does anything.
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "POST /api/data HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer s3cret-t0ken\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+    // Beyond loopback without a token: refused, one line, exit 4.
+    let o = Command::new(detector_binary())
+        .args(["serve", "--report", s(&report), "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("not a loopback address: give --dashboard-token"),
+        "{e}"
+    );
+}
