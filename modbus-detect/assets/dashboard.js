@@ -54,18 +54,23 @@
     });
   }
 
+  // Figures are updated in place: a live page does not flicker, and a
+  // figure keeps its element while the run goes on.
   function renderMetrics() {
-    document.querySelectorAll('.metrics').forEach(clear);
     data.metrics.forEach(function (m) {
       var box = document.querySelector('.metrics[data-group="' + m.group + '"]');
       if (!box) return;
-      var d = el('div', null, 'metric');
-      d.dataset.metric = m.id;
+      var d = box.querySelector('.metric[data-metric="' + m.id + '"]');
+      if (!d) {
+        d = el('div', null, 'metric');
+        d.dataset.metric = m.id;
+        d.appendChild(el('span', m.label, 'label'));
+        d.appendChild(el('span', '', 'value'));
+        box.appendChild(d);
+      }
       d.dataset.value = String(m.value);
-      if (m.group === 'losses' && typeof m.value === 'number' && m.value > 0) d.classList.add('nonzero');
-      d.appendChild(el('span', m.label, 'label'));
-      d.appendChild(el('span', fmt(m.value), 'value'));
-      box.appendChild(d);
+      d.classList.toggle('nonzero', m.group === 'losses' && typeof m.value === 'number' && m.value > 0);
+      d.querySelector('.value').textContent = shown(fmt(m.value));
     });
   }
 

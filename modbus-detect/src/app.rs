@@ -19,6 +19,8 @@ use crate::config::addrs::{load_list, AddrSet, IpNet};
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
 use crate::config::{DetectConfig, Mode, ThresholdValues};
+use crate::counters::Counters;
+use crate::dashboard::serve::Board;
 use crate::files::{
     atomic_write, atomic_write_with, check_writable, identity, is_stdout, load_file, FileError,
     ParseError, Shown,
@@ -28,7 +30,7 @@ use crate::output::eve::{EveError, EveWriter, Origin};
 use crate::output::metrics::{self, Metrics, MetricsData};
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::output::{inventory, stats};
-use crate::runtime::offline::{replay, Capture};
+use crate::runtime::offline::{replay_watched, Capture, Watch};
 use crate::runtime::online::{self, LiveError, LiveOptions, StartError};
 use crate::runtime::{InputError, Plan, RunOutcome};
 use crate::source::xdp::XdpMode;
@@ -121,6 +123,9 @@ impl AppError {
         }
     }
 }
+
+/// How often a dashboard following a run gets new figures.
+const DASHBOARD_EVERY: Duration = Duration::from_secs(1);
 
 /// Exit code when interrupted by a signal (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -237,11 +242,19 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
                 // stands in for the report, the alerts or --fail-on.
                 dump_adus(pcap, path, cfg.clone())?;
             }
-            replay_capture(args, &cfg, &mut capture, pcap, &stop, &reopen)?
+            replay_capture(
+                args,
+                &cfg,
+                &mut capture,
+                pcap,
+                &stop,
+                &reopen,
+                board.as_ref(),
+            )?
         }
         (None, Some(iface)) => {
             check_outputs(args)?;
-            live_capture(args, &cfg, iface, &stop, &reopen, &metrics)?
+            live_capture(args, &cfg, iface, &stop, &reopen, &metrics, board.as_ref())?
         }
         (None, None) => {
             return Err(AppError::Usage(
@@ -489,6 +502,7 @@ fn replay_capture(
     pcap: &Path,
     stop: &AtomicBool,
     reopen: &Arc<AtomicBool>,
+    board: Option<&Board>,
 ) -> Result<(RunOutcome, RunInfo), AppError> {
     let eve = eve_writer(args, cfg, reopen)?;
     let plan = Plan::choose(args.threads.map(usize::from), 1);
@@ -508,12 +522,32 @@ fn replay_capture(
         Input::File(f) => Capture::File(f),
         Input::Stream(s) => Capture::Stream(s),
     };
-    let outcome =
-        replay(cfg.clone(), source, plan, eve, stop, Some(&progress)).map_err(|source| {
-            AppError::Threads {
-                path: pcap.to_path_buf(),
-                source,
-            }
+    // The live dashboard follows the replay every second.
+    let follow = |shards: Vec<crate::shard::ShardResult>, read: &Counters, elapsed: Duration| {
+        if let Some(board) = board {
+            let summary = Summary::merge(read, shards);
+            let mut info = run_info(
+                args,
+                "pcap",
+                pcap.display().to_string(),
+                String::new(),
+                plan.shards(),
+            );
+            info.status = Status::Running;
+            info.elapsed_s = elapsed.as_secs_f64();
+            let report = report::build(&summary, &info, cfg);
+            board.publish(crate::dashboard::json(&report, true));
+        }
+    };
+    let watch = Watch {
+        every: DASHBOARD_EVERY,
+        on_snapshot: &follow,
+    };
+    let watch = board.map(|_| &watch);
+    let outcome = replay_watched(cfg.clone(), source, plan, eve, stop, Some(&progress), watch)
+        .map_err(|source| AppError::Threads {
+            path: pcap.to_path_buf(),
+            source,
         })?;
     if let Some(b) = &bar {
         b.finish_and_clear();
@@ -539,6 +573,7 @@ fn live_capture(
     stop: &AtomicBool,
     reopen: &Arc<AtomicBool>,
     metrics: &Metrics,
+    board: Option<&Board>,
 ) -> Result<(RunOutcome, RunInfo), AppError> {
     let opts = LiveOptions {
         iface: iface.to_string(),
@@ -572,7 +607,7 @@ fn live_capture(
     // Once the capabilities are gone (CAP_DAC_OVERRIDE with them), check
     // again that the outputs can be written, before capture starts.
     let ready = || check_outputs(args);
-    let periodic_outputs = PeriodicOutputs::new(args, cfg, iface, threads, metrics);
+    let periodic_outputs = PeriodicOutputs::new(args, cfg, iface, threads, metrics, board);
     let on_snapshot = |snap: online::LiveSnapshot| periodic_outputs.write(snap);
     let due = || periodic_outputs.due();
     let periodic = periodic_outputs.every().map(|every| online::Periodic {
@@ -636,9 +671,12 @@ struct PeriodicOutputs<'a> {
     /// Metrics are handed over every second.
     metrics: Option<(Duration, Cell<Instant>)>,
     published: &'a Metrics,
+    /// The live dashboard, every [`DASHBOARD_EVERY`].
+    dashboard: Option<(Duration, Cell<Instant>)>,
+    board: Option<&'a Board>,
     /// What the snapshot being taken is for: report, inventory, stats,
-    /// metrics.
-    pending: Cell<[bool; 4]>,
+    /// metrics, dashboard.
+    pending: Cell<[bool; 5]>,
 }
 
 impl<'a> PeriodicOutputs<'a> {
@@ -648,6 +686,7 @@ impl<'a> PeriodicOutputs<'a> {
         iface: &'a str,
         threads: usize,
         published: &'a Metrics,
+        board: Option<&'a Board>,
     ) -> Self {
         let every = |on: bool, s: f64| {
             on.then(|| {
@@ -675,7 +714,9 @@ impl<'a> PeriodicOutputs<'a> {
                 (d, last)
             }),
             published,
-            pending: Cell::new([false; 4]),
+            dashboard: every(board.is_some(), DASHBOARD_EVERY.as_secs_f64()),
+            board,
+            pending: Cell::new([false; 5]),
         }
     }
 
@@ -687,19 +728,26 @@ impl<'a> PeriodicOutputs<'a> {
             Self::take_due(&self.inventory),
             Self::take_due(&self.stats),
             Self::take_due(&self.metrics),
+            Self::take_due(&self.dashboard),
         ];
         self.pending.set(due);
-        due.contains(&true).then_some(due[0] || due[1])
+        due.contains(&true).then_some(due[0] || due[1] || due[4])
     }
 
     /// How often the capture must hand over a snapshot (the shortest
     /// interval asked for), if any output wants one.
     fn every(&self) -> Option<Duration> {
-        [&self.report, &self.inventory, &self.stats, &self.metrics]
-            .into_iter()
-            .flatten()
-            .map(|(d, _)| *d)
-            .min()
+        [
+            &self.report,
+            &self.inventory,
+            &self.stats,
+            &self.metrics,
+            &self.dashboard,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(d, _)| *d)
+        .min()
     }
 
     /// Whether an output of interval `d` last written at `last` is due
@@ -731,7 +779,7 @@ impl<'a> PeriodicOutputs<'a> {
         );
         info.status = Status::Running;
         info.elapsed_s = snap.elapsed.as_secs_f64();
-        let [report_due, inventory_due, stats_due, metrics_due] = self.pending.get();
+        let [report_due, inventory_due, stats_due, metrics_due, dashboard_due] = self.pending.get();
         if metrics_due {
             let mut m = MetricsData::of(&summary);
             m.xdp = Some(snap.xdp);
@@ -740,8 +788,11 @@ impl<'a> PeriodicOutputs<'a> {
             m.shard_queue_depth = snap.ring_depth_by_shard.clone();
             self.published.publish(m);
         }
-        if report_due || inventory_due {
+        if report_due || inventory_due || dashboard_due {
             let json = report::build(&summary, &info, self.cfg);
+            if let (true, Some(board)) = (dashboard_due, self.board) {
+                board.publish(crate::dashboard::json(&json, true));
+            }
             if report_due {
                 let written = serde_json::to_vec_pretty(&json)
                     .map_err(std::io::Error::from)
@@ -785,7 +836,7 @@ fn write_results(
     f: RunOutcome,
     mut info: RunInfo,
     metrics: &Metrics,
-    board: Option<&crate::dashboard::serve::Board>,
+    board: Option<&Board>,
 ) -> Result<u8, AppError> {
     if let (Some(Err(_)), Some(path)) = (&f.eve, args.eve.as_ref().filter(|p| !is_stdout(p))) {
         // The stream broke off (disk full, I/O error): leave whole lines.

@@ -203,3 +203,15 @@ pub fn read_json(p: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap_or_else(|e| panic!("{}: not valid JSON: {e}", p.display()))
 }
+
+/// The file header and the first `frames` records of a little-endian
+/// classic pcap file (a capture written to a FIFO in parts).
+pub fn pcap_prefix(bytes: &[u8], frames: usize) -> &[u8] {
+    assert_eq!(bytes[..4], [0xd4, 0xc3, 0xb2, 0xa1], "a little-endian pcap");
+    let mut at = 24;
+    for _ in 0..frames {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes"));
+        at += 16 + caplen as usize;
+    }
+    &bytes[..at]
+}

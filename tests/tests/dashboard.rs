@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use modbus_synth::{adu, Conversation};
-use modbus_tests::{detector_binary, write_capture};
+use modbus_tests::{detector_binary, fixture, pcap_prefix, write_capture};
 use serde_json::{json, Value};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -111,26 +111,22 @@ async fn rendered(c: &Client) {
         .expect("the overview renders");
 }
 
-/// The text and raw value of an overview figure.
+/// The text and raw value of an overview figure, read in one go (a live
+/// page may update between two reads).
 async fn metric(c: &Client, id: &str) -> (String, String) {
-    let e = c
-        .find(Locator::Css(&format!(".metric[data-metric=\"{id}\"]")))
+    let v = c
+        .execute(
+            "const e = document.querySelector('.metric[data-metric=\"' + arguments[0] + '\"]');\
+             return e ? [e.querySelector('.value').textContent, e.dataset.value] : null;",
+            vec![json!(id)],
+        )
         .await
-        .unwrap_or_else(|e| panic!("metric {id}: {e}"));
-    let text = e
-        .find(Locator::Css(".value"))
-        .await
-        .expect("value")
-        .text()
-        .await
-        .expect("text");
-    (
-        text,
-        e.attr("data-value")
-            .await
-            .expect("attr")
-            .unwrap_or_default(),
-    )
+        .expect("read a figure");
+    let pair = v
+        .as_array()
+        .unwrap_or_else(|| panic!("no figure {id} on the page"));
+    let text = |i: usize| pair[i].as_str().unwrap_or_default().to_string();
+    (text(0), text(1))
 }
 
 async fn view(c: &Client, name: &str) {
@@ -569,6 +565,127 @@ async fn hostile_identification_shows_literally() {
         assert_eq!(injected, json!(0), "{page}: markup from the wire");
     }
     screenshot(&c, "hostile-assets").await;
+    c.close().await.unwrap();
+}
+
+/// The value of an overview figure, as the page shows it now.
+async fn figure(c: &Client, id: &str) -> u64 {
+    metric(c, id).await.1.parse().unwrap_or(0)
+}
+
+/// Wait until `ok` holds for what the page shows, or fail after `secs`.
+async fn until<F, Fut>(secs: u64, what: &str, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !ok().await {
+        assert!(Instant::now() < end, "waited {secs} s for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `--dashboard` follows a replay as it goes: a capture written into a
+/// FIFO in two parts, the page's figures grow while the writer pauses
+/// (no reload: server-sent events), and reach the report's when it ends.
+#[tokio::test]
+async fn the_live_page_follows_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = fixture("lab/unauthorized_write.pcap");
+    let file_report = dir.path().join("file.json");
+    let o = Command::new(detector_binary())
+        .args([
+            "--quiet",
+            "--pcap",
+            s(&capture),
+            "--output",
+            s(&file_report),
+        ])
+        .args(["--authorized-writers", "192.168.50.20"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let want: Value = serde_json::from_slice(&std::fs::read(&file_report).unwrap()).unwrap();
+    let frames = want["counters"]["frames"].as_u64().unwrap();
+    let fifo = dir.path().join("capture.fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    let report = dir.path().join("live.json");
+    let mut child = Command::new(detector_binary())
+        .args(["--pcap", s(&fifo), "--output", s(&report)])
+        .args([
+            "--authorized-writers",
+            "192.168.50.20",
+            "--dashboard",
+            "127.0.0.1:0",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let sensor = Killed(child);
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no dashboard line"
+        );
+        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            break u.to_string();
+        }
+    };
+    let (_driver, c) = browser(&dir.path().join("profile")).await;
+    c.goto(&url).await.unwrap();
+    rendered(&c).await;
+    let badge = |c: &Client| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Id("live-status"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(badge(&c).await, "live");
+    assert_eq!(figure(&c, "frames").await, 0);
+    let bytes = std::fs::read(&capture).unwrap();
+    let half = pcap_prefix(&bytes, frames as usize / 2);
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    w.write_all(half).unwrap();
+    until(15, "the first half's frames", || async {
+        figure(&c, "frames").await > 0
+    })
+    .await;
+    let midway = figure(&c, "frames").await;
+    assert!(midway <= frames / 2, "{midway} of {frames}");
+    assert_eq!(metric(&c, "status").await.0, "running");
+    screenshot(&c, "live-running").await;
+    w.write_all(&bytes[half.len()..]).unwrap();
+    drop(w);
+    until(20, "the whole capture", || async {
+        figure(&c, "frames").await == frames
+    })
+    .await;
+    until(10, "the end of the run", || async {
+        badge(&c).await == "finished"
+    })
+    .await;
+    assert_eq!(
+        figure(&c, "alerts_total").await,
+        want["counters"]["alerts_total"].as_u64().unwrap()
+    );
+    assert_eq!(metric(&c, "status").await.0, "complete");
+    screenshot(&c, "live-finished").await;
+    // The dashboard stays up after the run until SIGTERM.
+    let pid = sensor.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     c.close().await.unwrap();
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use modbus_tests::{detector_binary, fixture, read_json};
+use modbus_tests::{detector_binary, fixture, pcap_prefix, read_json};
 use serde_json::Value;
 
 fn s(p: &Path) -> &str {
@@ -247,18 +247,6 @@ fn first_write_answer_frame(threads: &str) -> usize {
         .as_u64()
         .expect("the write was answered");
     usize::try_from(frame).unwrap()
-}
-
-/// The file header and the first `frames` records of a little-endian
-/// classic pcap file.
-fn pcap_prefix(bytes: &[u8], frames: usize) -> &[u8] {
-    assert_eq!(bytes[..4], [0xd4, 0xc3, 0xb2, 0xa1], "a little-endian pcap");
-    let mut at = 24;
-    for _ in 0..frames {
-        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap());
-        at += 16 + caplen as usize;
-    }
-    &bytes[..at]
 }
 
 /// No writer ever comes: SIGTERM ends the run at once, with its report.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::DetectConfig;
+use crate::counters::Counters;
 use crate::output::eve::EveWriter;
+use crate::shard::ShardResult;
 use crate::source::stream::Next;
 use crate::source::{CaptureFile, CaptureStream};
 
@@ -43,6 +45,17 @@ const STOP_CHECK_FRAMES: usize = 4096;
 /// the shards see a slow writer's frames (as live capture does).
 const STREAM_FLUSH_AGE: Duration = Duration::from_millis(100);
 
+/// Someone following a replay as it goes (the live dashboard): about
+/// every `every`, the shards' results so far (whole: alerts and
+/// inventory) and the frames read.
+pub struct Watch<'a> {
+    pub every: Duration,
+    pub on_snapshot: &'a dyn Fn(Vec<ShardResult>, &Counters, Duration),
+}
+
+/// How long a snapshot may wait for a shard thread that is far behind.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
 /// Replay a capture as `plan` says. Stops early when `stop` is set
 /// (SIGINT/SIGTERM) or the capture breaks off; what was read is processed.
 pub fn replay<'c>(
@@ -52,6 +65,19 @@ pub fn replay<'c>(
     eve: Option<EveWriter>,
     stop: &AtomicBool,
     progress: Option<Progress<'_>>,
+) -> std::io::Result<RunOutcome> {
+    replay_watched(cfg, capture, plan, eve, stop, progress, None)
+}
+
+/// [`replay`], with someone following it.
+pub fn replay_watched<'c>(
+    cfg: Arc<DetectConfig>,
+    capture: impl Into<Capture<'c>>,
+    plan: Plan,
+    eve: Option<EveWriter>,
+    stop: &AtomicBool,
+    progress: Option<Progress<'_>>,
+    watch: Option<&Watch<'_>>,
 ) -> std::io::Result<RunOutcome> {
     let started = Instant::now();
     let capture = capture.into();
@@ -73,9 +99,28 @@ pub fn replay<'c>(
             (Some(pipe), d)
         }
     };
+    let mut last = Instant::now();
+    let mut tick = |d: &mut Dispatcher| {
+        let Some(w) = watch else {
+            return;
+        };
+        if last.elapsed() < w.every {
+            return;
+        }
+        last = Instant::now();
+        let shards = match &pipe {
+            Some(p) => p.snapshot(SNAPSHOT_WAIT, true),
+            None => d
+                .inline_mut()
+                .map(|i| i.shards_mut().iter().map(|s| s.snapshot()).collect()),
+        };
+        if let Some(shards) = shards {
+            (w.on_snapshot)(shards, d.counters(), started.elapsed());
+        }
+    };
     let fed = match capture {
-        Capture::File(file) => feed_file(file, &mut dispatcher, stop, progress),
-        Capture::Stream(stream) => feed_stream(stream, &mut dispatcher, stop, progress),
+        Capture::File(file) => feed_file(file, &mut dispatcher, stop, progress, &mut tick),
+        Capture::Stream(stream) => feed_stream(stream, &mut dispatcher, stop, progress, &mut tick),
     };
     let done = dispatcher.finish();
     let (shards, eve) = match (pipe, done.inline) {
@@ -118,17 +163,22 @@ impl Fed {
     }
 }
 
+/// Called at each look at the stop flag, with the dispatcher.
+type Tick<'a> = &'a mut dyn FnMut(&mut Dispatcher);
+
 fn feed_file(
     capture: &CaptureFile,
     dispatcher: &mut Dispatcher,
     stop: &AtomicBool,
     progress: Option<Progress<'_>>,
+    tick: Tick<'_>,
 ) -> Fed {
     for (i, frame) in capture.frames().enumerate() {
         if i % STOP_CHECK_FRAMES == 0 {
             if stop.load(Ordering::Relaxed) {
                 return Fed::INTERRUPTED;
             }
+            tick(dispatcher);
             if let (Some(p), Ok(f)) = (progress, &frame) {
                 p(f.off as u64);
             }
@@ -146,6 +196,7 @@ fn feed_stream(
     dispatcher: &mut Dispatcher,
     stop: &AtomicBool,
     progress: Option<Progress<'_>>,
+    tick: Tick<'_>,
 ) -> Fed {
     let mut frames = 0usize;
     loop {
@@ -161,6 +212,7 @@ fn feed_stream(
             if stop.load(Ordering::Relaxed) {
                 return Fed::INTERRUPTED;
             }
+            tick(dispatcher);
             if let Some(p) = progress {
                 p(stream.position());
             }
