@@ -6,7 +6,7 @@
   var SEVERITIES = ['CRITICAL', 'HIGH', 'MEDIUM', 'LOW'];
   var PAGE = 100;
   var data = null;
-  var state = { view: 'overview', sort: null, dir: 1, page: 0, rows: [], detail: null };
+  var state = { view: 'overview', sort: null, dir: 1, page: 0, rows: [], matching: 0, detail: null };
   var urls = {};
   var token = new URLSearchParams(location.search).get('token');
 
@@ -121,14 +121,24 @@
     select.value = values.indexOf(keep) >= 0 ? keep : '';
   }
 
-  function matches(a) {
-    var sev = $('f-severity').value, type = $('f-type').value;
-    var dev = $('f-device').value.trim(), from = $('f-from').value.trim(), to = $('f-to').value.trim();
-    if (sev && a.severity !== sev) return false;
-    if (type && a.type !== type) return false;
-    if (dev && a.src_ip.indexOf(dev) < 0 && a.dst_ip.indexOf(dev) < 0) return false;
-    if (from && a.last_seen.slice(0, from.length) < from) return false;
-    if (to && a.first_seen.slice(0, to.length) > to) return false;
+  // The filters, as the server's /api/alerts takes them (and as matches()
+  // applies them to inline entries: the same rules as query.rs).
+  function filters() {
+    return {
+      severity: $('f-severity').value,
+      type: $('f-type').value,
+      device: $('f-device').value.trim(),
+      from: $('f-from').value.trim(),
+      to: $('f-to').value.trim()
+    };
+  }
+
+  function matches(a, f) {
+    if (f.severity && a.severity !== f.severity) return false;
+    if (f.type && a.type !== f.type) return false;
+    if (f.device && a.src_ip.indexOf(f.device) < 0 && a.dst_ip.indexOf(f.device) < 0) return false;
+    if (f.from && a.last_seen.slice(0, f.from.length) < f.from) return false;
+    if (f.to && a.first_seen.slice(0, f.to.length) > f.to) return false;
     return true;
   }
 
@@ -137,10 +147,28 @@
     return a[key];
   }
 
+  function query(f, withPage) {
+    var parts = [];
+    Object.keys(f).forEach(function (k) {
+      if (f[k]) parts.push(k + '=' + encodeURIComponent(f[k]));
+    });
+    if (state.sort) parts.push('sort=' + state.sort + '&dir=' + (state.dir > 0 ? 'asc' : 'desc'));
+    if (withPage) parts.push('offset=' + state.page * PAGE + '&limit=' + PAGE);
+    return parts.join('&');
+  }
+
+  // The rows of the current page: [{index, entry, csv, filter}].
   function applyFilters(keepPage) {
+    if (!keepPage) state.page = 0;
+    var f = filters();
+    if (!data.alerts_inline) {
+      $('download-alerts').href = api('/api/alerts.csv' + (query(f, false) ? '?' + query(f, false) : ''));
+      fetchPage(f);
+      return;
+    }
     var alerts = data.report.alerts;
     var rows = [];
-    for (var i = 0; i < alerts.length; i++) if (matches(alerts[i])) rows.push(i);
+    for (var i = 0; i < alerts.length; i++) if (matches(alerts[i], f)) rows.push(i);
     if (state.sort) {
       var k = state.sort, dir = state.dir;
       rows.sort(function (x, y) {
@@ -150,25 +178,39 @@
         return x - y;
       });
     }
-    state.rows = rows;
-    if (!keepPage) state.page = 0;
     state.page = Math.min(state.page, Math.max(0, Math.ceil(rows.length / PAGE) - 1));
-    $('alerts-count').textContent = rows.length + ' of ' + alerts.length + ' alerts';
     var lines = [data.alerts_csv_header];
     rows.forEach(function (i) { lines.push(data.alert_rows[i].csv); });
     download('download-alerts', 'alerts.csv', lines.join('\r\n') + '\r\n');
-    renderPage();
+    showPage(rows.length, rows.slice(state.page * PAGE, state.page * PAGE + PAGE).map(function (i) {
+      return { index: i, entry: alerts[i], csv: data.alert_rows[i].csv, filter: data.alert_rows[i].filter };
+    }));
   }
 
-  function renderPage() {
+  var asked = 0;
+  function fetchPage(f) {
+    var mine = ++asked;
+    fetch(api('/api/alerts?' + query(f, true)), { cache: 'no-store' }).then(function (r) {
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return r.json();
+    }).then(function (page) {
+      // An answer to an earlier question is stale.
+      if (mine === asked) showPage(page.matching, page.rows);
+    }).catch(function (e) {
+      $('alerts-count').textContent = 'cannot load alerts: ' + e.message;
+    });
+  }
+
+  function showPage(matching, rows) {
+    state.matching = matching;
+    state.rows = rows;
+    $('alerts-count').textContent = matching + ' of ' + data.alert_entries + ' alerts';
     var body = $('alerts-table').tBodies[0];
     clear(body);
-    var alerts = data.report.alerts;
-    var start = state.page * PAGE;
-    state.rows.slice(start, start + PAGE).forEach(function (i) {
-      var a = alerts[i];
+    rows.forEach(function (row) {
+      var a = row.entry;
       var tr = body.insertRow();
-      tr.dataset.index = String(i);
+      tr.dataset.index = String(row.index);
       tr.appendChild(el('td', a.severity, 'sev-' + a.severity));
       tr.appendChild(el('td', a.type));
       tr.appendChild(el('td', a.src_ip + ':' + a.src_port));
@@ -177,20 +219,20 @@
       tr.appendChild(el('td', a.first_seen));
       tr.appendChild(el('td', a.last_seen));
       tr.appendChild(el('td', a.description));
-      tr.addEventListener('click', function () { openDetail(i); });
+      tr.addEventListener('click', function () { openDetail(row); });
     });
-    var pages = Math.max(1, Math.ceil(state.rows.length / PAGE));
+    var pages = Math.max(1, Math.ceil(matching / PAGE));
     $('page-info').textContent = 'page ' + (state.page + 1) + ' of ' + pages;
     $('page-prev').disabled = state.page === 0;
     $('page-next').disabled = state.page + 1 >= pages;
   }
 
-  function openDetail(i) {
-    var a = data.report.alerts[i];
-    state.detail = i;
+  function openDetail(row) {
+    var a = row.entry;
+    state.detail = row.index;
     $('detail-title').textContent = shown(a.severity + ' ' + a.type + ' (' + a.signature + ')');
     $('detail-description').textContent = shown(a.description);
-    $('detail-filter').textContent = shown(data.alert_rows[i].filter);
+    $('detail-filter').textContent = shown(row.filter);
     var info = data.report.alert_types[a.type] || {};
     $('detail-meaning').textContent = shown(info.meaning || '');
     $('detail-fp').textContent = shown(info.false_positives || '');
@@ -299,14 +341,13 @@
     renderCharts();
     renderMap();
     fillSelect($('f-severity'), SEVERITIES.filter(function (s) {
-      return d.report.alerts.some(function (a) { return a.severity === s; });
+      return (d.report.counters.alerts_by_severity[s] || 0) > 0;
     }));
     fillSelect($('f-type'), d.types.map(function (t) { return t.type; }));
     applyFilters(true);
     renderTypes();
     renderAssets();
     renderAssistant();
-    if (state.detail !== null && state.detail < d.report.alerts.length) openDetail(state.detail);
     $('footer').textContent = shown('modbus-detect ' + d.version + ' \u00b7 ' + d.report.input.kind + ' ' + d.report.input.path);
   }
 
@@ -352,8 +393,8 @@
         applyFilters(false);
       });
     });
-    $('page-prev').addEventListener('click', function () { state.page--; renderPage(); });
-    $('page-next').addEventListener('click', function () { state.page++; renderPage(); });
+    $('page-prev').addEventListener('click', function () { state.page--; applyFilters(true); });
+    $('page-next').addEventListener('click', function () { state.page++; applyFilters(true); });
     $('detail-close').addEventListener('click', function () { $('alert-detail').hidden = true; state.detail = null; });
   }
 
@@ -362,10 +403,13 @@
     var inline = $('data');
     if (inline) {
       render(JSON.parse(inline.textContent));
+      document.body.dataset.renderedMs = String(Math.round(performance.now()));
       return;
     }
     fetchData().then(function (d) {
       render(d);
+      // When the first view was ready (for the page-load benchmark).
+      document.body.dataset.renderedMs = String(Math.round(performance.now()));
       if (d.live) follow();
     }).catch(function (e) {
       $('title').textContent = 'cannot load the report: ' + e.message;

@@ -220,8 +220,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             let info = run_info(args, "pcap", String::new(), String::new(), 1);
             let mut start = report::build(&Summary::default(), &info, &cfg);
             start.status = Status::Running;
-            let (board, bound) =
-                crate::dashboard::serve::serve(addr, token, crate::dashboard::json(&start, true))?;
+            let (board, bound) = crate::dashboard::serve::serve(addr, token, start, true)?;
             if !args.quiet {
                 eprintln!("modbus-detect: dashboard at http://{bound}/");
             }
@@ -314,8 +313,7 @@ fn serve_report(
         serde_json::from_str::<report::Report>(text).map_err(ParseError::Json)
     })?;
     let token = dashboard_token(token)?;
-    let (_board, bound) =
-        crate::dashboard::serve::serve(listen, token, crate::dashboard::json(&report, false))?;
+    let (_board, bound) = crate::dashboard::serve::serve(listen, token, report, false)?;
     if !quiet {
         eprintln!(
             "modbus-detect: dashboard of {} at http://{bound}/ (Ctrl-C to stop)",
@@ -536,7 +534,7 @@ fn replay_capture(
             info.status = Status::Running;
             info.elapsed_s = elapsed.as_secs_f64();
             let report = report::build(&summary, &info, cfg);
-            board.publish(crate::dashboard::json(&report, true));
+            board.publish(report, true);
         }
     };
     let watch = Watch {
@@ -791,7 +789,7 @@ impl<'a> PeriodicOutputs<'a> {
         if report_due || inventory_due || dashboard_due {
             let json = report::build(&summary, &info, self.cfg);
             if let (true, Some(board)) = (dashboard_due, self.board) {
-                board.publish(crate::dashboard::json(&json, true));
+                board.publish(json.clone(), true);
             }
             if report_due {
                 let written = serde_json::to_vec_pretty(&json)
@@ -893,7 +891,7 @@ fn write_results(
     )
     .map_err(|(path, e)| AppError::output(&path, "write", e))?;
     if let Some(board) = board {
-        board.publish(crate::dashboard::json(&json, true));
+        board.publish(json.clone(), false);
         board.finish();
     }
     if let (Mode::Learn, Some(path)) = (cfg.mode, &args.baseline_file) {

@@ -191,18 +191,48 @@ pub fn timeline(title: &str, lanes: &[String], spans: &[Span]) -> String {
             y + 8
         );
     }
+    // Per lane, the pixel columns some entry covers, with its events and
+    // colour (the most severe): a run of columns is one bar, so the chart
+    // stays small however many entries there are.
+    let columns = (x1 - x0) as usize + 1;
+    let mut cells: Vec<Vec<(u64, &'static str)>> = vec![vec![(0, ""); columns]; lanes.len()];
     for s in spans {
-        let y = 28 + s.lane as u32 * 22;
-        let (a, b) = (x(s.first), x(s.last));
-        let _ = write!(
-            svg,
-            "<rect x=\"{:.1}\" y=\"{}\" width=\"{:.1}\" height=\"16\" rx=\"3\" fill=\"{}\" fill-opacity=\"0.75\"><title>{} events</title></rect>",
-            a - 2.0,
-            y,
-            (b - a).max(0.0) + 4.0,
-            s.color,
-            s.count
-        );
+        let Some(lane) = cells.get_mut(s.lane) else {
+            continue;
+        };
+        let (a, b) = ((x(s.first) - x0) as usize, (x(s.last) - x0) as usize);
+        for c in lane
+            .iter_mut()
+            .take(b.min(columns - 1) + 1)
+            .skip(a.min(columns - 1))
+        {
+            c.0 += s.count;
+            if c.1.is_empty() || severity_rank(s.color) < severity_rank(c.1) {
+                c.1 = s.color;
+            }
+        }
+    }
+    for (lane, cols) in cells.iter().enumerate() {
+        let y = 28 + lane as u32 * 22;
+        let mut c = 0;
+        while c < columns {
+            if cols[c].0 == 0 {
+                c += 1;
+                continue;
+            }
+            let (start, color) = (c, cols[c].1);
+            let mut events = 0;
+            while c < columns && cols[c].0 > 0 && cols[c].1 == color {
+                events = events.max(cols[c].0);
+                c += 1;
+            }
+            let _ = write!(
+                svg,
+                "<rect x=\"{:.1}\" y=\"{y}\" width=\"{}\" height=\"16\" rx=\"2\" fill=\"{color}\" fill-opacity=\"0.8\"><title>up to {events} events</title></rect>",
+                x0 + start as f64 - 1.0,
+                c - start + 2,
+            );
+        }
     }
     let axis = 28 + rows * 22 + 14;
     for (t, anchor) in [(first, "start"), (last, "end")] {
@@ -215,6 +245,14 @@ pub fn timeline(title: &str, lanes: &[String], spans: &[Span]) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// Severity colours, most severe first (a cell shows its worst).
+fn severity_rank(color: &str) -> usize {
+    ["CRITICAL", "HIGH", "MEDIUM", "LOW"]
+        .iter()
+        .position(|s| severity_color(s) == color)
+        .unwrap_or(4)
 }
 
 /// `HH:MM:SS` UTC of an epoch time.
@@ -239,6 +277,27 @@ mod tests {
             assert!(!svg.contains('\u{1b}'), "{svg}");
             assert!(svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;\\u{1b}[2J"));
         }
+    }
+
+    #[test]
+    fn a_timeline_of_many_entries_stays_small() {
+        let lanes = vec!["A".to_string(), "B".to_string()];
+        let spans: Vec<Span> = (0..100_000)
+            .map(|i| Span {
+                lane: i % 2,
+                first: 1000.0 + (i as f64) * 0.01,
+                last: 1000.0 + (i as f64) * 0.01 + 0.5,
+                count: 1,
+                color: severity_color(if i % 2 == 0 { "HIGH" } else { "LOW" }),
+            })
+            .collect();
+        let svg = timeline("t", &lanes, &spans);
+        assert!(svg.len() < 20_000, "{} bytes", svg.len());
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            2,
+            "one run per lane: {svg}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod assistant;
 pub mod charts;
 pub mod page;
+pub mod query;
 pub mod serve;
 pub mod tables;
 
@@ -32,11 +33,17 @@ pub struct Dashboard<'a> {
     pub version: &'static str,
     /// Served while the run goes on: the page follows updates.
     pub live: bool,
+    /// The report; without its alerts when they are not inline.
     pub report: &'a Report,
+    /// Alert entries of the report.
+    pub alert_entries: usize,
+    /// The entries are in `report.alerts` (the self-contained file), or
+    /// the page asks the server for one page at a time (`/api/alerts`).
+    pub alerts_inline: bool,
     pub metrics: Vec<Metric>,
     pub charts: Charts,
     pub alerts_csv_header: String,
-    /// One per `report.alerts` entry, in the same order.
+    /// One per `report.alerts` entry, in the same order (inline only).
     pub alert_rows: Vec<AlertRow>,
     pub types: Vec<TypeCard>,
     pub map: CommMap,
@@ -125,21 +132,28 @@ pub struct MapCell {
     pub alerts: u64,
 }
 
+impl AlertRow {
+    pub fn of(a: &AlertEntry) -> AlertRow {
+        AlertRow {
+            csv: tables::alert_line(a),
+            filter: wireshark_filter(a),
+        }
+    }
+}
+
 impl<'a> Dashboard<'a> {
-    pub fn build(report: &'a Report, live: bool) -> Dashboard<'a> {
-        let rows = report
-            .alerts
-            .iter()
-            .map(|a| AlertRow {
-                csv: tables::alert_line(a),
-                filter: wireshark_filter(a),
-            })
-            .collect();
+    /// Everything the page shows of `report`; `shown` is the report the
+    /// page gets: `report` itself (alerts inline) or its [`head`].
+    pub fn build(report: &Report, shown: &'a Report, live: bool) -> Dashboard<'a> {
+        let inline = shown.alerts.len() == report.alerts.len();
+        let rows = shown.alerts.iter().map(AlertRow::of).collect();
         Dashboard {
             title: format!("modbus-detect: {}", report.input.path),
             version: env!("CARGO_PKG_VERSION"),
             live,
-            report,
+            report: shown,
+            alert_entries: report.alerts.len(),
+            alerts_inline: inline,
             metrics: metrics(report),
             charts: charts(report),
             alerts_csv_header: tables::ALERT_COLUMNS.join(","),
@@ -525,11 +539,45 @@ pub fn wireshark_filter(a: &AlertEntry) -> String {
     f
 }
 
-/// The dashboard JSON of a report (what `/api/data` serves and `--html`
+/// The dashboard JSON of a report with its alerts inline (what `--html`
 /// embeds).
 pub fn json(report: &Report, live: bool) -> String {
     // A report always serializes; an empty object would show it did not.
-    serde_json::to_string(&Dashboard::build(report, live)).unwrap_or_else(|_| "{}".into())
+    serde_json::to_string(&Dashboard::build(report, report, live)).unwrap_or_else(|_| "{}".into())
+}
+
+/// The dashboard JSON the server hands out: everything but the alert
+/// entries, which the page asks for a page at a time, so that a report of
+/// any size opens at once.
+pub fn served_json(report: &Report, live: bool) -> String {
+    let head = head(report);
+    serde_json::to_string(&Dashboard::build(report, &head, live)).unwrap_or_else(|_| "{}".into())
+}
+
+/// The report without its alert entries. Every field is named, so that a
+/// field added to the report cannot be left out unnoticed.
+pub fn head(r: &Report) -> Report {
+    Report {
+        tool: r.tool.clone(),
+        version: r.version.clone(),
+        status: r.status,
+        error: r.error.clone(),
+        input: r.input.clone(),
+        mode: r.mode,
+        start_time: r.start_time.clone(),
+        end_time: r.end_time.clone(),
+        start_epoch: r.start_epoch,
+        end_epoch: r.end_epoch,
+        processing_seconds: r.processing_seconds,
+        peak_memory_kib: r.peak_memory_kib,
+        settings: r.settings.clone(),
+        capture: r.capture.clone(),
+        counters: r.counters.clone(),
+        ml: r.ml.clone(),
+        inventory: r.inventory.clone(),
+        alerts: Vec::new(),
+        alert_types: r.alert_types.clone(),
+    }
 }
 
 /// The chart files `--plots-dir` writes.

@@ -17,7 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
+use serde::Serialize;
+
 use super::page;
+use super::query::AlertQuery;
+use crate::output::report::{AlertEntry, Report};
 
 /// What a live page follows: a new version of the data, or the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +31,22 @@ enum Update {
 }
 
 struct Shared {
-    json: RwLock<Arc<String>>,
+    served: RwLock<Arc<Served>>,
     updates: watch::Sender<Update>,
     token: Option<String>,
+}
+
+/// What is served now: the report, and its dashboard JSON.
+struct Served {
+    report: Report,
+    json: String,
+}
+
+impl Served {
+    fn new(report: Report, live: bool) -> Served {
+        let json = super::served_json(&report, live);
+        Served { report, json }
+    }
 }
 
 /// The handle the run keeps to hand the server new figures.
@@ -37,10 +54,11 @@ struct Shared {
 pub struct Board(Arc<Shared>);
 
 impl Board {
-    /// The dashboard JSON to serve from now on; live pages refetch it.
-    pub fn publish(&self, json: String) {
-        if let Ok(mut j) = self.0.json.write() {
-            *j = Arc::new(json);
+    /// The report to serve from now on; live pages refetch it.
+    pub fn publish(&self, report: Report, live: bool) {
+        let served = Arc::new(Served::new(report, live));
+        if let Ok(mut s) = self.0.served.write() {
+            *s = served;
         }
         self.0.updates.send_modify(|u| {
             *u = match *u {
@@ -69,12 +87,13 @@ pub enum ServeError {
     },
 }
 
-/// Serve `json` on `addr` from a thread of its own; the handle and the
-/// address bound (port 0 picks one).
+/// Serve the dashboard of `report` on `addr` from a thread of its own;
+/// the handle and the address bound (port 0 picks one).
 pub fn serve(
     addr: SocketAddr,
     token: Option<String>,
-    json: String,
+    report: Report,
+    live: bool,
 ) -> Result<(Board, SocketAddr), ServeError> {
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(ServeError::NeedsToken { addr });
@@ -85,7 +104,7 @@ pub fn serve(
     let bound = listener.local_addr().map_err(listen)?;
     let (updates, _) = watch::channel(Update::Version(0));
     let shared = Arc::new(Shared {
-        json: RwLock::new(Arc::new(json)),
+        served: RwLock::new(Arc::new(Served::new(report, live))),
         updates,
         token,
     });
@@ -112,6 +131,8 @@ pub fn serve(
                     .route("/app.js", get(script))
                     .route("/app.css", get(style))
                     .route("/api/data", get(data))
+                    .route("/api/alerts", get(alerts))
+                    .route("/api/alerts.csv", get(alerts_csv))
                     .route("/api/events", get(events))
                     .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
                     .with_state(shared);
@@ -183,7 +204,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// `%XX` escapes and `+` of a query value.
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -227,13 +248,74 @@ async fn style() -> Response {
     typed("text/css; charset=utf-8", page::STYLE)
 }
 
-async fn data(State(shared): State<Arc<Shared>>) -> Response {
-    let json = shared
-        .json
+fn current(shared: &Shared) -> Arc<Served> {
+    shared
+        .served
         .read()
-        .map(|j| j.clone())
-        .unwrap_or_else(|e| e.into_inner().clone());
-    typed("application/json", json.as_str().to_owned())
+        .map(|s| s.clone())
+        .unwrap_or_else(|e| e.into_inner().clone())
+}
+
+async fn data(State(shared): State<Arc<Shared>>) -> Response {
+    typed("application/json", current(&shared).json.clone())
+}
+
+/// One page of the alert table, as the query filters and orders it.
+#[derive(Serialize)]
+struct Page<'a> {
+    /// Entries of the report, and those the filters keep.
+    total: usize,
+    matching: usize,
+    offset: usize,
+    rows: Vec<PageRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct PageRow<'a> {
+    /// The entry's place in the report.
+    index: usize,
+    entry: &'a AlertEntry,
+    #[serde(flatten)]
+    row: super::AlertRow,
+}
+
+async fn alerts(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
+    let served = current(&shared);
+    let q = AlertQuery::parse(uri.query().unwrap_or(""));
+    let all = &served.report.alerts;
+    let selected = q.select(all);
+    let rows = selected
+        .iter()
+        .skip(q.offset)
+        .take(q.limit)
+        .map(|&index| PageRow {
+            index,
+            entry: &all[index],
+            row: super::AlertRow::of(&all[index]),
+        })
+        .collect();
+    let page = Page {
+        total: all.len(),
+        matching: selected.len(),
+        offset: q.offset,
+        rows,
+    };
+    let json = serde_json::to_string(&page).unwrap_or_else(|_| "{}".into());
+    typed("application/json", json)
+}
+
+/// `alerts.csv` of the entries the query keeps, in its order.
+async fn alerts_csv(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
+    let served = current(&shared);
+    let q = AlertQuery::parse(uri.query().unwrap_or(""));
+    let all = &served.report.alerts;
+    let mut out = super::tables::ALERT_COLUMNS.join(",");
+    out.push_str("\r\n");
+    for i in q.select(all) {
+        out.push_str(&super::tables::alert_line(&all[i]));
+        out.push_str("\r\n");
+    }
+    typed("text/csv; charset=utf-8", out)
 }
 
 async fn events(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
