@@ -1,5 +1,6 @@
 //! What each alert type means: its fixed signature, its MITRE ATT&CK for
-//! ICS techniques and the analyst's text, from `data/alert_types.toml`
+//! ICS techniques and the analyst's text (meaning, likely causes, what to
+//! check, false positives), from `data/alert_types.toml`
 //! (data, not code: reviewed and translated there). Built into the binary
 //! and read once; the tests below hold it to the alert types of this build.
 
@@ -38,6 +39,11 @@ pub struct TypeInfo {
     pub tactics: Vec<Tactic>,
     /// What the alert means.
     pub meaning: String,
+    /// Likely causes, most likely first.
+    // Absent from reports written before it was added: they still read
+    // (`serve --report`).
+    #[serde(default)]
+    pub causes: Vec<String>,
     /// What to check first.
     pub check: Vec<String>,
     /// What else raises it.
@@ -59,6 +65,7 @@ struct RawType {
     #[serde(default)]
     tactics: Vec<String>,
     meaning: String,
+    causes: Vec<String>,
     check: Vec<String>,
     false_positives: String,
 }
@@ -127,9 +134,13 @@ impl Knowledge {
                     tactics.push(ta);
                 }
             }
-            if tactics.is_empty() || t.signature.is_empty() || t.meaning.is_empty() {
+            if tactics.is_empty()
+                || t.signature.is_empty()
+                || t.meaning.is_empty()
+                || t.causes.is_empty()
+            {
                 return Err(format!(
-                    "{} needs a signature, a meaning and a technique or tactic",
+                    "{} needs a signature, a meaning, at least one cause and a technique or tactic",
                     kind.name()
                 ));
             }
@@ -138,6 +149,7 @@ impl Knowledge {
                 techniques,
                 tactics,
                 meaning: t.meaning.clone(),
+                causes: t.causes.clone(),
                 check: t.check.clone(),
                 false_positives: t.false_positives.clone(),
             });
@@ -176,6 +188,7 @@ mod tests {
                 t.signature
             );
             assert!(!t.check.is_empty(), "{kind:?}");
+            assert!(t.causes.len() >= 2, "{kind:?}: {} causes", t.causes.len());
         }
         assert_eq!(
             k.of(AlertKind::UnauthorizedWrite).techniques[0].name,
@@ -195,5 +208,12 @@ mod tests {
             .contains("MODBUS_FLOODX is no alert type"));
         let unknown = DATA.replace("techniques = [\"T0814\"]", "techniques = [\"T9999\"]");
         assert!(Knowledge::parse(&unknown).unwrap_err().contains("T9999"));
+        let mut table: toml::Table = DATA.parse().expect("the data file is TOML");
+        table["types"]["MODBUS_FLOOD"]["causes"] = toml::Value::Array(Vec::new());
+        let err = Knowledge::parse(&table.to_string()).unwrap_err();
+        assert!(
+            err.contains("MODBUS_FLOOD") && err.contains("cause"),
+            "{err}"
+        );
     }
 }
