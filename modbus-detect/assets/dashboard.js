@@ -239,6 +239,9 @@
     var check = $('detail-check');
     clear(check);
     (info.check || []).forEach(function (c) { check.appendChild(el('li', c)); });
+    var causes = $('detail-causes');
+    clear(causes);
+    (info.causes || []).forEach(function (c) { causes.appendChild(el('li', c)); });
     var dl = $('detail-fields');
     clear(dl);
     Object.keys(a).forEach(function (k) {
@@ -268,6 +271,10 @@
         card.appendChild(el('p', info.meaning));
         var tech = el('p', 'ATT&CK for ICS: ' + info.techniques.map(function (x) { return x.id + ' ' + x.name; }).join('; '));
         card.appendChild(tech);
+        card.appendChild(el('h4', 'Likely causes'));
+        var causes = el('ul', null, 'causes');
+        (info.causes || []).forEach(function (c) { causes.appendChild(el('li', c)); });
+        card.appendChild(causes);
         card.appendChild(el('h4', 'What to check'));
         var ul = el('ul');
         info.check.forEach(function (c) { ul.appendChild(el('li', c)); });
@@ -325,6 +332,7 @@
       if (!t.info) return;
       types.appendChild(el('h3', t.type));
       types.appendChild(el('p', 'What it means: ' + t.info.meaning));
+      types.appendChild(el('p', 'Likely causes: ' + (t.info.causes || []).join(' ')));
       types.appendChild(el('p', 'What to check: ' + t.info.check.join(' ')));
       types.appendChild(el('p', 'What else raises it: ' + t.info.false_positives));
     });
@@ -349,6 +357,43 @@
     renderAssets();
     renderAssistant();
     $('footer').textContent = shown('modbus-detect ' + d.version + ' \u00b7 ' + d.report.input.kind + ' ' + d.report.input.path);
+  }
+
+  // The EVE file beside a served report: its alert lines, a page at a time.
+  var evePage = 0;
+  function loadEve() {
+    fetch(api('/api/eve?offset=' + evePage * PAGE + '&limit=' + PAGE), { cache: 'no-store' }).then(function (r) {
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return r.json();
+    }).then(function (e) {
+      if (!e.available) return;
+      document.querySelector('nav button[data-view="eve"]').hidden = false;
+      var notes = [e.total + ' alert lines of ' + e.path];
+      if (e.not_loaded) notes.push(e.not_loaded + ' more not loaded (bound)');
+      if (e.other_events) notes.push(e.other_events + ' other events');
+      if (e.not_json) notes.push(e.not_json + ' lines that are not JSON');
+      $('eve-summary').textContent = shown(notes.join('; '));
+      var body = $('eve-table').tBodies[0];
+      clear(body);
+      e.lines.forEach(function (l) {
+        var tr = body.insertRow();
+        var alert = l.alert || {};
+        var ours = l.modbus_detect || {};
+        tr.appendChild(el('td', l.timestamp || ''));
+        tr.appendChild(el('td', alert.signature || ''));
+        tr.appendChild(el('td', (l.src_ip || '') + ':' + (l.src_port || '')));
+        tr.appendChild(el('td', (l.dest_ip || '') + ':' + (l.dest_port || '')));
+        tr.appendChild(el('td', String(ours.events || ours.count || 1)));
+        tr.addEventListener('click', function () {
+          $('eve-line').textContent = shown(JSON.stringify(l, null, 2));
+          $('eve-line').hidden = false;
+        });
+      });
+      var pages = Math.max(1, Math.ceil(e.total / PAGE));
+      $('eve-info').textContent = 'page ' + (evePage + 1) + ' of ' + pages;
+      $('eve-prev').disabled = evePage === 0;
+      $('eve-next').disabled = evePage + 1 >= pages;
+    }).catch(function () {});
   }
 
   function fetchData() {
@@ -395,6 +440,8 @@
     });
     $('page-prev').addEventListener('click', function () { state.page--; applyFilters(true); });
     $('page-next').addEventListener('click', function () { state.page++; applyFilters(true); });
+    $('eve-prev').addEventListener('click', function () { evePage--; loadEve(); });
+    $('eve-next').addEventListener('click', function () { evePage++; loadEve(); });
     $('detail-close').addEventListener('click', function () { $('alert-detail').hidden = true; state.detail = null; });
   }
 
@@ -406,6 +453,7 @@
       document.body.dataset.renderedMs = String(Math.round(performance.now()));
       return;
     }
+    loadEve();
     fetchData().then(function (d) {
       render(d);
       // When the first view was ready (for the page-load benchmark).

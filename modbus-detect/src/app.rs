@@ -204,11 +204,12 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         Some(Command::DiffInventory { before, after }) => return diff_inventory(before, after),
         Some(Command::Serve {
             report,
+            eve,
             listen,
             token,
         }) => {
             install_signal_handlers(&stop, &reopen);
-            return serve_report(report, *listen, token, args.quiet, &stop);
+            return serve_report(report, eve.as_deref(), *listen, token, args.quiet, &stop);
         }
         None => {}
     }
@@ -220,7 +221,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             let info = run_info(args, "pcap", String::new(), String::new(), 1);
             let mut start = report::build(&Summary::default(), &info, &cfg);
             start.status = Status::Running;
-            let (board, bound) = crate::dashboard::serve::serve(addr, token, start, true)?;
+            let (board, bound) = crate::dashboard::serve::serve(addr, token, start, true, None)?;
             if !args.quiet {
                 eprintln!("modbus-detect: dashboard at http://{bound}/");
             }
@@ -304,6 +305,7 @@ fn dashboard_token(t: &crate::cli::TokenArgs) -> Result<Option<String>, AppError
 /// SIGINT/SIGTERM.
 fn serve_report(
     path: &Path,
+    eve: Option<&Path>,
     listen: std::net::SocketAddr,
     token: &crate::cli::TokenArgs,
     quiet: bool,
@@ -312,8 +314,11 @@ fn serve_report(
     let report = load_file(path, |text| {
         serde_json::from_str::<report::Report>(text).map_err(ParseError::Json)
     })?;
+    let eve = eve
+        .map(crate::dashboard::eve_lines::EveLines::load)
+        .transpose()?;
     let token = dashboard_token(token)?;
-    let (_board, bound) = crate::dashboard::serve::serve(listen, token, report, false)?;
+    let (_board, bound) = crate::dashboard::serve::serve(listen, token, report, false, eve)?;
     if !quiet {
         eprintln!(
             "modbus-detect: dashboard of {} at http://{bound}/ (Ctrl-C to stop)",

@@ -266,6 +266,9 @@ pub enum Command {
         /// The report (`--output` of a run).
         #[arg(long, value_name = "FILE")]
         report: PathBuf,
+        /// The run's alert lines (`--eve`), shown beside the report.
+        #[arg(long, value_name = "FILE")]
+        eve: Option<PathBuf>,
         /// Where to listen; an address beyond loopback needs a token.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8502")]
         listen: std::net::SocketAddr,

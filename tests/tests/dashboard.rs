@@ -184,6 +184,8 @@ fn demo_run(dir: &Path) -> Value {
             s(&dir.join("plots")),
             "--html",
             s(&dir.join("report.html")),
+            "--eve",
+            s(&dir.join("alerts.json")),
         ])
         .output()
         .expect("the detector runs");
@@ -217,7 +219,8 @@ fn serve(report: &Path, extra: &[&str]) -> (Killed, String) {
 async fn served_dashboard_shows_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let report = demo_run(dir.path());
-    let (_server, url) = serve(&dir.path().join("report.json"), &[]);
+    let eve = dir.path().join("alerts.json");
+    let (_server, url) = serve(&dir.path().join("report.json"), &["--eve", s(&eve)]);
     let (_driver, c) = browser(&dir.path().join("profile")).await;
     c.goto(&url).await.expect("the page loads");
     rendered(&c).await;
@@ -378,6 +381,13 @@ async fn served_dashboard_shows_the_report() {
             .as_str()
             .unwrap()
     );
+    let causes = c.find_all(Locator::Css("#detail-causes li")).await.unwrap();
+    let want = report["alert_types"]["UNAUTHORIZED_MODBUS_WRITE"]["causes"]
+        .as_array()
+        .unwrap();
+    assert!(want.len() >= 2);
+    assert_eq!(causes.len(), want.len());
+    assert_eq!(causes[0].text().await.unwrap(), want[0].as_str().unwrap());
     screenshot(&c, "alert-detail").await;
     c.find(Locator::Id("detail-close"))
         .await
@@ -490,6 +500,35 @@ async fn served_dashboard_shows_the_report() {
         .unwrap();
     assert_eq!(checks.len(), raised.len());
     screenshot(&c, "assistant").await;
+
+    // The EVE file beside the report: its alert lines, a page at a time.
+    let lines = std::fs::read_to_string(&eve)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"event_type\":\"alert\""))
+        .count();
+    assert!(lines > 0);
+    view(&c, "eve").await;
+    until(10, "the alert lines", || async {
+        c.find_all(Locator::Css("#eve-table tbody tr"))
+            .await
+            .unwrap()
+            .len()
+            == lines.min(100)
+    })
+    .await;
+    let summary = c
+        .find(Locator::Id("eve-summary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        summary.starts_with(&format!("{lines} alert lines of ")),
+        "{summary}"
+    );
+    screenshot(&c, "eve").await;
     c.close().await.unwrap();
 }
 
@@ -640,6 +679,12 @@ async fn hostile_identification_shows_literally() {
             .unwrap();
         assert_eq!(injected, json!(0), "{page}: markup from the wire");
     }
+    // Served without an EVE file: no alert-lines view.
+    let eve_button = c
+        .find(Locator::Css("nav button[data-view=\"eve\"]"))
+        .await
+        .unwrap();
+    assert!(!eve_button.is_displayed().await.unwrap());
     screenshot(&c, "hostile-assets").await;
     c.close().await.unwrap();
 }

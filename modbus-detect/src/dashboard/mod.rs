@@ -12,6 +12,7 @@
 
 pub mod assistant;
 pub mod charts;
+pub mod eve_lines;
 pub mod page;
 pub mod query;
 pub mod serve;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use serde::Serialize;
 
+use super::eve_lines::EveLines;
 use super::page;
 use super::query::AlertQuery;
 use crate::output::report::{AlertEntry, Report};
@@ -32,6 +33,8 @@ enum Update {
 
 struct Shared {
     served: RwLock<Arc<Served>>,
+    /// The EVE file beside a served report, if one was given.
+    eve: Option<EveLines>,
     updates: watch::Sender<Update>,
     token: Option<String>,
 }
@@ -94,6 +97,7 @@ pub fn serve(
     token: Option<String>,
     report: Report,
     live: bool,
+    eve: Option<EveLines>,
 ) -> Result<(Board, SocketAddr), ServeError> {
     if token.is_none() && !addr.ip().is_loopback() {
         return Err(ServeError::NeedsToken { addr });
@@ -105,6 +109,7 @@ pub fn serve(
     let (updates, _) = watch::channel(Update::Version(0));
     let shared = Arc::new(Shared {
         served: RwLock::new(Arc::new(Served::new(report, live))),
+        eve,
         updates,
         token,
     });
@@ -133,6 +138,7 @@ pub fn serve(
                     .route("/api/data", get(data))
                     .route("/api/alerts", get(alerts))
                     .route("/api/alerts.csv", get(alerts_csv))
+                    .route("/api/eve", get(eve_page))
                     .route("/api/events", get(events))
                     .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
                     .with_state(shared);
@@ -302,6 +308,25 @@ async fn alerts(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
     };
     let json = serde_json::to_string(&page).unwrap_or_else(|_| "{}".into());
     typed("application/json", json)
+}
+
+/// A page of the EVE file's alert lines (`available: false` without one).
+async fn eve_page(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
+    let q = AlertQuery::parse(uri.query().unwrap_or(""));
+    let body = match &shared.eve {
+        None => serde_json::json!({ "available": false }),
+        Some(e) => serde_json::json!({
+            "available": true,
+            "path": e.path,
+            "total": e.len(),
+            "not_loaded": e.not_loaded,
+            "other_events": e.other_events,
+            "not_json": e.not_json,
+            "offset": q.offset,
+            "lines": e.page(q.offset, q.limit),
+        }),
+    };
+    typed("application/json", body.to_string())
 }
 
 /// `alerts.csv` of the entries the query keeps, in its order.
