@@ -109,6 +109,10 @@
           td.appendChild(el('div', fmt(cell.alerts) + ' alert events'));
           td.className = 'alerting';
         }
+        if (cell.new_pair) {
+          td.appendChild(el('div', 'new pair: not in the baseline', 'newpair'));
+          td.dataset.newPair = 'true';
+        }
         if (master.rogue) td.className = 'rogue';
       });
     });

@@ -277,6 +277,23 @@ async fn served_dashboard_shows_the_report() {
         .await
         .unwrap();
     assert!(rogue.contains("192.168.50.66"), "{rogue}");
+    // Pairs the demo's baseline does not know are marked new.
+    let new_pairs: Vec<String> = report["inventory"]["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in_baseline"] == false)
+        .map(|p| p["master"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        new_pairs.contains(&"192.168.50.66".to_string()),
+        "{new_pairs:?}"
+    );
+    let marked = c
+        .find_all(Locator::Css("#map-table td[data-new-pair=\"true\"]"))
+        .await
+        .unwrap();
+    assert_eq!(marked.len(), new_pairs.len());
     screenshot(&c, "map").await;
 
     // Alerts: the table pages the report's entries; a filter narrows

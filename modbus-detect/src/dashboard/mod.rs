@@ -131,6 +131,8 @@ pub struct MapCell {
     pub rtt_p50_ms: Option<f64>,
     /// Alert events between the two.
     pub alerts: u64,
+    /// A pair the baseline detection used does not know.
+    pub new_pair: bool,
 }
 
 impl AlertRow {
@@ -492,6 +494,7 @@ fn comm_map(r: &Report) -> CommMap {
                     .join(" "),
                 rtt_p50_ms: p.rtt_ms.as_ref().map(|r| r.p50),
                 alerts: alerts.get(&(p.master, p.slave)).copied().unwrap_or(0),
+                new_pair: p.in_baseline == Some(false),
             })
         })
         .collect();

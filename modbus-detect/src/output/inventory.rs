@@ -112,6 +112,10 @@ pub struct InventoryPair {
     pub ranges_coarsened: bool,
     pub master_macs: Vec<String>,
     pub slave_macs: Vec<String>,
+    /// With a learned baseline (detection): whether the baseline knows
+    /// this pair; `false` is a pair that is new since it was learned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_baseline: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +308,7 @@ fn build(
             ranges_coarsened: reads.iter().chain(writes.iter()).any(Ranges::coarsened),
             master_macs: a.master_macs.iter().map(mac_text).collect(),
             slave_macs: a.slave_macs.iter().map(mac_text).collect(),
+            in_baseline: None,
         });
     }
     // A baseline's units are per slave, not per pair.

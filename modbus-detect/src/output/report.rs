@@ -589,7 +589,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
         capture: info.capture.clone(),
         counters,
         ml: ml_section(summary, cfg),
-        inventory: super::inventory::section(&summary.inventory),
+        inventory: inventory_section(summary, cfg),
         alerts: summary.alerts.iter().map(|a| alert_entry(a, cfg)).collect(),
         alert_types: AlertKind::ALL
             .iter()
@@ -634,6 +634,17 @@ fn ml_section(summary: &Summary, cfg: &DetectConfig) -> MlSection {
             }
         }
     }
+}
+
+/// The inventory, its pairs marked against the baseline detection used.
+fn inventory_section(summary: &Summary, cfg: &DetectConfig) -> super::inventory::InventorySection {
+    let mut inv = super::inventory::section(&summary.inventory);
+    if let (Mode::Detect, Some(b)) = (cfg.mode, &cfg.baseline) {
+        for p in &mut inv.pairs {
+            p.in_baseline = Some(b.pair_id(p.master, p.slave).is_some());
+        }
+    }
+    inv
 }
 
 fn settings(info: &RunInfo, cfg: &DetectConfig) -> Settings {
