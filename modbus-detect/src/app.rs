@@ -242,6 +242,14 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
                 // stands in for the report, the alerts or --fail-on.
                 dump_adus(pcap, path, cfg.clone())?;
             }
+            match (&args.csv_dir, &capture) {
+                (Some(dir), Input::File(_)) => adu_features(pcap, dir, cfg.clone())?,
+                (Some(dir), Input::Stream(_)) => eprintln!(
+                    "modbus-detect: warning: {}: adu_features.csv is not written for a stream (it reads the capture twice); the other tables are",
+                    Shown(dir)
+                ),
+                _ => {}
+            }
             replay_capture(
                 args,
                 &cfg,
@@ -386,7 +394,14 @@ fn outputs(args: &Args) -> Vec<PathBuf> {
     out.extend(args.html.clone());
     if let Some(d) = &args.csv_dir {
         out.extend(
-            ["alerts.csv", "alert_types.csv", "devices.csv", "pairs.csv"].map(|f| d.join(f)),
+            [
+                "alerts.csv",
+                "alert_types.csv",
+                "devices.csv",
+                "pairs.csv",
+                "adu_features.csv",
+            ]
+            .map(|f| d.join(f)),
         );
     }
     if let Some(d) = &args.plots_dir {
@@ -1069,6 +1084,20 @@ fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
 /// `--dump-adus`: one JSON line per decoded ADU.
 /// Write every decoded ADU as a JSON line. A capture that breaks off is
 /// reported by the detection pass that follows (with its report).
+/// `--csv-dir`'s `adu_features.csv`: the original ML pipeline's features,
+/// one row per ADU, from a decoding pass of its own (as `--dump-adus`).
+fn adu_features(pcap: &Path, dir: &Path, cfg: Arc<DetectConfig>) -> Result<(), AppError> {
+    let capture = CaptureFile::open(pcap)?;
+    let out = dir.join("adu_features.csv");
+    atomic_write_with(&out, |w| {
+        let mut rows = crate::output::features::FeatureWriter::new(std::io::BufWriter::new(w))?;
+        crate::inspect::decode_capture_with(&capture, cfg, &mut |adu| rows.row(&adu))?;
+        rows.finish()
+    })
+    .map_err(|e| AppError::output(&out, "write", e))?;
+    Ok(())
+}
+
 fn dump_adus(pcap: &Path, out: &Path, cfg: Arc<DetectConfig>) -> Result<(), AppError> {
     // Opened first: a capture that cannot be read writes no dump.
     let capture = CaptureFile::open(pcap)?;

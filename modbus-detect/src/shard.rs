@@ -228,8 +228,9 @@ struct State {
     counters: Counters,
     first_ns: Option<u64>,
     last_ns: Option<u64>,
-    /// The frame being processed (for the ADU tap).
+    /// The frame being processed, and its captured length (for the ADU tap).
     frame_no: u64,
+    frame_len: u32,
     /// Every ADU decoded, when inspecting (see `inspect`).
     tap: Option<Vec<AduRecord>>,
     /// A request decoded by its shape behind a bad header is being checked:
@@ -334,6 +335,7 @@ impl Shard {
                 first_ns: None,
                 last_ns: None,
                 frame_no: 0,
+                frame_len: 0,
                 tap: None,
                 salvaging: false,
                 cfg,
@@ -405,6 +407,7 @@ impl Shard {
     ) {
         let st = &mut self.st;
         st.frame_no = frame_no;
+        st.frame_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         st.counters.modbus_frames += 1;
         st.counters.truncated_frames += u64::from(meta.truncated);
         st.first_ns = Some(st.first_ns.map_or(ts_ns, |t| t.min(ts_ns)));
@@ -733,6 +736,7 @@ impl ModbusSink<'_> {
         };
         tap.push(make(&AduOrigin {
             frame,
+            frame_len: self.st.frame_len,
             ts_ns,
             src,
             src_port,

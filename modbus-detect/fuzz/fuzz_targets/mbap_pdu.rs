@@ -24,6 +24,7 @@ use modbus_detect::modbus::{exception_name, function_name};
 fn origin() -> AduOrigin {
     AduOrigin {
         frame: 1,
+        frame_len: 64,
         ts_ns: 0,
         src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         src_port: 40_000,

@@ -16,6 +16,8 @@ use super::pdu::{Request, Response};
 pub struct AduRecord {
     /// 1-based frame number of the segment that completed the ADU.
     pub frame: u64,
+    /// That frame's captured length.
+    pub frame_len: u32,
     pub ts_ns: u64,
     #[serde(rename = "source_h")]
     pub src: IpAddr,
@@ -170,6 +172,7 @@ impl Linker {
 #[derive(Debug, Clone, Copy)]
 pub struct AduOrigin {
     pub frame: u64,
+    pub frame_len: u32,
     pub ts_ns: u64,
     pub src: IpAddr,
     pub src_port: u16,
@@ -181,6 +184,7 @@ impl AduRecord {
     fn base(o: &AduOrigin, mbap: &Mbap, fc: u8, is_request: bool) -> Self {
         AduRecord {
             frame: o.frame,
+            frame_len: o.frame_len,
             ts_ns: o.ts_ns,
             src: o.src,
             src_port: o.src_port,
@@ -325,6 +329,7 @@ mod tests {
         };
         let o = AduOrigin {
             frame: u64::from(tid),
+            frame_len: 66,
             ts_ns: 0,
             src,
             src_port,

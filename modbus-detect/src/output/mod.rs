@@ -1,6 +1,7 @@
 //! Outputs: the JSON report, the EVE JSON-lines alert stream, and time formats.
 
 pub mod eve;
+pub mod features;
 pub mod inventory;
 pub mod metrics;
 pub mod report;
