@@ -334,6 +334,8 @@ pub enum Detail {
         z: f64,
         window_start_ns: u64,
         requests: u32,
+        /// The original pipeline's threat label of the window.
+        label: crate::detect::ml::ThreatLabel,
     },
 }
 

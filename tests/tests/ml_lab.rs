@@ -170,3 +170,47 @@ fn every_ml_alert_has_an_eve_line() {
         assert!(lines.iter().any(|l| l["src_ip"] == src.as_str()), "{src}");
     }
 }
+
+/// Every ML alert carries the original pipeline's threat label of its
+/// window, first match wins: writes in it, then a master unknown to the
+/// baseline, then requests under 5 ms apart, then diagnostics (ours).
+#[test]
+fn ml_alerts_carry_the_original_threat_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = learn(dir.path());
+    let labels = |capture: &str, src: &str| -> BTreeSet<String> {
+        let (_, report) = flagged(capture, &b, &[]);
+        report["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["type"] == "ML_ANOMALY" && a["src_ip"] == src)
+            .map(|a| {
+                let label = a["threat_label"].as_str().expect("a threat label");
+                assert!(
+                    a["description"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(&format!("threat label: {label}")),
+                    "{a}"
+                );
+                label.to_string()
+            })
+            .collect()
+    };
+    // The rogue master is in no baseline: foreign, unless its window wrote.
+    let rogue = labels("rogue_master.pcap", "192.168.50.66");
+    assert!(rogue.contains("FOREIGN IP ACCESS"), "{rogue:?}");
+    assert!(rogue
+        .iter()
+        .all(|l| l == "FOREIGN IP ACCESS" || l == "CRITICAL: UNAUTHORIZED STOP COMMAND"));
+    // A known master that writes.
+    let writer = labels("unauthorized_write.pcap", "192.168.50.40");
+    assert!(
+        writer.contains("CRITICAL: UNAUTHORIZED STOP COMMAND"),
+        "{writer:?}"
+    );
+    // A known master flooding: requests closer than 5 ms.
+    let flood = labels("dos_flood.pcap", "192.168.50.30");
+    assert!(flood.contains("DoS ATTACK (High Volume)"), "{flood:?}");
+}

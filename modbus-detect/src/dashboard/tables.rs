@@ -10,7 +10,7 @@ use crate::output::inventory::{cell, csv_writer, devices_csv, pairs_csv};
 use crate::output::report::{AlertEntry, Report};
 
 /// Columns of `alerts.csv`, one row per alert entry of the report.
-pub const ALERT_COLUMNS: [&str; 24] = [
+pub const ALERT_COLUMNS: [&str; 25] = [
     "type",
     "severity",
     "rule_id",
@@ -35,6 +35,7 @@ pub const ALERT_COLUMNS: [&str; 24] = [
     "write_answer",
     "mitre_techniques",
     "wireshark_filter",
+    "threat_label",
 ];
 
 /// Columns of `alert_types.csv`, one row per alert type raised.
@@ -83,6 +84,7 @@ fn alert_record(a: &AlertEntry) -> Vec<String> {
         opt(w.map(|w| w.answer.clone())),
         c.mitre_techniques.join(" "),
         super::wireshark_filter(a),
+        opt(a.details.threat_label.clone()),
     ]
 }
 

@@ -285,9 +285,17 @@ impl Detectors {
             baseline: baseline_rules::BaselineRules::new(cfg.baseline.clone(), cfg.thresholds),
             exceptions: exceptions::ExceptionBurst::new(cfg.thresholds),
             flood: flood::Flood::new(cfg.thresholds),
-            ml: models
-                .filter(|_| cfg.ml)
-                .map(|m| ml::MlJudge::new(m.clone())),
+            ml: models.filter(|_| cfg.ml).map(|m| {
+                let known = ml::KnownMasters {
+                    allowed: cfg.authorized_masters.clone(),
+                    baseline: cfg
+                        .baseline
+                        .as_ref()
+                        .map(|b| b.masters())
+                        .unwrap_or_default(),
+                };
+                ml::MlJudge::new(m.clone(), known)
+            }),
         }
     }
 

@@ -430,6 +430,9 @@ pub struct AlertDetails {
     pub interval_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pair_in_baseline: Option<bool>,
+    /// ML_ANOMALY: the original pipeline's threat label of the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threat_label: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_start: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -833,7 +836,9 @@ pub fn details(a: &Alert, cfg: &DetectConfig) -> AlertDetails {
             z,
             window_start_ns,
             requests,
+            label,
         } => {
+            d.threat_label = Some(label.name().into());
             d.window_start = Some(iso_time(window_start_ns));
             d.window_requests = Some(requests);
             d.iforest_score = Some(finite(iforest_score));
@@ -1013,6 +1018,7 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
             z,
             window_start_ns,
             requests,
+            label,
         } => {
             let mut models = Vec::new();
             if crate::ml::models::iforest_flags(iforest_score, iforest_threshold) {
@@ -1026,12 +1032,13 @@ pub fn describe(a: &Alert, cfg: &DetectConfig) -> String {
                 ));
             }
             format!(
-                "{} -> {}: {requests} requests in the window from {} unlike the baseline's traffic ({}); most unusual: {} ({z:+.1} sigma)",
+                "{} -> {}: {requests} requests in the window from {} unlike the baseline's traffic ({}); most unusual: {} ({z:+.1} sigma); threat label: {}",
                 a.src,
                 a.dst,
                 iso_time(window_start_ns),
                 models.join(", "),
                 feature_name(feature),
+                label.name(),
             )
         }
         Detail::Evasion {

@@ -11,7 +11,11 @@
 
 pub mod window;
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use crate::config::addrs::AddrSet;
 
 use crate::alert::{AlertKind, Detail, Severity};
 use crate::ml::models::Models;
@@ -142,28 +146,87 @@ impl PairWindows {
     }
 }
 
+/// The original pipeline's threat labels for an anomalous window, first
+/// match wins, with one of ours where it says more: writes in the window,
+/// a master unknown to the baseline or the allow list, requests closer
+/// than 5 ms, diagnostics (ours), or none of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreatLabel {
+    StopCommand,
+    ForeignIp,
+    Dos,
+    Reconnaissance,
+    Unknown,
+}
+
+/// The original's DoS label: a gap under 5 ms between two requests.
+const DOS_GAP_NS: u64 = 5_000_000;
+
+impl ThreatLabel {
+    /// The label's text (the original's own for its four).
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreatLabel::StopCommand => "CRITICAL: UNAUTHORIZED STOP COMMAND",
+            ThreatLabel::ForeignIp => "FOREIGN IP ACCESS",
+            ThreatLabel::Dos => "DoS ATTACK (High Volume)",
+            ThreatLabel::Reconnaissance => "RECONNAISSANCE (Diagnostics)",
+            ThreatLabel::Unknown => "Unknown Anomaly (Statistical Deviation)",
+        }
+    }
+
+    pub fn of(c: &Closed, master_known: bool) -> ThreatLabel {
+        if c.writes > 0 {
+            ThreatLabel::StopCommand
+        } else if !master_known {
+            ThreatLabel::ForeignIp
+        } else if c.min_gap_ns.is_some_and(|g| g < DOS_GAP_NS) {
+            ThreatLabel::Dos
+        } else if c.diagnostics > 0 {
+            ThreatLabel::Reconnaissance
+        } else {
+            ThreatLabel::Unknown
+        }
+    }
+}
+
+/// The masters a label counts as known: on the allow list when there is
+/// one, and in the baseline the models were learned with.
+#[derive(Debug, Default)]
+pub struct KnownMasters {
+    pub allowed: Option<AddrSet>,
+    pub baseline: BTreeSet<IpAddr>,
+}
+
+impl KnownMasters {
+    fn knows(&self, master: IpAddr) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.contains(master)) && self.baseline.contains(&master)
+    }
+}
+
 /// Judges every closed window with the baseline's models.
 #[derive(Debug)]
 pub struct MlJudge {
     windows: PairWindows,
     models: Arc<Models>,
+    known: KnownMasters,
     pub stats: MlStats,
 }
 
 impl MlJudge {
     /// Judge windows with `models` (over the window length they learned).
-    pub fn new(models: Arc<Models>) -> MlJudge {
+    pub fn new(models: Arc<Models>, known: KnownMasters) -> MlJudge {
         MlJudge {
             windows: PairWindows::new(models.window_ns()),
             models,
+            known,
             stats: MlStats::default(),
         }
     }
 
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
-        let (models, stats) = (&self.models, &mut self.stats);
+        let (models, known, stats) = (&self.models, &self.known, &mut self.stats);
         self.windows
-            .on_request(ctx, |ep, c| judge(models, stats, ep, c, out));
+            .on_request(ctx, |ep, c| judge(models, known, stats, ep, c, out));
     }
 
     pub fn on_response(&mut self, ctx: &ResponseCtx<'_>) {
@@ -172,16 +235,16 @@ impl MlJudge {
 
     #[inline]
     pub fn on_tick(&mut self, now_ns: u64, out: &mut impl AlertSink) {
-        let (models, stats) = (&self.models, &mut self.stats);
+        let (models, known, stats) = (&self.models, &self.known, &mut self.stats);
         self.windows
-            .tick(now_ns, |ep, c| judge(models, stats, ep, c, out));
+            .tick(now_ns, |ep, c| judge(models, known, stats, ep, c, out));
     }
 
     /// End of input: judge the windows still open.
     pub fn finish(&mut self, out: &mut impl AlertSink) {
-        let (models, stats) = (&self.models, &mut self.stats);
+        let (models, known, stats) = (&self.models, &self.known, &mut self.stats);
         self.windows
-            .finish(|ep, c| judge(models, stats, ep, c, out));
+            .finish(|ep, c| judge(models, known, stats, ep, c, out));
     }
 }
 
@@ -189,6 +252,7 @@ impl MlJudge {
 /// when both do).
 fn judge(
     models: &Models,
+    known: &KnownMasters,
     stats: &mut MlStats,
     ep: &Endpoints,
     c: &Closed,
@@ -215,6 +279,53 @@ fn judge(
         z: j.z,
         window_start_ns: c.start_ns,
         requests: c.requests,
+        label: ThreatLabel::of(c, known.knows(ep.master)),
     };
     out.raise(alert, 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(writes: u32, diagnostics: u32, min_gap_ns: Option<u64>) -> Closed {
+        Closed {
+            start_ns: 0,
+            end_ns: 0,
+            requests: 10,
+            features: [0.0; crate::ml::features::DIMS],
+            writes,
+            diagnostics,
+            min_gap_ns,
+        }
+    }
+
+    /// The original's order: writes, foreign master, DoS; then ours.
+    #[test]
+    fn threat_labels_first_match_wins() {
+        let fast = Some(1_000_000);
+        assert_eq!(
+            ThreatLabel::of(&closed(1, 1, fast), false),
+            ThreatLabel::StopCommand
+        );
+        assert_eq!(
+            ThreatLabel::of(&closed(0, 1, fast), false),
+            ThreatLabel::ForeignIp
+        );
+        assert_eq!(ThreatLabel::of(&closed(0, 1, fast), true), ThreatLabel::Dos);
+        assert_eq!(
+            ThreatLabel::of(&closed(0, 0, Some(5_000_000)), true),
+            ThreatLabel::Unknown
+        );
+        assert_eq!(
+            ThreatLabel::of(&closed(0, 2, None), true),
+            ThreatLabel::Reconnaissance
+        );
+        let known = KnownMasters {
+            allowed: None,
+            baseline: [IpAddr::from([10, 0, 0, 1])].into(),
+        };
+        assert!(known.knows(IpAddr::from([10, 0, 0, 1])));
+        assert!(!known.knows(IpAddr::from([10, 0, 0, 2])));
+    }
 }

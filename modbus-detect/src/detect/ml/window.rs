@@ -29,6 +29,11 @@ pub struct Closed {
     pub end_ns: u64,
     pub requests: u32,
     pub features: Features,
+    /// What its threat label is read from ([`super::ThreatLabel`]).
+    pub writes: u32,
+    pub diagnostics: u32,
+    /// The shortest gap between two of its requests.
+    pub min_gap_ns: Option<u64>,
 }
 
 /// Coefficients of variation above this are all "very irregular".
@@ -75,6 +80,7 @@ pub struct Window {
     exceptions: u32,
     quantity: u64,
     intervals: Stats,
+    min_gap_ns: Option<u64>,
     function_codes: Bits,
     addresses: Bits,
     units: Bits,
@@ -109,6 +115,7 @@ impl Window {
             // A clock that stepped back gives no interval.
             if let Some(gap) = ts_ns.checked_sub(self.last_request_ns) {
                 self.intervals.add(gap as f64 / 1e9);
+                self.min_gap_ns = Some(self.min_gap_ns.map_or(gap, |m| m.min(gap)));
             }
         }
         self.last_request_ns = ts_ns;
@@ -166,6 +173,9 @@ impl Window {
             end_ns: self.last_request_ns,
             requests: self.requests,
             features,
+            writes: self.writes,
+            diagnostics: self.diagnostics,
+            min_gap_ns: self.min_gap_ns,
         })
     }
 }
