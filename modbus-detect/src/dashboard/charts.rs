@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 /// One slice, bar or lane: a label, a value and its colour.
+#[derive(Debug, Clone)]
 pub struct Item {
     pub label: String,
     pub value: u64,

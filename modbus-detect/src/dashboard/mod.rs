@@ -328,23 +328,27 @@ fn type_severity(r: &Report, kind: &str) -> String {
 
 fn charts(r: &Report) -> Charts {
     let c = &r.counters;
-    let raised: Vec<(&String, u64)> = c
+    // Alert events per type raised, in the report's order, coloured by the
+    // type's worst severity.
+    let raised: Vec<Item> = c
         .alerts_by_type
         .iter()
         .filter(|(_, v)| **v > 0)
-        .map(|(k, v)| (k, *v))
+        .map(|(k, v)| Item {
+            label: k.clone(),
+            value: *v,
+            color: severity_color(&type_severity(r, k)),
+        })
         .collect();
-    let flagged: u64 = raised.iter().map(|(_, v)| v).sum();
-    let mut traffic = vec![Item {
+    let flagged: u64 = raised.iter().map(|i| i.value).sum();
+    let normal = Item {
         label: "ADUs raising no alert".into(),
         value: c.counters.modbus_adus.saturating_sub(flagged),
         color: NORMAL_COLOR,
-    }];
-    traffic.extend(raised.iter().map(|(k, v)| Item {
-        label: (*k).clone(),
-        value: *v,
-        color: severity_color(&type_severity(r, k)),
-    }));
+    };
+    let traffic: Vec<Item> = std::iter::once(normal)
+        .chain(raised.iter().cloned())
+        .collect();
     let ml = match &r.ml {
         MlSection::Judged(j) => Some((j.windows_judged, j.anomalous_windows)),
         _ => None,
@@ -366,14 +370,7 @@ fn charts(r: &Report) -> Charts {
             ],
         )
     });
-    let mut by_type: Vec<Item> = raised
-        .iter()
-        .map(|(k, v)| Item {
-            label: (*k).clone(),
-            value: *v,
-            color: severity_color(&type_severity(r, k)),
-        })
-        .collect();
+    let mut by_type = raised;
     by_type.sort_by(|a, b| b.value.cmp(&a.value).then(a.label.cmp(&b.label)));
     let by_severity: Vec<Item> = c
         .alerts_by_severity

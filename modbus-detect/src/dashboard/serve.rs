@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::eve_lines::EveLines;
 use super::page;
 use super::query::AlertQuery;
+use crate::output::http;
 use crate::output::report::{AlertEntry, Report};
 
 /// What a live page follows: a new version of the data, or the end.
@@ -103,9 +104,7 @@ pub fn serve(
         return Err(ServeError::NeedsToken { addr });
     }
     let listen = |source| ServeError::Listen { addr, source };
-    let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
-    listener.set_nonblocking(true).map_err(listen)?;
-    let bound = listener.local_addr().map_err(listen)?;
+    let (listener, bound) = http::bind(addr).map_err(listen)?;
     let (updates, _) = watch::channel(Update::Version(0));
     let shared = Arc::new(Shared {
         served: RwLock::new(Arc::new(Served::new(report, live))),
@@ -114,40 +113,18 @@ pub fn serve(
         token,
     });
     let board = Board(shared.clone());
-    std::thread::Builder::new()
-        .name("dashboard".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("modbus-detect: warning: dashboard server: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                let app = axum::Router::new()
-                    .route("/", get(index))
-                    .route("/app.js", get(script))
-                    .route("/app.css", get(style))
-                    .route("/api/data", get(data))
-                    .route("/api/alerts", get(alerts))
-                    .route("/api/alerts.csv", get(alerts_csv))
-                    .route("/api/eve", get(eve_page))
-                    .route("/api/events", get(events))
-                    .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
-                    .with_state(shared);
-                if let Err(e) = axum::serve(listener, app).await {
-                    eprintln!("modbus-detect: warning: dashboard server: {e}");
-                }
-            });
-        })
-        .map_err(listen)?;
+    let app = axum::Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(script))
+        .route("/app.css", get(style))
+        .route("/api/data", get(data))
+        .route("/api/alerts", get(alerts))
+        .route("/api/alerts.csv", get(alerts_csv))
+        .route("/api/eve", get(eve_page))
+        .route("/api/events", get(events))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
+        .with_state(shared);
+    http::spawn("dashboard", listener, app).map_err(listen)?;
     Ok((board, bound))
 }
 

@@ -2,6 +2,7 @@
 
 pub mod eve;
 pub mod features;
+pub mod http;
 pub mod inventory;
 pub mod metrics;
 pub mod report;
