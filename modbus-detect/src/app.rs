@@ -30,11 +30,12 @@ use crate::output::eve::{EveError, EveWriter, Origin};
 use crate::output::metrics::{self, Metrics, MetricsData};
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::output::{inventory, stats};
-use crate::runtime::offline::{replay_watched, Capture, Watch};
+use crate::runtime::offline::{replay_watched, Capture, FileRead, Watch};
 use crate::runtime::online::{self, LiveError, LiveOptions, StartError};
 use crate::runtime::{InputError, Plan, RunOutcome};
+use crate::source::set::SetError;
 use crate::source::xdp::XdpMode;
-use crate::source::{CaptureFile, CaptureStream, SourceError};
+use crate::source::{CaptureFile, CaptureSet, CaptureStream, SourceError};
 
 /// A run that could not be completed; one line naming the file or
 /// interface, and the exit code it maps to.
@@ -234,9 +235,9 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         metrics::serve(addr, metrics.clone())
             .map_err(|source| AppError::Listen { addr, source })?;
     }
-    let (outcome, info) = match (&args.pcap, &args.interface) {
-        (Some(pcap), _) => {
-            let mut capture = open_inputs(args, pcap)?;
+    let (outcome, info) = match (args.pcap.as_slice(), &args.interface) {
+        ([pcap, ..], _) => {
+            let mut capture = open_inputs(args, &args.pcap)?;
             if let (Some(path), Input::File(_)) = (&args.dump_adus, &capture) {
                 // A pass of its own, then detection as usual: the dump never
                 // stands in for the report, the alerts or --fail-on.
@@ -244,8 +245,8 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             }
             match (&args.csv_dir, &capture) {
                 (Some(dir), Input::File(_)) => adu_features(pcap, dir, cfg.clone())?,
-                (Some(dir), Input::Stream(_)) => eprintln!(
-                    "modbus-detect: warning: {}: adu_features.csv is not written for a stream (it reads the capture twice); the other tables are",
+                (Some(dir), Input::Stream(_) | Input::Set(_)) => eprintln!(
+                    "modbus-detect: warning: {}: adu_features.csv is written for one capture file only (not yet for a stream or a set); the other tables are",
                     Shown(dir)
                 ),
                 _ => {}
@@ -260,11 +261,11 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
                 board.as_ref(),
             )?
         }
-        (None, Some(iface)) => {
+        ([], Some(iface)) => {
             check_outputs(args)?;
             live_capture(args, &cfg, iface, &stop, &reopen, &metrics, board.as_ref())?
         }
-        (None, None) => {
+        ([], None) => {
             return Err(AppError::Usage(
                 "nothing to read: give --pcap FILE or --interface IF (see --help)",
             ))
@@ -415,7 +416,15 @@ fn outputs(args: &Args) -> Vec<PathBuf> {
 /// writing: writing it would destroy the evidence, or the capture being
 /// read (a SIGBUS on the mapped file).
 fn refuse_inputs_as_outputs(args: &Args, outputs: &[PathBuf]) -> Result<(), AppError> {
-    let mut inputs: Vec<&PathBuf> = args.pcap.iter().collect();
+    // A directory's files are inputs too.
+    let listed: Vec<PathBuf> = args
+        .pcap
+        .iter()
+        .filter_map(|p| std::fs::read_dir(p).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    let mut inputs: Vec<&PathBuf> = args.pcap.iter().chain(&listed).collect();
     inputs.extend(&args.register_limits_file);
     if !args.baseline_mode {
         inputs.extend(&args.baseline_file);
@@ -438,23 +447,48 @@ enum Input {
     File(CaptureFile),
     /// Standard input (`-`) or a FIFO, read as it comes.
     Stream(CaptureStream),
+    /// Several files, or a directory's, as one capture.
+    Set(CaptureSet),
+}
+
+fn is_stream(p: &Path) -> bool {
+    p == Path::new("-")
+        || std::fs::metadata(p)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()))
 }
 
 /// Check the outputs, then open the capture (cheap: a file is
 /// memory-mapped, a stream is read later).
-fn open_inputs(args: &Args, pcap: &Path) -> Result<Input, AppError> {
+fn open_inputs(args: &Args, pcaps: &[PathBuf]) -> Result<Input, AppError> {
     check_outputs(args)?;
-    let stream = pcap == Path::new("-")
-        || std::fs::metadata(pcap)
-            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
-    if stream && args.dump_adus.is_some() {
+    let one = match pcaps {
+        [p] if !std::fs::metadata(p).is_ok_and(|m| m.is_dir()) => Some(p),
+        _ => None,
+    };
+    if one.is_none() && pcaps.iter().any(|p| is_stream(p)) {
         return Err(AppError::Usage(
-            "--dump-adus needs a capture file: it reads the capture twice, a stream can be read once",
+            "a stream (- or a FIFO) cannot be part of a capture set: give it alone",
         ));
     }
-    Ok(match stream {
-        true => Input::Stream(CaptureStream::open(pcap)?),
-        false => Input::File(CaptureFile::open(pcap)?),
+    let stream = one.is_some_and(|p| is_stream(p));
+    if args.dump_adus.is_some() && (stream || one.is_none()) {
+        return Err(AppError::Usage(
+            "--dump-adus needs one capture file: it reads the capture twice, a stream can be read once (and sets are not supported yet)",
+        ));
+    }
+    Ok(match one {
+        Some(p) if stream => Input::Stream(CaptureStream::open(p)?),
+        Some(p) => Input::File(CaptureFile::open(p)?),
+        None => {
+            let set = CaptureSet::open(pcaps, args.skip_bad_files).map_err(|e| match e {
+                SetError::File(e) => AppError::Capture(e),
+                other => AppError::List(other.to_string()),
+            })?;
+            for s in &set.skipped {
+                eprintln!("modbus-detect: warning: left out of the set: {}", s.error);
+            }
+            Input::Set(set)
+        }
     })
 }
 
@@ -465,7 +499,8 @@ fn eve_writer(
 ) -> Result<Option<EveWriter>, AppError> {
     let origin = Origin {
         host: args.sensor_name.clone().unwrap_or_else(host_name),
-        pcap_filename: args.pcap.as_ref().map(|p| p.display().to_string()),
+        // A set's frames are numbered across it: the first path names it.
+        pcap_filename: args.pcap.first().map(|p| p.display().to_string()),
         in_iface: args.interface.clone(),
     };
     args.eve
@@ -510,6 +545,7 @@ fn run_info(
         eve_file: args.eve.as_ref().map(|p| p.display().to_string()),
         eve_lines: 0,
         capture: None,
+        files: Vec::new(),
     }
 }
 
@@ -528,7 +564,7 @@ fn replay_capture(
     // A stream's length is unknown: the bar counts bytes without an end.
     let len = match capture {
         Input::File(f) => f.data().len() as u64,
-        Input::Stream(_) => 0,
+        Input::Stream(_) | Input::Set(_) => 0,
     };
     let bar = show_progress.then(|| progress_bar(len));
     let progress = |pos: u64| {
@@ -536,9 +572,35 @@ fn replay_capture(
             b.set_position(pos);
         }
     };
+    // A set's files as they are read: their frames and how they ended.
+    let set_files: Vec<(String, &'static str)> = match &*capture {
+        Input::Set(set) => set
+            .files
+            .iter()
+            .map(|f| (f.path().display().to_string(), f.format()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let files: std::cell::RefCell<Vec<report::InputFile>> = Default::default();
+    let on_file = |read: FileRead| {
+        let Some((path, format)) = set_files.get(read.index) else {
+            return;
+        };
+        let mut files = files.borrow_mut();
+        let before: u64 = files.iter().map(|f| f.frames).sum();
+        files.push(report::InputFile {
+            path: path.clone(),
+            format: (*format).into(),
+            first_frame: if read.frames > 0 { before + 1 } else { 0 },
+            frames: read.frames,
+            skipped: false,
+            error: read.error.map(|e| e.to_string()),
+        });
+    };
     let source = match capture {
         Input::File(f) => Capture::File(f),
         Input::Stream(s) => Capture::Stream(s),
+        Input::Set(set) => Capture::Set(set, &on_file),
     };
     // The live dashboard follows the replay every second.
     let follow = |shards: Vec<crate::shard::ShardResult>, read: &Counters, elapsed: Duration| {
@@ -570,17 +632,30 @@ fn replay_capture(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let format = match capture {
+    let format = match &*capture {
         Input::File(f) => f.format(),
         Input::Stream(s) => s.format(),
+        Input::Set(_) => "set",
     };
-    let info = run_info(
+    let mut info = run_info(
         args,
         "pcap",
         pcap.display().to_string(),
         format.to_string(),
         plan.shards(),
     );
+    info.files = files.into_inner();
+    if let Input::Set(set) = &*capture {
+        info.files
+            .extend(set.skipped.iter().map(|s| report::InputFile {
+                path: s.path.display().to_string(),
+                format: String::new(),
+                first_frame: 0,
+                frames: 0,
+                skipped: true,
+                error: Some(s.error.to_string()),
+            }));
+    }
     Ok((outcome, info))
 }
 
@@ -924,7 +999,7 @@ fn write_results(
     if !args.quiet {
         print_summary(&summary, &info, args, elapsed_s);
     }
-    if args.pcap.is_some() && mostly_bad_checksums(&summary.counters) {
+    if !args.pcap.is_empty() && mostly_bad_checksums(&summary.counters) {
         // Not a summary but a warning: said even with --quiet.
         eprintln!(
             "modbus-detect: warning: {} of {} segments had wrong checksums and were dropped, as the PLC drops them; if the capture's addresses were rewritten (anonymised), replay it with --checksums ignore",

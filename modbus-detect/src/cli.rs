@@ -39,9 +39,16 @@ pub struct Args {
     pub config: Option<PathBuf>,
 
     /// Capture to replay (pcap or pcapng): a file, `-` for standard input,
-    /// or a FIFO (both read as the records come, e.g. from `tcpdump -U -w -`).
-    #[arg(long, value_name = "FILE", conflicts_with = "interface")]
-    pub pcap: Option<PathBuf>,
+    /// or a FIFO (both read as the records come, e.g. from `tcpdump -U -w -`);
+    /// several files or directories are one capture, in the order of their
+    /// first packet (a rotated set from `tcpdump -G` or `-C`).
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "interface")]
+    pub pcap: Vec<PathBuf>,
+
+    /// In a capture set, leave out a file that is not a capture or whose
+    /// first record is broken (listed in the report) instead of stopping.
+    #[arg(long)]
+    pub skip_bad_files: bool,
 
     /// Capture live on this interface (a mirror/SPAN port or TAP) with XDP and AF_XDP.
     #[arg(long, visible_alias = "iface", value_name = "IF")]

@@ -891,6 +891,7 @@ fn alert_storm_leaves_a_bounded_report_with_exact_counts() {
         eve_file: Some(eve_path.display().to_string()),
         eve_lines,
         capture: None,
+        files: Vec::new(),
     };
     let rep = report::build(&summary, &info, &cfg);
     let bytes = serde_json::to_vec_pretty(&rep).unwrap();

@@ -208,10 +208,8 @@ fn input_errors_name_the_real_problem_and_escape_names() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
     for (input, problem) in [
-        (
-            dir.path().to_path_buf(),
-            "is a directory, not a capture file",
-        ),
+        // A directory is a capture set: this one holds no capture.
+        (dir.path().to_path_buf(), "no capture file to read"),
         (
             Path::new("/dev/null").to_path_buf(),
             "is a character device, not a capture file",

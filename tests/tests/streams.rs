@@ -355,6 +355,6 @@ fn dump_adus_needs_a_file() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--dump-adus needs a capture file"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--dump-adus needs one capture file"));
     assert!(!dump.exists());
 }

@@ -133,6 +133,8 @@ pub struct RunInfo {
     pub eve_lines: u64,
     /// Live capture: XDP mode, XDP counters, per-queue socket statistics.
     pub capture: Option<CaptureSection>,
+    /// A capture set's files.
+    pub files: Vec<InputFile>,
 }
 
 /// The report file. This type is the schema: the JSON written, the tests
@@ -180,6 +182,26 @@ pub struct InputSection {
     pub kind: String,
     pub path: String,
     pub format: String,
+    /// A capture set: its files in replay order (frames are numbered
+    /// across the set, as `mergecap -a` of them in this order numbers
+    /// them), and the files left out with `--skip-bad-files`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InputFile>,
+}
+
+/// One file of a capture set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFile {
+    pub path: String,
+    /// "pcap" or "pcapng"; empty for a file left out.
+    pub format: String,
+    /// Its first frame's number in the set (0 when none was read).
+    pub first_frame: u64,
+    pub frames: u64,
+    /// Left out (`--skip-bad-files`), or read: why it was not read whole.
+    pub skipped: bool,
+    pub error: Option<String>,
 }
 
 /// What the run did with the traffic.
@@ -577,6 +599,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
             kind: info.input_kind.into(),
             path: info.input.clone(),
             format: info.format.clone(),
+            files: info.files.clone(),
         },
         mode: match cfg.mode {
             Mode::Detect => ModeName::Detect,

@@ -321,6 +321,14 @@ impl Dispatcher {
         }
     }
 
+    /// Go on with frames of another buffer (the next file of a capture
+    /// set): the partial batches, which point into the old one, are handed
+    /// on first.
+    pub fn set_store(&mut self, store: FrameStore) {
+        self.flush_older_than(Duration::ZERO);
+        self.store = store;
+    }
+
     /// The shards, when they run in this thread.
     pub fn inline_mut(&mut self) -> Option<&mut Inline> {
         match &mut self.core.target {

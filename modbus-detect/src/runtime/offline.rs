@@ -10,7 +10,7 @@ use crate::counters::Counters;
 use crate::output::eve::EveWriter;
 use crate::shard::ShardResult;
 use crate::source::stream::Next;
-use crate::source::{CaptureFile, CaptureStream};
+use crate::source::{CaptureFile, CaptureSet, CaptureStream};
 
 use super::dispatch::{Dispatcher, FrameStore, WhenFull};
 use super::inline::Inline;
@@ -25,6 +25,17 @@ pub enum Capture<'a> {
     File(&'a CaptureFile),
     /// Read as it comes: each frame is copied out of the read buffer.
     Stream(&'a mut CaptureStream),
+    /// Several files, one after the other, as one capture; told of each
+    /// file once it is read.
+    Set(&'a CaptureSet, &'a dyn Fn(FileRead)),
+}
+
+/// One file of a set, read: its place in the set, the frames read from
+/// it, and why it ended early.
+pub struct FileRead<'a> {
+    pub index: usize,
+    pub frames: u64,
+    pub error: Option<&'a crate::source::SourceError>,
 }
 
 impl<'a> From<&'a CaptureFile> for Capture<'a> {
@@ -84,6 +95,10 @@ pub fn replay_watched<'c>(
     let store = match &capture {
         Capture::File(file) => FrameStore::Shared(file.data().clone()),
         Capture::Stream(_) => FrameStore::Copied,
+        Capture::Set(set, _) => match set.files.first() {
+            Some(f) => FrameStore::Shared(f.data().clone()),
+            None => FrameStore::Copied,
+        },
     };
     let (pipe, mut dispatcher) = match plan {
         Plan::Inline => (
@@ -121,6 +136,9 @@ pub fn replay_watched<'c>(
     let fed = match capture {
         Capture::File(file) => feed_file(file, &mut dispatcher, stop, progress, &mut tick),
         Capture::Stream(stream) => feed_stream(stream, &mut dispatcher, stop, progress, &mut tick),
+        Capture::Set(set, on_file) => {
+            feed_set(set, on_file, &mut dispatcher, stop, progress, &mut tick)
+        }
     };
     let done = dispatcher.finish();
     let (shards, eve) = match (pipe, done.inline) {
@@ -186,6 +204,40 @@ fn feed_file(
         match frame {
             Ok(f) => dispatcher.push_ref(&f),
             Err(e) => return Fed::failed(e),
+        }
+    }
+    Fed::default()
+}
+
+/// The files of a set one after the other, through one dispatcher: a
+/// connection that goes on in the next file goes on in the shards. A file
+/// that breaks off ends the set there (its error is the run's), as one
+/// file that breaks off ends its replay.
+fn feed_set(
+    set: &CaptureSet,
+    on_file: &dyn Fn(FileRead),
+    dispatcher: &mut Dispatcher,
+    stop: &AtomicBool,
+    progress: Option<Progress<'_>>,
+    tick: Tick<'_>,
+) -> Fed {
+    for (index, file) in set.files.iter().enumerate() {
+        if index > 0 {
+            dispatcher.set_store(FrameStore::Shared(file.data().clone()));
+        }
+        let before = dispatcher.counters().frames;
+        let fed = feed_file(file, dispatcher, stop, progress, tick);
+        let error = match &fed.input_error {
+            Some(InputError::Capture(e)) => Some(e),
+            _ => None,
+        };
+        on_file(FileRead {
+            index,
+            frames: dispatcher.counters().frames - before,
+            error,
+        });
+        if fed.interrupted || fed.input_error.is_some() {
+            return fed;
         }
     }
     Fed::default()

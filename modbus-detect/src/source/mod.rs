@@ -9,8 +9,10 @@
 //! runtime's business.
 
 mod pcap;
+pub mod set;
 pub mod stream;
 pub mod xdp;
 
 pub use pcap::{CaptureFile, FrameRef, Frames, SourceError};
+pub use set::CaptureSet;
 pub use stream::CaptureStream;
