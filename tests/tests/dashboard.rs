@@ -145,6 +145,19 @@ async fn rows(c: &Client) -> usize {
         .len()
 }
 
+/// The events of the alert table's first row.
+async fn first_events(c: &Client) -> Option<u64> {
+    let v = c
+        .execute(
+            "const td = document.querySelector('#alerts-table tbody tr td:nth-child(5)');\
+             return td ? td.textContent : null;",
+            vec![],
+        )
+        .await
+        .expect("read the first row");
+    v.as_str().and_then(|t| t.replace(',', "").parse().ok())
+}
+
 /// The text the alert download link serves, fetched by the page itself.
 async fn download(c: &Client, id: &str) -> String {
     let v = c
@@ -454,6 +467,22 @@ async fn served_dashboard_shows_the_report() {
         .await
         .unwrap();
     assert_eq!(download(&c, "download-alerts").await, csv_file);
+    // Sorted by events, most first (a second click): the server's order.
+    let most = alerts
+        .iter()
+        .filter_map(|a| a["count"].as_u64())
+        .max()
+        .unwrap();
+    let events = c
+        .find(Locator::Css("th[data-sort=\"count\"]"))
+        .await
+        .unwrap();
+    events.click().await.unwrap();
+    events.click().await.unwrap();
+    until(10, "the sort", || async {
+        first_events(&c).await == Some(most)
+    })
+    .await;
     screenshot(&c, "alerts").await;
 
     // Threat types: one card per type raised, with the report's count.
@@ -625,6 +654,17 @@ async fn static_file_renders_offline() {
         .await
         .unwrap();
     assert_eq!(src, mine[0]["src_ip"].as_str().unwrap());
+    // Sorted by events in the page, among the filtered rows: the fewest
+    // first, then the most.
+    let counts: Vec<u64> = mine.iter().filter_map(|a| a["count"].as_u64()).collect();
+    let events = c
+        .find(Locator::Css("th[data-sort=\"count\"]"))
+        .await
+        .unwrap();
+    events.click().await.unwrap();
+    assert_eq!(first_events(&c).await, counts.iter().min().copied());
+    events.click().await.unwrap();
+    assert_eq!(first_events(&c).await, counts.iter().max().copied());
     screenshot(&c, "static-alerts").await;
     c.close().await.unwrap();
 }
