@@ -203,6 +203,11 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
     let reopen = Arc::new(AtomicBool::new(false));
     match &args.command {
         Some(Command::DiffInventory { before, after }) => return diff_inventory(before, after),
+        Some(Command::Census {
+            paths,
+            preview,
+            json,
+        }) => return census(paths, &args.ports, *preview, json.as_deref()),
         Some(Command::Serve {
             report,
             eve,
@@ -349,6 +354,27 @@ fn hold_metrics(args: &Args, stop: &AtomicBool) {
     while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `census PATH...`: the table on stdout (and JSON); exit 3 when no file
+/// could be read.
+fn census(
+    paths: &[PathBuf],
+    ports: &[u16],
+    preview: usize,
+    json: Option<&Path>,
+) -> Result<u8, AppError> {
+    let files = crate::census::census(paths, ports, preview.min(1000))
+        .map_err(|e| AppError::List(e.to_string()))?;
+    if let Some(path) = json {
+        check_output(path)?;
+        let text = serde_json::to_vec_pretty(&files)
+            .map_err(|e| AppError::output(path, "write", e.into()))?;
+        atomic_write(path, &text).map_err(|e| AppError::output(path, "write", e))?;
+    }
+    let _ = crate::census::print(&mut std::io::stdout().lock(), &files);
+    let readable = files.iter().any(|f| f.format.is_some());
+    Ok(if readable { 0 } else { 3 })
 }
 
 /// `diff-inventory A B`: the differences on stdout, one per line.

@@ -268,6 +268,20 @@ pub struct TokenArgs {
 /// What `modbus-detect COMMAND` does instead of detecting.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// A first look at captures before detection (the original ML
+    /// pipeline's census): per file, its first frames, its frames, those
+    /// that are TCP on a Modbus port and their time span; the totals.
+    Census {
+        /// Capture files and directories of them.
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+        /// Frames shown per file.
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        preview: usize,
+        /// Also write the census as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Serve the dashboard of a finished report (until SIGINT/SIGTERM).
     Serve {
         /// The report (`--output` of a run).

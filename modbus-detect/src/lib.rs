@@ -53,6 +53,7 @@
 
 pub mod alert;
 pub mod app;
+pub mod census;
 pub mod cli;
 pub mod config;
 pub mod counters;

@@ -139,3 +139,59 @@ fn a_bad_file_in_a_set_is_named_or_left_out() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be part of a capture set"));
 }
+
+/// `census`: per file of a directory its frames, those that are TCP on a
+/// Modbus port (the original's count, as tshark counts `tcp.port == 502`),
+/// its first frames, and the totals; a file that is no capture is listed
+/// with why.
+#[test]
+fn census_counts_modbus_frames_per_file_and_in_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    let capture = fixture("lab/unauthorized_write.pcap");
+    cut(&capture, &set);
+    std::fs::write(set.join("notes.txt"), "rotated hourly\n").unwrap();
+    let json = dir.path().join("census.json");
+    let o = Command::new(detector_binary())
+        .args(["census", s(&set), "--preview", "2", "--json", s(&json)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<Value> = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let names: Vec<&str> = files
+        .iter()
+        .map(|f| {
+            Path::new(f["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["a.pcap", "b.pcap", "c.pcap", "notes.txt"]);
+    let tshark = modbus_tests::tshark_fields(&capture, "tcp.port == 502", &["frame.number"], ',');
+    let want = (tshark.len() - 1) as u64;
+    let sum: u64 = files
+        .iter()
+        .map(|f| f["modbus_tcp_frames"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, want);
+    for f in &files[..3] {
+        assert_eq!(f["preview"].as_array().unwrap().len(), 2, "{f}");
+        assert!(f["error"].is_null());
+    }
+    assert!(files[3]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a pcap or pcapng file"));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let total = text
+        .lines()
+        .find(|l| l.contains("total of 4 file(s), 1 unreadable"))
+        .unwrap();
+    assert!(
+        total.split_whitespace().nth(1) == Some(want.to_string().as_str()),
+        "{total}"
+    );
+}

@@ -42,7 +42,7 @@ pub enum SetError {
 
 /// The files of `path`: itself, or a directory's regular files (not its
 /// hidden ones, not its subdirectories), by name.
-fn expand(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), SetError> {
+pub(crate) fn expand(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), SetError> {
     if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
         out.push(path.to_path_buf());
         return Ok(());
