@@ -215,3 +215,21 @@ pub fn pcap_prefix(bytes: &[u8], frames: usize) -> &[u8] {
     }
     &bytes[..at]
 }
+
+/// A child process killed when the test ends, also on failure.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nobody listens on (now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}

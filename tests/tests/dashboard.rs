@@ -11,12 +11,12 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use modbus_synth::{adu, Conversation};
-use modbus_tests::{detector_binary, fixture, pcap_prefix, write_capture};
+use modbus_tests::{detector_binary, fixture, free_port, pcap_prefix, write_capture, Killed};
 use serde_json::{json, Value};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -31,21 +31,6 @@ fn shots() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&dir).expect("screenshot folder");
     dir
-}
-
-/// A child process killed when the test ends, also on failure.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port");
-    l.local_addr().expect("bound").port()
 }
 
 /// chromedriver on a loopback port, and a headless chromium session with a

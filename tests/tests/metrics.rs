@@ -6,31 +6,13 @@
 //! test's children and are stopped, also on failure.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use modbus_tests::detector_binary;
+use modbus_tests::{detector_binary, free_port, Killed};
 use serde_json::Value;
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A loopback port nobody listens on (now).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 /// GET `path` from 127.0.0.1:`port`; the body, if the server answered 200.
 fn get(port: u16, path: &str) -> Option<String> {
