@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Args, Command};
+use crate::cli::{Args, Command, MlAllowed, MlCaptures, MlStep};
 use crate::config::addrs::{load_list, AddrSet, IpNet};
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
@@ -92,6 +92,9 @@ pub enum AppError {
     /// The dashboard cannot be served (exit 4).
     #[error("--dashboard {0}")]
     Dashboard(#[from] crate::dashboard::serve::ServeError),
+    /// A step of the original ML pipeline (exit 3 or 4).
+    #[error(transparent)]
+    Step(#[from] crate::original::command::StepError),
     /// The alert stream broke off (exit 4).
     #[error("EVE stream {0}")]
     Eve(#[from] EveError),
@@ -113,6 +116,7 @@ impl AppError {
             | AppError::Eve(_)
             | AppError::Listen { .. }
             | AppError::Dashboard(_) => 4,
+            AppError::Step(e) => e.exit_code(),
         }
     }
 
@@ -208,6 +212,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             preview,
             json,
         }) => return census(paths, &args.ports, *preview, json.as_deref()),
+        Some(Command::Ml { step }) => return ml_step(step),
         Some(Command::Serve {
             report,
             eve,
@@ -375,6 +380,108 @@ fn census(
     let _ = crate::census::print(&mut std::io::stdout().lock(), &files);
     let readable = files.iter().any(|f| f.format.is_some());
     Ok(if readable { 0 } else { 3 })
+}
+
+/// `ml STEP`: a step of the original pipeline; its breakdown on stdout.
+fn ml_step(step: &MlStep) -> Result<u8, AppError> {
+    use crate::original::command::{self as steps, *};
+    use crate::original::label::Allowed;
+    use crate::original::model::OriginalModels;
+    let cfg = Arc::new(DetectConfig::default());
+    let features = |c: &MlCaptures, dir: &Path| -> Result<Vec<String>, AppError> {
+        std::fs::create_dir_all(dir).map_err(|e| AppError::output(dir, "create", e))?;
+        let mut problems = Vec::new();
+        for (paths, name) in [(&c.normal, NORMAL_FEATURES), (&c.attack, ATTACK_FEATURES)] {
+            if paths.is_empty() {
+                continue;
+            }
+            let out = dir.join(name);
+            let n = write_features(paths, &out, &cfg, c.skip_bad_files)?;
+            println!(
+                "{}: {} ADUs of {} captures",
+                out.display(),
+                n.rows,
+                n.captures
+            );
+            for why in &n.skipped {
+                eprintln!("modbus-detect: warning: {why} (left out)");
+            }
+            problems.extend(n.partial);
+        }
+        Ok(problems)
+    };
+    let allowed = |a: &MlAllowed, m: &OriginalModels| -> Result<Allowed, AppError> {
+        Ok(Allowed {
+            list: allow_list(&a.authorized_masters, &a.authorized_masters_file)?,
+            sources: m.sources.iter().copied().collect(),
+        })
+    };
+    let scored = |m: &OriginalModels, features: &Path, dir: &Path, a: &MlAllowed| {
+        std::fs::create_dir_all(dir).map_err(|e| AppError::output(dir, "create", e))?;
+        let found = steps::score(m, features, dir, &allowed(a, m)?)?;
+        let mut out = std::io::stdout().lock();
+        for ((name, file), b) in [
+            ("Isolation Forest (contamination 0.01)", IFOREST_REPORT),
+            ("One-Class SVM (RBF, nu 0.01, gamma scale)", OCSVM_REPORT),
+        ]
+        .iter()
+        .zip(&found)
+        {
+            let _ = print_breakdown(&mut out, name, b, &dir.join(file));
+        }
+        Ok::<(), AppError>(())
+    };
+    let trained = |features: &Path, models: &Path| -> Result<OriginalModels, AppError> {
+        let m = steps::train(features, models)?;
+        println!(
+            "{}: trained on {} ADUs ({} kept), Isolation Forest threshold {:.4}, {} support vectors",
+            models.display(),
+            m.training_rows,
+            m.rows_kept,
+            m.iforest_threshold,
+            m.ocsvm.sv.len()
+        );
+        Ok(m)
+    };
+    let problems = match step {
+        MlStep::Features { captures, out_dir } => features(captures, out_dir)?,
+        MlStep::Train { features, models } => {
+            trained(features, models)?;
+            Vec::new()
+        }
+        MlStep::Score {
+            models,
+            features,
+            out_dir,
+            allowed,
+        } => {
+            scored(&load_models(models)?, features, out_dir, allowed)?;
+            Vec::new()
+        }
+        MlStep::Run {
+            captures,
+            out_dir,
+            allowed,
+        } => {
+            let problems = features(captures, out_dir)?;
+            let m = trained(&out_dir.join(NORMAL_FEATURES), &out_dir.join(MODELS))?;
+            if !captures.attack.is_empty() {
+                scored(&m, &out_dir.join(ATTACK_FEATURES), out_dir, allowed)?;
+            }
+            problems
+        }
+    };
+    if problems.is_empty() {
+        return Ok(0);
+    }
+    for p in &problems {
+        eprintln!("modbus-detect: {p}");
+    }
+    Err(StepError::Incomplete(format!(
+        "{} captures broke off (above); the rows before each break are written",
+        problems.len()
+    ))
+    .into())
 }
 
 /// `diff-inventory A B`: the differences on stdout, one per line.

@@ -282,6 +282,13 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// The original ML pipeline, step by step: per-ADU features, an
+    /// Isolation Forest and a One-Class SVM trained on normal traffic,
+    /// anomaly reports with threat labels (README, "The original ML pipeline").
+    Ml {
+        #[command(subcommand)]
+        step: MlStep,
+    },
     /// Serve the dashboard of a finished report (until SIGINT/SIGTERM).
     Serve {
         /// The report (`--output` of a run).
@@ -516,4 +523,79 @@ force = false
             .to_string();
         assert!(e.contains("none.toml: cannot read"), "{e}");
     }
+}
+
+/// The original pipeline's steps; each reads what the one before wrote.
+#[derive(Debug, clap::Subcommand)]
+pub enum MlStep {
+    /// Per-ADU features of captures: DIR/normal_features.csv from the
+    /// normal ones, DIR/attack_features.csv from the others.
+    Features {
+        #[command(flatten)]
+        captures: MlCaptures,
+        /// Where to write the feature files.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Train both models on a feature file of normal traffic.
+    Train {
+        /// The normal features (`normal_features.csv`).
+        #[arg(long, value_name = "FILE")]
+        features: PathBuf,
+        /// Where to write the models (scaler included).
+        #[arg(long, value_name = "FILE")]
+        models: PathBuf,
+    },
+    /// Score a feature file with trained models: DIR/iso_forest_report.csv
+    /// and DIR/ocsvm_report.csv (the anomalies, labelled), and a breakdown.
+    Score {
+        /// The models (`ml train --models`).
+        #[arg(long, value_name = "FILE")]
+        models: PathBuf,
+        /// The features to score (`attack_features.csv`).
+        #[arg(long, value_name = "FILE")]
+        features: PathBuf,
+        /// Where to write the reports.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        #[command(flatten)]
+        allowed: MlAllowed,
+    },
+    /// All of it: features of both sets, models trained on the normal
+    /// ones, the attack ones scored; every file in DIR.
+    Run {
+        #[command(flatten)]
+        captures: MlCaptures,
+        /// Where to write features, models and reports.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        #[command(flatten)]
+        allowed: MlAllowed,
+    },
+}
+
+/// The captures of the original pipeline.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MlCaptures {
+    /// Captures of normal traffic (files, or directories of them).
+    #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+    pub normal: Vec<PathBuf>,
+    /// Captures to score (files, or directories of them).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub attack: Vec<PathBuf>,
+    /// Leave out a file that is not a capture (listed) instead of stopping.
+    #[arg(long)]
+    pub skip_bad_files: bool,
+}
+
+/// The original's allow list: sources its FOREIGN IP label leaves alone
+/// (beside every source of the normal traffic).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MlAllowed {
+    /// Addresses or ranges (10.0.1.0/24).
+    #[arg(long, value_name = "IP[/PREFIX]", num_args = 1.., value_delimiter = ',')]
+    pub authorized_masters: Option<Vec<IpNet>>,
+    /// A file of them: one address or range per line, `#` comments.
+    #[arg(long, value_name = "FILE")]
+    pub authorized_masters_file: Option<PathBuf>,
 }

@@ -69,6 +69,7 @@ pub mod keyed;
 pub mod knowledge;
 pub mod ml;
 pub mod modbus;
+pub mod original;
 pub mod output;
 pub mod roles;
 pub mod runtime;

@@ -27,11 +27,17 @@ pub const COLUMNS: [&str; 13] = [
     "transaction_id",
 ];
 
+/// The last column of `modbus-detect ml features`' files, which hold the
+/// rows of many captures: the file each row comes from.
+pub const CAPTURE_COLUMN: &str = "capture";
+
 /// Writes the rows as the ADUs come, keeping the previous one's time.
 pub struct FeatureWriter<W: Write> {
     out: W,
     last_ns: Option<u64>,
     rows: u64,
+    /// With the `capture` column: the current capture's name.
+    capture: Option<String>,
 }
 
 /// An address as the original's `int(ipaddress.ip_address(s))`.
@@ -43,14 +49,38 @@ fn as_int(ip: IpAddr) -> String {
 }
 
 impl<W: Write> FeatureWriter<W> {
-    pub fn new(mut out: W) -> std::io::Result<Self> {
+    pub fn new(out: W) -> std::io::Result<Self> {
+        Self::start(out, None)
+    }
+
+    /// Rows of several captures, each named in a last `capture` column
+    /// ([`FeatureWriter::next_capture`]).
+    pub fn with_captures(out: W) -> std::io::Result<Self> {
+        Self::start(out, Some(String::new()))
+    }
+
+    fn start(mut out: W, capture: Option<String>) -> std::io::Result<Self> {
         out.write_all(COLUMNS.join(",").as_bytes())?;
+        if capture.is_some() {
+            out.write_all(b",")?;
+            out.write_all(CAPTURE_COLUMN.as_bytes())?;
+        }
         out.write_all(b"\r\n")?;
         Ok(FeatureWriter {
             out,
             last_ns: None,
             rows: 0,
+            capture,
         })
+    }
+
+    /// The rows that follow come from the capture `name`: its first row's
+    /// `delta_time` is 0, as the original computed it per capture.
+    pub fn next_capture(&mut self, name: &str) {
+        self.last_ns = None;
+        if let Some(c) = &mut self.capture {
+            name.clone_into(c);
+        }
     }
 
     /// One ADU's row: `delta_time` is the seconds since the previous
@@ -58,12 +88,9 @@ impl<W: Write> FeatureWriter<W> {
     /// `function_code` is the byte as sent (0x80 set on exceptions), as
     /// the original read it from the payload.
     pub fn row(&mut self, r: &AduRecord) -> std::io::Result<()> {
-        let delta = self
-            .last_ns
-            .map_or(0.0, |l| r.ts_ns.saturating_sub(l) as f64 / 1e9);
-        self.last_ns = Some(r.ts_ns);
+        let delta = crate::original::delta_time(&mut self.last_ns, r.ts_ns);
         let mut w = csv_writer();
-        w.write_record([
+        for field in [
             format!("{delta:.6}"),
             r.frame_len.to_string(),
             as_int(r.src),
@@ -77,7 +104,13 @@ impl<W: Write> FeatureWriter<W> {
             r.unit.to_string(),
             u8::from(r.is_request).to_string(),
             r.tid.to_string(),
-        ])?;
+        ] {
+            w.write_field(field)?;
+        }
+        if let Some(c) = &self.capture {
+            w.write_field(c)?;
+        }
+        w.write_record(None::<&[u8]>)?;
         let line = w.into_inner().map_err(|e| e.into_error())?;
         self.out.write_all(&line)?;
         self.rows += 1;
