@@ -66,7 +66,10 @@ fn normal_traffic_raises_nothing_and_attack_pairs_are_flagged() {
     for (capture, primary) in [
         ("rogue_master.pcap", &["192.168.50.66"][..]),
         ("unauthorized_write.pcap", &["192.168.50.40"]),
-        ("register_out_of_range.pcap", &["192.168.50.20"]),
+        // Not register_out_of_range: a written value is no window feature
+        // (the rules' REGISTER_VALUE_OUT_OF_RANGE finds it), and its few
+        // writes among the HMI's hundred requests a window leave the
+        // window ordinary (README, "Evaluation").
         (
             "device_enumeration.pcap",
             &["192.168.50.66", "192.168.50.40"],
