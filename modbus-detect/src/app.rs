@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Args, Command, MlAllowed, MlCaptures, MlStep};
+use crate::cli::{Args, Command, EvalArgs, MlAllowed, MlCaptures, MlStep};
 use crate::config::addrs::{load_list, AddrSet, IpNet};
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
@@ -95,6 +95,9 @@ pub enum AppError {
     /// A step of the original ML pipeline (exit 3 or 4).
     #[error(transparent)]
     Step(#[from] crate::original::command::StepError),
+    /// An evaluation's inputs (exit 3).
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
     /// The alert stream broke off (exit 4).
     #[error("EVE stream {0}")]
     Eve(#[from] EveError),
@@ -110,7 +113,8 @@ impl AppError {
             | AppError::Capture(_)
             | AppError::Live(_)
             | AppError::InputAfterReport { .. }
-            | AppError::Threads { .. } => 3,
+            | AppError::Threads { .. }
+            | AppError::Eval(_) => 3,
             AppError::Output { .. }
             | AppError::OutputAfterDrop(_)
             | AppError::Eve(_)
@@ -213,6 +217,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             json,
         }) => return census(paths, &args.ports, *preview, json.as_deref()),
         Some(Command::Ml { step }) => return ml_step(step),
+        Some(Command::Eval(e)) => return eval(e),
         Some(Command::Serve {
             report,
             eve,
@@ -482,6 +487,75 @@ fn ml_step(step: &MlStep) -> Result<u8, AppError> {
         problems.len()
     ))
     .into())
+}
+
+/// `eval`: the tables on stdout (and JSON).
+fn eval(e: &EvalArgs) -> Result<u8, AppError> {
+    use crate::eval::{labels, Case, EvalPlan};
+    let plan = match (&e.manifest, &e.normal) {
+        (Some(m), _) => EvalPlan::from_manifest(m)?,
+        (None, Some(normal)) => {
+            let masters = allow_list(
+                &e.allowed.authorized_masters,
+                &e.allowed.authorized_masters_file,
+            )?;
+            let writers = allow_list(&e.authorized_writers, &None)?;
+            let limits = match &e.register_limits_file {
+                Some(p) => Some(Arc::new(RegisterLimits::load(p)?)),
+                None => None,
+            };
+            let mut cases = Vec::new();
+            for c in &e.capture {
+                let (path, labels) = match c.split_once('=') {
+                    Some((p, l)) => (
+                        PathBuf::from(p),
+                        labels::from_frame_csv(Path::new(l))
+                            .map_err(crate::eval::EvalError::from)?,
+                    ),
+                    None => (PathBuf::from(c), labels::Labels::default()),
+                };
+                cases.push(Case {
+                    name: path.display().to_string(),
+                    path,
+                    labels,
+                    authorized_masters: masters.clone(),
+                    authorized_writers: writers.clone(),
+                    limits: limits.clone(),
+                });
+            }
+            EvalPlan {
+                normal: normal.clone(),
+                authorized_masters: masters,
+                ml_window_ns: 0,
+                cases,
+            }
+        }
+        (None, None) => {
+            return Err(AppError::Usage(
+                "eval needs --manifest FILE, or --normal PATH and --capture CAPTURE[=LABELS]",
+            ))
+        }
+    };
+    if !(e.ml_window.is_finite() && (0.001..=86_400.0).contains(&e.ml_window)) {
+        return Err(AppError::Usage(
+            "--ml-window needs seconds from 0.001 to 86400",
+        ));
+    }
+    let plan = EvalPlan {
+        ml_window_ns: (e.ml_window * 1e9) as u64,
+        ..plan
+    };
+    if let Some(path) = &e.json {
+        check_output(path)?;
+    }
+    let result = crate::eval::evaluate(&plan)?;
+    let _ = crate::eval::print(&mut std::io::stdout().lock(), &result);
+    if let Some(path) = &e.json {
+        let text = serde_json::to_vec_pretty(&result)
+            .map_err(|err| AppError::output(path, "write", err.into()))?;
+        atomic_write(path, &text).map_err(|err| AppError::output(path, "write", err))?;
+    }
+    Ok(0)
 }
 
 /// `diff-inventory A B`: the differences on stdout, one per line.

@@ -289,6 +289,10 @@ pub enum Command {
         #[command(subcommand)]
         step: MlStep,
     },
+    /// Measure detection against labelled captures: precision, recall, F1,
+    /// false alarms and time of the original per-ADU models, our window
+    /// models, the rules, and rules with models (README, "Evaluation").
+    Eval(EvalArgs),
     /// Serve the dashboard of a finished report (until SIGINT/SIGTERM).
     Serve {
         /// The report (`--output` of a run).
@@ -598,4 +602,36 @@ pub struct MlAllowed {
     /// A file of them: one address or range per line, `#` comments.
     #[arg(long, value_name = "FILE")]
     pub authorized_masters_file: Option<PathBuf>,
+}
+
+/// `modbus-detect eval`: what is trained on, what is scored, how it is labelled.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// A lab set's manifest.json: train on its baseline capture, score every
+    /// other capture it lists, labelled by its ground truth, with its allow
+    /// lists and register limits.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["normal", "capture"])]
+    pub manifest: Option<PathBuf>,
+    /// Normal traffic to train on (without --manifest).
+    #[arg(long, value_name = "PATH", requires = "capture")]
+    pub normal: Option<PathBuf>,
+    /// A capture to score, with its per-frame labels (`frame;label` CSV,
+    /// label 0/1 or normal/attack): CAPTURE=LABELS, or CAPTURE alone for
+    /// all-normal traffic. Repeatable.
+    #[arg(long, value_name = "CAPTURE[=LABELS]")]
+    pub capture: Vec<String>,
+    #[command(flatten)]
+    pub allowed: MlAllowed,
+    /// Addresses or ranges allowed to write (the rules' allow list).
+    #[arg(long, value_name = "IP[/PREFIX]", num_args = 1.., value_delimiter = ',')]
+    pub authorized_writers: Option<Vec<IpNet>>,
+    /// Register limits for the rules.
+    #[arg(long, value_name = "FILE")]
+    pub register_limits_file: Option<PathBuf>,
+    /// Seconds of traffic per window of our models (as --ml-window).
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    pub ml_window: f64,
+    /// Also write the figures as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }

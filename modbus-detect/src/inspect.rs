@@ -6,6 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::alert::EveEvent;
 use crate::config::DetectConfig;
 use crate::modbus::record::{AduRecord, Linker};
 use crate::runtime::dispatch::{Dispatcher, FrameStore};
@@ -66,7 +67,22 @@ pub fn decode_capture_with(
     cfg: Arc<DetectConfig>,
     sink: &mut dyn FnMut(AduRecord) -> io::Result<()>,
 ) -> io::Result<Decoded> {
+    trace_capture(capture, cfg, sink, None)
+}
+
+/// [`decode_capture_with`], also keeping every alert line the shard raises
+/// in `alerts` (with `eve_interval_ns` 0 in `cfg`: one per event; the
+/// evaluation, which holds them all).
+pub fn trace_capture(
+    capture: &CaptureFile,
+    cfg: Arc<DetectConfig>,
+    sink: &mut dyn FnMut(AduRecord) -> io::Result<()>,
+    mut alerts: Option<&mut Vec<EveEvent>>,
+) -> io::Result<Decoded> {
     let mut inline = Inline::new(&cfg, 1, None);
+    if alerts.is_some() {
+        inline = inline.keeping_lines();
+    }
     for shard in inline.shards_mut() {
         shard.enable_tap();
     }
@@ -85,6 +101,9 @@ pub fn decode_capture_with(
         if i % HAND_ON_FRAMES == HAND_ON_FRAMES - 1 {
             if let Some(inline) = dispatcher.inline_mut() {
                 hand_on(inline, &mut linker, sink, false)?;
+                if let Some(a) = alerts.as_deref_mut() {
+                    a.extend(inline.take_lines());
+                }
             }
         }
     }
@@ -92,6 +111,9 @@ pub fn decode_capture_with(
     let mut result = ShardResult::default();
     if let Some(mut inline) = done.inline {
         hand_on(&mut inline, &mut linker, sink, true)?;
+        if let Some(a) = alerts {
+            a.extend(inline.take_lines());
+        }
         result = inline.finish().0.pop().unwrap_or_default();
     }
     result.counters.merge(&done.counters);

@@ -61,6 +61,7 @@ pub mod dashboard;
 pub mod decode;
 pub mod defrag;
 pub mod detect;
+pub mod eval;
 pub mod files;
 pub mod flow;
 pub mod inspect;

@@ -33,6 +33,26 @@ struct Args {
     masters: u16,
     #[arg(long, default_value_t = SynthConfig::default().slaves)]
     slaves: u16,
+    /// Also write every frame's label (`frame;label`, 1 for a frame that
+    /// completes an attack request) to FILE, for `modbus-detect eval`.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+}
+
+/// `frame;label` for every frame of the capture.
+fn write_labels(path: &std::path::Path, frames: u64, attacks: &[u64]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(w, "frame;label")?;
+    let mut next = attacks.iter().peekable();
+    for f in 1..=frames {
+        let mut attack = false;
+        while next.next_if(|&&a| a <= f).is_some() {
+            attack = true;
+        }
+        writeln!(w, "{f};{}", u8::from(attack))?;
+    }
+    w.flush()
 }
 
 fn main() -> ExitCode {
@@ -51,6 +71,12 @@ fn main() -> ExitCode {
         std::fs::File::create(&a.out).and_then(|f| generate(&cfg, std::io::BufWriter::new(f)));
     match written {
         Ok(s) => {
+            if let Some(path) = &a.labels {
+                if let Err(e) = write_labels(path, s.frames, &s.attack_frames) {
+                    eprintln!("modbus-synth: error: {}: {e}", path.display());
+                    return ExitCode::from(4);
+                }
+            }
             println!("{}", serde_json::to_string(&s).unwrap_or_default());
             ExitCode::SUCCESS
         }

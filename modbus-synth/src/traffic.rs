@@ -92,6 +92,10 @@ pub struct SynthSummary {
     /// The non-writer master that sends the unauthorized write, if attacks
     /// are on (an addition to the brief: tests need it to assert the alert).
     pub unauthorized_writer: Option<Ipv4Addr>,
+    /// Frames (1-based) holding the last byte of an attack request: the
+    /// ground truth of `modbus-synth --labels` and the evaluation.
+    #[serde(skip)]
+    pub attack_frames: Vec<u64>,
 }
 
 impl SynthSummary {
@@ -188,6 +192,9 @@ impl Sim {
                     link.plan.payload(&seg),
                 )?;
                 self.summary.add(&seg.tally);
+                if seg.tally.attack_requests > 0 {
+                    self.summary.attack_frames.push(w.frames());
+                }
             }
             if let Some(next) = link.next_event() {
                 self.queue.push(Reverse((next, idx)));
