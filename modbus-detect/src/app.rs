@@ -253,15 +253,20 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
     let (outcome, info) = match (args.pcap.as_slice(), &args.interface) {
         ([pcap, ..], _) => {
             let mut capture = open_inputs(args, &args.pcap)?;
-            if let (Some(path), Input::File(_)) = (&args.dump_adus, &capture) {
-                // A pass of its own, then detection as usual: the dump never
-                // stands in for the report, the alerts or --fail-on.
-                dump_adus(pcap, path, cfg.clone())?;
+            // Passes of their own, then detection as usual: they never
+            // stand in for the report, the alerts or --fail-on.
+            let files = match &capture {
+                Input::File(f) => Some(std::slice::from_ref(f)),
+                Input::Set(set) => Some(set.files.as_slice()),
+                Input::Stream(_) => None,
+            };
+            if let (Some(path), Some(files)) = (&args.dump_adus, files) {
+                dump_adus(files, path, cfg.clone())?;
             }
-            match (&args.csv_dir, &capture) {
-                (Some(dir), Input::File(_)) => adu_features(pcap, dir, cfg.clone())?,
-                (Some(dir), Input::Stream(_) | Input::Set(_)) => eprintln!(
-                    "modbus-detect: warning: {}: adu_features.csv is written for one capture file only (not yet for a stream or a set); the other tables are",
+            match (&args.csv_dir, files) {
+                (Some(dir), Some(files)) => adu_features(files, dir, cfg.clone())?,
+                (Some(dir), None) => eprintln!(
+                    "modbus-detect: warning: {}: adu_features.csv needs a capture file or set (a stream can be read once); the other tables are written",
                     Shown(dir)
                 ),
                 _ => {}
@@ -678,9 +683,9 @@ fn open_inputs(args: &Args, pcaps: &[PathBuf]) -> Result<Input, AppError> {
         ));
     }
     let stream = one.is_some_and(|p| is_stream(p));
-    if args.dump_adus.is_some() && (stream || one.is_none()) {
+    if args.dump_adus.is_some() && stream {
         return Err(AppError::Usage(
-            "--dump-adus needs one capture file: it reads the capture twice, a stream can be read once (and sets are not supported yet)",
+            "--dump-adus needs capture files: it reads the capture twice, a stream can be read once",
         ));
     }
     Ok(match one {
@@ -1363,41 +1368,37 @@ fn print_summary(s: &Summary, info: &RunInfo, args: &Args, secs: f64) {
     let _ = writeln!(err, "report written to {}", args.output.display());
 }
 
-/// `--dump-adus`: one JSON line per decoded ADU.
-/// Write every decoded ADU as a JSON line. A capture that breaks off is
-/// reported by the detection pass that follows (with its report).
 /// `--csv-dir`'s `adu_features.csv`: the original ML pipeline's features,
 /// one row per ADU, from a decoding pass of its own (as `--dump-adus`).
-fn adu_features(pcap: &Path, dir: &Path, cfg: Arc<DetectConfig>) -> Result<(), AppError> {
-    let capture = CaptureFile::open(pcap)?;
+fn adu_features(files: &[CaptureFile], dir: &Path, cfg: Arc<DetectConfig>) -> Result<(), AppError> {
     let out = dir.join("adu_features.csv");
     atomic_write_with(&out, |w| {
         let mut rows = crate::output::features::FeatureWriter::new(std::io::BufWriter::new(w))?;
-        crate::inspect::decode_capture_with(&capture, cfg, &mut |adu| rows.row(&adu))?;
+        crate::inspect::decode_files_with(files, cfg, &mut |adu| rows.row(&adu))?;
         rows.finish()
     })
     .map_err(|e| AppError::output(&out, "write", e))?;
     Ok(())
 }
 
-fn dump_adus(pcap: &Path, out: &Path, cfg: Arc<DetectConfig>) -> Result<(), AppError> {
-    // Opened first: a capture that cannot be read writes no dump.
-    let capture = CaptureFile::open(pcap)?;
-    let decoded = atomic_write_with(out, |w| {
+/// `--dump-adus`: every decoded ADU as a JSON line. A capture that breaks
+/// off is reported by the detection pass that follows (with its report).
+fn dump_adus(files: &[CaptureFile], out: &Path, cfg: Arc<DetectConfig>) -> Result<(), AppError> {
+    let forgotten = atomic_write_with(out, |w| {
         let mut w = std::io::BufWriter::new(w);
-        let decoded = crate::inspect::decode_capture_with(&capture, cfg, &mut |adu| {
+        let forgotten = crate::inspect::decode_files_with(files, cfg, &mut |adu| {
             serde_json::to_writer(&mut w, &adu)?;
             w.write_all(b"\n")
         })?;
         w.flush()?;
-        Ok(decoded)
+        Ok(forgotten)
     })
     .map_err(|e| AppError::output(out, "write", e))?;
-    if decoded.forgotten_requests > 0 {
+    if forgotten > 0 {
         eprintln!(
             "modbus-detect: warning: {}: {} requests were left unlinked (more than {} unanswered at once); their responses have no request_frame",
             Shown(out),
-            decoded.forgotten_requests,
+            forgotten,
             crate::modbus::record::MAX_UNANSWERED
         );
     }

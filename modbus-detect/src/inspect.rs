@@ -70,6 +70,31 @@ pub fn decode_capture_with(
     trace_capture(capture, cfg, sink, None)
 }
 
+/// [`decode_capture_with`] over the files of a set, one after the other,
+/// their frames numbered on as the detection numbers them (the second
+/// file's first frame follows the first file's last). Each file is decoded
+/// on its own: an ADU cut by a file boundary, or a response whose request
+/// is in the file before, is what a capture starting there would give.
+/// Returns the requests left unlinked.
+pub fn decode_files_with(
+    files: &[CaptureFile],
+    cfg: Arc<DetectConfig>,
+    sink: &mut dyn FnMut(AduRecord) -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut before = 0;
+    let mut forgotten = 0;
+    for file in files {
+        let decoded = decode_capture_with(file, cfg.clone(), &mut |mut r| {
+            r.frame += before;
+            r.request_frame = r.request_frame.map(|f| f + before);
+            sink(r)
+        })?;
+        before += decoded.result.counters.frames;
+        forgotten += decoded.forgotten_requests;
+    }
+    Ok(forgotten)
+}
+
 /// [`decode_capture_with`], also keeping every alert line the shard raises
 /// in `alerts` (with `eve_interval_ns` 0 in `cfg`: one per event; the
 /// evaluation, which holds them all).

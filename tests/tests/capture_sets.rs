@@ -103,6 +103,77 @@ fn a_set_gives_what_its_one_file_gives() {
     }
 }
 
+/// `--dump-adus` and `adu_features.csv` of a set: its files' ADUs in time
+/// order, numbered across as detection numbers them; what the whole
+/// capture gives, but where a file boundary cuts a connection.
+#[test]
+fn a_set_s_adus_are_its_files_numbered_across() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    let capture = fixture("lab/exception_burst.pcap");
+    cut(&capture, &set);
+    let run = |input: &Path, name: &str| {
+        let dump = dir.path().join(format!("{name}.jsonl"));
+        let csv = dir.path().join(format!("{name}-csv"));
+        let o = detect(
+            &[s(input)],
+            &dir.path().join(format!("{name}.json")),
+            &["--dump-adus", s(&dump), "--csv-dir", s(&csv)],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let lines: Vec<Value> = std::fs::read_to_string(&dump)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let features = std::fs::read_to_string(csv.join("adu_features.csv")).unwrap();
+        (lines, features)
+    };
+    let (whole, whole_csv) = run(&capture, "whole");
+    let (parts, parts_csv) = run(&set, "set");
+    assert!(whole.len() > 1000);
+    // Every ADU of the set is the whole capture's, at the same frame.
+    let key = |v: &Value| {
+        (
+            v["frame"].as_u64().unwrap(),
+            v["tid"].as_u64(),
+            v["is_orig"].as_bool(),
+        )
+    };
+    let whole_keys: std::collections::BTreeMap<_, &Value> =
+        whole.iter().map(|v| (key(v), v)).collect();
+    let mut unlinked = 0;
+    for p in &parts {
+        let w = whole_keys
+            .get(&key(p))
+            .unwrap_or_else(|| panic!("not in the whole capture: {p}"));
+        let mut p = p.clone();
+        if p["request_frame"].is_null() && !w["request_frame"].is_null() {
+            // Its request is in the file before.
+            unlinked += 1;
+            p["request_frame"] = w["request_frame"].clone();
+        }
+        assert_eq!(&p, *w);
+    }
+    // At most what the two boundaries cut.
+    assert!(
+        whole.len() - parts.len() <= 4,
+        "{} of {}",
+        parts.len(),
+        whole.len()
+    );
+    assert!(unlinked <= 4, "{unlinked}");
+    // The features: the same rows, as many as the dump's.
+    assert_eq!(parts_csv.lines().count(), parts.len() + 1);
+    let whole_rows: std::collections::BTreeSet<&str> = whole_csv.lines().collect();
+    let differ = parts_csv
+        .lines()
+        .filter(|l| !whole_rows.contains(l))
+        .count();
+    assert!(differ <= 8, "{differ} rows differ");
+}
+
 #[test]
 fn a_bad_file_in_a_set_is_named_or_left_out() {
     let dir = tempfile::tempdir().unwrap();

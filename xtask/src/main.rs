@@ -15,10 +15,12 @@
 //!   (`MODBUS_FUZZ_SECONDS` to change, 0 to skip).
 //! - `cargo xtask gen-pcap --frames N --out FILE [...]`: a deterministic
 //!   synthetic Modbus/TCP capture.
+//! - `cargo xtask eval-ml`: the README's evaluation tables (see `eval.rs`).
 //! - `cargo xtask fuzz [--time S] [--target T]... [--seed]`: the cargo-fuzz
 //!   targets (see `fuzz.rs`).
 
 mod bench;
+mod eval;
 mod fuzz;
 mod package;
 mod setup;
@@ -52,6 +54,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         "gen-pcap" => gen_pcap(rest),
         "fuzz" => fuzz::fuzz(rest),
         "bench" => bench::bench(rest),
+        "eval-ml" => eval::eval_ml(rest),
         "help" | "--help" | "-h" => {
             println!("{}", USAGE);
             Ok(ExitCode::SUCCESS)
@@ -74,6 +77,8 @@ const USAGE: &str = "usage: cargo xtask <task>
   fuzz [--time S] [--target T]... [--seed]
                     run the cargo-fuzz targets (modbus-detect/fuzz), S seconds each (default 60);
                     --seed: rewrite their seed corpora from the fixture captures
+  eval-ml           the evaluation tables of the README: the original per-ADU models, our
+                    window models and the rules on the lab captures and on synthetic ones
   bench [--quick]   every benchmark (micro, replay, allocations, memory; live as root):
                     one Markdown table, JSON in target/bench/";
 

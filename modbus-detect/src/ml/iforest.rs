@@ -114,6 +114,8 @@ const NOWHERE: u32 = u32::MAX;
 /// ranges beside them: scoring walks one allocation instead of a vector
 /// of 40-byte enums per tree, and takes no logarithm at the leaves
 /// (judging a window was three quarters forest walk, an eighth `ln`).
+/// Walking four trees side by side was tried: more instructions and
+/// mispredicted loop branches than it saved.
 #[derive(Debug, Clone, Default)]
 struct Compiled {
     nodes: Vec<Flat>,
@@ -165,100 +167,47 @@ impl Compiled {
     }
 
     /// Sum of the path lengths of `x` in every tree, in tree order.
-    ///
-    /// The trees are walked [`LANES`] at a time, one step of each in turn:
-    /// a walk is a chain of dependent loads and unpredictable branches, and
-    /// interleaving independent chains lets the CPU overlap them (judging
-    /// a window was four fifths waiting on the forest's memory).
     fn total_path_length(&self, x: &[f64]) -> f64 {
-        let mut total = 0.0;
-        for chunk in self.trees.chunks(LANES) {
-            let mut walks = [Walk::default(); LANES];
-            for (w, &(root, len)) in walks.iter_mut().zip(chunk) {
-                *w = Walk::start(root, len);
+        self.trees.iter().map(|&t| self.path_length(t, x)).sum()
+    }
+
+    /// Depth at which `x` reaches a leaf, plus `c(leaf size)` for the part
+    /// of the tree the height limit cut off; in an extended forest, the
+    /// expected depth when a node isolates `x` with the chance that a cut
+    /// over its range widened to `x` falls between.
+    ///
+    /// Bounded by the tree's node count even on a model that skipped
+    /// `validate`, so it never loops.
+    fn path_length(&self, (root, len): (u32, u32), x: &[f64]) -> f64 {
+        let mut index = root;
+        let mut depth = 0.0;
+        // Chance that `x` is not yet isolated, and the expected depth of
+        // the ways it was.
+        let mut still = 1.0;
+        let mut isolated = 0.0;
+        for _ in 0..len {
+            let Some(n) = self.nodes.get(index as usize) else {
+                break;
+            };
+            if n.feature == LEAF {
+                return isolated + still * (depth + n.value);
             }
-            let walks = &mut walks[..chunk.len()];
-            while walks.iter().any(|w| w.left > 0) {
-                for w in walks.iter_mut().filter(|w| w.left > 0) {
-                    self.step(w, x);
+            let v = x.get(n.feature as usize).copied().unwrap_or(f64::NAN);
+            if let Some(&[lo, hi]) = self.ranges.get(index as usize) {
+                // Rare for a normal window: a well-predicted branch.
+                let excess = (lo - v).max(v - hi);
+                if excess > 0.0 {
+                    let p = excess / (hi - lo + excess);
+                    isolated += still * p * (depth + 1.0);
+                    still *= 1.0 - p;
                 }
             }
-            for w in walks.iter() {
-                total += w.length;
-            }
+            // Branch-free: which way a point goes is a coin toss to the
+            // predictor. Left when `v < value`; NaN goes right.
+            index = [n.right, n.left][usize::from(v < n.value)];
+            depth += 1.0;
         }
-        total
-    }
-
-    /// One step of a walk: down one split, or to its end (a leaf, or an
-    /// index that leads nowhere, or the tree's node count of steps, so
-    /// that even a model that skipped `validate` never loops).
-    ///
-    /// The length is the depth at which `x` reaches a leaf, plus `c(leaf
-    /// size)` for the part of the tree the height limit cut off; in an
-    /// extended forest, the expected depth when a node isolates `x` with
-    /// the chance that a cut over its range widened to `x` falls between.
-    #[inline]
-    fn step(&self, w: &mut Walk, x: &[f64]) {
-        let Some(n) = self.nodes.get(w.index as usize) else {
-            w.finish(0.0);
-            return;
-        };
-        if n.feature == LEAF {
-            w.finish(n.value);
-            return;
-        }
-        let v = x.get(n.feature as usize).copied().unwrap_or(f64::NAN);
-        // Branch-free: which way a point goes is a coin toss to the
-        // predictor, and a mispredicted branch costs more than the few
-        // operations done for nothing.
-        if let Some(&[lo, hi]) = self.ranges.get(w.index as usize) {
-            let excess = (lo - v).max(v - hi).max(0.0);
-            let p = excess / (hi - lo + excess).max(f64::MIN_POSITIVE);
-            w.isolated += w.still * p * (w.depth + 1.0);
-            w.still *= 1.0 - p;
-        }
-        // Left when `v < value`; NaN goes right.
-        w.index = [n.right, n.left][usize::from(v < n.value)];
-        w.depth += 1.0;
-        w.left -= 1;
-        if w.left == 0 {
-            w.finish(0.0);
-        }
-    }
-}
-
-/// Trees walked side by side.
-const LANES: usize = 4;
-
-/// One tree's walk in progress.
-#[derive(Debug, Clone, Copy, Default)]
-struct Walk {
-    index: u32,
-    /// Steps it may still take (0: done).
-    left: u32,
-    depth: f64,
-    /// Chance that `x` is not yet isolated, and the expected depth of the
-    /// ways it was.
-    still: f64,
-    isolated: f64,
-    /// The path length, once done.
-    length: f64,
-}
-
-impl Walk {
-    fn start(root: u32, len: u32) -> Walk {
-        Walk {
-            index: root,
-            left: len,
-            still: 1.0,
-            ..Walk::default()
-        }
-    }
-
-    fn finish(&mut self, leaf: f64) {
-        self.length = self.isolated + self.still * (self.depth + leaf);
-        self.left = 0;
+        isolated + still * depth
     }
 }
 
