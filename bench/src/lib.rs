@@ -22,6 +22,7 @@ pub mod allocs;
 pub mod frames;
 pub mod live;
 pub mod memory;
+pub mod original;
 pub mod replay;
 pub mod report;
 pub mod results;

@@ -91,6 +91,15 @@ enum Cmd {
         #[arg(long)]
         ml: bool,
     },
+    /// (internal) One step of the original ML pipeline; its figures as JSON.
+    OriginalOnce {
+        #[arg(long)]
+        step: String,
+        #[arg(long)]
+        pcap: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// (internal) An AF_PACKET TPACKET_V3 reader, until SIGTERM.
     AfpacketReader {
         #[arg(long)]
@@ -121,6 +130,9 @@ fn main() -> ExitCode {
             modbus_bench::report::run(&dir, &criterion).map(|md| println!("{md}"))
         }
         Cmd::AfpacketReader { iface } => modbus_bench::afpacket::run(&iface),
+        Cmd::OriginalOnce { step, pcap, dir } => {
+            modbus_bench::original::run_step(&step, &pcap, &dir).map(|v| println!("{v}"))
+        }
         Cmd::ReplayOnce {
             pcap,
             baseline,
@@ -238,6 +250,11 @@ fn replay_bench(
         rows.push(row);
         details.push(d);
     }
+    eprintln!("modbus-bench: the original per-ADU pipeline, step by step");
+    for row in modbus_bench::original::bench(pcap, dir, runs.min(3))? {
+        show(&row);
+        rows.push(row);
+    }
     let path = results::write(
         dir,
         "replay",
@@ -354,6 +371,15 @@ fn show(row: &Row) {
             f.min / 1e6,
             f.max / 1e6,
             g.median
+        );
+    } else if let (Some(f), Some(m)) = (&row.frames_per_s, &row.memory_bytes) {
+        eprintln!(
+            "  {:<50} {:>6.3} M/s (min {:.3}, max {:.3}), peak {:.0} MiB",
+            row.name,
+            f.median / 1e6,
+            f.min / 1e6,
+            f.max / 1e6,
+            m.median / (1 << 20) as f64
         );
     }
 }

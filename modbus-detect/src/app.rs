@@ -520,7 +520,10 @@ fn eval(e: &EvalArgs) -> Result<u8, AppError> {
                     None => (PathBuf::from(c), labels::Labels::default()),
                 };
                 cases.push(Case {
-                    name: path.display().to_string(),
+                    name: path.file_name().map_or_else(
+                        || path.display().to_string(),
+                        |n| n.to_string_lossy().into_owned(),
+                    ),
                     path,
                     labels,
                     authorized_masters: masters.clone(),
