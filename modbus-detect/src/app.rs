@@ -615,6 +615,7 @@ fn outputs(args: &Args) -> Vec<PathBuf> {
                 "alert_types.csv",
                 "devices.csv",
                 "pairs.csv",
+                "ml_alerts.csv",
                 "adu_features.csv",
             ]
             .map(|f| d.join(f)),

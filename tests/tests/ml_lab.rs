@@ -216,4 +216,38 @@ fn ml_alerts_carry_the_original_threat_labels() {
     // A known master flooding: requests closer than 5 ms.
     let flood = labels("dos_flood.pcap", "192.168.50.30");
     assert!(flood.contains("DoS ATTACK (High Volume)"), "{flood:?}");
+
+    // --csv-dir's ml_alerts.csv: the report's ML entries, scores and label.
+    let csv = dir.path().join("csv");
+    let (_, report) = flagged("dos_flood.pcap", &b, &["--csv-dir", csv.to_str().unwrap()]);
+    let mut rd = csv::Reader::from_path(csv.join("ml_alerts.csv")).unwrap();
+    let header: Vec<String> = rd.headers().unwrap().iter().map(str::to_string).collect();
+    let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+    let entries: Vec<&Value> = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "ML_ANOMALY")
+        .collect();
+    assert_eq!(rows.len(), entries.len());
+    let col = |r: &csv::StringRecord, name: &str| {
+        r[header.iter().position(|h| h == name).unwrap()].to_string()
+    };
+    for (r, a) in rows.iter().zip(&entries) {
+        assert_eq!(col(r, "src_ip"), a["src_ip"].as_str().unwrap());
+        assert_eq!(col(r, "anomalous_windows"), a["count"].to_string());
+        assert_eq!(col(r, "threat_label"), a["threat_label"].as_str().unwrap());
+        for k in ["iforest_score", "ocsvm_decision", "feature_z"] {
+            let v: f64 = col(r, k).parse().unwrap();
+            assert_eq!(v, a[k].as_f64().unwrap(), "{k}");
+        }
+    }
+    // Without ML alerts, no such file.
+    let quiet = dir.path().join("quiet");
+    flagged(
+        "normal_test.pcap",
+        &b,
+        &["--csv-dir", quiet.to_str().unwrap()],
+    );
+    assert!(quiet.join("alerts.csv").exists() && !quiet.join("ml_alerts.csv").exists());
 }

@@ -140,14 +140,76 @@ pub fn types_csv(r: &Report) -> std::io::Result<Vec<u8>> {
     w.into_inner().map_err(|e| e.into_error())
 }
 
+/// Columns of `ml_alerts.csv`: the ML_ANOMALY entries with what the
+/// models said of the entry's first anomalous window.
+pub const ML_COLUMNS: [&str; 16] = [
+    "src_ip",
+    "dst_ip",
+    "severity",
+    "anomalous_windows",
+    "first_seen",
+    "last_seen",
+    "threat_label",
+    "window_start",
+    "window_requests",
+    "iforest_score",
+    "iforest_threshold",
+    "ocsvm_decision",
+    "ocsvm_threshold",
+    "most_unusual_feature",
+    "feature_z",
+    "description",
+];
+
+/// `ml_alerts.csv`, when the run raised ML_ANOMALY.
+pub fn ml_csv(r: &Report) -> std::io::Result<Option<Vec<u8>>> {
+    let ml: Vec<&AlertEntry> = r
+        .alerts
+        .iter()
+        .filter(|a| a.common.kind == "ML_ANOMALY")
+        .collect();
+    if ml.is_empty() {
+        return Ok(None);
+    }
+    let num = |v: Option<Option<f64>>| v.flatten().map(|x| x.to_string()).unwrap_or_default();
+    let mut w = csv_writer();
+    w.write_record(ML_COLUMNS)?;
+    for a in ml {
+        let d = &a.details;
+        w.write_record([
+            a.common.src_ip.to_string(),
+            a.common.dst_ip.to_string(),
+            a.common.severity.clone(),
+            a.count.to_string(),
+            a.first_seen.clone(),
+            a.last_seen.clone(),
+            d.threat_label.clone().unwrap_or_default(),
+            d.window_start.clone().unwrap_or_default(),
+            d.window_requests.map(|n| n.to_string()).unwrap_or_default(),
+            num(d.iforest_score),
+            num(d.iforest_threshold),
+            num(d.ocsvm_decision),
+            num(d.ocsvm_threshold),
+            d.most_unusual_feature.clone().unwrap_or_default(),
+            num(d.feature_z),
+            cell(&a.description),
+        ])?;
+    }
+    w.into_inner().map(Some).map_err(|e| e.into_error())
+}
+
 /// The files `--csv-dir` writes, with their content.
 pub fn files(r: &Report) -> std::io::Result<Vec<(&'static str, Vec<u8>)>> {
-    Ok(vec![
+    let mut files = vec![
         ("alerts.csv", alerts_csv(r)),
         ("alert_types.csv", types_csv(r)?),
         ("devices.csv", devices_csv(&r.inventory.devices)?),
         ("pairs.csv", pairs_csv(&r.inventory.pairs)?),
-    ])
+    ];
+    if let Some(ml) = ml_csv(r)? {
+        files.push(("ml_alerts.csv", ml));
+    }
+    Ok(files)
 }
 
 /// Write every table into `dir` (created if missing), each atomically.
