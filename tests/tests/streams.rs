@@ -343,8 +343,8 @@ fn a_broken_stream_is_one_line_and_a_report() {
     }
 }
 
-/// `--dump-adus` reads the capture twice: refused for a stream, before
-/// anything is read or written.
+/// `--dump-adus` reads the capture twice (a file or a set can be): refused
+/// for a stream, before anything is read or written.
 #[test]
 fn dump_adus_needs_a_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -355,6 +355,6 @@ fn dump_adus_needs_a_file() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--dump-adus needs one capture file"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--dump-adus needs capture files"));
     assert!(!dump.exists());
 }
