@@ -28,6 +28,7 @@ use crate::files::{
 use crate::flow::policy::TargetPolicies;
 use crate::output::eve::{EveError, EveWriter, Origin};
 use crate::output::metrics::{self, Metrics, MetricsData};
+use crate::output::publish::{nats, spool::Spool, Publisher, Worker};
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::output::{inventory, stats};
 use crate::runtime::offline::{replay_watched, Capture, FileRead, Watch};
@@ -250,7 +251,12 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         metrics::serve(addr, metrics.clone())
             .map_err(|source| AppError::Listen { addr, source })?;
     }
-    let (outcome, info) = match (args.pcap.as_slice(), &args.interface) {
+    let publishing = start_publisher(args)?;
+    let lines = Lines {
+        reopen: &reopen,
+        publish: publishing.as_ref().map(|(p, _)| p),
+    };
+    let (outcome, mut info) = match (args.pcap.as_slice(), &args.interface) {
         ([pcap, ..], _) => {
             let mut capture = open_inputs(args, &args.pcap)?;
             // Passes of their own, then detection as usual: they never
@@ -277,13 +283,13 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
                 &mut capture,
                 pcap,
                 &stop,
-                &reopen,
+                &lines,
                 board.as_ref(),
             )?
         }
         ([], Some(iface)) => {
             check_outputs(args)?;
-            live_capture(args, &cfg, iface, &stop, &reopen, &metrics, board.as_ref())?
+            live_capture(args, &cfg, iface, &stop, &lines, &metrics, board.as_ref())?
         }
         ([], None) => {
             return Err(AppError::Usage(
@@ -291,6 +297,23 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             ))
         }
     };
+    if let Some((publisher, worker)) = publishing {
+        // Every line was handed on: send what is queued and spooled.
+        drop(publisher);
+        let figures = worker.finish(Duration::from_secs_f64(args.publish.publish_wait));
+        if !args.quiet || figures.spool_waiting > 0 {
+            eprintln!(
+                "modbus-detect: published {} events to {} ({} spooled on the way, {} waiting in {}, {} dropped)",
+                figures.acked,
+                args.publish.publish.as_deref().unwrap_or(""),
+                figures.spooled,
+                figures.spool_waiting,
+                args.publish.publish_spool.display(),
+                figures.spool_dropped + figures.queue_full_drops
+            );
+        }
+        info.publish = Some(figures);
+    }
     let code = write_results(args, &cfg, outcome, info, &metrics, board.as_ref())?;
     hold_metrics(args, &stop);
     if board.is_some() {
@@ -711,7 +734,7 @@ fn open_inputs(args: &Args, pcaps: &[PathBuf]) -> Result<Input, AppError> {
 fn eve_writer(
     args: &Args,
     cfg: &Arc<DetectConfig>,
-    reopen: &Arc<AtomicBool>,
+    lines: &Lines,
 ) -> Result<Option<EveWriter>, AppError> {
     let origin = Origin {
         host: args.sensor_name.clone().unwrap_or_else(host_name),
@@ -719,14 +742,61 @@ fn eve_writer(
         pcap_filename: args.pcap.first().map(|p| p.display().to_string()),
         in_iface: args.interface.clone(),
     };
-    args.eve
-        .as_ref()
-        .map(|p| {
-            EveWriter::open(p, cfg.clone(), args.eve_truncate)
-                .map(|w| w.with_origin(origin).with_reopen(reopen.clone()))
-                .map_err(|e| AppError::output(p, "create", e.source))
-        })
-        .transpose()
+    let writer = match (&args.eve, lines.publish) {
+        (Some(p), publish) => {
+            let w = EveWriter::open(p, cfg.clone(), args.eve_truncate)
+                .map(|w| w.with_origin(origin).with_reopen(lines.reopen.clone()))
+                .map_err(|e| AppError::output(p, "create", e.source))?;
+            Some(match publish {
+                Some(publisher) => w.with_publisher(publisher.clone()),
+                None => w,
+            })
+        }
+        (None, Some(publisher)) => {
+            Some(EveWriter::publishing(publisher.clone(), cfg.clone()).with_origin(origin))
+        }
+        (None, None) => None,
+    };
+    Ok(writer)
+}
+
+/// Where the alert lines go besides the report: SIGHUP's reopen flag for
+/// the `--eve` file, and the `--publish` publisher.
+struct Lines<'a> {
+    reopen: &'a Arc<AtomicBool>,
+    publish: Option<&'a Publisher>,
+}
+
+/// `--publish`: the publishing thread, with its spool (one line naming
+/// what cannot be used).
+fn start_publisher(args: &Args) -> Result<Option<(Publisher, Worker)>, AppError> {
+    let a = &args.publish;
+    let Some(servers) = &a.publish else {
+        return Ok(None);
+    };
+    if !(a.publish_wait.is_finite() && (0.0..=3600.0).contains(&a.publish_wait)) {
+        return Err(AppError::Usage(
+            "--publish-wait needs seconds from 0 to 3600",
+        ));
+    }
+    let spool = Spool::open(&a.publish_spool, a.publish_spool_max_bytes)
+        .map_err(|e| AppError::output(&a.publish_spool, "open the spool in", e))?;
+    let connect = nats::Connect {
+        servers: servers.clone(),
+        credentials: a.publish_creds.clone(),
+        root_ca: a.publish_ca.clone(),
+    };
+    let stream = nats::StreamSettings {
+        name: a.publish_stream.clone(),
+        replicas: a.publish_replicas,
+        max_bytes: a.publish_max_bytes,
+        max_age: Duration::from_secs(a.publish_max_age),
+        ..nats::StreamSettings::default()
+    };
+    let sink = nats::NatsSink::new(connect, stream)
+        .map_err(|e| AppError::output(&a.publish_spool, "start publishing for", e))?;
+    let sensor = args.sensor_name.clone().unwrap_or_else(host_name);
+    Ok(Some(Publisher::start(&sensor, Box::new(sink), spool)))
 }
 
 /// The machine's name (`host` of the alert lines when no --sensor-name).
@@ -762,6 +832,7 @@ fn run_info(
         eve_lines: 0,
         capture: None,
         files: Vec::new(),
+        publish: None,
     }
 }
 
@@ -771,10 +842,10 @@ fn replay_capture(
     capture: &mut Input,
     pcap: &Path,
     stop: &AtomicBool,
-    reopen: &Arc<AtomicBool>,
+    lines: &Lines,
     board: Option<&Board>,
 ) -> Result<(RunOutcome, RunInfo), AppError> {
-    let eve = eve_writer(args, cfg, reopen)?;
+    let eve = eve_writer(args, cfg, lines)?;
     let plan = Plan::choose(args.threads.map(usize::from), 1);
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     // A stream's length is unknown: the bar counts bytes without an end.
@@ -880,7 +951,7 @@ fn live_capture(
     cfg: &Arc<DetectConfig>,
     iface: &str,
     stop: &AtomicBool,
-    reopen: &Arc<AtomicBool>,
+    lines: &Lines,
     metrics: &Metrics,
     board: Option<&Board>,
 ) -> Result<(RunOutcome, RunInfo), AppError> {
@@ -912,7 +983,7 @@ fn live_capture(
         live_cfg.limits.ack_confirms_loss = false;
     }
     let cfg = &Arc::new(live_cfg);
-    let eve = eve_writer(args, cfg, reopen)?;
+    let eve = eve_writer(args, cfg, lines)?;
     // Once the capabilities are gone (CAP_DAC_OVERRIDE with them), check
     // again that the outputs can be written, before capture starts.
     let ready = || check_outputs(args);

@@ -242,6 +242,9 @@ pub struct Args {
     #[command(flatten)]
     pub token: TokenArgs,
 
+    #[command(flatten)]
+    pub publish: PublishArgs,
+
     /// Write every decoded ADU as JSON lines to FILE (replay, for comparing with Wireshark).
     #[arg(long, value_name = "FILE")]
     pub dump_adus: Option<PathBuf>,
@@ -249,6 +252,58 @@ pub struct Args {
     /// No progress bar and no summary on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// Publishing the alert lines and stats to NATS JetStream (README, "Many
+/// sensors").
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PublishArgs {
+    /// Publish every alert line and stats event to these NATS servers
+    /// (nats://HOST:PORT, comma separated), subjects
+    /// modbus.<sensor>.alerts and .stats, with acknowledgements.
+    #[arg(long, value_name = "URLS")]
+    pub publish: Option<String>,
+    /// The JetStream stream, created if missing (subjects modbus.>).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "MODBUS",
+        requires = "publish"
+    )]
+    pub publish_stream: String,
+    /// Its replicas, when this sensor creates it.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "publish")]
+    pub publish_replicas: usize,
+    /// Its size limit in bytes, when this sensor creates it (0: none).
+    #[arg(long, value_name = "B", default_value_t = 0, requires = "publish")]
+    pub publish_max_bytes: i64,
+    /// Its age limit in seconds, when this sensor creates it (0: none).
+    #[arg(long, value_name = "S", default_value_t = 0, requires = "publish")]
+    pub publish_max_age: u64,
+    /// A NATS credentials file.
+    #[arg(long, value_name = "FILE", requires = "publish")]
+    pub publish_creds: Option<PathBuf>,
+    /// A CA certificate (PEM) the servers' TLS certificates must chain to
+    /// (TLS is then required).
+    #[arg(long, value_name = "FILE", requires = "publish")]
+    pub publish_ca: Option<PathBuf>,
+    /// Where events wait while the servers are unreachable (kept across
+    /// runs, sent in order once they are back).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "modbus-detect-spool",
+        requires = "publish"
+    )]
+    pub publish_spool: PathBuf,
+    /// The spool's size limit; beyond it the oldest events are dropped,
+    /// counted.
+    #[arg(long, value_name = "B", default_value_t = 256 << 20, requires = "publish")]
+    pub publish_spool_max_bytes: u64,
+    /// At the end of a run, seconds to wait for the servers to take what
+    /// is queued and spooled (the rest stays spooled).
+    #[arg(long, value_name = "S", default_value_t = 10.0, requires = "publish")]
+    pub publish_wait: f64,
 }
 
 /// Who may see the dashboard when it is served beyond loopback.

@@ -892,6 +892,7 @@ fn alert_storm_leaves_a_bounded_report_with_exact_counts() {
         eve_lines,
         capture: None,
         files: Vec::new(),
+        publish: None,
     };
     let rep = report::build(&summary, &info, &cfg);
     let bytes = serde_json::to_vec_pretty(&rep).unwrap();

@@ -8,8 +8,9 @@
 //!   tcpdump (the live tests), prometheus (the metrics are scraped by a
 //!   real server in a test), logrotate, dpkg-dev (dpkg-shlibdeps and strip
 //!   for `cargo xtask package`), chromium and chromium-driver (the
-//!   dashboard is tested in a real browser) (`apt-get update` then `apt-get install -y`
-//!   for the missing ones only).
+//!   dashboard is tested in a real browser), nats-server (the sensors
+//!   publish into a real JetStream cluster in a test) (`apt-get update`
+//!   then `apt-get install -y` for the missing ones only).
 //! - the nightly toolchain's `rust-src` (aya-build compiles `core` for
 //!   bpfel-unknown-none with `-Z build-std=core`).
 //! - `bpf-linker` 0.13, built against the nightly toolchain's own LLVM, so
@@ -38,6 +39,7 @@ const APT_PACKAGES: &[&str] = &[
     "dpkg-dev",
     "chromium",
     "chromium-driver",
+    "nats-server",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -105,6 +105,7 @@ fn run(cfg: &Arc<DetectConfig>, link: LinkType, frames: &[u8], shards: usize) ->
         eve_lines: eve_lines as u64,
         capture: None,
         files: Vec::new(),
+        publish: None,
     };
     let report = build(&summary, &info, cfg);
     let text = serde_json::to_string(&report).expect("the report serialises");

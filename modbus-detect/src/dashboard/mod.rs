@@ -578,6 +578,7 @@ pub fn head(r: &Report) -> Report {
         inventory: r.inventory.clone(),
         alerts: Vec::new(),
         alert_types: r.alert_types.clone(),
+        publish: r.publish,
     }
 }
 

@@ -17,12 +17,16 @@ use crate::config::DetectConfig;
 use crate::files::{open_stream, Shown};
 
 use super::iso_time;
+use super::publish::{Kind, Publisher};
 use super::report::{common_fields, describe, details};
 use crate::knowledge::knowledge;
 
 pub struct EveWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// The file; none when the lines are only published.
+    out: Option<BufWriter<File>>,
+    /// `--publish`: every line also goes to the streaming engine.
+    publish: Option<Publisher>,
     cfg: Arc<DetectConfig>,
     origin: Origin,
     lines: u64,
@@ -56,12 +60,32 @@ impl EveWriter {
         })?;
         Ok(EveWriter {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            out: Some(BufWriter::new(file)),
+            publish: None,
             cfg,
             origin: Origin::default(),
             lines: 0,
             reopen: None,
         })
+    }
+
+    /// Lines published only (`--publish` without `--eve`).
+    pub fn publishing(publisher: Publisher, cfg: Arc<DetectConfig>) -> Self {
+        EveWriter {
+            path: PathBuf::from("--publish"),
+            out: None,
+            publish: Some(publisher),
+            cfg,
+            origin: Origin::default(),
+            lines: 0,
+            reopen: None,
+        }
+    }
+
+    /// Also publish every line.
+    pub fn with_publisher(mut self, publisher: Publisher) -> Self {
+        self.publish = Some(publisher);
+        self
     }
 
     /// Reopen the file (appending, by name again) whenever `flag` is set.
@@ -80,9 +104,11 @@ impl EveWriter {
         {
             return Ok(());
         }
-        self.out.flush()?;
-        let file = open_stream(&self.path, false)?;
-        self.out = BufWriter::new(file);
+        if let Some(out) = self.out.as_mut() {
+            out.flush()?;
+            let file = open_stream(&self.path, false)?;
+            *out = BufWriter::new(file);
+        }
         Ok(())
     }
 
@@ -105,10 +131,28 @@ impl EveWriter {
 
     fn write(&mut self, ev: &EveEvent) -> std::io::Result<()> {
         let line = record(ev, &self.cfg, &self.origin);
-        serde_json::to_writer(&mut self.out, &line)?;
-        self.out.write_all(b"\n")?;
+        self.emit(&line, Kind::Alerts)
+    }
+
+    /// One line to the file and to the publisher.
+    fn emit(&mut self, line: &Value, kind: Kind) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(line)?;
+        if let Some(out) = self.out.as_mut() {
+            out.write_all(&bytes)?;
+            out.write_all(b"\n")?;
+        }
+        if let Some(p) = &self.publish {
+            p.send(kind, bytes);
+        }
         self.lines += 1;
         Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.out.as_mut() {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
     }
 
     /// Write lines and hand them to the kernel, so that a SIEM tailing the
@@ -118,7 +162,7 @@ impl EveWriter {
         lines
             .iter()
             .try_for_each(|ev| self.write(ev))
-            .and_then(|()| self.out.flush())
+            .and_then(|()| self.flush())
             .map_err(|e| self.error(e))
     }
 
@@ -126,23 +170,24 @@ impl EveWriter {
     /// the kernel.
     pub fn write_value(&mut self, line: &Value) -> Result<(), EveError> {
         self.reopen_if_asked().map_err(|e| self.error(e))?;
-        serde_json::to_writer(&mut self.out, line)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| self.out.flush())
-            .map_err(|e| self.error(e))?;
-        self.lines += 1;
-        Ok(())
+        self.emit(line, Kind::Stats)
+            .and_then(|()| self.flush())
+            .map_err(|e| self.error(e))
     }
 
     /// Flush and sync; returns the number of lines written.
     pub fn finish(mut self) -> Result<u64, EveError> {
         // Only a file has anything to sync (a pipe refuses fsync).
-        let file = self.out.get_ref().metadata().is_ok_and(|m| m.is_file());
-        let done = self.out.flush().and_then(|()| match file {
-            true => self.out.get_ref().sync_all(),
-            false => Ok(()),
-        });
+        let done = match self.out.as_mut() {
+            Some(out) => {
+                let file = out.get_ref().metadata().is_ok_and(|m| m.is_file());
+                out.flush().and_then(|()| match file {
+                    true => out.get_ref().sync_all(),
+                    false => Ok(()),
+                })
+            }
+            None => Ok(()),
+        };
         match done {
             Ok(()) => Ok(self.lines),
             Err(e) => Err(self.error(e)),

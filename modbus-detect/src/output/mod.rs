@@ -5,6 +5,7 @@ pub mod features;
 pub mod http;
 pub mod inventory;
 pub mod metrics;
+pub mod publish;
 pub mod report;
 pub mod stats;
 

@@ -135,6 +135,8 @@ pub struct RunInfo {
     pub capture: Option<CaptureSection>,
     /// A capture set's files.
     pub files: Vec<InputFile>,
+    /// `--publish`: the publisher's figures at the end.
+    pub publish: Option<crate::output::publish::Published>,
 }
 
 /// The report file. This type is the schema: the JSON written, the tests
@@ -173,6 +175,10 @@ pub struct Report {
     /// For each alert type raised: what it means, what to check, its
     /// ATT&CK for ICS techniques (`data/alert_types.toml`).
     pub alert_types: IndexMap<String, TypeInfo>,
+    /// `--publish`: events the streaming engine acknowledged, those that
+    /// wait in the spool, those dropped (queue full, spool full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<crate::output::publish::Published>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -622,6 +628,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
             .filter(|k| summary.raised[**k as usize] > 0)
             .map(|k| (k.name().to_string(), knowledge().of(*k).clone()))
             .collect(),
+        publish: info.publish,
     }
 }
 

@@ -24,7 +24,9 @@ enum Lines {
     /// each batch; the first error stops the writing and is kept. `buf` is
     /// reused, so that writing allocates nothing per batch.
     Written {
-        writer: EveWriter,
+        /// Boxed: the writer is large and touched once per batch, and the
+        /// dispatcher holds this enum beside its hot fields.
+        writer: Box<EveWriter>,
         failed: Option<EveError>,
         buf: Vec<EveEvent>,
     },
@@ -51,7 +53,7 @@ impl Inline {
                 .collect(),
             lines: match eve {
                 Some(writer) => Lines::Written {
-                    writer,
+                    writer: Box::new(writer),
                     failed: None,
                     buf: Vec::new(),
                 },

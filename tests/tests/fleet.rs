@@ -1,0 +1,375 @@
+//! Sensors publishing into a real NATS JetStream cluster (`--publish`):
+//! three `nats-server` nodes on loopback ports, each with its own store
+//! under the test's temporary directory, started and stopped by the test
+//! (also on failure). `cargo xtask setup` installs nats-server; without it
+//! these tests fail.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use modbus_tests::{detector_binary, fixture, free_port, read_json, Killed};
+use serde_json::Value;
+
+/// One node of the cluster.
+struct Node {
+    client: u16,
+    monitor: u16,
+    config: PathBuf,
+    process: Option<Killed>,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Three nodes routed to each other, JetStream on, stores in `dir`.
+    fn new(dir: &Path) -> Cluster {
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(client, cluster, monitor))| {
+                let routes: Vec<String> = ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("nats-route://127.0.0.1:{}", p.1))
+                    .collect();
+                let store = dir.join(format!("n{i}"));
+                let config = dir.join(format!("n{i}.conf"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                         jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 1GB }}\n\
+                         cluster {{ name: modbus, listen: 127.0.0.1:{cluster}, routes: [{}] }}\n",
+                        store.display(),
+                        routes.join(", ")
+                    ),
+                )
+                .unwrap();
+                Node {
+                    client,
+                    monitor,
+                    config,
+                    process: None,
+                }
+            })
+            .collect();
+        let mut c = Cluster { nodes };
+        for i in 0..3 {
+            c.start(i);
+        }
+        c.wait_ready();
+        c
+    }
+
+    fn start(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&n.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (cargo xtask setup installs it)");
+        n.process = Some(Killed(child));
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill(&mut self, i: usize) {
+        self.nodes[i].process = None;
+    }
+
+    fn stop_all(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+    }
+
+    fn start_all(&mut self) {
+        for i in 0..3 {
+            self.start(i);
+        }
+        self.wait_ready();
+    }
+
+    /// Every running node says JetStream is up (a meta leader elected).
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for n in self.nodes.iter().filter(|n| n.process.is_some()) {
+            loop {
+                if http_get(n.monitor, "/healthz?js-enabled-only=true").contains("ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node on {} not ready", n.client);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // The meta group needs its leader before a stream can be made.
+        loop {
+            if http_get(self.nodes[0].monitor, "/jsz").contains("\"meta_cluster\"")
+                && http_get(self.nodes[0].monitor, "/jsz?leader-only=false").contains("\"leader\"")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no JetStream meta leader");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Every message of the stream: (subject, Nats-Msg-Id, payload), in
+    /// stream order.
+    fn messages(&self, stream: &str) -> Vec<(String, String, Value)> {
+        let urls = self.urls();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let servers: Vec<async_nats::ServerAddr> =
+                urls.split(',').map(|u| u.parse().unwrap()).collect();
+            let client = async_nats::connect(servers).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let mut s = js.get_stream(stream).await.unwrap();
+            let last = s.info().await.unwrap().state.last_sequence;
+            let mut out = Vec::new();
+            for seq in 1..=last {
+                let Ok(m) = s.get_raw_message(seq).await else {
+                    continue;
+                };
+                let id = m
+                    .headers
+                    .get(async_nats::header::NATS_MESSAGE_ID)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let payload: Value = serde_json::from_slice(&m.payload).unwrap();
+                out.push((m.subject.to_string(), id, payload));
+            }
+            out
+        })
+    }
+}
+
+/// A plain HTTP GET of the monitoring port ("" when it does not answer).
+fn http_get(port: u16, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// The alert lines of an EVE file, parsed.
+fn eve_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn sensor(name: &str, dir: &Path, urls: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(detector_binary());
+    c.args(["--quiet", "--sensor-name", name, "--publish", urls])
+        .args(["--publish-replicas", "3"])
+        .arg("--publish-spool")
+        .arg(dir.join(format!("spool-{name}")))
+        .arg("--output")
+        .arg(dir.join(format!("{name}.json")))
+        .arg("--eve")
+        .arg(dir.join(format!("{name}.eve.json")))
+        .args([
+            "--eve-every-event",
+            "--authorized-masters",
+            "192.168.50.20,192.168.50.30,192.168.50.40",
+        ])
+        .args(extra);
+    c
+}
+
+/// What a sensor published: its alert lines in the stream, in order.
+fn published<'a>(
+    all: &'a [(String, String, Value)],
+    name: &str,
+) -> Vec<&'a (String, String, Value)> {
+    let subject = format!("modbus.{name}.alerts");
+    all.iter().filter(|(s, _, _)| *s == subject).collect()
+}
+
+#[test]
+fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::new(dir.path());
+    let urls = cluster.urls();
+
+    // Sensor A reads its capture from standard input: half, a pause in
+    // which a node is killed, then the rest.
+    let capture = std::fs::read(fixture("lab/dos_flood.pcap")).unwrap();
+    let half = modbus_tests::pcap_prefix(&capture, 2000).len();
+    let mut a = sensor("site-a", dir.path(), &urls, &["--pcap", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = a.stdin.take().unwrap();
+    input.write_all(&capture[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.kill(1);
+    input.write_all(&capture[half..]).unwrap();
+    drop(input);
+    // Sensor B meanwhile, from a file.
+    let b = sensor("site-b", dir.path(), &urls, &["--pcap"])
+        .arg(fixture("lab/rogue_master.pcap"))
+        .output()
+        .unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(a.wait().unwrap().success());
+
+    let all = cluster.messages("MODBUS");
+    for name in ["site-a", "site-b"] {
+        let eve = eve_lines(&dir.path().join(format!("{name}.eve.json")));
+        assert!(eve.len() > 10, "{name}: {} lines", eve.len());
+        let got = published(&all, name);
+        // Every line, once, in order.
+        let payloads: Vec<&Value> = got.iter().map(|(_, _, p)| p).collect();
+        assert_eq!(payloads.len(), eve.len(), "{name}");
+        assert!(
+            payloads.iter().zip(&eve).all(|(a, b)| *a == b),
+            "{name}: lines differ"
+        );
+        let ids: std::collections::BTreeSet<&String> = got.iter().map(|(_, id, _)| id).collect();
+        assert_eq!(ids.len(), got.len(), "{name}: an id twice");
+        let report = read_json(&dir.path().join(format!("{name}.json")));
+        // Acknowledged: every line (a batch sent again after a lost
+        // acknowledgement counts again; the stream kept it once).
+        assert!(
+            report["publish"]["acked"].as_u64().unwrap() as usize >= eve.len(),
+            "{}",
+            report["publish"]
+        );
+        assert_eq!(report["publish"]["spool_waiting"], 0);
+        assert_eq!(report["publish"]["spool_dropped"], 0);
+        assert_eq!(report["publish"]["queue_full_drops"], 0);
+    }
+}
+
+#[test]
+fn a_sensor_spools_while_the_cluster_is_down_and_sends_in_order_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::new(dir.path());
+    let urls = cluster.urls();
+    cluster.stop_all();
+
+    // The cluster is down: every line waits in the spool.
+    let first = sensor(
+        "site-c",
+        dir.path(),
+        &urls,
+        &["--publish-wait", "1", "--pcap"],
+    )
+    .arg(fixture("lab/rogue_master.pcap"))
+    .output()
+    .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let eve1 = eve_lines(&dir.path().join("site-c.eve.json"));
+    let r1 = read_json(&dir.path().join("site-c.json"));
+    assert_eq!(r1["publish"]["acked"], 0, "{}", r1["publish"]);
+    assert_eq!(
+        r1["publish"]["spool_waiting"].as_u64().unwrap() as usize,
+        eve1.len()
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("waiting in"),
+        "said on stderr"
+    );
+
+    // Back up: the next run sends the spool first, then its own lines.
+    cluster.start_all();
+    let second = sensor("site-c", dir.path(), &urls, &["--eve-truncate", "--pcap"])
+        .arg(fixture("lab/unauthorized_write.pcap"))
+        .output()
+        .unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let eve2 = eve_lines(&dir.path().join("site-c.eve.json"));
+    let r2 = read_json(&dir.path().join("site-c.json"));
+    assert_eq!(r2["publish"]["spool_waiting"], 0, "{}", r2["publish"]);
+    let got: Vec<Value> = published(&cluster.messages("MODBUS"), "site-c")
+        .into_iter()
+        .map(|(_, _, p)| p.clone())
+        .collect();
+    let expected: Vec<Value> = eve1.into_iter().chain(eve2).collect();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "not the two runs' lines in order");
+}
+
+#[test]
+fn a_full_spool_drops_the_oldest_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // No server at all on this port.
+    let urls = format!("nats://127.0.0.1:{}", free_port());
+    let capture = dir.path().join("flood.pcap");
+    let cfg = modbus_synth::SynthConfig {
+        frames: 200_000,
+        attacks: true,
+        seed: 5,
+        ..modbus_synth::SynthConfig::default()
+    };
+    modbus_synth::generate(
+        &cfg,
+        std::io::BufWriter::new(std::fs::File::create(&capture).unwrap()),
+    )
+    .unwrap();
+    let o = sensor(
+        "site-d",
+        dir.path(),
+        &urls,
+        &[
+            "--publish-wait",
+            "0",
+            "--publish-spool-max-bytes",
+            "0",
+            "--pcap",
+        ],
+    )
+    .arg(&capture)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = eve_lines(&dir.path().join("site-d.eve.json")).len() as u64;
+    let p = read_json(&dir.path().join("site-d.json"))["publish"].clone();
+    let waiting = p["spool_waiting"].as_u64().unwrap();
+    let dropped = p["spool_dropped"].as_u64().unwrap() + p["queue_full_drops"].as_u64().unwrap();
+    assert!(dropped > 0, "{p}");
+    assert_eq!(waiting + dropped, lines, "{p}");
+    // The spool keeps to its bound: two segments of 4 MiB at most.
+    let bytes: u64 = std::fs::read_dir(dir.path().join("spool-site-d"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(bytes <= 8 << 20, "{bytes} bytes spooled");
+}
