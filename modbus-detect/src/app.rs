@@ -252,6 +252,9 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             .map_err(|source| AppError::Listen { addr, source })?;
     }
     let publishing = start_publisher(args)?;
+    if let Some((p, _)) = &publishing {
+        metrics.follow_publisher(p.figures.clone());
+    }
     let lines = Lines {
         reopen: &reopen,
         publish: publishing.as_ref().map(|(p, _)| p),
@@ -1203,6 +1206,7 @@ impl<'a> PeriodicOutputs<'a> {
                     xdp: snap.xdp,
                     socket_drops: snap.socket_drops,
                     ring_full_drops: snap.ring_full_by_shard.iter().sum(),
+                    publish: self.published.published(),
                 },
             )
         })

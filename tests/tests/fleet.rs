@@ -332,9 +332,11 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     // No server at all on this port.
     let urls = format!("nats://127.0.0.1:{}", free_port());
+    // Every synthetic master is off the allow list of `sensor`: a rogue
+    // master alert per request, tens of megabytes of lines.
     let capture = dir.path().join("flood.pcap");
     let cfg = modbus_synth::SynthConfig {
-        frames: 200_000,
+        frames: 50_000,
         attacks: true,
         seed: 5,
         ..modbus_synth::SynthConfig::default()
@@ -344,7 +346,8 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
         std::io::BufWriter::new(std::fs::File::create(&capture).unwrap()),
     )
     .unwrap();
-    let o = sensor(
+    let metrics = free_port();
+    let mut child = sensor(
         "site-d",
         dir.path(),
         &urls,
@@ -353,15 +356,45 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
             "0",
             "--publish-spool-max-bytes",
             "0",
+            "--metrics",
+            &format!("127.0.0.1:{metrics}"),
+            "--metrics-hold",
+            "30",
             "--pcap",
         ],
     )
     .arg(&capture)
-    .output()
+    .spawn()
     .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The report is written before the metrics are held: then scrape.
+    let report = dir.path().join("site-d.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !report.exists() {
+        assert!(Instant::now() < deadline, "no report");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let scraped = http_get(metrics, "/metrics");
+    // SIGTERM ends the hold.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
     let lines = eve_lines(&dir.path().join("site-d.eve.json")).len() as u64;
-    let p = read_json(&dir.path().join("site-d.json"))["publish"].clone();
+    let p = read_json(&report)["publish"].clone();
+    let metric = |name: &str| -> u64 {
+        scraped
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in\n{scraped}"))
+    };
+    assert_eq!(
+        metric("modbus_detect_publish_dropped_total{reason=\"spool_full\"}"),
+        p["spool_dropped"].as_u64().unwrap()
+    );
+    assert_eq!(
+        metric("modbus_detect_publish_spool_waiting"),
+        p["spool_waiting"].as_u64().unwrap()
+    );
     let waiting = p["spool_waiting"].as_u64().unwrap();
     let dropped = p["spool_dropped"].as_u64().unwrap() + p["queue_full_drops"].as_u64().unwrap();
     assert!(dropped > 0, "{p}");

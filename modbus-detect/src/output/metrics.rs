@@ -5,7 +5,7 @@
 //! end of a replay): Prometheus computes the rates.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -19,6 +19,7 @@ use crate::counters::Counters;
 use crate::decode::SkipReason;
 use crate::source::xdp::XdpCounters;
 
+use super::publish::{Figures as PublishFigures, Published};
 use super::report::Summary;
 
 /// What the metrics show, taken from a run's summary.
@@ -58,25 +59,39 @@ impl MetricsData {
 /// The latest figures, shared by the run (which publishes) and the HTTP
 /// thread (which renders them per scrape).
 #[derive(Debug, Clone, Default)]
-pub struct Metrics(Arc<Mutex<Option<MetricsData>>>);
+pub struct Metrics {
+    data: Arc<Mutex<Option<MetricsData>>>,
+    /// `--publish`: the publisher's figures, read as they are at each scrape.
+    publisher: Arc<OnceLock<Arc<PublishFigures>>>,
+}
 
 impl Metrics {
     pub fn publish(&self, data: MetricsData) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.data.lock() {
             *m = Some(data);
         }
+    }
+
+    /// Show the publisher's figures too (once, when it starts).
+    pub fn follow_publisher(&self, figures: Arc<PublishFigures>) {
+        let _ = self.publisher.set(figures);
+    }
+
+    /// The publisher's figures now, if there is one.
+    pub fn published(&self) -> Option<Published> {
+        self.publisher.get().map(|f| f.snapshot())
     }
 
     /// The exposition text (OpenMetrics) of the latest figures.
     pub fn render(&self) -> String {
         let data = self
-            .0
+            .data
             .lock()
             .ok()
             .and_then(|m| m.clone())
             .unwrap_or_default();
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Figures(data)));
+        registry.register_collector(Box::new(Figures(data, self.published())));
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -86,7 +101,7 @@ impl Metrics {
 
 /// One scrape's figures, as a collector of constant metrics.
 #[derive(Debug)]
-struct Figures(MetricsData);
+struct Figures(MetricsData, Option<Published>);
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
     let c = ConstCounter::new(v);
@@ -259,6 +274,40 @@ impl Collector for Figures {
                 let g = ConstGauge::new(i64::try_from(*depth).unwrap_or(i64::MAX));
                 g.encode(m.encode_family(&[("shard", shard.as_str())])?)?;
             }
+        }
+        if let Some(p) = self.1 {
+            counter(
+                &mut e,
+                "modbus_detect_published",
+                "Events (alert lines, stats) the streaming engine acknowledged",
+                p.acked,
+            )?;
+            counter(
+                &mut e,
+                "modbus_detect_publish_spooled",
+                "Events written to the on-disk spool while the engine was unreachable or behind",
+                p.spooled,
+            )?;
+            counters(
+                &mut e,
+                "modbus_detect_publish_dropped",
+                "Events lost to publishing, by reason: the queue to the publishing thread was full, or the spool was",
+                "reason",
+                [("queue_full", p.queue_full_drops), ("spool_full", p.spool_dropped)],
+            )?;
+            counter(
+                &mut e,
+                "modbus_detect_publish_send_failures",
+                "Sends that failed (each retried from the spool)",
+                p.send_failures,
+            )?;
+            let g = ConstGauge::new(i64::try_from(p.spool_waiting).unwrap_or(i64::MAX));
+            g.encode(e.encode_descriptor(
+                "modbus_detect_publish_spool_waiting",
+                "Events waiting in the spool",
+                None,
+                MetricType::Gauge,
+            )?)?;
         }
         if let Some(x) = d.xdp {
             counter(

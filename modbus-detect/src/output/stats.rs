@@ -21,13 +21,15 @@ pub struct CaptureHealth<'a> {
     pub socket_drops: u64,
     /// Frames dropped because a shard's ring was full.
     pub ring_full_drops: u64,
+    /// `--publish`: the publisher's figures.
+    pub publish: Option<crate::output::publish::Published>,
 }
 
 /// One `stats` event.
 pub fn stats_line(s: &Summary, h: &CaptureHealth<'_>) -> Value {
     let c = &s.counters;
     let alerts: u64 = s.raised.iter().sum();
-    json!({
+    let mut line = json!({
         "timestamp": iso_time(h.now_ns).replace('Z', "+0000"),
         "event_type": "stats",
         "host": h.host,
@@ -59,5 +61,9 @@ pub fn stats_line(s: &Summary, h: &CaptureHealth<'_>) -> Value {
             "inventory_pairs_dropped": s.inventory.pairs_dropped,
             "rule_state_evicted": s.rule_state_evicted,
         },
-    })
+    });
+    if let (Some(p), Some(ours)) = (h.publish, line.get_mut("modbus_detect")) {
+        ours["publish"] = json!(p);
+    }
+    line
 }
