@@ -28,7 +28,7 @@ use crate::files::{
 use crate::flow::policy::TargetPolicies;
 use crate::output::eve::{EveError, EveWriter, Origin};
 use crate::output::metrics::{self, Metrics, MetricsData};
-use crate::output::publish::{nats, spool::Spool, Publisher, Worker};
+use crate::output::publish::{nats, spool::Spool, Kind as PublishKind, Publisher, Worker};
 use crate::output::report::{self, CaptureSection, RunInfo, ShardDrops, Status, Summary};
 use crate::output::{inventory, stats};
 use crate::runtime::offline::{replay_watched, Capture, FileRead, Watch};
@@ -219,6 +219,27 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         }) => return census(paths, &args.ports, *preview, json.as_deref()),
         Some(Command::Ml { step }) => return ml_step(step),
         Some(Command::Eval(e)) => return eval(e),
+        Some(Command::Console {
+            nats,
+            stream,
+            consumer,
+            listen,
+            token,
+        }) => {
+            install_signal_handlers(&stop, &reopen);
+            let source = crate::console::Source {
+                servers: nats.clone(),
+                stream: stream.clone(),
+                consumer: consumer.clone(),
+            };
+            let bound =
+                crate::console::start(source, *listen, dashboard_token(token)?, stop.clone())?;
+            if !args.quiet {
+                eprintln!("modbus-detect: fleet console at http://{bound}/ (reading {nats})");
+            }
+            wait_for(&stop);
+            return Ok(0);
+        }
         Some(Command::Serve {
             report,
             eve,
@@ -259,7 +280,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         reopen: &reopen,
         publish: publishing.as_ref().map(|(p, _)| p),
     };
-    let (outcome, mut info) = match (args.pcap.as_slice(), &args.interface) {
+    let (outcome, info) = match (args.pcap.as_slice(), &args.interface) {
         ([pcap, ..], _) => {
             let mut capture = open_inputs(args, &args.pcap)?;
             // Passes of their own, then detection as usual: they never
@@ -300,24 +321,15 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             ))
         }
     };
-    if let Some((publisher, worker)) = publishing {
-        // Every line was handed on: send what is queued and spooled.
-        drop(publisher);
-        let figures = worker.finish(Duration::from_secs_f64(args.publish.publish_wait));
-        if !args.quiet || figures.spool_waiting > 0 {
-            eprintln!(
-                "modbus-detect: published {} events to {} ({} spooled on the way, {} waiting in {}, {} dropped)",
-                figures.acked,
-                args.publish.publish.as_deref().unwrap_or(""),
-                figures.spooled,
-                figures.spool_waiting,
-                args.publish.publish_spool.display(),
-                figures.spool_dropped + figures.queue_full_drops
-            );
-        }
-        info.publish = Some(figures);
-    }
-    let code = write_results(args, &cfg, outcome, info, &metrics, board.as_ref())?;
+    let code = write_results(
+        args,
+        &cfg,
+        outcome,
+        info,
+        &metrics,
+        board.as_ref(),
+        publishing,
+    )?;
     hold_metrics(args, &stop);
     if board.is_some() {
         // The analyst looks at the finished run until SIGINT/SIGTERM.
@@ -990,7 +1002,15 @@ fn live_capture(
     // Once the capabilities are gone (CAP_DAC_OVERRIDE with them), check
     // again that the outputs can be written, before capture starts.
     let ready = || check_outputs(args);
-    let periodic_outputs = PeriodicOutputs::new(args, cfg, iface, threads, metrics, board);
+    let periodic_outputs = PeriodicOutputs::new(
+        args,
+        cfg,
+        iface,
+        threads,
+        metrics,
+        board,
+        lines.publish.cloned(),
+    );
     let on_snapshot = |snap: online::LiveSnapshot| periodic_outputs.write(snap);
     let due = || periodic_outputs.due();
     let periodic = periodic_outputs.every().map(|every| online::Periodic {
@@ -1057,6 +1077,8 @@ struct PeriodicOutputs<'a> {
     /// The live dashboard, every [`DASHBOARD_EVERY`].
     dashboard: Option<(Duration, Cell<Instant>)>,
     board: Option<&'a Board>,
+    /// `--publish`: inventory snapshots go there too.
+    publisher: Option<Publisher>,
     /// What the snapshot being taken is for: report, inventory, stats,
     /// metrics, dashboard.
     pending: Cell<[bool; 5]>,
@@ -1070,6 +1092,7 @@ impl<'a> PeriodicOutputs<'a> {
         threads: usize,
         published: &'a Metrics,
         board: Option<&'a Board>,
+        publisher: Option<Publisher>,
     ) -> Self {
         let every = |on: bool, s: f64| {
             on.then(|| {
@@ -1089,8 +1112,15 @@ impl<'a> PeriodicOutputs<'a> {
                 args.report_interval.is_some(),
                 args.report_interval.unwrap_or(0.0),
             ),
-            inventory: every(args.inventory.is_some(), args.inventory_interval),
-            stats: every(args.eve.is_some(), args.stats_interval),
+            // Published too: snapshots of the inventory, stats events.
+            inventory: every(
+                args.inventory.is_some() || publisher.is_some(),
+                args.inventory_interval,
+            ),
+            stats: every(
+                args.eve.is_some() || publisher.is_some(),
+                args.stats_interval,
+            ),
             // Due at the first tick: a scraper sees figures from the start.
             metrics: every(args.metrics.is_some(), 1.0).map(|(d, last)| {
                 last.set(Instant::now().checked_sub(d).unwrap_or_else(Instant::now));
@@ -1099,6 +1129,7 @@ impl<'a> PeriodicOutputs<'a> {
             published,
             dashboard: every(board.is_some(), DASHBOARD_EVERY.as_secs_f64()),
             board,
+            publisher,
             pending: Cell::new([false; 5]),
         }
     }
@@ -1184,11 +1215,16 @@ impl<'a> PeriodicOutputs<'a> {
                     warn(&self.args.output, "report", e);
                 }
             }
-            if let (true, Some(path)) = (inventory_due, &self.args.inventory) {
+            if inventory_due {
                 let file =
                     inventory::InventoryFile::new(self.iface.to_string(), false, json.inventory);
-                if let Err(e) = inventory::write_files(path, &file) {
-                    warn(path, "inventory", e);
+                if let Some(path) = &self.args.inventory {
+                    if let Err(e) = inventory::write_files(path, &file) {
+                        warn(path, "inventory", e);
+                    }
+                }
+                if let (Some(p), Ok(bytes)) = (&self.publisher, serde_json::to_vec(&file)) {
+                    p.send(PublishKind::Inventory, bytes);
                 }
             }
         }
@@ -1221,6 +1257,7 @@ fn write_results(
     mut info: RunInfo,
     metrics: &Metrics,
     board: Option<&Board>,
+    publishing: Option<(Publisher, Worker)>,
 ) -> Result<u8, AppError> {
     if let (Some(Err(_)), Some(path)) = (&f.eve, args.eve.as_ref().filter(|p| !is_stdout(p))) {
         // The stream broke off (disk full, I/O error): leave whole lines.
@@ -1259,7 +1296,28 @@ fn write_results(
         figures.shard_ring_full = c.shard_ring_full_drops.clone();
     }
     metrics.publish(figures);
-    let json = report::build(&summary, &info, cfg);
+    let mut json = report::build(&summary, &info, cfg);
+    if let Some((publisher, worker)) = publishing {
+        // The final inventory, then what is queued and spooled.
+        let file = inventory::InventoryFile::new(info.input.clone(), true, json.inventory.clone());
+        if let Ok(bytes) = serde_json::to_vec(&file) {
+            publisher.send(PublishKind::Inventory, bytes);
+        }
+        drop(publisher);
+        let figures = worker.finish(Duration::from_secs_f64(args.publish.publish_wait));
+        if !args.quiet || figures.spool_waiting > 0 {
+            eprintln!(
+                "modbus-detect: published {} events to {} ({} spooled on the way, {} waiting in {}, {} dropped)",
+                figures.acked,
+                args.publish.publish.as_deref().unwrap_or(""),
+                figures.spooled,
+                figures.spool_waiting,
+                args.publish.publish_spool.display(),
+                figures.spool_dropped + figures.queue_full_drops
+            );
+        }
+        json.publish = Some(figures);
+    }
     let text = serde_json::to_vec_pretty(&json)
         .map_err(|e| AppError::output(&args.output, "write report", e.into()))?;
     atomic_write(&args.output, &text)

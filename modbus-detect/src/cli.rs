@@ -348,6 +348,26 @@ pub enum Command {
     /// false alarms and time of the original per-ADU models, our window
     /// models, the rules, and rules with models (README, "Evaluation").
     Eval(EvalArgs),
+    /// One view of many sensors: read what they publish (--publish) from
+    /// NATS JetStream and serve it (until SIGINT/SIGTERM): sensors' health,
+    /// all alerts, the merged inventory, alerts across sensors.
+    Console {
+        /// NATS servers (nats://HOST:PORT, comma separated).
+        #[arg(long, value_name = "URLS")]
+        nats: String,
+        /// The stream the sensors publish into.
+        #[arg(long, value_name = "NAME", default_value = "MODBUS")]
+        stream: String,
+        /// The console's durable consumer (made again on start: the fleet
+        /// is rebuilt from the stream).
+        #[arg(long, value_name = "NAME", default_value = "modbus-console")]
+        consumer: String,
+        /// Where to listen; an address beyond loopback needs a token.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8503")]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
     /// Serve the dashboard of a finished report (until SIGINT/SIGTERM).
     Serve {
         /// The report (`--output` of a run).

@@ -56,6 +56,7 @@ pub mod app;
 pub mod census;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod counters;
 pub mod dashboard;
 pub mod decode;

@@ -267,7 +267,82 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
         assert_eq!(report["publish"]["spool_waiting"], 0);
         assert_eq!(report["publish"]["spool_dropped"], 0);
         assert_eq!(report["publish"]["queue_full_drops"], 0);
+        // The final inventory, once.
+        let inventories: Vec<_> = all
+            .iter()
+            .filter(|(s, _, _)| *s == format!("modbus.{name}.inventory"))
+            .collect();
+        assert_eq!(inventories.len(), 1, "{name}");
+        assert_eq!(inventories[0].2["devices"], report["inventory"]["devices"]);
     }
+
+    // The console reads both sensors from the cluster (one node still down).
+    let listen = free_port();
+    let _console = Killed(
+        Command::new(detector_binary())
+            .args(["console", "--nats", &urls])
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
+            .spawn()
+            .unwrap(),
+    );
+    let api = |path: &str| -> Value {
+        let text = http_get(listen, path);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    };
+    let lines = |name: &str| eve_lines(&dir.path().join(format!("{name}.eve.json"))).len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = api("/api/sensors");
+        let count = |name: &str| {
+            s["sensors"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == name))
+                .map(|x| {
+                    (
+                        x["alert_lines"].as_u64().unwrap_or(0),
+                        x["inventories"].as_u64().unwrap_or(0),
+                    )
+                })
+        };
+        if count("site-a") == Some((lines("site-a"), 1))
+            && count("site-b") == Some((lines("site-b"), 1))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the console has {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let b = api("/api/alerts?sensor=site-b&limit=5");
+    assert_eq!(b["total"].as_u64(), Some(lines("site-b")));
+    assert_eq!(b["alerts"].as_array().unwrap().len(), 5);
+    assert!(b["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["sensor"] == "site-b"));
+    // One asset per address: the PLC, seen by both sensors.
+    let assets = api("/api/inventory");
+    let plc: Vec<&Value> = assets["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["ip"] == "192.168.50.10")
+        .collect();
+    assert_eq!(plc.len(), 1, "{assets}");
+    assert_eq!(plc[0]["sensors"], serde_json::json!(["site-a", "site-b"]));
+    // The rogue master of both captures, seen at both sites.
+    let cross = api("/api/fleet-alerts");
+    assert!(
+        cross["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["type"] == "ROGUE_MASTER_AT_SEVERAL_SITES"
+                && a["subject"] == "192.168.50.66"
+                && a["sensors"] == serde_json::json!(["site-a", "site-b"])),
+        "{cross}"
+    );
 }
 
 #[test]
@@ -297,7 +372,8 @@ fn a_sensor_spools_while_the_cluster_is_down_and_sends_in_order_after() {
     assert_eq!(r1["publish"]["acked"], 0, "{}", r1["publish"]);
     assert_eq!(
         r1["publish"]["spool_waiting"].as_u64().unwrap() as usize,
-        eve1.len()
+        eve1.len() + 1,
+        "every line and the final inventory"
     );
     assert!(
         String::from_utf8_lossy(&first.stderr).contains("waiting in"),
@@ -398,7 +474,8 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
     let waiting = p["spool_waiting"].as_u64().unwrap();
     let dropped = p["spool_dropped"].as_u64().unwrap() + p["queue_full_drops"].as_u64().unwrap();
     assert!(dropped > 0, "{p}");
-    assert_eq!(waiting + dropped, lines, "{p}");
+    // Every line and the final inventory: waiting or dropped.
+    assert_eq!(waiting + dropped, lines + 1, "{p}");
     // The spool keeps to its bound: two segments of 4 MiB at most.
     let bytes: u64 = std::fs::read_dir(dir.path().join("spool-site-d"))
         .unwrap()

@@ -136,30 +136,44 @@ async fn guard(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let allowed = match &shared.token {
-        None => true,
-        Some(t) => {
-            let bearer = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            let query = uri.query().and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("token="))
-                    .map(percent_decode)
-            });
-            bearer.is_some_and(|b| same(b, t)) || query.is_some_and(|q| same(&q, t))
-        }
-    };
-    let mut response = if allowed {
+    let response = if allowed(shared.token.as_deref(), &headers, &uri) {
         next.run(request).await
     } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            "a token is needed: ?token=T or Authorization: Bearer T\n",
-        )
-            .into_response()
+        refused()
     };
+    harden(response)
+}
+
+/// Does the request carry the token (`Authorization: Bearer T` or
+/// `?token=T`), when there is one? (The fleet console asks too.)
+pub(crate) fn allowed(token: Option<&str>, headers: &HeaderMap, uri: &Uri) -> bool {
+    let Some(t) = token else {
+        return true;
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(percent_decode)
+    });
+    bearer.is_some_and(|b| same(b, t)) || query.is_some_and(|q| same(&q, t))
+}
+
+/// The answer to a request without the token.
+pub(crate) fn refused() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "a token is needed: ?token=T or Authorization: Bearer T\n",
+    )
+        .into_response()
+}
+
+/// The headers every answer carries: nothing runs but the page's own
+/// script, nothing is sniffed, nothing leaks in a referrer or a cache.
+pub(crate) fn harden(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -187,7 +201,7 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// `%XX` escapes and `+` of a query value.
-pub(super) fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -1,6 +1,7 @@
 //! Publishing the sensor's events to a streaming engine (`--publish`):
-//! every alert line, every stats event, each to a subject of its own
-//! (`modbus.<sensor>.alerts`, `.stats`), with an id per event so that the
+//! every alert line, every stats event and inventory snapshots, each to a
+//! subject of its own (`modbus.<sensor>.alerts`, `.stats`, `.inventory`),
+//! with an id per event so that the
 //! engine keeps each once however often it is sent.
 //!
 //! The packet path never waits on the network: events are handed to a
@@ -27,6 +28,9 @@ use spool::Spool;
 pub enum Kind {
     Alerts,
     Stats,
+    /// The asset inventory (`--inventory`'s JSON): at the end of a run,
+    /// and every `--inventory-interval` during live capture.
+    Inventory,
 }
 
 impl Kind {
@@ -34,6 +38,7 @@ impl Kind {
         match self {
             Kind::Alerts => "alerts",
             Kind::Stats => "stats",
+            Kind::Inventory => "inventory",
         }
     }
 
@@ -41,6 +46,7 @@ impl Kind {
         match self {
             Kind::Alerts => 1,
             Kind::Stats => 2,
+            Kind::Inventory => 3,
         }
     }
 
@@ -48,6 +54,7 @@ impl Kind {
         match b {
             1 => Some(Kind::Alerts),
             2 => Some(Kind::Stats),
+            3 => Some(Kind::Inventory),
             _ => None,
         }
     }

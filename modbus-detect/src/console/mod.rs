@@ -1,0 +1,277 @@
+//! `modbus-detect console`: one view of a fleet of sensors. It reads the
+//! events the sensors publish (`--publish`) from the JetStream stream with
+//! a durable consumer named for it, builds [`fleet::Fleet`] in memory (it
+//! keeps nothing on disk: on start the consumer is made again and the
+//! stream read from its beginning), and serves it over HTTP: the sensors'
+//! health, every alert with its sensor, the merged inventory, and the
+//! alerts only the fleet can raise.
+//!
+//! Served as the dashboard is: loopback unless a token is given, the
+//! token on every request, GET only, the same security headers.
+
+pub mod fleet;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::dashboard::serve::{allowed, harden, percent_decode, refused, ServeError};
+use crate::output::http;
+use fleet::Fleet;
+
+/// Where the console reads from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub servers: String,
+    pub stream: String,
+    pub consumer: String,
+}
+
+struct Shared {
+    fleet: Mutex<Fleet>,
+    token: Option<String>,
+}
+
+/// Read the stream into the fleet until `stop`; connect again after any
+/// failure (the servers restart, the stream is made later).
+fn consume(source: Source, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("modbus-detect: console: cannot start a runtime");
+        return;
+    };
+    let mut first = true;
+    while !stop.load(Ordering::Relaxed) {
+        let run = rt.block_on(read(&source, &shared, &stop, first));
+        if let Err(e) = run {
+            eprintln!(
+                "modbus-detect: console: {}: {e}; connecting again",
+                source.servers
+            );
+        }
+        first = false;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+async fn read(
+    source: &Source,
+    shared: &Shared,
+    stop: &AtomicBool,
+    first: bool,
+) -> Result<(), String> {
+    let servers: Vec<async_nats::ServerAddr> = source
+        .servers
+        .split(',')
+        .map(|u| u.trim().parse().map_err(|e| format!("{u}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .name("modbus-detect console")
+        .connect(servers)
+        .await
+        .map_err(|e| e.to_string())?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_stream(&source.stream)
+        .await
+        .map_err(|e| format!("stream {}: {e}", source.stream))?;
+    if first {
+        // The fleet is rebuilt from the stream's first event.
+        let _ = stream.delete_consumer(&source.consumer).await;
+    }
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &source.consumer,
+            consumer::pull::Config {
+                durable_name: Some(source.consumer.clone()),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::Explicit,
+                filter_subject: "modbus.>".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("consumer {}: {e}", source.consumer))?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while !stop.load(Ordering::Relaxed) {
+        let next = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+        let Ok(next) = next else {
+            continue;
+        };
+        let Some(m) = next else {
+            return Err("the consumer ended".into());
+        };
+        let m = m.map_err(|e| e.to_string())?;
+        if let Ok(mut f) = shared.fleet.lock() {
+            f.apply(&m.subject, &m.payload);
+        }
+        m.ack().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Start reading and serving; the address bound.
+pub fn start(
+    source: Source,
+    listen: SocketAddr,
+    token: Option<String>,
+    stop: Arc<AtomicBool>,
+) -> Result<SocketAddr, ServeError> {
+    if token.is_none() && !listen.ip().is_loopback() {
+        return Err(ServeError::NeedsToken { addr: listen });
+    }
+    let fail = |source| ServeError::Listen {
+        addr: listen,
+        source,
+    };
+    let (listener, bound) = http::bind(listen).map_err(fail)?;
+    let shared = Arc::new(Shared {
+        fleet: Mutex::new(Fleet::default()),
+        token,
+    });
+    let app = axum::Router::new()
+        .route("/", get(index))
+        .route("/api/sensors", get(sensors))
+        .route("/api/alerts", get(alerts))
+        .route("/api/inventory", get(inventory))
+        .route("/api/fleet-alerts", get(fleet_alerts))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
+        .with_state(shared.clone());
+    http::spawn("console", listener, app).map_err(fail)?;
+    std::thread::Builder::new()
+        .name("console-read".into())
+        .spawn(move || consume(source, shared, stop))
+        .map_err(fail)?;
+    Ok(bound)
+}
+
+async fn guard(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: Uri,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = if allowed(shared.token.as_deref(), &headers, &uri) {
+        next.run(request).await
+    } else {
+        refused()
+    };
+    harden(response)
+}
+
+/// A JSON answer.
+fn json(v: serde_json::Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+fn with_fleet<T>(shared: &Shared, f: impl FnOnce(&Fleet) -> T) -> Option<T> {
+    shared.fleet.lock().ok().map(|g| f(&g))
+}
+
+async fn sensors(State(shared): State<Arc<Shared>>) -> Response {
+    with_fleet(&shared, |f| {
+        json(json!({
+            "sensors": f.sensors.values().collect::<Vec<_>>(),
+            "messages": f.messages,
+            "undecodable": f.undecodable,
+            "alerts_evicted": f.alerts_evicted,
+            "left_out": f.left_out,
+        }))
+    })
+    .unwrap_or_else(|| "busy".into_response())
+}
+
+/// Alert lines, newest first, of one sensor or all.
+async fn alerts(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
+    let param = |name: &str| {
+        uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .map(percent_decode)
+        })
+    };
+    let sensor = param("sensor");
+    let offset: usize = param("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit = param("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100usize)
+        .min(10_000);
+    with_fleet(&shared, |f| {
+        let matching = f
+            .alerts
+            .iter()
+            .rev()
+            .filter(|(s, _)| sensor.as_ref().is_none_or(|want| want == s));
+        let total = matching.clone().count();
+        let page: Vec<_> = matching
+            .skip(offset)
+            .take(limit)
+            .map(|(s, line)| json!({"sensor": s, "line": line}))
+            .collect();
+        json(json!({"total": total, "alerts": page}))
+    })
+    .unwrap_or_else(|| "busy".into_response())
+}
+
+async fn inventory(State(shared): State<Arc<Shared>>) -> Response {
+    with_fleet(&shared, |f| json(json!({"assets": f.assets()})))
+        .unwrap_or_else(|| "busy".into_response())
+}
+
+async fn fleet_alerts(State(shared): State<Arc<Shared>>) -> Response {
+    with_fleet(&shared, |f| json(json!({"alerts": f.fleet_alerts()})))
+        .unwrap_or_else(|| "busy".into_response())
+}
+
+/// Text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The overview, rendered on the server (no script): sensors and the
+/// fleet's own alerts.
+async fn index(State(shared): State<Arc<Shared>>) -> Response {
+    let body = with_fleet(&shared, |f| {
+        let mut h = String::from(
+            "<!doctype html><meta charset=utf-8><title>modbus-detect fleet</title><h1>Sensors</h1>\
+             <table><tr><th>sensor<th>last seen<th>alert lines<th>frames<th>kernel drops<th>publish drops<th>devices",
+        );
+        for s in f.sensors.values() {
+            let n = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
+            h += &format!(
+                "<tr><td>{}<td>{}<td>{}<td>{}<td>{}<td>{}<td>{}",
+                esc(&s.name),
+                esc(s.last_seen.as_deref().unwrap_or("")),
+                s.alert_lines,
+                n(s.frames),
+                n(s.kernel_drops),
+                n(s.publish_dropped),
+                s.devices
+            );
+        }
+        h += "</table><h1>Across sensors</h1><ul>";
+        for a in f.fleet_alerts() {
+            h += &format!("<li>{}: {}", esc(a.kind), esc(&a.description));
+        }
+        h += "</ul><p>JSON: /api/sensors, /api/alerts?sensor=NAME, /api/inventory, /api/fleet-alerts";
+        h
+    })
+    .unwrap_or_default();
+    Html(body).into_response()
+}
