@@ -476,6 +476,10 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
     assert!(dropped > 0, "{p}");
     // Every line and the final inventory: waiting or dropped.
     assert_eq!(waiting + dropped, lines + 1, "{p}");
+    // Memory stays bounded: the queue to the publisher holds 64 MiB at
+    // most, the spool is on disk (73 MiB peak measured, debug build).
+    let peak = read_json(&report)["peak_memory_kib"].as_u64().unwrap();
+    assert!(peak < 256 * 1024, "{peak} KiB");
     // The spool keeps to its bound: two segments of 4 MiB at most.
     let bytes: u64 = std::fs::read_dir(dir.path().join("spool-site-d"))
         .unwrap()

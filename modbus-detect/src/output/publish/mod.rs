@@ -118,8 +118,10 @@ impl Figures {
     }
 }
 
-/// Events the queue to the publishing thread holds at most.
+/// Events the queue to the publishing thread holds at most, and their
+/// bytes at most (an inventory snapshot can be large).
 pub const QUEUE: usize = 1 << 16;
+pub const QUEUE_BYTES: u64 = 64 << 20;
 /// Events sent per batch (one acknowledgement wait for all).
 const BATCH: usize = 256;
 /// After a failed send, wait this long before trying again.
@@ -139,6 +141,8 @@ pub struct Publisher {
     /// The run's id prefix and the next event number.
     run: Arc<str>,
     seq: Arc<AtomicU64>,
+    /// Bytes of the events in the queue.
+    queued: Arc<AtomicU64>,
     pub figures: Arc<Figures>,
 }
 
@@ -164,15 +168,18 @@ impl Publisher {
         let sensor: Arc<str> = sensor.into();
         let f = figures.clone();
         let name = sensor.clone();
+        let queued = Arc::new(AtomicU64::new(0));
+        let taken = queued.clone();
         let handle = std::thread::Builder::new()
             .name("publish".into())
-            .spawn(move || work(&name, sink, spool, &rx, &f))
+            .spawn(move || work(&name, sink, spool, &rx, &taken, &f))
             .expect("the publishing thread starts");
         let p = Publisher {
             tx: tx.clone(),
             sensor,
             run: run.into(),
             seq: Arc::new(AtomicU64::new(0)),
+            queued,
             figures: figures.clone(),
         };
         (
@@ -189,9 +196,16 @@ impl Publisher {
         &self.sensor
     }
 
-    /// Hand one event on; a full queue drops it (counted).
+    /// Hand one event on; a full queue (in events or bytes) drops it,
+    /// counted.
     pub fn send(&self, kind: Kind, payload: Vec<u8>) {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let len = payload.len() as u64;
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.figures.queue_full.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let ev = Event {
             kind,
             id: format!("{}:{n}", self.run),
@@ -200,6 +214,7 @@ impl Publisher {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.tx.try_send(Msg::Event(ev))
         {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
             self.figures.queue_full.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -218,7 +233,14 @@ impl Worker {
 
 /// The publishing thread: queue to spool when the engine is away or the
 /// spool is not empty (order), spool to engine as it acknowledges.
-fn work(sensor: &str, mut sink: Box<dyn Sink>, mut spool: Spool, rx: &Receiver<Msg>, f: &Figures) {
+fn work(
+    sensor: &str,
+    mut sink: Box<dyn Sink>,
+    mut spool: Spool,
+    rx: &Receiver<Msg>,
+    queued: &AtomicU64,
+    f: &Figures,
+) {
     let mut deadline: Option<Instant> = None;
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     let mut retry_at: Option<Instant> = None;
@@ -245,7 +267,10 @@ fn work(sensor: &str, mut sink: Box<dyn Sink>, mut spool: Spool, rx: &Receiver<M
         let mut msg = first;
         while let Some(m) = msg.take() {
             match m {
-                Msg::Event(ev) => batch.push(ev),
+                Msg::Event(ev) => {
+                    queued.fetch_sub(ev.payload.len() as u64, Ordering::Relaxed);
+                    batch.push(ev);
+                }
                 Msg::Finish(wait) => deadline = Some(Instant::now() + wait),
             }
             if batch.len() >= BATCH {
@@ -316,5 +341,70 @@ fn work(sensor: &str, mut sink: Box<dyn Sink>, mut spool: Spool, rx: &Receiver<M
         if waiting {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine that takes everything, or nothing.
+    struct Fake {
+        up: bool,
+        got: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Sink for Fake {
+        fn send(&mut self, _sensor: &str, batch: &[Event]) -> Result<(), String> {
+            if !self.up {
+                return Err("down".into());
+            }
+            let mut got = self.got.lock().map_err(|_| "poisoned")?;
+            got.extend(batch.iter().map(|e| e.id.clone()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_event_beyond_the_queue_s_bytes_is_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Fake {
+            up: true,
+            got: got.clone(),
+        };
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let (p, w) = Publisher::start("s", Box::new(sink), spool);
+        p.send(Kind::Inventory, vec![0; QUEUE_BYTES as usize + 1]);
+        for _ in 0..10 {
+            p.send(Kind::Alerts, b"{}".to_vec());
+        }
+        drop(p);
+        let f = w.finish(Duration::from_secs(5));
+        assert_eq!(f.queue_full_drops, 1);
+        assert_eq!(f.acked, 10);
+        let got = got.lock().unwrap();
+        // In order, numbered after the dropped one.
+        assert_eq!(got.first().map(|id| id.ends_with(":1")), Some(true));
+        assert_eq!(got.last().map(|id| id.ends_with(":10")), Some(true));
+    }
+
+    #[test]
+    fn while_the_engine_is_down_events_wait_in_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Fake {
+            up: false,
+            got: Arc::default(),
+        };
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let (p, w) = Publisher::start("s", Box::new(sink), spool);
+        for _ in 0..100 {
+            p.send(Kind::Alerts, b"{}".to_vec());
+        }
+        drop(p);
+        let f = w.finish(Duration::from_millis(300));
+        assert_eq!((f.acked, f.spool_waiting, f.spool_dropped), (0, 100, 0));
+        assert!(f.send_failures > 0);
+        assert_eq!(Spool::open(dir.path(), 1 << 20).unwrap().len(), 100);
     }
 }
