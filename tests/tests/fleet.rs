@@ -18,6 +18,7 @@ struct Node {
     client: u16,
     monitor: u16,
     config: PathBuf,
+    log: PathBuf,
     process: Option<Killed>,
 }
 
@@ -27,7 +28,26 @@ struct Cluster {
 
 impl Cluster {
     /// Three nodes routed to each other, JetStream on, stores in `dir`.
+    /// Ports are picked free, but another process may take one before a
+    /// node binds it: a cluster that does not come up is made again on
+    /// other ports (three tries), each try's logs kept for the message.
     fn new(dir: &Path) -> Cluster {
+        let mut why = Vec::new();
+        for attempt in 0..3 {
+            let mut c = Cluster::configure(&dir.join(format!("try{attempt}")));
+            for i in 0..3 {
+                c.start(i);
+            }
+            match c.wait_ready() {
+                Ok(()) => return c,
+                Err(e) => why.push(e),
+            }
+        }
+        panic!("the JetStream cluster did not come up: {why:?}");
+    }
+
+    fn configure(dir: &Path) -> Cluster {
+        std::fs::create_dir_all(dir).unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..3)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -58,25 +78,26 @@ impl Cluster {
                     client,
                     monitor,
                     config,
+                    log: dir.join(format!("n{i}.log")),
                     process: None,
                 }
             })
             .collect();
-        let mut c = Cluster { nodes };
-        for i in 0..3 {
-            c.start(i);
-        }
-        c.wait_ready();
-        c
+        Cluster { nodes }
     }
 
     fn start(&mut self, i: usize) {
         let n = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .unwrap();
         let child = Command::new("nats-server")
             .arg("-c")
             .arg(&n.config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("nats-server runs (cargo xtask setup installs it)");
         n.process = Some(Killed(child));
@@ -97,18 +118,29 @@ impl Cluster {
         for i in 0..3 {
             self.start(i);
         }
-        self.wait_ready();
+        if let Err(e) = self.wait_ready() {
+            panic!("{e}");
+        }
     }
 
-    /// Every running node says JetStream is up (a meta leader elected).
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for n in self.nodes.iter().filter(|n| n.process.is_some()) {
+    /// Every running node says JetStream is up (a meta leader elected);
+    /// else why not, with the node's log.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in self.nodes.iter_mut().filter(|n| n.process.is_some()) {
             loop {
                 if http_get(n.monitor, "/healthz?js-enabled-only=true").contains("ok") {
                     break;
                 }
-                assert!(Instant::now() < deadline, "node on {} not ready", n.client);
+                let exited = n
+                    .process
+                    .as_mut()
+                    .is_some_and(|p| p.0.try_wait().ok().flatten().is_some());
+                if exited || Instant::now() >= deadline {
+                    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    return Err(format!("node on {} not ready: {tail:?}", n.client));
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -117,9 +149,11 @@ impl Cluster {
             if http_get(self.nodes[0].monitor, "/jsz").contains("\"meta_cluster\"")
                 && http_get(self.nodes[0].monitor, "/jsz?leader-only=false").contains("\"leader\"")
             {
-                break;
+                return Ok(());
             }
-            assert!(Instant::now() < deadline, "no JetStream meta leader");
+            if Instant::now() >= deadline {
+                return Err("no JetStream meta leader".into());
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -486,4 +520,112 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     assert!(bytes <= 8 << 20, "{bytes} bytes spooled");
+}
+
+/// A measurement, not a check (`cargo test --test fleet -- --ignored
+/// --nocapture`): from the moment a frame that raises an alert is handed
+/// to a sensor to the moment the console serves the alert, through the
+/// three-node cluster. The sensor reads standard input, so each sample
+/// includes the replay's idle flush (100 ms), which a live capture does
+/// not wait for.
+#[test]
+#[ignore]
+fn frame_to_console_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new(dir.path());
+    let urls = cluster.urls();
+    let listen = free_port();
+    let _console = Killed(
+        Command::new(detector_binary())
+            .args(["console", "--nats", &urls])
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
+            .spawn()
+            .unwrap(),
+    );
+    let capture = dir.path().join("attack.pcap");
+    let cfg = modbus_synth::SynthConfig {
+        frames: 30_000,
+        masters: 4,
+        slaves: 2,
+        attacks: true,
+        seed: 9,
+        ..modbus_synth::SynthConfig::default()
+    };
+    let s = modbus_synth::generate(
+        &cfg,
+        std::io::BufWriter::new(std::fs::File::create(&capture).unwrap()),
+    )
+    .unwrap();
+    let bytes = std::fs::read(&capture).unwrap();
+    let join = |v: &[std::net::Ipv4Addr]| {
+        v.iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (masters, writers) = (join(&s.authorized_masters), join(&s.authorized_writers));
+    let mut sensor = Command::new(detector_binary())
+        .args(["--quiet", "--sensor-name", "lat", "--publish", &urls])
+        .arg("--publish-spool")
+        .arg(dir.path().join("spool"))
+        .arg("--output")
+        .arg(dir.path().join("lat.json"))
+        .args(["--eve-every-event", "--authorized-masters", &masters])
+        .args(["--authorized-writers", &writers, "--eve"])
+        .arg(dir.path().join("lat.eve.json"))
+        .args(["--pcap", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = sensor.stdin.take().unwrap();
+    let total = || -> u64 {
+        let text = http_get(listen, "/api/alerts?sensor=lat&limit=1");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str::<Value>(body).map_or(0, |v| v["total"].as_u64().unwrap_or(0))
+    };
+    let mut written = 0;
+    let mut written_frames = 0;
+    let mut samples = Vec::new();
+    for &frame in s.attack_frames.iter().take(200) {
+        // A write's alert waits for the PLC's answer: a few frames more
+        // (an attack frame among those already written is no sample).
+        if frame as usize <= written_frames {
+            continue;
+        }
+        written_frames = frame as usize + 4;
+        let upto = modbus_tests::pcap_prefix(&bytes, written_frames).len();
+        let before = total();
+        input.write_all(&bytes[written..upto]).unwrap();
+        input.flush().unwrap();
+        written = upto;
+        let t0 = Instant::now();
+        while total() <= before {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no alert for frame {frame}: {before} in the console, the EVE file has {:?}",
+                std::fs::read_to_string(dir.path().join("lat.eve.json"))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| {
+                        let v: Value = serde_json::from_str(l).unwrap_or_default();
+                        format!("{} {}", v["modbus_detect"]["type"], v["pcap_cnt"])
+                    })
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(input);
+    let _ = sensor.wait();
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "frame to console: {} samples, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        samples.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
 }
