@@ -51,16 +51,17 @@ fn consume(source: Source, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         eprintln!("modbus-detect: console: cannot start a runtime");
         return;
     };
-    let mut first = true;
+    // Until the consumer was made again once, a consumer of an earlier
+    // console must not be resumed (its history is not in this one).
+    let mut fresh = false;
     while !stop.load(Ordering::Relaxed) {
-        let run = rt.block_on(read(&source, &shared, &stop, first));
+        let run = rt.block_on(read(&source, &shared, &stop, &mut fresh));
         if let Err(e) = run {
             eprintln!(
                 "modbus-detect: console: {}: {e}; connecting again",
                 source.servers
             );
         }
-        first = false;
         std::thread::sleep(Duration::from_secs(1));
     }
 }
@@ -69,7 +70,7 @@ async fn read(
     source: &Source,
     shared: &Shared,
     stop: &AtomicBool,
-    first: bool,
+    fresh: &mut bool,
 ) -> Result<(), String> {
     let servers: Vec<async_nats::ServerAddr> = source
         .servers
@@ -87,7 +88,7 @@ async fn read(
         .get_stream(&source.stream)
         .await
         .map_err(|e| format!("stream {}: {e}", source.stream))?;
-    if first {
+    if !*fresh {
         // The fleet is rebuilt from the stream's first event.
         let _ = stream.delete_consumer(&source.consumer).await;
     }
@@ -104,6 +105,7 @@ async fn read(
         )
         .await
         .map_err(|e| format!("consumer {}: {e}", source.consumer))?;
+    *fresh = true;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     while !stop.load(Ordering::Relaxed) {
         let next = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;

@@ -91,6 +91,8 @@ pub struct Figures {
     pub send_failures: AtomicU64,
     /// Waiting in the spool now.
     pub spool_waiting: AtomicU64,
+    /// Bytes of spooled records a crash cut short (found on start).
+    pub spool_corrupt_bytes: AtomicU64,
 }
 
 /// The figures as numbers, for the report.
@@ -102,6 +104,8 @@ pub struct Published {
     pub spool_dropped: u64,
     pub send_failures: u64,
     pub spool_waiting: u64,
+    #[serde(default)]
+    pub spool_corrupt_bytes: u64,
 }
 
 impl Figures {
@@ -114,6 +118,7 @@ impl Figures {
             spool_dropped: g(&self.spool_dropped),
             send_failures: g(&self.send_failures),
             spool_waiting: g(&self.spool_waiting),
+            spool_corrupt_bytes: g(&self.spool_corrupt_bytes),
         }
     }
 }
@@ -159,6 +164,10 @@ impl Publisher {
     pub fn start(sensor: &str, sink: Box<dyn Sink>, spool: Spool) -> (Publisher, Worker) {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let figures = Arc::new(Figures::default());
+        figures
+            .spool_corrupt_bytes
+            .store(spool.corrupt_bytes, Ordering::Relaxed);
+        figures.spool_waiting.store(spool.len(), Ordering::Relaxed);
         let run = format!(
             "{sensor}:{}",
             std::time::SystemTime::now()
@@ -300,6 +309,9 @@ fn work(
                         }
                     },
                     Err(_) => {
+                        // A record the spool cannot read back: skipped,
+                        // counted as dropped.
+                        unspooled += 1;
                         let _ = spool.commit(1);
                     }
                 }
