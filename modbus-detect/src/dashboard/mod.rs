@@ -137,9 +137,10 @@ pub struct MapCell {
 
 impl AlertRow {
     pub fn of(a: &AlertEntry) -> AlertRow {
+        let filter = wireshark_filter(a);
         AlertRow {
-            csv: tables::alert_line(a),
-            filter: wireshark_filter(a),
+            csv: tables::alert_line_with(a, filter.clone()),
+            filter,
         }
     }
 }
@@ -314,22 +315,32 @@ fn metrics(r: &Report) -> Vec<Metric> {
         .collect()
 }
 
-/// The most severe severity an alert type was raised with.
-fn type_severity(r: &Report, kind: &str) -> String {
+/// Per alert type: the most severe severity its entries were raised with
+/// ("LOW" when none says), and its report entries. One pass over the
+/// entries: a live page is published every second, with up to 100,000.
+fn type_summary(r: &Report) -> BTreeMap<&str, (&'static str, usize)> {
     const ORDER: [&str; 4] = ["CRITICAL", "HIGH", "MEDIUM", "LOW"];
-    r.alerts
-        .iter()
-        .filter(|a| a.common.kind == kind)
-        .filter_map(|a| ORDER.iter().position(|s| *s == a.common.severity))
-        .min()
-        .map_or("LOW", |i| ORDER[i])
-        .to_string()
+    let mut by_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for a in &r.alerts {
+        let e = by_type
+            .entry(a.common.kind.as_str())
+            .or_insert((ORDER.len() - 1, 0));
+        if let Some(i) = ORDER.iter().position(|s| *s == a.common.severity) {
+            e.0 = e.0.min(i);
+        }
+        e.1 += 1;
+    }
+    by_type
+        .into_iter()
+        .map(|(k, (i, n))| (k, (ORDER[i], n)))
+        .collect()
 }
 
 fn charts(r: &Report) -> Charts {
     let c = &r.counters;
     // Alert events per type raised, in the report's order, coloured by the
     // type's worst severity.
+    let types = type_summary(r);
     let raised: Vec<Item> = c
         .alerts_by_type
         .iter()
@@ -337,7 +348,7 @@ fn charts(r: &Report) -> Charts {
         .map(|(k, v)| Item {
             label: k.clone(),
             value: *v,
-            color: severity_color(&type_severity(r, k)),
+            color: severity_color(types.get(k.as_str()).map_or("LOW", |t| t.0)),
         })
         .collect();
     let flagged: u64 = raised.iter().map(|i| i.value).sum();
@@ -448,16 +459,20 @@ fn rogue_masters(r: &Report) -> BTreeSet<IpAddr> {
 }
 
 fn type_cards(r: &Report) -> Vec<TypeCard> {
+    let types = type_summary(r);
     r.counters
         .alerts_by_type
         .iter()
         .filter(|(_, v)| **v > 0)
-        .map(|(k, v)| TypeCard {
-            kind: k.clone(),
-            severity: type_severity(r, k),
-            events: *v,
-            entries: r.alerts.iter().filter(|a| a.common.kind == *k).count(),
-            info: r.alert_types.get(k).cloned(),
+        .map(|(k, v)| {
+            let (severity, entries) = types.get(k.as_str()).copied().unwrap_or(("LOW", 0));
+            TypeCard {
+                kind: k.clone(),
+                severity: severity.to_string(),
+                events: *v,
+                entries,
+                info: r.alert_types.get(k).cloned(),
+            }
         })
         .collect()
 }
@@ -622,4 +637,50 @@ pub fn write_files(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One pass gives each type's worst severity and entry count, as
+    /// counting type by type did.
+    #[test]
+    fn type_summary_is_each_type_s_worst_severity_and_entries() {
+        let mut r: Report =
+            serde_json::from_str(include_str!("../../../tests/fixtures/report/replay.json"))
+                .unwrap();
+        assert!(r.alerts.len() > 3);
+        // Make one type's severities differ, and one unknown.
+        r.alerts[0].common.severity = "LOW".into();
+        let kind = r.alerts[0].common.kind.clone();
+        let mut twin = r.alerts[0].clone();
+        twin.common.severity = "CRITICAL".into();
+        r.alerts.push(twin);
+        let mut odd = r.alerts[0].clone();
+        odd.common.kind = "SOMETHING_NEW".into();
+        odd.common.severity = "SEVERE".into();
+        r.alerts.push(odd);
+        let summary = type_summary(&r);
+        assert_eq!(summary[kind.as_str()].0, "CRITICAL");
+        assert_eq!(summary["SOMETHING_NEW"], ("LOW", 1));
+        for (k, (severity, entries)) in &summary {
+            let of_k: Vec<&AlertEntry> = r.alerts.iter().filter(|a| a.common.kind == *k).collect();
+            assert_eq!(*entries, of_k.len(), "{k}");
+            let rank = |s: &str| {
+                ["CRITICAL", "HIGH", "MEDIUM", "LOW"]
+                    .iter()
+                    .position(|x| *x == s)
+            };
+            let worst = of_k
+                .iter()
+                .filter_map(|a| rank(&a.common.severity))
+                .min()
+                .unwrap_or(3);
+            assert_eq!(rank(severity), Some(worst), "{k}");
+        }
+        let row = AlertRow::of(&r.alerts[1]);
+        assert_eq!(row.csv, tables::alert_line(&r.alerts[1]));
+        assert!(row.csv.contains(&row.filter.replace('"', "\"\"")));
+    }
 }

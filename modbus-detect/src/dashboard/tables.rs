@@ -49,7 +49,9 @@ pub const TYPE_COLUMNS: [&str; 7] = [
     "meaning",
 ];
 
-fn alert_record(a: &AlertEntry) -> Vec<String> {
+/// An entry's fields in `ALERT_COLUMNS` order, with its Wireshark filter
+/// (computed once by the caller that also shows it).
+fn alert_record(a: &AlertEntry, filter: String) -> Vec<String> {
     let c = &a.common;
     let opt = |v: Option<String>| v.unwrap_or_default();
     let w = a.details.write.as_ref();
@@ -83,7 +85,7 @@ fn alert_record(a: &AlertEntry) -> Vec<String> {
         })),
         opt(w.map(|w| w.answer.clone())),
         c.mitre_techniques.join(" "),
-        super::wireshark_filter(a),
+        filter,
         opt(a.details.threat_label.clone()),
     ]
 }
@@ -91,9 +93,14 @@ fn alert_record(a: &AlertEntry) -> Vec<String> {
 /// One entry's row of `alerts.csv`, without its line end: the page joins
 /// the rows the analyst filtered, so its download is this file's subset.
 pub fn alert_line(a: &AlertEntry) -> String {
+    alert_line_with(a, super::wireshark_filter(a))
+}
+
+/// [`alert_line`] with the entry's Wireshark filter already made.
+pub fn alert_line_with(a: &AlertEntry, filter: String) -> String {
     let mut w = csv_writer();
     // Writing to memory does not fail; an empty row would show it did.
-    let _ = w.write_record(alert_record(a));
+    let _ = w.write_record(alert_record(a, filter));
     let bytes = w.into_inner().unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes);
     text.strip_suffix("\r\n").unwrap_or(&text).to_string()
