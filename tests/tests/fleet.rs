@@ -365,6 +365,25 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
         .collect();
     assert_eq!(plc.len(), 1, "{assets}");
     assert_eq!(plc[0]["sensors"], serde_json::json!(["site-a", "site-b"]));
+    // With a token, a request without it is refused (the dashboard's guard).
+    let guarded = free_port();
+    let _guarded = Killed(
+        Command::new(detector_binary())
+            .args(["console", "--nats", &urls, "--dashboard-token", "s3cret"])
+            .args(["--listen", &format!("127.0.0.1:{guarded}")])
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(guarded, "/api/sensors").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the guarded console does not answer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(http_get(guarded, "/api/sensors").starts_with("HTTP/1.0 401"));
+    assert!(http_get(guarded, "/api/sensors?token=s3cret").starts_with("HTTP/1.0 200"));
     // The rogue master of both captures, seen at both sites.
     let cross = api("/api/fleet-alerts");
     assert!(

@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Uri};
+use axum::http::{header, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::dashboard::serve::{allowed, harden, percent_decode, refused, ServeError};
+use crate::dashboard::serve::{guard, percent_decode, ServeError};
 use crate::output::http;
 use fleet::Fleet;
 
@@ -38,7 +38,6 @@ pub struct Source {
 
 struct Shared {
     fleet: Mutex<Fleet>,
-    token: Option<String>,
 }
 
 /// Read the stream into the fleet until `stop`; connect again after any
@@ -141,7 +140,6 @@ pub fn start(
     let (listener, bound) = http::bind(listen).map_err(fail)?;
     let shared = Arc::new(Shared {
         fleet: Mutex::new(Fleet::default()),
-        token,
     });
     let app = axum::Router::new()
         .route("/", get(index))
@@ -149,7 +147,7 @@ pub fn start(
         .route("/api/alerts", get(alerts))
         .route("/api/inventory", get(inventory))
         .route("/api/fleet-alerts", get(fleet_alerts))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(token), guard))
         .with_state(shared.clone());
     http::spawn("console", listener, app).map_err(fail)?;
     std::thread::Builder::new()
@@ -157,21 +155,6 @@ pub fn start(
         .spawn(move || consume(source, shared, stop))
         .map_err(fail)?;
     Ok(bound)
-}
-
-async fn guard(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    uri: Uri,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let response = if allowed(shared.token.as_deref(), &headers, &uri) {
-        next.run(request).await
-    } else {
-        refused()
-    };
-    harden(response)
 }
 
 /// A JSON answer.

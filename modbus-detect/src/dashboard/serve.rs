@@ -37,7 +37,6 @@ struct Shared {
     /// The EVE file beside a served report, if one was given.
     eve: Option<EveLines>,
     updates: watch::Sender<Update>,
-    token: Option<String>,
 }
 
 /// What is served now: the report, and its dashboard JSON.
@@ -110,7 +109,6 @@ pub fn serve(
         served: RwLock::new(Arc::new(Served::new(report, live))),
         eve,
         updates,
-        token,
     });
     let board = Board(shared.clone());
     let app = axum::Router::new()
@@ -122,21 +120,22 @@ pub fn serve(
         .route("/api/alerts.csv", get(alerts_csv))
         .route("/api/eve", get(eve_page))
         .route("/api/events", get(events))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(token), guard))
         .with_state(shared);
     http::spawn("dashboard", listener, app).map_err(listen)?;
     Ok((board, bound))
 }
 
-/// The token check and the headers every answer carries.
-async fn guard(
-    State(shared): State<Arc<Shared>>,
+/// The token check and the headers every answer carries; the state is
+/// the token (none: loopback only). The fleet console uses it too.
+pub(crate) async fn guard(
+    State(token): State<Arc<Option<String>>>,
     headers: HeaderMap,
     uri: Uri,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let response = if allowed(shared.token.as_deref(), &headers, &uri) {
+    let response = if allowed(token.as_deref(), &headers, &uri) {
         next.run(request).await
     } else {
         refused()
@@ -145,8 +144,8 @@ async fn guard(
 }
 
 /// Does the request carry the token (`Authorization: Bearer T` or
-/// `?token=T`), when there is one? (The fleet console asks too.)
-pub(crate) fn allowed(token: Option<&str>, headers: &HeaderMap, uri: &Uri) -> bool {
+/// `?token=T`), when there is one?
+fn allowed(token: Option<&str>, headers: &HeaderMap, uri: &Uri) -> bool {
     let Some(t) = token else {
         return true;
     };
@@ -163,7 +162,7 @@ pub(crate) fn allowed(token: Option<&str>, headers: &HeaderMap, uri: &Uri) -> bo
 }
 
 /// The answer to a request without the token.
-pub(crate) fn refused() -> Response {
+fn refused() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         "a token is needed: ?token=T or Authorization: Bearer T\n",
@@ -173,7 +172,7 @@ pub(crate) fn refused() -> Response {
 
 /// The headers every answer carries: nothing runs but the page's own
 /// script, nothing is sniffed, nothing leaks in a referrer or a cache.
-pub(crate) fn harden(mut response: Response) -> Response {
+fn harden(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
