@@ -11,6 +11,7 @@ use crate::alert::{
     Aggregate, Alert, AlertKind, AlertStore, Answer, Detail, Evasion, EveEvent, Severity, Stamp, Tx,
 };
 use crate::config::baseline::PairId;
+use crate::config::live::LiveConfig;
 use crate::config::{DetectConfig, Limits, Mode};
 use crate::counters::Counters;
 use crate::decode::{tcp_flags, PacketMeta};
@@ -293,6 +294,8 @@ impl State {
 }
 
 pub struct Shard {
+    /// Newer settings, and the version of them this shard runs with.
+    updates: Option<(Arc<LiveConfig>, u64)>,
     flows: FlowTable,
     /// `cfg.limits`, kept apart from `st` so that a segment can borrow it
     /// while the state is borrowed mutably (copying the struct per segment
@@ -306,6 +309,7 @@ impl Shard {
         let shards = shards.max(1);
         let limits = cfg.limits;
         Shard {
+            updates: cfg.updates.clone().map(|u| (u, 0)),
             flows: FlowTable::new(limits.max_flows / shards, limits.flow_idle_timeout_ns),
             limits,
             st: State {
@@ -340,6 +344,44 @@ impl Shard {
                 salvaging: false,
                 cfg,
             },
+        }
+    }
+
+    /// Take the newest settings, if they changed since the last call
+    /// (between batches: a frame is judged by one set of settings).
+    #[inline]
+    pub fn catch_up(&mut self) {
+        let Some((updates, seen)) = &self.updates else {
+            return;
+        };
+        if let Some((version, cfg)) = updates.newer_than(*seen) {
+            self.updates = Some((updates.clone(), version));
+            self.reconfigure(cfg);
+        }
+    }
+
+    /// Run with `cfg` from now on. Only what `--config-from nats` changes
+    /// is taken (allow lists, register limits, baseline, thresholds): the
+    /// tables' sizes, ports and modes stay as the shard was built. The
+    /// rules keep their state; what each connection cached from the old
+    /// settings (its master's verdict, its baseline pair) is worked out
+    /// again on its next request.
+    #[cold]
+    fn reconfigure(&mut self, cfg: Arc<DetectConfig>) {
+        let st = &mut self.st;
+        let cfg = Arc::new(DetectConfig {
+            authorized_masters: cfg.authorized_masters.clone(),
+            authorized_writers: cfg.authorized_writers.clone(),
+            limits_file: cfg.limits_file.clone(),
+            baseline: cfg.baseline.clone(),
+            thresholds: cfg.thresholds,
+            ..(*st.cfg).clone()
+        });
+        st.alerts.here = None;
+        st.analysis.reconfigure(&cfg, &mut st.alerts);
+        st.cfg = cfg;
+        for flow in self.flows.flows_mut() {
+            flow.pair.facts = None;
         }
     }
 

@@ -10,6 +10,7 @@ use addrs::AddrSet;
 pub mod addrs;
 pub mod baseline;
 pub mod limits;
+pub mod live;
 pub mod thresholds;
 
 pub use thresholds::{ThresholdValues, Thresholds};
@@ -108,6 +109,10 @@ pub struct DetectConfig {
     /// (`--checksums verify`, the default); off only for captures whose
     /// addresses were rewritten without fixing the checksums.
     pub verify_checksums: bool,
+    /// Where newer settings come from while running (`--config-from
+    /// nats`): shards built with this follow it. The settings installed
+    /// there carry `None`, so that the cell does not hold itself.
+    pub updates: Option<Arc<live::LiveConfig>>,
 }
 
 impl Default for DetectConfig {
@@ -125,6 +130,7 @@ impl Default for DetectConfig {
             ml_window_ns: 5_000_000_000,
             target_policies: TargetPolicies::default(),
             verify_checksums: true,
+            updates: None,
         }
     }
 }

@@ -103,7 +103,13 @@ impl ThresholdValues {
     /// The defaults with `changes` (a `[thresholds]` table, or the
     /// `--threshold` settings as one) applied; a later key wins.
     pub fn with_changes(changes: &toml::Table) -> Result<ThresholdValues, String> {
-        let mut table = toml::Table::try_from(Self::defaults()).map_err(|e| e.to_string())?;
+        Self::defaults().changed(changes)
+    }
+
+    /// These values with `changes` applied (central settings over the
+    /// local ones).
+    pub fn changed(&self, changes: &toml::Table) -> Result<ThresholdValues, String> {
+        let mut table = toml::Table::try_from(self).map_err(|e| e.to_string())?;
         for (key, value) in changes {
             use toml::Value::{Float, Integer};
             let fits = match (table.get(key), value) {

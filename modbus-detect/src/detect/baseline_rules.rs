@@ -34,6 +34,13 @@ impl BaselineRules {
         self.last_request.evicted
     }
 
+    /// A new baseline and thresholds (new settings); the last request
+    /// times stay (they are the traffic's, not the baseline's).
+    pub fn set(&mut self, baseline: Option<Arc<Baseline>>, thresholds: Thresholds) {
+        self.baseline = baseline;
+        self.thresholds = thresholds;
+    }
+
     /// The pair's place in the baseline (`None`: not in it, or no baseline).
     pub fn pair_id(&self, ep: &Endpoints) -> Option<PairId> {
         self.baseline.as_ref()?.pair_id(ep.master, ep.slave)

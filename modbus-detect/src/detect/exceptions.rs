@@ -40,6 +40,11 @@ impl ExceptionBurst {
         self.slaves.evicted
     }
 
+    /// New thresholds (new settings); the state stays.
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.thresholds = thresholds;
+    }
+
     pub fn on_response(&mut self, ctx: &ResponseCtx<'_>, out: &mut impl AlertSink) {
         let Response::Exception { code, .. } = *ctx.resp else {
             return;

@@ -36,6 +36,11 @@ impl Flood {
         self.pairs.evicted
     }
 
+    /// New thresholds (new settings); the state stays.
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.thresholds = thresholds;
+    }
+
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
         // Borrowed, not copied per request: the thresholds are 19 fields.
         let Flood {

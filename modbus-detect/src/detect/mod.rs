@@ -299,6 +299,50 @@ impl Detectors {
         }
     }
 
+    /// New settings (see [`crate::shard::Shard::catch_up`]): every rule
+    /// keeps its state, except the register rules when the limits changed
+    /// (their state is indexed by limit). ML windows still open are judged
+    /// by the models they were opened under, then a new judge starts.
+    pub fn reconfigure(&mut self, cfg: &Arc<DetectConfig>, out: &mut impl AlertSink) {
+        let t = cfg.thresholds;
+        self.access = access::AccessRules::new(cfg.clone());
+        self.protocol.set_thresholds(t);
+        self.scans.set_thresholds(t);
+        self.registers
+            .set_limits(cfg.limits_file.clone(), t.rate_time_base_ns);
+        self.baseline.set(cfg.baseline.clone(), t);
+        self.exceptions.set_thresholds(t);
+        self.flood.set_thresholds(t);
+        let models = cfg.baseline.as_ref().and_then(|b| b.models());
+        let same_models = match (&self.ml, models) {
+            (Some(judge), Some(m)) => judge.judges_with(m),
+            _ => false,
+        };
+        let known = || ml::KnownMasters {
+            allowed: cfg.authorized_masters.clone(),
+            baseline: cfg
+                .baseline
+                .as_ref()
+                .map(|b| b.masters())
+                .unwrap_or_default(),
+        };
+        match (&mut self.ml, models.filter(|_| cfg.ml)) {
+            (Some(judge), Some(_)) if same_models => judge.set_known(known()),
+            (judge, models) => {
+                let mut stats = ml::MlStats::default();
+                if let Some(old) = judge {
+                    old.finish(out);
+                    stats = old.stats;
+                }
+                *judge = models.map(|m| {
+                    let mut new = ml::MlJudge::new(m.clone(), known());
+                    new.stats = stats;
+                    new
+                });
+            }
+        }
+    }
+
     /// Everything the rules can work out once per connection.
     pub fn pair_facts(&self, ep: &Endpoints) -> PairFacts {
         PairFacts {
@@ -431,6 +475,13 @@ impl Analysis {
         }
     }
 
+    /// New settings; nothing changes while learning.
+    pub fn reconfigure(&mut self, cfg: &Arc<DetectConfig>, out: &mut impl AlertSink) {
+        if let Analysis::Detect(d) = self {
+            d.reconfigure(cfg, out);
+        }
+    }
+
     /// What the rules hold now, without ending anything (periodic
     /// reports while live; learning is reported at the end only).
     pub fn snapshot(&self) -> Analysed {
@@ -521,5 +572,80 @@ pub(crate) mod testutil {
             request,
             pair: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use crate::config::addrs::AddrSet;
+    use crate::config::Thresholds;
+    use crate::modbus::pdu::Request;
+
+    fn masters(last: &[u8]) -> DetectConfig {
+        DetectConfig {
+            authorized_masters: Some(
+                last.iter()
+                    .map(|x| IpAddr::from([10, 0, 0, *x]))
+                    .collect::<AddrSet>(),
+            ),
+            ..DetectConfig::default()
+        }
+    }
+
+    /// Requests of master 10.0.0.2 to 10.0.0.10, 1 ms apart from `t0`.
+    fn requests(d: &mut Detectors, t0: u64, n: u64, out: &mut Collected) {
+        let r = Request::ReadHoldingRegisters { addr: 0, qty: 1 };
+        for i in 0..n {
+            let ctx = req(t0 + i * 1_000_000, ep(2, 10), &r);
+            d.on_request(&ctx, out);
+        }
+    }
+
+    #[test]
+    fn new_settings_change_verdicts_and_keep_the_rules_state() {
+        let mut d = Detectors::new(&Arc::new(masters(&[1])));
+        let mut before = Collected::default();
+        // 15 back-to-back requests: a rogue master, not yet a flood (20).
+        requests(&mut d, 0, 15, &mut before);
+        assert_eq!(before.count(AlertKind::RogueMaster), 15);
+        assert_eq!(before.count(AlertKind::Flood), 0);
+
+        let mut after = Collected::default();
+        d.reconfigure(&Arc::new(masters(&[1, 2])), &mut after);
+        requests(&mut d, 15_000_000, 10, &mut after);
+        assert_eq!(after.count(AlertKind::RogueMaster), 0, "now authorized");
+        // The run went on across the change: the flood is seen.
+        assert!(after.count(AlertKind::Flood) > 0, "flood state kept");
+
+        // Rules built afresh would miss it: the test can tell the two apart.
+        let mut fresh = Detectors::new(&Arc::new(masters(&[1, 2])));
+        let mut missed = Collected::default();
+        requests(&mut fresh, 15_000_000, 10, &mut missed);
+        assert_eq!(missed.count(AlertKind::Flood), 0);
+
+        // And back: the allow list is taken away again.
+        let mut again = Collected::default();
+        d.reconfigure(&Arc::new(masters(&[1])), &mut again);
+        requests(&mut d, 30_000_000, 1, &mut again);
+        assert_eq!(again.count(AlertKind::RogueMaster), 1);
+    }
+
+    #[test]
+    fn new_thresholds_apply_to_the_next_request() {
+        let mut d = Detectors::new(&Arc::new(DetectConfig::default()));
+        let mut out = Collected::default();
+        requests(&mut d, 0, 10, &mut out);
+        assert_eq!(out.count(AlertKind::Flood), 0);
+        let mut t = Thresholds::default();
+        t.flood_min_run = 5;
+        let cfg = DetectConfig {
+            thresholds: t,
+            ..DetectConfig::default()
+        };
+        d.reconfigure(&Arc::new(cfg), &mut out);
+        requests(&mut d, 10_000_000, 1, &mut out);
+        assert!(out.count(AlertKind::Flood) > 0);
     }
 }

@@ -63,6 +63,11 @@ impl ProtocolRules {
         self.busy.evicted
     }
 
+    /// New thresholds (new settings); the state stays.
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.thresholds = thresholds;
+    }
+
     pub fn on_request(&self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
         if let Some(reason) = quantity_problem(ctx.req) {
             let mut alert = ctx.alert(AlertKind::InvalidPduLength, Severity::Medium);

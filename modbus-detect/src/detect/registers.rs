@@ -69,6 +69,21 @@ impl RegisterRules {
         self.state.evicted
     }
 
+    /// New register limits (new settings). The state is indexed by limit:
+    /// new limits start it afresh (a write's rate is then measured from
+    /// the next one).
+    pub fn set_limits(&mut self, limits: Option<Arc<RegisterLimits>>, time_base_ns: u64) {
+        let same = match (&self.limits, &limits) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if !same {
+            self.state = BoundedMap::new(RULE_STATE_CAPACITY);
+        }
+        self.limits = limits;
+        self.time_base_ns = time_base_ns;
+    }
+
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
         if self.limits.is_none() || !ctx.req.is_write() {
             return;

@@ -196,6 +196,11 @@ impl Scans {
         self.others.evicted
     }
 
+    /// New thresholds (new settings); the state stays.
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.thresholds = thresholds;
+    }
+
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
         // Borrowed, not copied per request: the thresholds are 19 fields.
         let Scans {

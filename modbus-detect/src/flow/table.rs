@@ -129,6 +129,12 @@ impl FlowTable {
         idle.then(|| self.take(self.sweep))
     }
 
+    /// Every flow tracked, in place (new settings: what each flow cached
+    /// from the old ones is let go).
+    pub fn flows_mut(&mut self) -> impl Iterator<Item = &mut Flow> + '_ {
+        self.slots.iter_mut().filter_map(|s| s.flow.as_mut())
+    }
+
     /// Every flow still tracked (end of the run).
     pub fn drain(&mut self) -> impl Iterator<Item = Flow> + '_ {
         self.index.clear();

@@ -89,6 +89,10 @@ impl Inline {
         side: Side,
         frame: &[u8],
     ) {
+        if self.since_publish == 0 {
+            // The first frame of a batch: new settings, if any, from here.
+            self.shards.iter_mut().for_each(Shard::catch_up);
+        }
         // One shard (the usual case): no bounds check to speak of.
         let s = match self.shards.as_mut_slice() {
             [only] => only,

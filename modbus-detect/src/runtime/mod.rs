@@ -474,6 +474,7 @@ fn run_shard(
                     break;
                 };
                 got = true;
+                shard.catch_up();
                 for item in &batch.items {
                     shard.process(
                         item.frame_no,

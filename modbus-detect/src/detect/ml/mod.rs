@@ -223,6 +223,16 @@ impl MlJudge {
         }
     }
 
+    /// Whether these are the models it judges with.
+    pub fn judges_with(&self, models: &Arc<Models>) -> bool {
+        Arc::ptr_eq(&self.models, models)
+    }
+
+    /// Masters it takes as known from now on (a new allow list).
+    pub fn set_known(&mut self, known: KnownMasters) {
+        self.known = known;
+    }
+
     pub fn on_request(&mut self, ctx: &RequestCtx<'_>, out: &mut impl AlertSink) {
         let (models, known, stats) = (&self.models, &self.known, &mut self.stats);
         self.windows
