@@ -638,10 +638,11 @@ mod tests {
         let mut out = Collected::default();
         requests(&mut d, 0, 10, &mut out);
         assert_eq!(out.count(AlertKind::Flood), 0);
-        let mut t = Thresholds::default();
-        t.flood_min_run = 5;
         let cfg = DetectConfig {
-            thresholds: t,
+            thresholds: Thresholds {
+                flood_min_run: 5,
+                ..Thresholds::default()
+            },
             ..DetectConfig::default()
         };
         d.reconfigure(&Arc::new(cfg), &mut out);
