@@ -14,10 +14,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Args, Command, EvalArgs, MlAllowed, MlCaptures, MlStep};
+use crate::cli::{Args, Command, ConfigAction, EvalArgs, MlAllowed, MlCaptures, MlStep};
 use crate::config::addrs::{load_list, AddrSet, IpNet};
 use crate::config::baseline::Baseline;
 use crate::config::limits::RegisterLimits;
+use crate::config::live::LiveConfig;
 use crate::config::{DetectConfig, Mode, ThresholdValues};
 use crate::counters::Counters;
 use crate::dashboard::serve::Board;
@@ -102,6 +103,10 @@ pub enum AppError {
     /// The alert stream broke off (exit 4).
     #[error("EVE stream {0}")]
     Eve(#[from] EveError),
+    /// Central settings (`config`, `--config-from`): the message names the
+    /// key or the servers (exit 3).
+    #[error("{0}")]
+    Central(String),
 }
 
 impl AppError {
@@ -115,7 +120,8 @@ impl AppError {
             | AppError::Live(_)
             | AppError::InputAfterReport { .. }
             | AppError::Threads { .. }
-            | AppError::Eval(_) => 3,
+            | AppError::Eval(_)
+            | AppError::Central(_) => 3,
             AppError::Output { .. }
             | AppError::OutputAfterDrop(_)
             | AppError::Eve(_)
@@ -240,6 +246,24 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             wait_for(&stop);
             return Ok(0);
         }
+        Some(Command::Config {
+            nats,
+            bucket,
+            replicas,
+            sensor,
+            creds,
+            ca,
+            action,
+        }) => {
+            let connect = nats::Connect {
+                servers: nats.clone(),
+                credentials: creds.clone(),
+                root_ca: ca.clone(),
+            };
+            let said = config_edit(&connect, bucket, *replicas, sensor, action)?;
+            println!("{said}");
+            return Ok(0);
+        }
         Some(Command::Serve {
             report,
             eve,
@@ -252,7 +276,7 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         None => {}
     }
     install_signal_handlers(&stop, &reopen);
-    let cfg = Arc::new(config_from_args(args)?);
+    let cfg = Arc::new(follow_central(args, config_from_args(args)?)?);
     let board = match args.dashboard {
         Some(addr) => {
             let token = dashboard_token(&args.token)?;
@@ -821,6 +845,94 @@ fn host_name() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// `config put|delete|show`.
+fn config_edit(
+    connect: &nats::Connect,
+    bucket: &str,
+    replicas: usize,
+    sensor: &str,
+    action: &ConfigAction,
+) -> Result<String, AppError> {
+    use crate::config::central::{nats::Edit, Item};
+    let item = |name: &str| {
+        Item::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = Item::ALL.iter().map(|i| i.name()).collect();
+            AppError::Central(format!(
+                "{name:?}: no such item (one of {})",
+                names.join(", ")
+            ))
+        })
+    };
+    let edit = match action {
+        ConfigAction::Put { item: name, file } => {
+            let value = read_item_file(file).map_err(AppError::Central)?;
+            Edit::Put {
+                item: item(name)?,
+                value,
+            }
+        }
+        ConfigAction::Delete { item: name } => Edit::Delete { item: item(name)? },
+        ConfigAction::Show => Edit::Show,
+    };
+    crate::config::central::nats::edit(connect, bucket, replicas, sensor, edit)
+        .map_err(AppError::Central)
+}
+
+/// An item's file for `config put`: a regular file of at most 64 MiB.
+fn read_item_file(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = Shown(path);
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: is {}", crate::files::kind(&meta)));
+    }
+    if meta.len() > 64 << 20 {
+        return Err(format!("{shown}: {} bytes, more than 64 MiB", meta.len()));
+    }
+    std::fs::read(path).map_err(|e| format!("{shown}: cannot read: {e}"))
+}
+
+/// `--config-from`: the settings to start with (the bucket's over the
+/// local ones, once read), following the bucket from now on.
+fn follow_central(args: &Args, local: DetectConfig) -> Result<DetectConfig, AppError> {
+    let c = &args.central;
+    let Some(from) = &c.config_from else {
+        return Ok(local);
+    };
+    let servers = match from.as_str() {
+        "nats" => args.publish.publish.clone().ok_or(AppError::Usage(
+            "--config-from nats takes the --publish servers: give --publish, or --config-from nats://HOST:PORT",
+        ))?,
+        s if s.starts_with("nats://") || s.starts_with("tls://") => s.to_string(),
+        _ => {
+            return Err(AppError::Usage(
+                "--config-from takes nats or nats://HOST:PORT[,...]",
+            ))
+        }
+    };
+    if !(c.config_wait.is_finite() && (0.0..=3600.0).contains(&c.config_wait)) {
+        return Err(AppError::Usage(
+            "--config-wait needs seconds from 0 to 3600",
+        ));
+    }
+    let source = crate::config::central::nats::Source {
+        connect: nats::Connect {
+            servers,
+            credentials: args.publish.publish_creds.clone(),
+            root_ca: args.publish.publish_ca.clone(),
+        },
+        bucket: c.config_bucket.clone(),
+        sensor: args.sensor_name.clone().unwrap_or_else(host_name),
+    };
+    let live = Arc::new(LiveConfig::new(Arc::new(local.clone())));
+    let wait = Duration::from_secs_f64(c.config_wait);
+    crate::config::central::nats::follow(source, local, live.clone(), wait)
+        .map_err(|e| AppError::Central(format!("central settings: cannot start: {e}")))?;
+    Ok(DetectConfig {
+        updates: Some(live.clone()),
+        ..(*live.current()).clone()
+    })
 }
 
 fn run_info(

@@ -245,6 +245,9 @@ pub struct Args {
     #[command(flatten)]
     pub publish: PublishArgs,
 
+    #[command(flatten)]
+    pub central: CentralArgs,
+
     /// Write every decoded ADU as JSON lines to FILE (replay, for comparing with Wireshark).
     #[arg(long, value_name = "FILE")]
     pub dump_adus: Option<PathBuf>,
@@ -280,12 +283,12 @@ pub struct PublishArgs {
     /// Its age limit in seconds, when this sensor creates it (0: none).
     #[arg(long, value_name = "S", default_value_t = 0, requires = "publish")]
     pub publish_max_age: u64,
-    /// A NATS credentials file.
-    #[arg(long, value_name = "FILE", requires = "publish")]
+    /// A NATS credentials file (for --publish and --config-from).
+    #[arg(long, value_name = "FILE")]
     pub publish_creds: Option<PathBuf>,
     /// A CA certificate (PEM) the servers' TLS certificates must chain to
-    /// (TLS is then required).
-    #[arg(long, value_name = "FILE", requires = "publish")]
+    /// (TLS is then required; for --publish and --config-from).
+    #[arg(long, value_name = "FILE")]
     pub publish_ca: Option<PathBuf>,
     /// Where events wait while the servers are unreachable (kept across
     /// runs, sent in order once they are back).
@@ -304,6 +307,37 @@ pub struct PublishArgs {
     /// is queued and spooled (the rest stays spooled).
     #[arg(long, value_name = "S", default_value_t = 10.0, requires = "publish")]
     pub publish_wait: f64,
+}
+
+/// Central settings: allow lists, register limits, baseline and
+/// thresholds from a JetStream key-value bucket (README, "Many sensors").
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CentralArgs {
+    /// Take this sensor's settings from NATS and follow their changes
+    /// without a restart: `nats` (the --publish servers) or nats://HOST:PORT
+    /// (comma separated). Keys `<sensor>.authorized-masters`,
+    /// `.authorized-writers`, `.register-limits`, `.baseline`,
+    /// `.thresholds`, each in its file's format; each wins over the local
+    /// setting while it is set.
+    #[arg(long, value_name = "SOURCE", conflicts_with = "baseline_mode")]
+    pub config_from: Option<String>,
+    /// The key-value bucket.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "modbus-config",
+        requires = "config_from"
+    )]
+    pub config_bucket: String,
+    /// Seconds to wait for the first reading of the bucket before starting
+    /// with the local settings (they are replaced when it comes).
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 10.0,
+        requires = "config_from"
+    )]
+    pub config_wait: f64,
 }
 
 /// Who may see the dashboard when it is served beyond loopback.
@@ -368,6 +402,31 @@ pub enum Command {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Central settings of a sensor (for --config-from): write, delete or
+    /// list its items in the bucket (created if missing). A value is
+    /// checked as its file would be before it is stored.
+    Config {
+        /// NATS servers (nats://HOST:PORT, comma separated).
+        #[arg(long, value_name = "URLS")]
+        nats: String,
+        /// The key-value bucket.
+        #[arg(long, value_name = "NAME", default_value = "modbus-config")]
+        bucket: String,
+        /// Its replicas, when this command creates it.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        replicas: usize,
+        /// The sensor (its --sensor-name).
+        #[arg(long, value_name = "NAME")]
+        sensor: String,
+        /// A NATS credentials file.
+        #[arg(long, value_name = "FILE")]
+        creds: Option<PathBuf>,
+        /// A CA certificate (PEM) the servers' certificates must chain to.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Serve the dashboard of a finished report (until SIGINT/SIGTERM).
     Serve {
         /// The report (`--output` of a run).
@@ -394,6 +453,18 @@ pub enum Command {
         #[arg(value_name = "B")]
         after: PathBuf,
     },
+}
+
+/// What `config` does to a sensor's item.
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigAction {
+    /// Store FILE as ITEM (authorized-masters, authorized-writers,
+    /// register-limits, baseline, thresholds).
+    Put { item: String, file: PathBuf },
+    /// Delete ITEM: the sensor goes back to its local setting.
+    Delete { item: String },
+    /// Each item's revision and size.
+    Show,
 }
 
 /// A settings file that cannot be used; one line naming it (exit 3).

@@ -121,6 +121,16 @@ pub enum ParseError {
     Content(String),
 }
 
+/// One line: JSON errors name their line and column.
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Json(e) => write!(f, "{e}"),
+            ParseError::Content(s) => f.write_str(s),
+        }
+    }
+}
+
 /// A path as it may be shown on a terminal: control characters escaped,
 /// since a file name can carry an escape sequence that rewrites the screen
 /// of whoever reads the error.

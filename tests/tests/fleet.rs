@@ -648,3 +648,224 @@ fn frame_to_console_latency() {
         samples[samples.len() - 1]
     );
 }
+
+/// `modbus-detect config ...` against the cluster: (exit code, stdout,
+/// stderr).
+fn config(urls: &str, sensor: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(detector_binary())
+        .args(["config", "--nats", urls, "--sensor", sensor])
+        .args(["--replicas", "3"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Store `value` under `key` as it is, past `config put`'s checks (what a
+/// careless script or another tool could write).
+fn kv_put_raw(urls: &str, key: &str, value: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let servers: Vec<async_nats::ServerAddr> =
+            urls.split(',').map(|u| u.parse().unwrap()).collect();
+        let client = async_nats::connect(servers).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let kv = js.get_key_value("modbus-config").await.unwrap();
+        kv.put(key, value.to_string().into()).await.unwrap();
+    });
+}
+
+/// Wait until a line containing `needle` arrives from `lines`; every line
+/// read on the way is kept in `seen`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.iter().any(|l| l.contains(needle)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("no line with {needle:?} on stderr; got {seen:#?}"),
+        }
+    }
+}
+
+#[test]
+fn central_settings_reach_a_running_sensor_and_show_in_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new(dir.path());
+    let urls = cluster.urls();
+    let capture_path = fixture("lab/rogue_master.pcap");
+
+    // Where the rogue master's requests are, from a run with the local
+    // allow list alone (192.168.50.66 is not on it).
+    let plain = sensor("plain", dir.path(), &urls, &["--pcap"])
+        .arg(&capture_path)
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    let rogue_frames = |eve: &[Value]| -> Vec<u64> {
+        eve.iter()
+            .filter(|l| l["modbus_detect"]["type"] == "ROGUE_MODBUS_MASTER")
+            .map(|l| l["pcap_cnt"].as_u64().unwrap())
+            .collect()
+    };
+    let all_rogue = rogue_frames(&eve_lines(&dir.path().join("plain.eve.json")));
+    assert!(all_rogue.len() >= 6, "{all_rogue:?}");
+    let split = all_rogue[all_rogue.len() / 2] - 1;
+
+    // A file `config put` refuses names the key and stores nothing.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "flood_min_run = 2.5\n").unwrap();
+    let (code, _, err) = config(
+        &urls,
+        "site-c",
+        &["put", "thresholds", bad.to_str().unwrap()],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("site-c.thresholds") && err.contains("flood_min_run"),
+        "{err}"
+    );
+
+    // The SOC authorizes the rogue master for this sensor, centrally.
+    let list = dir.path().join("masters.txt");
+    std::fs::write(
+        &list,
+        "# HMIs and the engineering station\n192.168.50.20\n192.168.50.30\n192.168.50.40\n192.168.50.66\n",
+    )
+    .unwrap();
+    let (code, out, err) = config(
+        &urls,
+        "site-c",
+        &["put", "authorized-masters", list.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("site-c.authorized-masters revision "),
+        "{out}"
+    );
+    let (code, shown, _) = config(&urls, "site-c", &["show"]);
+    assert_eq!(code, 0);
+    assert!(shown.contains("site-c.thresholds (not set"), "{shown}");
+
+    // The sensor reads the first half under the central list, then the
+    // SOC takes it back (the local list holds again) and writes a bad
+    // threshold past `config put`; then the rest.
+    let capture = std::fs::read(&capture_path).unwrap();
+    let half = modbus_tests::pcap_prefix(&capture, split as usize).len();
+    let mut c = sensor(
+        "site-c",
+        dir.path(),
+        &urls,
+        &["--pcap", "-", "--config-from", "nats"],
+    )
+    .stdin(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = c.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = Vec::new();
+    wait_for_line(&lines, &mut seen, "site-c.authorized-masters revision");
+    let mut input = c.stdin.take().unwrap();
+    input.write_all(&capture[..half]).unwrap();
+    input.flush().unwrap();
+    // The reader hands a paused writer's frames on after 100 ms.
+    std::thread::sleep(Duration::from_millis(1000));
+    kv_put_raw(&urls, "site-c.thresholds", "flood_min_run = 0\n");
+    wait_for_line(&lines, &mut seen, "site-c.thresholds");
+    let (code, out, err) = config(&urls, "site-c", &["delete", "authorized-masters"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "site-c.authorized-masters deleted");
+    wait_for_line(&lines, &mut seen, "(delete): applied");
+    input.write_all(&capture[half..]).unwrap();
+    drop(input);
+    assert!(c.wait().unwrap().success(), "{seen:#?}");
+
+    // Rogue alerts only after the change, on exactly the frames a plain
+    // run flags there.
+    let eve = eve_lines(&dir.path().join("site-c.eve.json"));
+    let after: Vec<u64> = all_rogue.iter().copied().filter(|f| *f > split).collect();
+    assert_eq!(rogue_frames(&eve), after);
+
+    // Logged, one line each, and in the report.
+    let logged: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("central settings: site-c."))
+        .collect();
+    assert_eq!(logged.len(), 3, "{seen:#?}");
+    assert!(
+        logged[0].contains("(put): applied: 4 entries"),
+        "{}",
+        logged[0]
+    );
+    assert!(
+        logged[1].contains("(put): rejected") && logged[1].contains("flood_min_run"),
+        "{}",
+        logged[1]
+    );
+    assert!(
+        logged[2].contains("back to the local setting"),
+        "{}",
+        logged[2]
+    );
+    let report = read_json(&dir.path().join("site-c.json"));
+    let central = &report["central_config"];
+    assert_eq!(central["loaded"], true, "{central}");
+    assert_eq!(central["bucket"], "modbus-config");
+    assert_eq!(central["key_prefix"], "site-c.");
+    assert_eq!(central["applied"], 2, "{central}");
+    assert_eq!(central["rejected"], 1, "{central}");
+    assert_eq!(
+        central["items"],
+        serde_json::json!({}),
+        "nothing held at the end"
+    );
+    let changes = central["changes"].as_array().unwrap();
+    let summary: Vec<(&str, &str, &str)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["key"].as_str().unwrap(),
+                c["operation"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("site-c.authorized-masters", "put", "applied"),
+            ("site-c.thresholds", "put", "rejected"),
+            ("site-c.authorized-masters", "delete", "applied"),
+        ]
+    );
+    let revisions: Vec<u64> = changes
+        .iter()
+        .map(|c| c["revision"].as_u64().unwrap())
+        .collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    // The settings in force at the end: the local list, the default
+    // flood threshold (the bad value was refused).
+    assert_eq!(
+        report["settings"]["authorized_masters"],
+        serde_json::json!(["192.168.50.20", "192.168.50.30", "192.168.50.40"])
+    );
+    assert_eq!(report["settings"]["thresholds"]["flood_min_run"], 20);
+}

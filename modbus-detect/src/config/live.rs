@@ -8,13 +8,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::central::CentralReport;
 use super::DetectConfig;
 
-/// The newest settings, and how many times they were replaced.
+/// The newest settings, how many times they were replaced, and where
+/// they came from (the report's `central_config`).
 #[derive(Debug)]
 pub struct LiveConfig {
     version: AtomicU64,
     current: Mutex<Arc<DetectConfig>>,
+    central: Mutex<CentralReport>,
 }
 
 impl LiveConfig {
@@ -22,7 +25,21 @@ impl LiveConfig {
         LiveConfig {
             version: AtomicU64::new(0),
             current: Mutex::new(cfg),
+            central: Mutex::new(CentralReport::default()),
         }
+    }
+
+    /// Where the settings came from, and every change, as they are now.
+    pub fn central(&self) -> CentralReport {
+        self.central
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Update that story.
+    pub fn note<T>(&self, f: impl FnOnce(&mut CentralReport) -> T) -> T {
+        f(&mut self.central.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Replace the settings; shards take them at their next batch.

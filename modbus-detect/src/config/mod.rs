@@ -9,6 +9,7 @@ use addrs::AddrSet;
 
 pub mod addrs;
 pub mod baseline;
+pub mod central;
 pub mod limits;
 pub mod live;
 pub mod thresholds;

@@ -594,6 +594,7 @@ pub fn head(r: &Report) -> Report {
         alerts: Vec::new(),
         alert_types: r.alert_types.clone(),
         publish: r.publish,
+        central_config: r.central_config.clone(),
     }
 }
 

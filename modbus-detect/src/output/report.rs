@@ -179,6 +179,10 @@ pub struct Report {
     /// wait in the spool, those dropped (queue full, spool full).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<crate::output::publish::Published>,
+    /// `--config-from`: where the central settings come from, the items
+    /// taken now, and each change seen (applied or refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central_config: Option<crate::config::central::CentralReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -565,6 +569,10 @@ mod nullable {
 
 /// The report of a run.
 pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
+    // The settings in force now (central settings may have changed them).
+    let central_config = cfg.updates.as_ref().map(|u| u.central());
+    let now = cfg.updates.as_ref().map(|u| u.current());
+    let cfg = now.as_deref().unwrap_or(cfg);
     let c = &summary.counters;
     let counters = CounterSection {
         counters: c.clone(),
@@ -629,6 +637,7 @@ pub fn build(summary: &Summary, info: &RunInfo, cfg: &DetectConfig) -> Report {
             .map(|k| (k.name().to_string(), knowledge().of(*k).clone()))
             .collect(),
         publish: info.publish,
+        central_config,
     }
 }
 

@@ -78,27 +78,7 @@ impl NatsSink {
     }
 
     async fn context(c: &Connect, s: &StreamSettings) -> Result<jetstream::Context, String> {
-        let mut opts = async_nats::ConnectOptions::new()
-            .connection_timeout(TIMEOUT)
-            .name("modbus-detect");
-        if let Some(f) = &c.credentials {
-            opts = opts
-                .credentials_file(f)
-                .await
-                .map_err(|e| format!("{}: {e}", f.display()))?;
-        }
-        if let Some(ca) = &c.root_ca {
-            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        let servers: Vec<async_nats::ServerAddr> = c
-            .servers
-            .split(',')
-            .map(|u| u.trim().parse().map_err(|e| format!("{u}: {e}")))
-            .collect::<Result<_, _>>()?;
-        let client = tokio::time::timeout(TIMEOUT, opts.connect(servers))
-            .await
-            .map_err(|_| "connect: timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
+        let client = connect(c).await?;
         let mut js = jetstream::new(client);
         js.set_timeout(TIMEOUT);
         let config = stream::Config {
@@ -116,6 +96,33 @@ impl NatsSink {
             .map_err(|e| format!("stream {}: {e}", s.name))?;
         Ok(js)
     }
+}
+
+/// A connection to the servers, with the credentials and CA given (also
+/// for the central settings, `--config-from`).
+pub async fn connect(c: &Connect) -> Result<async_nats::Client, String> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .connection_timeout(TIMEOUT)
+        .name("modbus-detect");
+    if let Some(f) = &c.credentials {
+        opts = opts
+            .credentials_file(f)
+            .await
+            .map_err(|e| format!("{}: {e}", f.display()))?;
+    }
+    if let Some(ca) = &c.root_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let servers: Vec<async_nats::ServerAddr> = c
+        .servers
+        .split(',')
+        .map(|u| u.trim().parse().map_err(|e| format!("{u}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let client = tokio::time::timeout(TIMEOUT, opts.connect(servers))
+        .await
+        .map_err(|_| "connect: timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    Ok(client)
 }
 
 impl Sink for NatsSink {
