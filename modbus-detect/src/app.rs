@@ -296,6 +296,9 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
         metrics::serve(addr, metrics.clone())
             .map_err(|source| AppError::Listen { addr, source })?;
     }
+    if let Some(live) = &cfg.updates {
+        metrics.follow_central(live.clone());
+    }
     let publishing = start_publisher(args)?;
     if let Some((p, _)) = &publishing {
         metrics.follow_publisher(p.figures.clone());
@@ -1355,6 +1358,7 @@ impl<'a> PeriodicOutputs<'a> {
                     socket_drops: snap.socket_drops,
                     ring_full_drops: snap.ring_full_by_shard.iter().sum(),
                     publish: self.published.published(),
+                    central: self.published.central(),
                 },
             )
         })

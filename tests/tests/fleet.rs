@@ -760,11 +760,20 @@ fn central_settings_reach_a_running_sensor_and_show_in_its_report() {
     // threshold past `config put`; then the rest.
     let capture = std::fs::read(&capture_path).unwrap();
     let half = modbus_tests::pcap_prefix(&capture, split as usize).len();
+    let metrics = free_port();
+    let metrics_at = format!("127.0.0.1:{metrics}");
     let mut c = sensor(
         "site-c",
         dir.path(),
         &urls,
-        &["--pcap", "-", "--config-from", "nats"],
+        &[
+            "--pcap",
+            "-",
+            "--config-from",
+            "nats",
+            "--metrics",
+            &metrics_at,
+        ],
     )
     .stdin(Stdio::piped())
     .stderr(Stdio::piped())
@@ -794,6 +803,15 @@ fn central_settings_reach_a_running_sensor_and_show_in_its_report() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "site-c.authorized-masters deleted");
     wait_for_line(&lines, &mut seen, "(delete): applied");
+    // The metrics say so while the sensor runs.
+    let scraped = http_get(metrics, "/metrics");
+    for want in [
+        "modbus_detect_config_changes_total{outcome=\"applied\"} 2\n",
+        "modbus_detect_config_changes_total{outcome=\"rejected\"} 1\n",
+        "modbus_detect_config_loaded 1\n",
+    ] {
+        assert!(scraped.contains(want), "{want} not in {scraped}");
+    }
     input.write_all(&capture[half..]).unwrap();
     drop(input);
     assert!(c.wait().unwrap().success(), "{seen:#?}");

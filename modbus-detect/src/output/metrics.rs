@@ -21,6 +21,7 @@ use crate::source::xdp::XdpCounters;
 
 use super::publish::{Figures as PublishFigures, Published};
 use super::report::Summary;
+use crate::config::live::LiveConfig;
 
 /// What the metrics show, taken from a run's summary.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +64,8 @@ pub struct Metrics {
     data: Arc<Mutex<Option<MetricsData>>>,
     /// `--publish`: the publisher's figures, read as they are at each scrape.
     publisher: Arc<OnceLock<Arc<PublishFigures>>>,
+    /// `--config-from`: the central settings' story, read at each scrape.
+    central: Arc<OnceLock<Arc<LiveConfig>>>,
 }
 
 impl Metrics {
@@ -75,6 +78,23 @@ impl Metrics {
     /// Show the publisher's figures too (once, when it starts).
     pub fn follow_publisher(&self, figures: Arc<PublishFigures>) {
         let _ = self.publisher.set(figures);
+    }
+
+    /// Show the central settings' changes too (once, at the start).
+    pub fn follow_central(&self, live: Arc<LiveConfig>) {
+        let _ = self.central.set(live);
+    }
+
+    /// The central settings' figures now: read once, applied, rejected.
+    pub fn central(&self) -> Option<CentralFigures> {
+        self.central.get().map(|l| {
+            let r = l.central();
+            CentralFigures {
+                loaded: r.loaded,
+                applied: r.applied,
+                rejected: r.rejected,
+            }
+        })
     }
 
     /// The publisher's figures now, if there is one.
@@ -91,7 +111,7 @@ impl Metrics {
             .and_then(|m| m.clone())
             .unwrap_or_default();
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Figures(data, self.published())));
+        registry.register_collector(Box::new(Figures(data, self.published(), self.central())));
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -101,7 +121,15 @@ impl Metrics {
 
 /// One scrape's figures, as a collector of constant metrics.
 #[derive(Debug)]
-struct Figures(MetricsData, Option<Published>);
+struct Figures(MetricsData, Option<Published>, Option<CentralFigures>);
+
+/// What the metrics and stats events say of the central settings.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct CentralFigures {
+    pub loaded: bool,
+    pub applied: u64,
+    pub rejected: u64,
+}
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
     let c = ConstCounter::new(v);
@@ -305,6 +333,22 @@ impl Collector for Figures {
             g.encode(e.encode_descriptor(
                 "modbus_detect_publish_spool_waiting",
                 "Events waiting in the spool",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        if let Some(c) = self.2 {
+            counters(
+                &mut e,
+                "modbus_detect_config_changes",
+                "Changes of the central settings (--config-from): applied, or refused whole (the item kept its last value)",
+                "outcome",
+                [("applied", c.applied), ("rejected", c.rejected)],
+            )?;
+            let g = ConstGauge::new(i64::from(c.loaded));
+            g.encode(e.encode_descriptor(
+                "modbus_detect_config_loaded",
+                "1 once the central settings' bucket was read (0: the local settings run)",
                 None,
                 MetricType::Gauge,
             )?)?;

@@ -23,6 +23,8 @@ pub struct CaptureHealth<'a> {
     pub ring_full_drops: u64,
     /// `--publish`: the publisher's figures.
     pub publish: Option<crate::output::publish::Published>,
+    /// `--config-from`: the central settings' figures.
+    pub central: Option<crate::output::metrics::CentralFigures>,
 }
 
 /// One `stats` event.
@@ -62,6 +64,9 @@ pub fn stats_line(s: &Summary, h: &CaptureHealth<'_>) -> Value {
             "rule_state_evicted": s.rule_state_evicted,
         },
     });
+    if let (Some(c), Some(ours)) = (h.central, line.get_mut("modbus_detect")) {
+        ours["central_config"] = json!(c);
+    }
     if let (Some(p), Some(ours)) = (h.publish, line.get_mut("modbus_detect")) {
         ours["publish"] = json!(p);
     }
