@@ -216,8 +216,9 @@ pub struct Args {
     #[arg(long, value_name = "S", default_value_t = 0.0, requires = "metrics")]
     pub metrics_hold: f64,
 
-    /// Live: seconds between --inventory files while capturing.
-    #[arg(long, value_name = "S", default_value_t = 60.0, requires = "inventory")]
+    /// Live: seconds between --inventory files, and between the inventory
+    /// snapshots --publish sends, while capturing.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub inventory_interval: f64,
 
     /// Write the analyst's dashboard as one self-contained HTML file that

@@ -169,34 +169,39 @@ impl Cluster {
     /// Every message of the stream: (subject, Nats-Msg-Id, payload), in
     /// stream order.
     fn messages(&self, stream: &str) -> Vec<(String, String, Value)> {
-        let urls = self.urls();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let servers: Vec<async_nats::ServerAddr> =
-                urls.split(',').map(|u| u.parse().unwrap()).collect();
-            let client = async_nats::connect(servers).await.unwrap();
-            let js = async_nats::jetstream::new(client);
-            let mut s = js.get_stream(stream).await.unwrap();
-            let last = s.info().await.unwrap().state.last_sequence;
-            let mut out = Vec::new();
-            for seq in 1..=last {
-                let Ok(m) = s.get_raw_message(seq).await else {
-                    continue;
-                };
-                let id = m
-                    .headers
-                    .get(async_nats::header::NATS_MESSAGE_ID)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                let payload: Value = serde_json::from_slice(&m.payload).unwrap();
-                out.push((m.subject.to_string(), id, payload));
-            }
-            out
-        })
+        stream_messages(&self.urls(), stream)
     }
+}
+
+/// Every message of `stream` at `urls`: (subject, Nats-Msg-Id, payload),
+/// in stream order.
+fn stream_messages(urls: &str, stream: &str) -> Vec<(String, String, Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let servers: Vec<async_nats::ServerAddr> =
+            urls.split(',').map(|u| u.parse().unwrap()).collect();
+        let client = async_nats::connect(servers).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream(stream).await.unwrap();
+        let last = s.info().await.unwrap().state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            let Ok(m) = s.get_raw_message(seq).await else {
+                continue;
+            };
+            let id = m
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let payload: Value = serde_json::from_slice(&m.payload).unwrap();
+            out.push((m.subject.to_string(), id, payload));
+        }
+        out
+    })
 }
 
 /// A plain HTTP GET of the monitoring port ("" when it does not answer).
@@ -886,4 +891,164 @@ fn central_settings_reach_a_running_sensor_and_show_in_its_report() {
         serde_json::json!(["192.168.50.20", "192.168.50.30", "192.168.50.40"])
     );
     assert_eq!(report["settings"]["thresholds"]["flood_min_run"], 20);
+}
+
+/// Run `f` in a thread that has entered network namespace `ns` (its
+/// sockets are made there): the test reads a server that listens on the
+/// namespace's loopback.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on an open namespace file; it changes only this
+        // thread's network namespace.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
+    use modbus_tests::netns::{unique_prefix, Host, Topology};
+    const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
+    let start = Duration::from_secs(20);
+    modbus_tests::require_root("the live fleet test needs root (namespaces, XDP)");
+    let topo = Topology::create(&unique_prefix("mbf")).expect("topology");
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+
+    // A JetStream server on the sensor namespace's loopback (the site's).
+    let store = path("js");
+    let mut server = topo
+        .spawn_in(
+            Host::Sensor,
+            "nats-server",
+            &["-js", "-a", "127.0.0.1", "-p", "4222", "-sd", &store],
+        )
+        .expect("nats-server");
+    server
+        .wait_for_line("Server is ready", start)
+        .expect("nats-server up");
+
+    let plc_addr = format!("{}:502", topo.plc_ip());
+    let mut plc = topo
+        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
+        .expect("PLC");
+    plc.wait_for_line("listening on", start).expect("PLC up");
+    let bin = modbus_tests::detector_binary();
+    let (report, eve, spool) = (path("live.json"), path("live.eve.json"), path("spool"));
+    let mut sensor = topo
+        .spawn_in(
+            Host::Sensor,
+            bin.to_str().unwrap(),
+            &[
+                "--interface",
+                topo.sensor_iface(),
+                "--sensor-name",
+                "cell-9",
+                "--publish",
+                "nats://127.0.0.1:4222",
+                "--publish-spool",
+                &spool,
+                "--output",
+                &report,
+                "--eve",
+                &eve,
+                "--eve-every-event",
+                "--inventory-interval",
+                "0.3",
+                "--stats-interval",
+                "0.3",
+                // Not the HMI: each of its requests is an alert.
+                "--authorized-masters",
+                "10.77.0.99",
+            ],
+        )
+        .expect("sensor");
+    sensor
+        .wait_for_line("capturing on", start)
+        .expect("sensor up");
+    let hmi = topo
+        .run_in(
+            Host::Hmi,
+            LAB,
+            &[
+                "hmi",
+                "--target",
+                &plc_addr,
+                "--duration",
+                "2",
+                "--interval-ms",
+                "20",
+            ],
+        )
+        .expect("HMI");
+    assert!(
+        hmi.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hmi.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let done = sensor.stop(Duration::from_secs(20)).expect("sensor stops");
+    assert_eq!(done.status.code(), Some(130), "{}", done.stderr);
+    let _ = plc.stop(Duration::from_secs(5));
+
+    let all = in_netns(topo.sensor_netns(), || {
+        stream_messages("nats://127.0.0.1:4222", "MODBUS")
+    });
+    let _ = server.stop(Duration::from_secs(5));
+    let of = |kind: &str| -> Vec<&Value> {
+        let subject = format!("modbus.cell-9.{kind}");
+        all.iter()
+            .filter(|(s, _, _)| *s == subject)
+            .map(|(_, _, p)| p)
+            .collect()
+    };
+    // Every alert line, once, in order.
+    let lines = eve_lines(Path::new(&eve));
+    let alerts: Vec<Value> = lines
+        .iter()
+        .filter(|l| l["event_type"] == "alert")
+        .cloned()
+        .collect();
+    assert!(alerts.len() >= 20, "{} alert lines", alerts.len());
+    let published: Vec<&Value> = of("alerts");
+    assert_eq!(published.len(), alerts.len());
+    assert!(published.iter().zip(&alerts).all(|(a, b)| *a == b));
+    // Stats events while capturing, each with the publisher's figures.
+    let stats = of("stats");
+    assert!(stats.len() >= 3, "{} stats events", stats.len());
+    for s in &stats {
+        let p = &s["modbus_detect"]["publish"];
+        assert!(p["acked"].is_u64() && p["spool_waiting"].is_u64(), "{s}");
+    }
+    let acked: Vec<u64> = stats
+        .iter()
+        .map(|s| s["modbus_detect"]["publish"]["acked"].as_u64().unwrap())
+        .collect();
+    assert!(acked.windows(2).all(|w| w[0] <= w[1]), "{acked:?}");
+    assert!(acked.last().is_some_and(|&n| n > 0), "{acked:?}");
+    // Inventory snapshots while capturing, then the final one.
+    let inventories = of("inventory");
+    assert!(inventories.len() >= 3, "{} snapshots", inventories.len());
+    let (last, running) = inventories.split_last().unwrap();
+    assert!(running.iter().all(|i| i["complete"] == false));
+    assert_eq!(last["complete"], true);
+    let r = read_json(Path::new(&report));
+    assert_eq!(last["devices"], r["inventory"]["devices"]);
+    assert!(
+        last["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["ip"] == topo.plc_ip().to_string()),
+        "{last}"
+    );
+    assert_eq!(r["publish"]["spool_waiting"], 0);
+    assert_eq!(r["publish"]["queue_full_drops"], 0);
+    topo.teardown().expect("teardown");
 }
