@@ -268,6 +268,59 @@ mod tests {
         assert_eq!(x[0].sensors, ["a", "b"]);
     }
 
+    /// An inventory snapshot with one device.
+    fn inventory(ip: &str, mac: &str) -> Vec<u8> {
+        use crate::output::inventory::{Device, InventorySection};
+        let device = Device {
+            ip: ip.parse().expect("an address"),
+            macs: vec![mac.into()],
+            roles: vec!["slave".into()],
+            unit_ids: vec![1],
+            first_seen: None,
+            last_seen: None,
+            function_codes_used: BTreeMap::new(),
+            function_codes_served: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            identification: None,
+        };
+        let section = InventorySection {
+            devices: vec![device],
+            ..InventorySection::default()
+        };
+        serde_json::to_vec(&InventoryFile::new("x".into(), true, section)).expect("JSON")
+    }
+
+    #[test]
+    fn a_mac_behind_other_addresses_at_other_sites_moved() {
+        let mut f = Fleet::default();
+        let mac = "02:00:00:00:00:05";
+        f.apply("modbus.a.inventory", &inventory("10.0.0.5", mac));
+        // The same address at a second site is one asset, not a move.
+        f.apply("modbus.b.inventory", &inventory("10.0.0.5", mac));
+        assert!(f.fleet_alerts().is_empty());
+        assert_eq!(f.assets().len(), 1);
+        // The newer snapshot of b: the MAC now answers as 10.0.1.9 there.
+        f.apply("modbus.b.inventory", &inventory("10.0.1.9", mac));
+        let x = f.fleet_alerts();
+        assert_eq!(x.len(), 1, "{x:?}");
+        assert_eq!(x[0].kind, "DEVICE_MOVED");
+        assert_eq!(x[0].subject, mac);
+        assert_eq!(x[0].sensors, ["a", "b"]);
+        assert!(
+            x[0].description.contains("10.0.0.5, 10.0.1.9"),
+            "{}",
+            x[0].description
+        );
+        // Each sensor's newest snapshot counts: once a's no longer holds
+        // the MAC, it is seen at one site only.
+        f.apply(
+            "modbus.a.inventory",
+            &inventory("10.0.0.5", "02:00:00:00:00:99"),
+        );
+        assert_eq!(f.fleet_alerts().len(), 0);
+    }
+
     #[test]
     fn alerts_are_bounded_and_evictions_counted() {
         let mut f = Fleet::default();
