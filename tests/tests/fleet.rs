@@ -317,7 +317,7 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
 
     // The console reads both sensors from the cluster (one node still down).
     let listen = free_port();
-    let _console = Killed(
+    let console = Killed(
         Command::new(detector_binary())
             .args(["console", "--nats", &urls])
             .args(["--listen", &format!("127.0.0.1:{listen}")])
@@ -370,6 +370,22 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
         .collect();
     assert_eq!(plc.len(), 1, "{assets}");
     assert_eq!(plc[0]["sensors"], serde_json::json!(["site-a", "site-b"]));
+    // The rogue master of both captures, seen at both sites.
+    let cross = api("/api/fleet-alerts");
+    assert!(
+        cross["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["type"] == "ROGUE_MASTER_AT_SEVERAL_SITES"
+                && a["subject"] == "192.168.50.66"
+                && a["sensors"] == serde_json::json!(["site-a", "site-b"])),
+        "{cross}"
+    );
+    // The first console goes; a second one with the same durable consumer
+    // (the default name) does not resume where the first stopped (all
+    // acknowledged): it rebuilds the whole fleet from the stream.
+    drop(console);
     // With a token, a request without it is refused (the dashboard's guard).
     let guarded = free_port();
     let _guarded = Killed(
@@ -389,18 +405,25 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
     }
     assert!(http_get(guarded, "/api/sensors").starts_with("HTTP/1.0 401"));
     assert!(http_get(guarded, "/api/sensors?token=s3cret").starts_with("HTTP/1.0 200"));
-    // The rogue master of both captures, seen at both sites.
-    let cross = api("/api/fleet-alerts");
-    assert!(
-        cross["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["type"] == "ROGUE_MASTER_AT_SEVERAL_SITES"
-                && a["subject"] == "192.168.50.66"
-                && a["sensors"] == serde_json::json!(["site-a", "site-b"])),
-        "{cross}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = http_get(guarded, "/api/sensors?token=s3cret");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        let s: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let lines_of = |name: &str| {
+            s["sensors"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == name))
+                .and_then(|x| x["alert_lines"].as_u64())
+        };
+        if lines_of("site-a") == Some(lines("site-a"))
+            && lines_of("site-b") == Some(lines("site-b"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second console has {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -438,6 +461,23 @@ fn a_sensor_spools_while_the_cluster_is_down_and_sends_in_order_after() {
         "said on stderr"
     );
 
+    // A crash cut the spool's last record (the final inventory) short.
+    let spool = dir.path().join("spool-site-c");
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a segment");
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+
     // Back up: the next run sends the spool first, then its own lines.
     cluster.start_all();
     let second = sensor("site-c", dir.path(), &urls, &["--eve-truncate", "--pcap"])
@@ -459,6 +499,15 @@ fn a_sensor_spools_while_the_cluster_is_down_and_sends_in_order_after() {
     let expected: Vec<Value> = eve1.into_iter().chain(eve2).collect();
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "not the two runs' lines in order");
+    // The cut record is counted, not sent: the second run's inventory only.
+    let corrupt = r2["publish"]["spool_corrupt_bytes"].as_u64().unwrap();
+    assert!(corrupt > 0 && corrupt < len, "{}", r2["publish"]);
+    let inventories = cluster
+        .messages("MODBUS")
+        .into_iter()
+        .filter(|(s, _, _)| s == "modbus.site-c.inventory")
+        .count();
+    assert_eq!(inventories, 1);
 }
 
 #[test]

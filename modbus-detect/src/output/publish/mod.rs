@@ -309,10 +309,10 @@ fn work(
                         }
                     },
                     Err(_) => {
-                        // A record the spool cannot read back: skipped,
-                        // counted as dropped.
-                        unspooled += 1;
-                        let _ = spool.commit(1);
+                        // The oldest record cannot be read back: its
+                        // segment goes, counted as dropped (out of the
+                        // spool even if its file cannot be removed).
+                        let _ = spool.skip_unreadable();
                     }
                 }
             } else if !batch.is_empty() {

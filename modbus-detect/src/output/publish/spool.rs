@@ -216,14 +216,35 @@ impl Spool {
             f.seek(SeekFrom::Start(offset))?;
             let mut r = BufReader::new(f.take(seg.bytes - offset));
             while out.len() < max {
-                match read_record(&mut r)? {
-                    Some((ev, _)) => out.push(ev),
-                    None => break,
+                match read_record(&mut r) {
+                    Ok(Some((ev, _))) => out.push(ev),
+                    Ok(None) => break,
+                    // The oldest record itself: the caller skips its segment.
+                    Err(e) if out.is_empty() => return Err(e),
+                    // What reads before it goes first.
+                    Err(_) => return Ok(out),
                 }
             }
             offset = 0;
         }
         Ok(out)
+    }
+
+    /// The oldest record cannot be read back (the file changed under the
+    /// spool, or the disk fails): nothing after it in its segment can be
+    /// trusted, so the segment goes, its unsent records counted as dropped.
+    pub fn skip_unreadable(&mut self) -> io::Result<()> {
+        let Some(bad) = self.segments.pop_front() else {
+            return Ok(());
+        };
+        self.dropped += bad.records - self.read_records;
+        self.read_offset = 0;
+        self.read_records = 0;
+        if self.segments.is_empty() {
+            self.out = None;
+        }
+        std::fs::remove_file(seg_path(&self.dir, bad.n))?;
+        self.save_cursor()
     }
 
     /// The oldest `n` events were sent: take them out.
@@ -277,6 +298,32 @@ mod tests {
             id: format!("s:1:{i}"),
             payload: vec![b'x'; size],
         }
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_read_back_drops_its_segment_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 64 << 20).unwrap();
+        for i in 0..3000 {
+            s.push(&ev(i, 3000)).unwrap();
+        }
+        let first = s.segments[0].records;
+        // Bit rot in the 11th record of the first segment, while open.
+        let path = seg_path(dir.path(), s.segments[0].n);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let rec = 4 + 3 + "s:1:0".len() + 3000;
+        bytes[10 * rec + 4] = 0xee;
+        std::fs::write(&path, bytes).unwrap();
+        // The ten before it still go out.
+        let ok = s.peek(256).unwrap();
+        assert_eq!(ok.len(), 10);
+        s.commit(10).unwrap();
+        assert!(s.peek(256).is_err());
+        s.skip_unreadable().unwrap();
+        assert_eq!(s.dropped, first - 10);
+        assert_eq!(s.len(), 3000 - first);
+        let next = s.peek(1).unwrap();
+        assert_eq!(next[0].id, format!("s:1:{first}"));
     }
 
     #[test]
