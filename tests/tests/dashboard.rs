@@ -891,8 +891,15 @@ fn the_server_is_read_only_and_guarded() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let data: Value = serde_json::from_str(&body).expect("the dashboard JSON");
     assert_eq!(data["report"]["tool"], "modbus-detect");
-    let (head, _) = get(&url, "/?token=s3cret-t0ken", None);
+    let (head, page) = get(&url, "/?token=s3cret-t0ken", None);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The page hands the token on to its own script and style, which a
+    // browser fetches without the Authorization header.
+    for asset in ["app.js?token=s3cret-t0ken", "app.css?token=s3cret-t0ken"] {
+        assert!(page.contains(&format!("\"{asset}\"")), "{page}");
+        let (head, _) = get(&url, &format!("/{asset}"), None);
+        assert!(head.starts_with("HTTP/1.1 200"), "{asset}: {head}");
+    }
     let policy = head
         .lines()
         .find(|l| {
@@ -972,4 +979,191 @@ async fn big_report_load_time() {
             .unwrap();
         println!("overview shown at {} ms, first page of alerts received at {} ms after navigation start", t[0], t[1]);
     }
+}
+
+/// A JetStream server of one node on a loopback port, its store in `dir`
+/// (stopped when dropped); its URL.
+fn nats_server(dir: &Path) -> (Killed, String) {
+    let port = free_port();
+    let server = Killed(
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.join("js"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (cargo xtask setup installs it)"),
+    );
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(Instant::now() < until, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, format!("nats://127.0.0.1:{port}"))
+}
+
+/// The text of every cell of a table's rows matching `rows` (CSS), read in
+/// one go.
+async fn cells(c: &Client, rows: &str) -> Vec<Vec<String>> {
+    let v = c
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(r => Array.from(r.cells).map(td => td.textContent));",
+            vec![json!(rows)],
+        )
+        .await
+        .expect("read the table");
+    serde_json::from_value(v).expect("rows of cells")
+}
+
+async fn choose(c: &Client, select: &str, value: &str) {
+    c.execute(
+        "const s = document.getElementById(arguments[0]); s.value = arguments[1]; s.dispatchEvent(new Event('change'));",
+        vec![json!(select), json!(value)],
+    )
+    .await
+    .expect("choose");
+}
+
+/// The fleet console in a browser, given a token: two sensors publish into
+/// a JetStream server, and its pages show each sensor with its alert
+/// lines, the alerts filtered by sensor and type, the merged inventory and
+/// the rogue master seen at both sites.
+#[tokio::test]
+async fn the_fleet_console_shows_every_sensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = nats_server(dir.path());
+    let mut lines_of = std::collections::BTreeMap::new();
+    for (name, capture) in [
+        ("site-a", "lab/dos_flood.pcap"),
+        ("site-b", "lab/rogue_master.pcap"),
+    ] {
+        let eve = dir.path().join(format!("{name}.eve.json"));
+        let o = Command::new(detector_binary())
+            .args(["--quiet", "--sensor-name", name, "--publish", &url])
+            .arg("--publish-spool")
+            .arg(dir.path().join(format!("spool-{name}")))
+            .arg("--output")
+            .arg(dir.path().join(format!("{name}.json")))
+            .arg("--eve")
+            .arg(&eve)
+            .args([
+                "--eve-every-event",
+                "--authorized-masters",
+                "192.168.50.20,192.168.50.30,192.168.50.40",
+                "--pcap",
+            ])
+            .arg(fixture(capture))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let lines: Vec<Value> = std::fs::read_to_string(&eve)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(lines.len() > 5, "{name}");
+        lines_of.insert(name, lines);
+    }
+    let port = free_port();
+    let _console = Killed(
+        Command::new(detector_binary())
+            .args(["console", "--nats", &url])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--dashboard-token", "fl33t-t0ken"])
+            .spawn()
+            .unwrap(),
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    // The console may still be starting: load the page until it answers.
+    let page = format!("http://127.0.0.1:{port}/?token=fl33t-t0ken");
+    let end = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(Instant::now() < end, "the console did not listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.goto(&page).await.expect("the console page");
+
+    // Sensors: both, each with every alert line it wrote.
+    let expected: Vec<(String, String)> = lines_of
+        .iter()
+        .map(|(n, l)| (n.to_string(), l.len().to_string()))
+        .collect();
+    until(30, "both sensors with all their lines", || async {
+        let rows = cells(&c, "#sensors-table tbody tr").await;
+        let got: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r[0].clone(), r[2].replace(',', "")))
+            .collect();
+        got == expected
+    })
+    .await;
+    screenshot(&c, "console-sensors").await;
+
+    // Alerts of site-a only (a flood and its rogue master), then of one type.
+    view(&c, "alerts").await;
+    until(10, "the alert view", || async {
+        !cells(&c, "#alerts-table tbody tr").await.is_empty()
+    })
+    .await;
+    choose(&c, "f-sensor", "site-a").await;
+    let b = &lines_of["site-a"];
+    let total = |c: &Client| {
+        let c = c.clone();
+        async move {
+            c.execute(
+                "return document.getElementById('alerts-count').dataset.total;",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_str().and_then(|t| t.parse::<usize>().ok()))
+        }
+    };
+    until(10, "site-a's alerts", || async {
+        let rows = cells(&c, "#alerts-table tbody tr").await;
+        total(&c).await == Some(b.len())
+            && !rows.is_empty()
+            && rows.iter().all(|r| r[0] == "site-a")
+    })
+    .await;
+    let rogue = b
+        .iter()
+        .filter(|l| l["modbus_detect"]["type"] == "ROGUE_MODBUS_MASTER")
+        .count();
+    assert!(rogue > 0 && rogue < b.len(), "{rogue} of {}", b.len());
+    choose(&c, "f-type", "ROGUE_MODBUS_MASTER").await;
+    until(10, "site-a's rogue master alerts", || async {
+        let rows = cells(&c, "#alerts-table tbody tr").await;
+        total(&c).await == Some(rogue)
+            && rows.len() == rogue.min(100)
+            && rows.iter().all(|r| {
+                r[0] == "site-a" && r[3] == "ROGUE_MODBUS_MASTER" && r[4] == "192.168.50.66"
+            })
+    })
+    .await;
+    screenshot(&c, "console-alerts").await;
+
+    // The PLC: one asset, seen by both sensors.
+    view(&c, "assets").await;
+    until(10, "the PLC as one asset of both sensors", || async {
+        let rows = cells(&c, "#assets-table tbody tr[data-ip=\"192.168.50.10\"]").await;
+        rows.len() == 1 && rows[0][3] == "site-a, site-b"
+    })
+    .await;
+    screenshot(&c, "console-assets").await;
+
+    // Across sensors: the rogue master at both sites.
+    view(&c, "fleet").await;
+    until(10, "the rogue master at both sites", || async {
+        let rows = cells(
+            &c,
+            "#fleet-table tbody tr[data-type=\"ROGUE_MASTER_AT_SEVERAL_SITES\"]",
+        )
+        .await;
+        rows.len() == 1 && rows[0][1] == "192.168.50.66" && rows[0][2] == "site-a, site-b"
+    })
+    .await;
+    screenshot(&c, "console-fleet").await;
+    c.close().await.expect("close the session");
 }

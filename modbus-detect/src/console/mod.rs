@@ -19,12 +19,12 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use axum::extract::State;
 use axum::http::{header, Uri};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::dashboard::serve::{guard, percent_decode, ServeError};
+use crate::dashboard::serve::{guard, percent_decode, token_query, typed, ServeError};
 use crate::output::http;
 use fleet::Fleet;
 
@@ -143,6 +143,8 @@ pub fn start(
     });
     let app = axum::Router::new()
         .route("/", get(index))
+        .route("/app.css", get(style))
+        .route("/console.js", get(script))
         .route("/api/sensors", get(sensors))
         .route("/api/alerts", get(alerts))
         .route("/api/inventory", get(inventory))
@@ -189,24 +191,34 @@ async fn alerts(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
         })
     };
     let sensor = param("sensor");
+    let kind = param("type");
     let offset: usize = param("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
     let limit = param("limit")
         .and_then(|v| v.parse().ok())
         .unwrap_or(100usize)
         .min(10_000);
     with_fleet(&shared, |f| {
-        let matching = f
+        let of_sensor = f
             .alerts
             .iter()
             .rev()
             .filter(|(s, _)| sensor.as_ref().is_none_or(|want| want == s));
+        // The types the sensor filter leaves, for the page's type filter.
+        let types: std::collections::BTreeSet<&str> = of_sensor
+            .clone()
+            .filter_map(|(_, l)| l["modbus_detect"]["type"].as_str())
+            .collect();
+        let matching = of_sensor.filter(|(_, l)| {
+            kind.as_ref()
+                .is_none_or(|want| l["modbus_detect"]["type"].as_str() == Some(want))
+        });
         let total = matching.clone().count();
         let page: Vec<_> = matching
             .skip(offset)
             .take(limit)
             .map(|(s, line)| json!({"sensor": s, "line": line}))
             .collect();
-        json(json!({"total": total, "alerts": page}))
+        json(json!({"total": total, "types": types, "alerts": page}))
     })
     .unwrap_or_else(|| "busy".into_response())
 }
@@ -221,42 +233,26 @@ async fn fleet_alerts(State(shared): State<Arc<Shared>>) -> Response {
         .unwrap_or_else(|| "busy".into_response())
 }
 
-/// Text for HTML.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// The console's page: the dashboard's style, a script of its own; its
+/// data comes from the JSON API (served under the dashboard's policy:
+/// nothing inline, nothing from elsewhere).
+const BODY: &str = include_str!("../../assets/console-body.html");
+const SCRIPT: &str = include_str!("../../assets/console.js");
+
+async fn index(uri: Uri) -> Response {
+    let query = token_query(&uri);
+    typed(
+        "text/html; charset=utf-8",
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>modbus-detect fleet</title><link rel=\"stylesheet\" href=\"app.css{query}\"></head><body>\n{BODY}<script src=\"console.js{query}\"></script></body></html>\n"
+        ),
+    )
 }
 
-/// The overview, rendered on the server (no script): sensors and the
-/// fleet's own alerts.
-async fn index(State(shared): State<Arc<Shared>>) -> Response {
-    let body = with_fleet(&shared, |f| {
-        let mut h = String::from(
-            "<!doctype html><meta charset=utf-8><title>modbus-detect fleet</title><h1>Sensors</h1>\
-             <table><tr><th>sensor<th>last seen<th>alert lines<th>frames<th>kernel drops<th>publish drops<th>devices",
-        );
-        for s in f.sensors.values() {
-            let n = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
-            h += &format!(
-                "<tr><td>{}<td>{}<td>{}<td>{}<td>{}<td>{}<td>{}",
-                esc(&s.name),
-                esc(s.last_seen.as_deref().unwrap_or("")),
-                s.alert_lines,
-                n(s.frames),
-                n(s.kernel_drops),
-                n(s.publish_dropped),
-                s.devices
-            );
-        }
-        h += "</table><h1>Across sensors</h1><ul>";
-        for a in f.fleet_alerts() {
-            h += &format!("<li>{}: {}", esc(a.kind), esc(&a.description));
-        }
-        h += "</ul><p>JSON: /api/sensors, /api/alerts?sensor=NAME, /api/inventory, /api/fleet-alerts";
-        h
-    })
-    .unwrap_or_default();
-    Html(body).into_response()
+async fn script() -> Response {
+    typed("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> Response {
+    typed("text/css; charset=utf-8", crate::dashboard::page::STYLE)
 }

@@ -18,10 +18,11 @@ const BODY: &str = include_str!("../../assets/dashboard-body.html");
 /// The served page's Content-Security-Policy (an HTTP header).
 pub const SERVED_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The page the server serves; its data comes from `/api/data`.
-pub fn served() -> String {
+/// The page the server serves; its data comes from `/api/data`. `query`
+/// is what its own links carry (see [`super::serve::token_query`]).
+pub fn served(query: &str) -> String {
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>modbus-detect</title><link rel=\"stylesheet\" href=\"app.css\"></head><body>\n{BODY}<script src=\"app.js\"></script></body></html>\n"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>modbus-detect</title><link rel=\"stylesheet\" href=\"app.css{query}\"></head><body>\n{BODY}<script src=\"app.js{query}\"></script></body></html>\n"
     )
 }
 

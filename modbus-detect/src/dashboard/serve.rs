@@ -228,12 +228,29 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn typed(content_type: &'static str, body: impl IntoResponse) -> Response {
+pub(crate) fn typed(content_type: &'static str, body: impl IntoResponse) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn index() -> Response {
-    typed("text/html; charset=utf-8", page::served())
+async fn index(uri: Uri) -> Response {
+    typed("text/html; charset=utf-8", page::served(&token_query(&uri)))
+}
+
+/// The `?token=T` a served page's own links carry. A browser sends no
+/// Authorization header for a stylesheet or a script, so a page opened
+/// with `?token=T` hands it on (the guard checked it before the page was
+/// served). Anything but URL-safe characters is left out, never put into
+/// the page.
+pub(crate) fn token_query(uri: &Uri) -> String {
+    uri.query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+        .filter(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"%-._~".contains(&b))
+        })
+        .map(|t| format!("?token={t}"))
+        .unwrap_or_default()
 }
 
 async fn script() -> Response {
