@@ -378,6 +378,49 @@ mod tests {
     }
 
     #[test]
+    fn a_baseline_item_and_a_sensor_that_needs_its_models() {
+        let mut b = Baseline::default();
+        for i in 0..20u64 {
+            b.record(ip("10.0.0.1"), ip("10.0.0.2"), 1, 3, i * 100_000_000);
+        }
+        let text = serde_json::to_string(&b.to_file("test")).expect("JSON");
+        let mut c = Central::new(DetectConfig::default());
+        match put(&mut c, Item::Baseline, 1, &text) {
+            Outcome::Applied(r) => assert_eq!(r.detail, "1 pairs"),
+            other => panic!("{other:?}"),
+        }
+        let held = c.effective().baseline.expect("the bucket's baseline");
+        assert!(held.pair_id(ip("10.0.0.1"), ip("10.0.0.2")).is_some());
+        // A sensor judging with ML refuses a baseline without models.
+        let mut ml = Central::new(DetectConfig {
+            ml: true,
+            ..DetectConfig::default()
+        });
+        match put(&mut ml, Item::Baseline, 1, &text) {
+            Outcome::Rejected(r) => assert!(r.detail.contains("no ML models"), "{}", r.detail),
+            other => panic!("{other:?}"),
+        }
+        assert!(ml.effective().baseline.is_none());
+    }
+
+    #[test]
+    fn register_limits_item() {
+        let mut c = Central::new(DetectConfig::default());
+        let limits = r#"{"40001": {"name": "Setpoint", "min": 50, "max": 200, "max_rate": 5}}"#;
+        match put(&mut c, Item::RegisterLimits, 1, limits) {
+            Outcome::Applied(r) => assert_eq!(r.detail, "1 registers"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.effective().limits_file.expect("limits").len(), 1);
+        let bad = r#"{"40001": {"name": "Setpoint", "min": 300, "max": 200}}"#;
+        assert!(matches!(
+            put(&mut c, Item::RegisterLimits, 2, bad),
+            Outcome::Rejected(_)
+        ));
+        assert_eq!(c.effective().limits_file.expect("kept").len(), 1);
+    }
+
+    #[test]
     fn keys_are_made_of_what_a_key_may_hold() {
         assert_eq!(key("plc cell.4*", Item::Baseline), "plc_cell_4_.baseline");
         for i in Item::ALL {
