@@ -25,6 +25,7 @@
     if (v === null || v === undefined) return '';
     return typeof v === 'number' ? v.toLocaleString('en-US') : String(v);
   }
+  function rate(v) { return v === null || v === undefined ? '' : v.toFixed(1); }
   function api(path) {
     return token ? path + (path.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(token) : path;
   }
@@ -92,6 +93,7 @@
         { text: x.name }, { text: x.last_seen || '' },
         { text: fmt(x.alert_lines), value: x.alert_lines },
         { text: fmt(x.frames), value: x.frames === null ? '' : x.frames },
+        { text: rate(x.frames_per_s) }, { text: rate(x.alerts_per_s) },
         { text: fmt(x.kernel_drops), cls: drop(x.kernel_drops) },
         { text: fmt(x.publish_dropped), cls: drop(x.publish_dropped) },
         { text: fmt(x.devices), value: x.devices },

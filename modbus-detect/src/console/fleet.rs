@@ -35,6 +35,31 @@ pub struct Sensor {
     pub publish_dropped: Option<u64>,
     /// Devices in its latest inventory.
     pub devices: usize,
+    /// Frames and alerts per second, between two stats events at least a
+    /// second of its uptime apart.
+    pub frames_per_s: Option<f64>,
+    pub alerts_per_s: Option<f64>,
+    /// The stats event the rates are measured from: uptime, frames, alerts.
+    #[serde(skip)]
+    rate_base: Option<(u64, u64, u64)>,
+}
+
+impl Sensor {
+    /// A stats event's uptime and totals: the rates since the base, once
+    /// a second or more has passed (then this is the new base). A sensor
+    /// that started again (its uptime went back) starts a new base.
+    fn rate(&mut self, uptime: u64, frames: u64, alerts: u64) {
+        match self.rate_base {
+            Some((u0, f0, a0)) if uptime > u0 => {
+                let dt = (uptime - u0) as f64;
+                self.frames_per_s = Some(frames.saturating_sub(f0) as f64 / dt);
+                self.alerts_per_s = Some(alerts.saturating_sub(a0) as f64 / dt);
+                self.rate_base = Some((uptime, frames, alerts));
+            }
+            Some((u0, _, _)) if uptime == u0 => {}
+            _ => self.rate_base = Some((uptime, frames, alerts)),
+        }
+    }
 }
 
 /// A device as the fleet sees it.
@@ -118,6 +143,13 @@ impl Fleet {
                     let ours = &line["modbus_detect"];
                     s.frames = ours["counters"]["frames"].as_u64();
                     s.kernel_drops = line["stats"]["capture"]["kernel_drops"].as_u64();
+                    if let (Some(up), Some(frames), Some(alerts)) = (
+                        line["stats"]["uptime"].as_u64(),
+                        s.frames,
+                        ours["alerts_total"].as_u64(),
+                    ) {
+                        s.rate(up, frames, alerts);
+                    }
                     s.alerts_dropped = ours["alerts_dropped_table_full"].as_u64();
                     s.publish_dropped = ours["publish"].as_object().map(|p| {
                         p.get("spool_dropped").and_then(Value::as_u64).unwrap_or(0)
@@ -319,6 +351,32 @@ mod tests {
             &inventory("10.0.0.5", "02:00:00:00:00:99"),
         );
         assert_eq!(f.fleet_alerts().len(), 0);
+    }
+
+    fn stats(uptime: u64, frames: u64, alerts: u64) -> Vec<u8> {
+        json!({"timestamp": "2026-12-03T10:00:00.000000+0000", "event_type": "stats",
+               "stats": {"uptime": uptime, "capture": {"kernel_drops": 0}},
+               "modbus_detect": {"counters": {"frames": frames}, "alerts_total": alerts}})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn rates_come_from_two_stats_events_a_second_apart() {
+        let mut f = Fleet::default();
+        f.apply("modbus.a.stats", &stats(10, 1_000, 5));
+        assert_eq!(f.sensors["a"].frames_per_s, None);
+        // The same second again: no rate yet.
+        f.apply("modbus.a.stats", &stats(10, 1_200, 5));
+        assert_eq!(f.sensors["a"].frames_per_s, None);
+        f.apply("modbus.a.stats", &stats(20, 6_000, 25));
+        assert_eq!(f.sensors["a"].frames_per_s, Some(500.0));
+        assert_eq!(f.sensors["a"].alerts_per_s, Some(2.0));
+        // Restarted: a new base, the last rates stay until the next one.
+        f.apply("modbus.a.stats", &stats(3, 100, 0));
+        f.apply("modbus.a.stats", &stats(5, 500, 1));
+        assert_eq!(f.sensors["a"].frames_per_s, Some(200.0));
+        assert_eq!(f.sensors["a"].frames, Some(500));
     }
 
     #[test]
