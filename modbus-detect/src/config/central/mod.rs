@@ -88,12 +88,15 @@ pub fn parse(item: Item, bytes: &[u8], local: &DetectConfig) -> Result<(Value, S
         Item::AuthorizedMasters | Item::AuthorizedWriters => {
             let set = AddrSet::new(parse_list(text)?)?;
             let n = set.entries().len();
-            (Value::Addrs(set), format!("{n} entries"))
+            (Value::Addrs(set), counted(n, "entry", "entries"))
         }
         Item::RegisterLimits => {
             let limits = RegisterLimits::parse(text).map_err(|e| e.to_string())?;
             let n = limits.len();
-            (Value::Limits(Arc::new(limits)), format!("{n} registers"))
+            (
+                Value::Limits(Arc::new(limits)),
+                counted(n, "register", "registers"),
+            )
         }
         Item::Baseline => {
             let b = Baseline::parse(text).map_err(|e| e.to_string())?;
@@ -101,7 +104,7 @@ pub fn parse(item: Item, bytes: &[u8], local: &DetectConfig) -> Result<(Value, S
                 return Err("the baseline has no ML models, and this sensor runs with --ml".into());
             }
             let n = b.pair_count();
-            (Value::Baseline(Arc::new(b)), format!("{n} pairs"))
+            (Value::Baseline(Arc::new(b)), counted(n, "pair", "pairs"))
         }
         Item::Thresholds => {
             let changes: toml::Table = text
@@ -118,6 +121,11 @@ pub fn parse(item: Item, bytes: &[u8], local: &DetectConfig) -> Result<(Value, S
             (Value::Thresholds(t), shown)
         }
     })
+}
+
+/// `n` things, in words.
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// One change seen in the bucket, as the report and the log give it.
@@ -386,7 +394,7 @@ mod tests {
         let text = serde_json::to_string(&b.to_file("test")).expect("JSON");
         let mut c = Central::new(DetectConfig::default());
         match put(&mut c, Item::Baseline, 1, &text) {
-            Outcome::Applied(r) => assert_eq!(r.detail, "1 pairs"),
+            Outcome::Applied(r) => assert_eq!(r.detail, "1 pair"),
             other => panic!("{other:?}"),
         }
         let held = c.effective().baseline.expect("the bucket's baseline");
@@ -408,7 +416,7 @@ mod tests {
         let mut c = Central::new(DetectConfig::default());
         let limits = r#"{"40001": {"name": "Setpoint", "min": 50, "max": 200, "max_rate": 5}}"#;
         match put(&mut c, Item::RegisterLimits, 1, limits) {
-            Outcome::Applied(r) => assert_eq!(r.detail, "1 registers"),
+            Outcome::Applied(r) => assert_eq!(r.detail, "1 register"),
             other => panic!("{other:?}"),
         }
         assert_eq!(c.effective().limits_file.expect("limits").len(), 1);
