@@ -1101,3 +1101,50 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
     assert_eq!(r["publish"]["queue_full_drops"], 0);
     topo.teardown().expect("teardown");
 }
+
+/// Central settings that cannot be read: the sensor says so once, runs
+/// with its local settings, and its report says the bucket was not read.
+#[test]
+fn a_sensor_whose_central_settings_are_unreachable_runs_with_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let report = dir.path().join("r.json");
+    let o = Command::new(detector_binary())
+        .args(["--quiet", "--sensor-name", "lonely"])
+        .args(["--config-from", &dead, "--config-wait", "0.5"])
+        .args(["--authorized-masters", "192.168.50.20"])
+        .arg("--output")
+        .arg(&report)
+        .arg("--pcap")
+        .arg(fixture("lab/rogue_master.pcap"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("central settings: bucket modbus-config at")
+            && err.contains("the local settings run until it is"),
+        "{err}"
+    );
+    let r = read_json(&report);
+    let central = &r["central_config"];
+    assert_eq!(central["loaded"], false, "{central}");
+    assert_eq!(central["servers"], dead.as_str());
+    assert_eq!(central["applied"], 0);
+    // The local allow list ran: the rogue master was seen.
+    assert!(
+        r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    // `--config-from nats` needs the --publish servers.
+    let o = Command::new(detector_binary())
+        .args(["--config-from", "nats", "--pcap"])
+        .arg(fixture("lab/rogue_master.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("--config-from nats takes the --publish servers"));
+}
