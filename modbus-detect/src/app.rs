@@ -1308,6 +1308,9 @@ impl<'a> PeriodicOutputs<'a> {
         );
         info.status = Status::Running;
         info.elapsed_s = snap.elapsed.as_secs_f64();
+        // The publisher's figures as they are now (the final ones come
+        // when it has finished).
+        info.publish = self.published.published();
         let [report_due, inventory_due, stats_due, metrics_due, dashboard_due] = self.pending.get();
         if metrics_due {
             let mut m = MetricsData::of(&summary);

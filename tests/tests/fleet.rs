@@ -1012,6 +1012,8 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
                 "0.3",
                 "--stats-interval",
                 "0.3",
+                "--report-interval",
+                "0.3",
                 // Not the HMI: each of its requests is an alert.
                 "--authorized-masters",
                 "10.77.0.99",
@@ -1042,6 +1044,14 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
         String::from_utf8_lossy(&hmi.stderr)
     );
     std::thread::sleep(Duration::from_millis(700));
+    // The report written while capturing has the publisher's figures.
+    let running = read_json(Path::new(&report));
+    assert_eq!(running["status"], "running");
+    assert!(
+        running["publish"]["acked"].as_u64().is_some_and(|n| n > 0),
+        "{}",
+        running["publish"]
+    );
     let done = sensor.stop(Duration::from_secs(20)).expect("sensor stops");
     assert_eq!(done.status.code(), Some(130), "{}", done.stderr);
     let _ = plc.stop(Duration::from_secs(5));
