@@ -176,6 +176,11 @@ pub fn config_from_args(args: &Args) -> Result<DetectConfig, AppError> {
         ));
     }
     cfg.ml_window_ns = (args.ml_window * 1e9) as u64;
+    if args.ml && args.baseline_file.is_none() && args.central.config_from.is_none() {
+        return Err(AppError::Usage(
+            "--ml needs a baseline: --baseline-file, or one from --config-from",
+        ));
+    }
     cfg.ml = args.ml;
     if args.ports.is_empty() || args.ports.contains(&0) {
         return Err(AppError::Usage(

@@ -121,7 +121,8 @@ pub struct Args {
 
     /// Judge each master-slave pair's windows of traffic with the ML models
     /// of the baseline (Isolation Forest, One-Class SVM): ML_ANOMALY alerts.
-    #[arg(long, requires = "baseline_file", conflicts_with = "baseline_mode")]
+    /// Needs --baseline-file, or a baseline from --config-from.
+    #[arg(long, conflicts_with = "baseline_mode")]
     pub ml: bool,
 
     /// Baseline mode: seconds of traffic per ML window (a baseline's models

@@ -1158,3 +1158,59 @@ fn a_sensor_whose_central_settings_are_unreachable_runs_with_its_own() {
     assert!(String::from_utf8_lossy(&o.stderr)
         .contains("--config-from nats takes the --publish servers"));
 }
+
+/// A baseline with its ML models, from the bucket (stored gzipped: the
+/// lab's is about 0.6 MB of JSON): a sensor with `--ml` and no local
+/// baseline judges windows with it exactly as with the file.
+#[test]
+fn a_baseline_with_its_models_comes_from_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new(dir.path());
+    let urls = cluster.urls();
+    let (baseline, _) = modbus_tests::learn_lab_baseline(dir.path(), &[]);
+    let size = std::fs::metadata(&baseline).unwrap().len();
+    assert!(size > 64 << 10, "{size} bytes: large enough to be gzipped");
+    let (code, out, err) = config(&urls, "site-d", &["put", "baseline", &baseline]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("site-d.baseline revision "), "{out}");
+    let (_, shown, _) = config(&urls, "site-d", &["show"]);
+    let stored: u64 = shown
+        .lines()
+        .find(|l| l.starts_with("site-d.baseline revision"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(stored < size / 3, "stored {stored} of {size} bytes");
+
+    let capture = fixture("lab/dos_flood.pcap");
+    let run = |name: &str, extra: &[&str]| -> Value {
+        let report = dir.path().join(format!("{name}.json"));
+        let o = Command::new(detector_binary())
+            .args(["--quiet", "--sensor-name", name, "--ml"])
+            .args(extra)
+            .arg("--output")
+            .arg(&report)
+            .arg("--pcap")
+            .arg(&capture)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_json(&report)
+    };
+    let central = run("site-d", &["--config-from", &urls]);
+    let local = run("local", &["--baseline-file", &baseline]);
+    assert_eq!(
+        central["central_config"]["items"]["baseline"]
+            .as_u64()
+            .is_some(),
+        true
+    );
+    let ml = |r: &Value| {
+        r["counters"]["alerts_by_type"]["ML_ANOMALY"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(ml(&local) > 0, "the flood is an ML anomaly");
+    assert_eq!(ml(&central), ml(&local));
+    assert_eq!(central["ml"], local["ml"]);
+}

@@ -80,10 +80,52 @@ pub enum Value {
     Thresholds(Thresholds),
 }
 
-/// Parse `bytes` as `item`, as the sensor with settings `local` would use
-/// it. The error is one line (no key: the caller names it).
+/// The most an item may hold once decompressed (a hostile value cannot
+/// make the sensor allocate more).
+pub const MAX_ITEM_BYTES: u64 = 64 << 20;
+
+/// Values larger than this are stored gzipped by `config put` (a baseline
+/// with its models shrinks about sixfold, under the servers' 1 MB message
+/// limit for networks of a few hundred pairs).
+pub const GZIP_FROM: usize = 64 << 10;
+
+/// A value as stored: gzipped (it starts with gzip's magic bytes) or not.
+pub fn stored(value: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    if value.len() < GZIP_FROM {
+        return Ok(value);
+    }
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&value)?;
+    z.finish()
+}
+
+/// A stored value's bytes: gunzipped, at most [`MAX_ITEM_BYTES`].
+fn unstored(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    use std::io::Read;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes.into());
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(MAX_ITEM_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("gzip: {e}"))?;
+    if out.len() as u64 > MAX_ITEM_BYTES {
+        return Err(format!(
+            "more than {} MiB once gunzipped",
+            MAX_ITEM_BYTES >> 20
+        ));
+    }
+    Ok(out.into())
+}
+
+/// Parse `bytes` (as stored: plain or gzipped) as `item`, as the sensor
+/// with settings `local` would use it. The error is one line (no key: the
+/// caller names it).
 pub fn parse(item: Item, bytes: &[u8], local: &DetectConfig) -> Result<(Value, String), String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
+    let bytes = unstored(bytes)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
     Ok(match item {
         Item::AuthorizedMasters | Item::AuthorizedWriters => {
             let set = AddrSet::new(parse_list(text)?)?;
@@ -426,6 +468,46 @@ mod tests {
             Outcome::Rejected(_)
         ));
         assert_eq!(c.effective().limits_file.expect("kept").len(), 1);
+    }
+
+    #[test]
+    fn large_values_are_stored_gzipped_and_bounded_when_read() {
+        let list: String = (0..10_000)
+            .map(|i| format!("10.{}.{}.1\n", i / 250, i % 250))
+            .collect();
+        let z = stored(list.clone().into_bytes()).expect("gzip");
+        assert!(z.starts_with(&[0x1f, 0x8b]) && z.len() < list.len() / 4);
+        let mut c = Central::new(DetectConfig::default());
+        match c.change("k", Item::AuthorizedMasters, 1, Some(&z), "t".into()) {
+            Outcome::Applied(r) => assert_eq!(r.detail, "10000 entries"),
+            other => panic!("{other:?}"),
+        }
+        // Small values stay as they are.
+        assert_eq!(stored(b"10.0.0.1".to_vec()).expect("kept"), b"10.0.0.1");
+        // A gzip bomb is refused at the bound, not inflated.
+        let bomb = {
+            use std::io::Write;
+            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let zeros = vec![b'#'; 1 << 20];
+            for _ in 0..(MAX_ITEM_BYTES >> 20) + 1 {
+                z.write_all(&zeros).expect("gzip");
+            }
+            z.finish().expect("gzip")
+        };
+        match c.change("k", Item::AuthorizedMasters, 2, Some(&bomb), "t".into()) {
+            Outcome::Rejected(r) => assert!(r.detail.contains("64 MiB"), "{}", r.detail),
+            other => panic!("{other:?}"),
+        }
+        match c.change(
+            "k",
+            Item::AuthorizedMasters,
+            3,
+            Some(&[0x1f, 0x8b, 0, 1]),
+            "t".into(),
+        ) {
+            Outcome::Rejected(r) => assert!(r.detail.starts_with("gzip"), "{}", r.detail),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -227,9 +227,10 @@ pub fn edit(
         match edit {
             Edit::Put { item, value } => {
                 let k = key(sensor, item);
+                let value = super::stored(value).map_err(|e| format!("{k}: gzip: {e}"))?;
                 if value.len() > max_payload {
                     return Err(format!(
-                        "{k}: {} bytes, more than the {max_payload} the servers take in a message (their max_payload)",
+                        "{k}: {} bytes (gzipped), more than the {max_payload} the servers take in a message: raise their max_payload (up to 64 MB)",
                         value.len()
                     ));
                 }
