@@ -1199,11 +1199,10 @@ fn a_baseline_with_its_models_comes_from_the_bucket() {
     };
     let central = run("site-d", &["--config-from", &urls]);
     let local = run("local", &["--baseline-file", &baseline]);
-    assert_eq!(
-        central["central_config"]["items"]["baseline"]
-            .as_u64()
-            .is_some(),
-        true
+    assert!(
+        central["central_config"]["items"]["baseline"].is_u64(),
+        "{}",
+        central["central_config"]
     );
     let ml = |r: &Value| {
         r["counters"]["alerts_by_type"]["ML_ANOMALY"]
