@@ -235,11 +235,17 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             stream,
             consumer,
             listen,
+            creds,
+            ca,
             token,
         }) => {
             install_signal_handlers(&stop, &reopen);
             let source = crate::console::Source {
-                servers: nats.clone(),
+                connect: nats::Connect {
+                    servers: nats.clone(),
+                    credentials: creds.clone(),
+                    root_ca: ca.clone(),
+                },
                 stream: stream.clone(),
                 consumer: consumer.clone(),
             };

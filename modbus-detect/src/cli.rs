@@ -401,6 +401,13 @@ pub enum Command {
         /// Where to listen; an address beyond loopback needs a token.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8503")]
         listen: std::net::SocketAddr,
+        /// A NATS credentials file.
+        #[arg(long, value_name = "FILE")]
+        creds: Option<PathBuf>,
+        /// A CA certificate (PEM) the servers' certificates must chain to
+        /// (TLS is then required).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
         #[command(flatten)]
         token: TokenArgs,
     },

@@ -26,12 +26,14 @@ use serde_json::json;
 
 use crate::dashboard::serve::{guard, percent_decode, token_query, typed, ServeError};
 use crate::output::http;
+use crate::output::publish::nats::{connect, Connect};
 use fleet::Fleet;
 
 /// Where the console reads from.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub servers: String,
+    /// The servers, with the credentials and CA to reach them.
+    pub connect: Connect,
     pub stream: String,
     pub consumer: String,
 }
@@ -58,7 +60,7 @@ fn consume(source: Source, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
         if let Err(e) = run {
             eprintln!(
                 "modbus-detect: console: {}: {e}; connecting again",
-                source.servers
+                source.connect.servers
             );
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -71,17 +73,7 @@ async fn read(
     stop: &AtomicBool,
     fresh: &mut bool,
 ) -> Result<(), String> {
-    let servers: Vec<async_nats::ServerAddr> = source
-        .servers
-        .split(',')
-        .map(|u| u.trim().parse().map_err(|e| format!("{u}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(3))
-        .name("modbus-detect console")
-        .connect(servers)
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = connect(&source.connect).await?;
     let js = jetstream::new(client);
     let stream = js
         .get_stream(&source.stream)
