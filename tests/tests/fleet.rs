@@ -1213,3 +1213,126 @@ fn a_baseline_with_its_models_comes_from_the_bucket() {
     assert_eq!(ml(&central), ml(&local));
     assert_eq!(central["ml"], local["ml"]);
 }
+
+/// A CA, and a certificate for 127.0.0.1 it signed: (CA, cert, key) files.
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&files.0, ca.pem()).unwrap();
+    std::fs::write(&files.1, cert.pem()).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
+
+/// A server that requires TLS: a sensor given its CA publishes everything,
+/// one without it cannot connect and spools; the console and `config`
+/// reach it with the CA.
+#[test]
+fn tls_servers_are_reached_with_their_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let port = free_port();
+    let _server = Killed(
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--tls"])
+            .arg("--tlscert")
+            .arg(&cert)
+            .arg("--tlskey")
+            .arg(&key)
+            .arg("-sd")
+            .arg(dir.path().join("js"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let ca_s = ca.to_str().unwrap();
+    let run = |name: &str, extra: &[&str]| -> Value {
+        let o = Command::new(detector_binary())
+            .args(["--quiet", "--sensor-name", name, "--publish", &url])
+            .args(["--publish-wait", "2", "--eve-every-event"])
+            .arg("--publish-spool")
+            .arg(dir.path().join(format!("spool-{name}")))
+            .arg("--output")
+            .arg(dir.path().join(format!("{name}.json")))
+            .arg("--eve")
+            .arg(dir.path().join(format!("{name}.eve.json")))
+            .args(["--authorized-masters", "192.168.50.20"])
+            .args(extra)
+            .arg("--pcap")
+            .arg(fixture("lab/rogue_master.pcap"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_json(&dir.path().join(format!("{name}.json")))
+    };
+    let trusted = run("trusted", &["--publish-ca", ca_s]);
+    let lines = eve_lines(&dir.path().join("trusted.eve.json")).len() as u64;
+    assert_eq!(
+        trusted["publish"]["acked"].as_u64(),
+        Some(lines + 1),
+        "{}",
+        trusted["publish"]
+    );
+    assert_eq!(trusted["publish"]["spool_waiting"], 0);
+    let stranger = run("stranger", &[]);
+    assert_eq!(stranger["publish"]["acked"], 0, "{}", stranger["publish"]);
+    assert_eq!(
+        stranger["publish"]["spool_waiting"].as_u64(),
+        Some(lines + 1)
+    );
+
+    // `config` and the console with the CA.
+    let list = dir.path().join("m.txt");
+    std::fs::write(&list, "192.168.50.20\n").unwrap();
+    let o = Command::new(detector_binary())
+        .args([
+            "config", "--nats", &url, "--sensor", "trusted", "--ca", ca_s,
+        ])
+        .args(["put", "authorized-masters", list.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listen = free_port();
+    let _console = Killed(
+        Command::new(detector_binary())
+            .args(["console", "--nats", &url, "--ca", ca_s])
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = http_get(listen, "/api/sensors");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        let s: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let trusted_lines = s["sensors"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "trusted"))
+            .and_then(|x| x["alert_lines"].as_u64());
+        if trusted_lines == Some(lines) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the console has {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
