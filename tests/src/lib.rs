@@ -226,6 +226,24 @@ impl Drop for Killed {
     }
 }
 
+/// Run the child on CPU 0 alone: it sees one core and runs its shard
+/// inline, in the reading thread (`Plan::Inline`), as on a one-core sensor.
+pub fn on_one_core(c: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls are made
+    // (sched_setaffinity on a set built on the stack).
+    unsafe {
+        c.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A loopback port nobody listens on (now).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -751,6 +751,17 @@ fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<Strin
 
 #[test]
 fn central_settings_reach_a_running_sensor_and_show_in_its_report() {
+    central_settings_case(false);
+}
+
+/// The same on one core: the shard runs inline in the reader's thread,
+/// which takes new settings at its own batch boundaries.
+#[test]
+fn central_settings_reach_an_inline_shard() {
+    central_settings_case(true);
+}
+
+fn central_settings_case(one_core: bool) {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::new(dir.path());
     let urls = cluster.urls();
@@ -816,7 +827,7 @@ fn central_settings_reach_a_running_sensor_and_show_in_its_report() {
     let half = modbus_tests::pcap_prefix(&capture, split as usize).len();
     let metrics = free_port();
     let metrics_at = format!("127.0.0.1:{metrics}");
-    let mut c = sensor(
+    let mut cmd = sensor(
         "site-c",
         dir.path(),
         &urls,
@@ -828,11 +839,15 @@ fn central_settings_reach_a_running_sensor_and_show_in_its_report() {
             "--metrics",
             &metrics_at,
         ],
-    )
-    .stdin(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    );
+    if one_core {
+        modbus_tests::on_one_core(&mut cmd);
+    }
+    let mut c = cmd
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stderr = c.stderr.take().unwrap();
     let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

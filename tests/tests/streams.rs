@@ -72,7 +72,16 @@ impl Drop for Running {
 }
 
 fn start(args: &[&str]) -> Running {
-    let child = Command::new(detector_binary())
+    start_with(args, false)
+}
+
+/// [`start`], on one core when `one_core` (the shard then runs inline).
+fn start_with(args: &[&str], one_core: bool) -> Running {
+    let mut c = Command::new(detector_binary());
+    if one_core {
+        modbus_tests::on_one_core(&mut c);
+    }
+    let child = c
         .arg("--quiet")
         .args(args)
         .stdin(Stdio::null())
@@ -164,20 +173,24 @@ fn a_fifo_cut_anywhere_gives_what_the_file_gives() {
 /// processed as it comes, not read whole first.
 #[test]
 fn a_paused_writer_s_alerts_come_out_before_it_ends() {
-    // One shard in the reading thread, and shard threads fed in batches
-    // (a partial batch must not wait for the next frames).
-    for threads in ["1", "2"] {
+    // One shard in the reading thread (one core), and shard threads fed
+    // in batches (a partial batch must not wait for the next frames).
+    for threads in ["inline", "1", "2"] {
         paused_writer(threads);
     }
 }
 
+/// `threads`: a shard count, or "inline" (no --threads, on one core).
 fn paused_writer(threads: &str) {
+    let plan = threads;
+    let inline = threads == "inline";
+    let threads = if inline { "1" } else { threads };
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("capture.fifo");
     mkfifo(&fifo);
     let eve = dir.path().join("alerts.json");
     let out = dir.path().join("r.json");
-    let run = start(&[
+    let mut args = vec![
         "--pcap",
         s(&fifo),
         "--output",
@@ -186,9 +199,11 @@ fn paused_writer(threads: &str) {
         s(&eve),
         "--authorized-writers",
         "192.168.50.20",
-        "--threads",
-        threads,
-    ]);
+    ];
+    if !inline {
+        args.extend(["--threads", threads]);
+    }
+    let run = start_with(&args, inline);
     let bytes = std::fs::read(fixture("lab/unauthorized_write.pcap")).unwrap();
     let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     // Up to the answer of the first unauthorized write (its alert waits
@@ -208,10 +223,7 @@ fn paused_writer(threads: &str) {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(
-        lines > 0,
-        "{threads} thread(s): no alert line while the writer is open"
-    );
+    assert!(lines > 0, "{plan}: no alert line while the writer is open");
     assert!(!out.exists(), "the run ended before its writer");
     drop(w);
     let o = run.wait_within(30);

@@ -300,18 +300,23 @@ impl Dispatcher {
     }
 
     /// Send partial batches older than `age` (live capture: a quiet link
-    /// must not hold frames back; a replay never needs it).
+    /// must not hold frames back; a replay never needs it). Inline, the
+    /// shards' alert lines are handed on now, and the next frame starts a
+    /// batch (new settings are taken there).
     pub fn flush_older_than(&mut self, age: Duration) {
         let Core {
             target, ring_full, ..
         } = &mut self.core;
-        let Target::Rings {
-            feeder,
-            when_full,
-            builders,
-        } = target
-        else {
-            return;
+        let (feeder, when_full, builders) = match target {
+            Target::Rings {
+                feeder,
+                when_full,
+                builders,
+            } => (feeder, when_full, builders),
+            Target::Inline(inline) => {
+                inline.publish();
+                return;
+            }
         };
         for (shard, b) in builders.iter_mut().enumerate() {
             if !b.items.is_empty() && b.since.elapsed() >= age {
