@@ -178,7 +178,7 @@ pub struct ChangeRecord {
     pub time: String,
     pub key: String,
     pub revision: u64,
-    /// "put" or "delete".
+    /// "put", "delete", or "gone" (no longer in the bucket at all).
     pub operation: String,
     /// "applied" or "rejected".
     pub outcome: String,
@@ -294,6 +294,23 @@ impl Central {
         }
     }
 
+    /// `item` is not in the bucket at all any more (its history is gone,
+    /// the bucket was made again): what was held goes, back to the local
+    /// setting.
+    pub fn gone(&mut self, key: &str, item: Item, time: String) -> Outcome {
+        let Some((revision, _)) = self.held.remove(&item) else {
+            return Outcome::Stale;
+        };
+        Outcome::Applied(ChangeRecord {
+            time,
+            key: key.to_string(),
+            revision,
+            operation: "gone".into(),
+            outcome: "applied".into(),
+            detail: "no longer in the bucket: back to the local setting".into(),
+        })
+    }
+
     /// The local settings with every item held applied.
     pub fn effective(&self) -> DetectConfig {
         let mut c = self.local.clone();
@@ -379,6 +396,26 @@ mod tests {
         assert!(matches!(deleted, Outcome::Applied(_)));
         let m = c.effective().authorized_masters.expect("the local list");
         assert!(m.contains(ip("10.0.0.1")) && !m.contains(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn an_item_gone_from_the_bucket_goes_back_to_the_local_setting() {
+        let local = DetectConfig {
+            authorized_masters: Some([ip("10.0.0.1")].into_iter().collect()),
+            ..DetectConfig::default()
+        };
+        let mut c = Central::new(local);
+        put(&mut c, Item::AuthorizedMasters, 3, "10.0.0.2");
+        match c.gone("s.x", Item::AuthorizedMasters, "t".into()) {
+            Outcome::Applied(r) => assert_eq!((r.revision, r.operation.as_str()), (3, "gone")),
+            other => panic!("{other:?}"),
+        }
+        let m = c.effective().authorized_masters.expect("the local list");
+        assert!(m.contains(ip("10.0.0.1")) && !m.contains(ip("10.0.0.2")));
+        assert!(matches!(
+            c.gone("s.x", Item::AuthorizedMasters, "t".into()),
+            Outcome::Stale
+        ));
     }
 
     #[test]

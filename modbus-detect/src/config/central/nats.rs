@@ -124,7 +124,12 @@ impl Follower {
             let k = key(&source.sensor, item);
             match store.entry(k.clone()).await {
                 Ok(Some(entry)) => self.take(&entry),
-                Ok(None) => {}
+                // Not even a delete marker: a key held from an earlier
+                // reading is gone (read again after a reconnection).
+                Ok(None) => {
+                    let outcome = self.central.gone(&k, item, now());
+                    self.settle(outcome);
+                }
                 Err(e) => return format!("{k}: {e}"),
             }
         }
@@ -168,13 +173,14 @@ impl Follower {
             kv::Operation::Put => Some(&entry.value[..]),
             kv::Operation::Delete | kv::Operation::Purge => None,
         };
-        let now_ns = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let time = crate::output::iso_time(now_ns);
         let outcome = self
             .central
-            .change(&entry.key, item, entry.revision, value, time);
+            .change(&entry.key, item, entry.revision, value, now());
+        self.settle(outcome);
+    }
+
+    /// Install what an outcome applied; log it and keep it in the report.
+    fn settle(&mut self, outcome: Outcome) {
         if let Outcome::Applied(_) = outcome {
             self.live.install(Arc::new(self.central.effective()));
         }
@@ -184,6 +190,14 @@ impl Follower {
             eprintln!("modbus-detect: {line}");
         }
     }
+}
+
+/// The time now, as the change records give it.
+fn now() -> String {
+    let ns = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    crate::output::iso_time(ns)
 }
 
 /// What `modbus-detect config` does.
