@@ -1351,3 +1351,107 @@ fn tls_servers_are_reached_with_their_ca_only() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The bucket deleted and made again while a sensor follows it: the
+/// sensor reads it again, takes the new revisions (they start over), and
+/// an item no longer there goes back to the local setting.
+#[test]
+fn a_bucket_made_again_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new(dir.path());
+    let urls = cluster.urls();
+    let put = |item: &str, text: &str| {
+        let f = dir.path().join(format!("{item}.txt"));
+        std::fs::write(&f, text).unwrap();
+        let (code, _, err) = config(&urls, "site-e", &["put", item, f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+    };
+    put("authorized-masters", "192.168.50.20\n");
+    put("authorized-masters", "192.168.50.30\n");
+    put("authorized-masters", "192.168.50.40\n");
+    put("thresholds", "flood_min_run = 30\n");
+    let mut c = sensor(
+        "site-e",
+        dir.path(),
+        &urls,
+        &["--pcap", "-", "--config-from", "nats"],
+    )
+    .stdin(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = c.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = Vec::new();
+    wait_for_line(
+        &lines,
+        &mut seen,
+        "site-e.thresholds revision 4 (put): applied",
+    );
+    // The bucket goes, and is made again with one item.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let servers: Vec<async_nats::ServerAddr> =
+            urls.split(',').map(|u| u.parse().unwrap()).collect();
+        let client = async_nats::connect(servers).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.delete_stream("KV_modbus-config").await.unwrap();
+    });
+    // The sensor's watch fails (said once), and it tries again.
+    wait_for_line(&lines, &mut seen, "trying again every 1 s");
+    put("authorized-masters", "192.168.50.66\n");
+    wait_for_line(&lines, &mut seen, "bucket modbus-config read again");
+    wait_for_line(
+        &lines,
+        &mut seen,
+        "site-e.thresholds revision 4 (gone): applied",
+    );
+    wait_for_line(
+        &lines,
+        &mut seen,
+        "site-e.authorized-masters revision 1 (put): applied",
+    );
+    let mut input = c.stdin.take().unwrap();
+    input
+        .write_all(&std::fs::read(fixture("lab/rogue_master.pcap")).unwrap())
+        .unwrap();
+    drop(input);
+    assert!(c.wait().unwrap().success(), "{seen:#?}");
+    let r = read_json(&dir.path().join("site-e.json"));
+    // Detection ran under the bucket's new list: the capture's rogue is
+    // the one master allowed, its HMIs are not.
+    let rogues: std::collections::BTreeSet<&str> = r["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "ROGUE_MODBUS_MASTER")
+        .filter_map(|a| a["src_ip"].as_str())
+        .collect();
+    assert!(
+        !rogues.is_empty() && !rogues.contains("192.168.50.66"),
+        "{rogues:?}"
+    );
+    assert_eq!(
+        r["central_config"]["items"],
+        serde_json::json!({"authorized-masters": 1}),
+        "{}",
+        r["central_config"]
+    );
+    assert_eq!(r["settings"]["thresholds"]["flood_min_run"], 20);
+    assert_eq!(
+        r["settings"]["authorized_masters"],
+        serde_json::json!(["192.168.50.66"])
+    );
+}

@@ -298,6 +298,7 @@ impl Central {
     /// the bucket was made again): what was held goes, back to the local
     /// setting.
     pub fn gone(&mut self, key: &str, item: Item, time: String) -> Outcome {
+        self.seen.remove(&item);
         let Some((revision, _)) = self.held.remove(&item) else {
             return Outcome::Stale;
         };
@@ -309,6 +310,15 @@ impl Central {
             outcome: "applied".into(),
             detail: "no longer in the bucket: back to the local setting".into(),
         })
+    }
+
+    /// The bucket's newest revision is `last`. Older than one already seen,
+    /// the bucket was made again and its revisions started over: what was
+    /// seen no longer says what is stale.
+    pub fn bucket_at(&mut self, last: u64) {
+        if self.seen.values().any(|&r| r > last) {
+            self.seen.clear();
+        }
     }
 
     /// The local settings with every item held applied.
@@ -414,6 +424,24 @@ mod tests {
         assert!(m.contains(ip("10.0.0.1")) && !m.contains(ip("10.0.0.2")));
         assert!(matches!(
             c.gone("s.x", Item::AuthorizedMasters, "t".into()),
+            Outcome::Stale
+        ));
+        // The bucket made again: its revisions start over, and count.
+        put(&mut c, Item::Thresholds, 9, "flood_min_run = 30");
+        c.bucket_at(2);
+        assert!(matches!(
+            put(&mut c, Item::AuthorizedMasters, 1, "10.0.0.3"),
+            Outcome::Applied(_)
+        ));
+        assert!(matches!(
+            put(&mut c, Item::Thresholds, 2, "flood_min_run = 40"),
+            Outcome::Applied(_)
+        ));
+        assert_eq!(c.effective().thresholds.flood_min_run, 40);
+        // A bucket that only grew changes nothing.
+        c.bucket_at(5);
+        assert!(matches!(
+            put(&mut c, Item::Thresholds, 2, "flood_min_run = 50"),
             Outcome::Stale
         ));
     }

@@ -120,6 +120,7 @@ impl Follower {
             Ok(s) => s.info.state.last_sequence,
             Err(e) => return format!("bucket {}: {e}", source.bucket),
         };
+        self.central.bucket_at(last);
         for item in Item::ALL {
             let k = key(&source.sensor, item);
             match store.entry(k.clone()).await {
