@@ -661,17 +661,7 @@ async fn static_file_renders_offline() {
 async fn hostile_identification_shows_literally() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("id.pcap");
-    let vendor = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">'\u{1b}[31m";
-    write_capture(&cap, |w| {
-        let (hmi, plc) = (Ipv4Addr::new(10, 0, 0, 20), Ipv4Addr::new(10, 0, 0, 10));
-        let t0 = 1_700_000_000_000_000_000u64;
-        let mut c = Conversation::new(hmi, 40_001, plc);
-        c.handshake(w, t0)?;
-        c.send(w, t0 + 1_000_000, true, &adu(1, 1, &[43, 14, 1, 0]))?;
-        let mut resp = vec![43, 14, 1, 1, 0, 0, 1, 0, vendor.len() as u8];
-        resp.extend_from_slice(vendor.as_bytes());
-        c.send(w, t0 + 2_000_000, false, &adu(1, 1, &resp))
-    });
+    hostile_identification(&cap);
     let report = dir.path().join("report.json");
     let html = dir.path().join("report.html");
     let o = Command::new(detector_binary())
@@ -702,24 +692,8 @@ async fn hostile_identification_shows_literally() {
             .text()
             .await
             .unwrap();
-        assert_eq!(
-            cell,
-            "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">'\\u{1b}[31m",
-            "{page}"
-        );
-        let pwned = c
-            .execute("return window.pwned === undefined;", vec![])
-            .await
-            .unwrap();
-        assert_eq!(pwned, json!(true), "{page}: the text ran");
-        let injected = c
-            .execute(
-                "return document.querySelectorAll('main img, main script').length;",
-                vec![],
-            )
-            .await
-            .unwrap();
-        assert_eq!(injected, json!(0), "{page}: markup from the wire");
+        assert_eq!(cell, HOSTILE_SHOWN, "{page}");
+        nothing_injected(&c, &page).await;
     }
     // Served without an EVE file: no alert-lines view.
     let eve_button = c
@@ -729,6 +703,44 @@ async fn hostile_identification_shows_literally() {
     assert!(!eve_button.is_displayed().await.unwrap());
     screenshot(&c, "hostile-assets").await;
     c.close().await.unwrap();
+}
+
+/// A PLC (10.0.0.10) that names its vendor with markup, a quote and a
+/// terminal escape when an HMI (10.0.0.20) asks (FC 43/14).
+fn hostile_identification(cap: &Path) {
+    let vendor = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">'\u{1b}[31m";
+    write_capture(cap, |w| {
+        let (hmi, plc) = (Ipv4Addr::new(10, 0, 0, 20), Ipv4Addr::new(10, 0, 0, 10));
+        let t0 = 1_700_000_000_000_000_000u64;
+        let mut c = Conversation::new(hmi, 40_001, plc);
+        c.handshake(w, t0)?;
+        c.send(w, t0 + 1_000_000, true, &adu(1, 1, &[43, 14, 1, 0]))?;
+        let mut resp = vec![43, 14, 1, 1, 0, 0, 1, 0, vendor.len() as u8];
+        resp.extend_from_slice(vendor.as_bytes());
+        c.send(w, t0 + 2_000_000, false, &adu(1, 1, &resp))
+    });
+}
+
+/// The hostile vendor string as a page must show it: literally, the
+/// escape character as `\u{1b}`.
+const HOSTILE_SHOWN: &str =
+    "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">'\\u{1b}[31m";
+
+/// Nothing from the wire ran or became markup in the page.
+async fn nothing_injected(c: &Client, page: &str) {
+    let pwned = c
+        .execute("return window.pwned === undefined;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(pwned, json!(true), "{page}: the text ran");
+    let injected = c
+        .execute(
+            "return document.querySelectorAll('main img, main script').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(injected, json!(0), "{page}: markup from the wire");
 }
 
 /// The value of an overview figure, as the page shows it now.
@@ -1033,9 +1045,13 @@ async fn the_fleet_console_shows_every_sensor() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, url) = nats_server(dir.path());
     let mut lines_of = std::collections::BTreeMap::new();
+    // A third site whose PLC names its vendor with markup.
+    let hostile = dir.path().join("id.pcap");
+    hostile_identification(&hostile);
     for (name, capture) in [
-        ("site-a", "lab/dos_flood.pcap"),
-        ("site-b", "lab/rogue_master.pcap"),
+        ("site-a", fixture("lab/dos_flood.pcap")),
+        ("site-b", fixture("lab/rogue_master.pcap")),
+        ("site-x", hostile.clone()),
     ] {
         let eve = dir.path().join(format!("{name}.eve.json"));
         let o = Command::new(detector_binary())
@@ -1052,7 +1068,7 @@ async fn the_fleet_console_shows_every_sensor() {
                 "192.168.50.20,192.168.50.30,192.168.50.40",
                 "--pcap",
             ])
-            .arg(fixture(capture))
+            .arg(capture)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1061,7 +1077,7 @@ async fn the_fleet_console_shows_every_sensor() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert!(lines.len() > 5, "{name}");
+        assert!(!lines.is_empty(), "{name}");
         lines_of.insert(name, lines);
     }
     let port = free_port();
@@ -1151,6 +1167,11 @@ async fn the_fleet_console_shows_every_sensor() {
         rows.len() == 1 && rows[0][3] == "site-a, site-b"
     })
     .await;
+    // The hostile vendor string, literally.
+    let rows = cells(&c, "#assets-table tbody tr[data-ip=\"10.0.0.10\"]").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0][4].starts_with(HOSTILE_SHOWN), "{:?}", rows[0][4]);
+    nothing_injected(&c, "the console").await;
     screenshot(&c, "console-assets").await;
 
     // Across sensors: the rogue master at both sites.
