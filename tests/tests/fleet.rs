@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use modbus_tests::{detector_binary, fixture, free_port, read_json, Killed};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// One node of the cluster.
 struct Node {
@@ -998,12 +998,38 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
         .wait_for_line("Server is ready", start)
         .expect("nats-server up");
 
+    // Its central settings: the thresholds it runs with come from the
+    // site's bucket.
+    let bin = modbus_tests::detector_binary();
+    let thresholds = path("thresholds.toml");
+    std::fs::write(&thresholds, "flood_min_run = 40\n").unwrap();
+    let put = topo
+        .run_in(
+            Host::Sensor,
+            bin.to_str().unwrap(),
+            &[
+                "config",
+                "--nats",
+                "nats://127.0.0.1:4222",
+                "--sensor",
+                "cell-9",
+                "put",
+                "thresholds",
+                &thresholds,
+            ],
+        )
+        .expect("config put");
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+
     let plc_addr = format!("{}:502", topo.plc_ip());
     let mut plc = topo
         .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
         .expect("PLC");
     plc.wait_for_line("listening on", start).expect("PLC up");
-    let bin = modbus_tests::detector_binary();
     let (report, eve, spool) = (path("live.json"), path("live.eve.json"), path("spool"));
     let mut sensor = topo
         .spawn_in(
@@ -1029,6 +1055,8 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
                 "0.3",
                 "--report-interval",
                 "0.3",
+                "--config-from",
+                "nats",
                 // Not the HMI: each of its requests is an alert.
                 "--authorized-masters",
                 "10.77.0.99",
@@ -1062,6 +1090,8 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
     // The report written while capturing has the publisher's figures.
     let running = read_json(Path::new(&report));
     assert_eq!(running["status"], "running");
+    assert_eq!(running["settings"]["thresholds"]["flood_min_run"], 40);
+    assert_eq!(running["central_config"]["applied"], 1);
     assert!(
         running["publish"]["acked"].as_u64().is_some_and(|n| n > 0),
         "{}",
@@ -1099,6 +1129,16 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
     for s in &stats {
         let p = &s["modbus_detect"]["publish"];
         assert!(p["acked"].is_u64() && p["spool_waiting"].is_u64(), "{s}");
+        let central = &s["modbus_detect"]["central_config"];
+        assert_eq!(
+            (
+                &central["loaded"],
+                &central["applied"],
+                &central["rejected"]
+            ),
+            (&json!(true), &json!(1), &json!(0)),
+            "{s}"
+        );
     }
     let acked: Vec<u64> = stats
         .iter()
@@ -1124,6 +1164,7 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
     );
     assert_eq!(r["publish"]["spool_waiting"], 0);
     assert_eq!(r["publish"]["queue_full_drops"], 0);
+    assert_eq!(r["settings"]["thresholds"]["flood_min_run"], 40);
     topo.teardown().expect("teardown");
 }
 
