@@ -13,6 +13,18 @@ use std::time::{Duration, Instant};
 use modbus_tests::{detector_binary, fixture, free_port, read_json, Killed};
 use serde_json::{json, Value};
 
+/// The tests here run one at a time: each starts JetStream servers and
+/// sensors, and several of them at once on a small CI machine slow a
+/// cluster's recovery from a killed node past what a test waits for.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed holding it says nothing about the next one.
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// One node of the cluster.
 struct Node {
     client: u16,
@@ -189,8 +201,20 @@ fn stream_messages(urls: &str, stream: &str) -> Vec<(String, String, Value)> {
         let last = s.info().await.unwrap().state.last_sequence;
         let mut out = Vec::new();
         for seq in 1..=last {
-            let Ok(m) = s.get_raw_message(seq).await else {
-                continue;
+            // Nothing is deleted from the stream: every sequence is there.
+            // A get may fail while the cluster elects a leader: try again,
+            // then fail loudly (a message skipped would read as lost).
+            let mut tries = 0;
+            let m = loop {
+                match s.get_raw_message(seq).await {
+                    Ok(m) => break m,
+                    Err(e) if tries < 20 => {
+                        tries += 1;
+                        eprintln!("stream {stream}: message {seq}: {e}; again");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(e) => panic!("stream {stream}: message {seq}: {e}"),
+                }
             };
             let id = m
                 .headers
@@ -255,6 +279,7 @@ fn published<'a>(
 
 #[test]
 fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::new(dir.path());
     let urls = cluster.urls();
@@ -263,10 +288,17 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
     // which a node is killed, then the rest.
     let capture = std::fs::read(fixture("lab/dos_flood.pcap")).unwrap();
     let half = modbus_tests::pcap_prefix(&capture, 2000).len();
-    let mut a = sensor("site-a", dir.path(), &urls, &["--pcap", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // A cluster that lost a node takes a while to answer again: the
+    // sensors wait for their acknowledgements longer than by default.
+    let mut a = sensor(
+        "site-a",
+        dir.path(),
+        &urls,
+        &["--publish-wait", "60", "--pcap", "-"],
+    )
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut input = a.stdin.take().unwrap();
     input.write_all(&capture[..half]).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -274,10 +306,15 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
     input.write_all(&capture[half..]).unwrap();
     drop(input);
     // Sensor B meanwhile, from a file.
-    let b = sensor("site-b", dir.path(), &urls, &["--pcap"])
-        .arg(fixture("lab/rogue_master.pcap"))
-        .output()
-        .unwrap();
+    let b = sensor(
+        "site-b",
+        dir.path(),
+        &urls,
+        &["--publish-wait", "60", "--pcap"],
+    )
+    .arg(fixture("lab/rogue_master.pcap"))
+    .output()
+    .unwrap();
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     assert!(a.wait().unwrap().success());
 
@@ -428,6 +465,7 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
 
 #[test]
 fn a_sensor_spools_while_the_cluster_is_down_and_sends_in_order_after() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::new(dir.path());
     let urls = cluster.urls();
@@ -512,6 +550,7 @@ fn a_sensor_spools_while_the_cluster_is_down_and_sends_in_order_after() {
 
 #[test]
 fn a_full_spool_drops_the_oldest_and_counts_them() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     // No server at all on this port.
     let urls = format!("nats://127.0.0.1:{}", free_port());
@@ -604,6 +643,7 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
 #[test]
 #[ignore]
 fn frame_to_console_latency() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::new(dir.path());
     let urls = cluster.urls();
@@ -751,6 +791,7 @@ fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<Strin
 
 #[test]
 fn central_settings_reach_a_running_sensor_and_show_in_its_report() {
+    let _one = one_at_a_time();
     central_settings_case(false);
 }
 
@@ -758,6 +799,7 @@ fn central_settings_reach_a_running_sensor_and_show_in_its_report() {
 /// which takes new settings at its own batch boundaries.
 #[test]
 fn central_settings_reach_an_inline_shard() {
+    let _one = one_at_a_time();
     central_settings_case(true);
 }
 
@@ -977,6 +1019,7 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 
 #[test]
 fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
+    let _one = one_at_a_time();
     use modbus_tests::netns::{unique_prefix, Host, Topology};
     const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
     let start = Duration::from_secs(20);
@@ -1172,6 +1215,7 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
 /// with its local settings, and its report says the bucket was not read.
 #[test]
 fn a_sensor_whose_central_settings_are_unreachable_runs_with_its_own() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let dead = format!("nats://127.0.0.1:{}", free_port());
     let report = dir.path().join("r.json");
@@ -1220,6 +1264,7 @@ fn a_sensor_whose_central_settings_are_unreachable_runs_with_its_own() {
 /// baseline judges windows with it exactly as with the file.
 #[test]
 fn a_baseline_with_its_models_comes_from_the_bucket() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::new(dir.path());
     let urls = cluster.urls();
@@ -1297,6 +1342,7 @@ fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// reach it with the CA.
 #[test]
 fn tls_servers_are_reached_with_their_ca_only() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = tls_files(dir.path());
     let port = free_port();
@@ -1398,6 +1444,7 @@ fn tls_servers_are_reached_with_their_ca_only() {
 /// an item no longer there goes back to the local setting.
 #[test]
 fn a_bucket_made_again_is_read_again() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::new(dir.path());
     let urls = cluster.urls();
