@@ -22,8 +22,11 @@ pub struct Source {
     pub sensor: String,
 }
 
-/// How long a request to the servers may take.
+/// How long a request to the servers may take (the sensor tries again).
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `config`'s requests may take: making a replicated bucket on a
+/// busy cluster took longer than 5 s in CI, and a person waits anyway.
+const EDIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between two attempts while the servers are unreachable.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -237,7 +240,7 @@ pub fn edit(
         let client = connect(connect_to).await?;
         let max_payload = client.server_info().max_payload;
         let mut js = jetstream::new(client);
-        js.set_timeout(TIMEOUT);
+        js.set_timeout(EDIT_TIMEOUT);
         let store = bucket_store(&js, bucket, replicas).await?;
         match edit {
             Edit::Put { item, value } => {
