@@ -235,17 +235,12 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             stream,
             consumer,
             listen,
-            creds,
-            ca,
+            auth,
             token,
         }) => {
             install_signal_handlers(&stop, &reopen);
             let source = crate::console::Source {
-                connect: nats::Connect {
-                    servers: nats.clone(),
-                    credentials: creds.clone(),
-                    root_ca: ca.clone(),
-                },
+                connect: auth.connect(nats),
                 stream: stream.clone(),
                 consumer: consumer.clone(),
             };
@@ -262,16 +257,10 @@ pub fn run(args: &Args) -> Result<u8, AppError> {
             bucket,
             replicas,
             sensor,
-            creds,
-            ca,
+            auth,
             action,
         }) => {
-            let connect = nats::Connect {
-                servers: nats.clone(),
-                credentials: creds.clone(),
-                root_ca: ca.clone(),
-            };
-            let said = config_edit(&connect, bucket, *replicas, sensor, action)?;
+            let said = config_edit(&auth.connect(nats), bucket, *replicas, sensor, action)?;
             println!("{said}");
             return Ok(0);
         }

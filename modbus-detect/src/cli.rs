@@ -401,13 +401,8 @@ pub enum Command {
         /// Where to listen; an address beyond loopback needs a token.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8503")]
         listen: std::net::SocketAddr,
-        /// A NATS credentials file.
-        #[arg(long, value_name = "FILE")]
-        creds: Option<PathBuf>,
-        /// A CA certificate (PEM) the servers' certificates must chain to
-        /// (TLS is then required).
-        #[arg(long, value_name = "FILE")]
-        ca: Option<PathBuf>,
+        #[command(flatten)]
+        auth: NatsAuth,
         #[command(flatten)]
         token: TokenArgs,
     },
@@ -427,12 +422,8 @@ pub enum Command {
         /// The sensor (its --sensor-name).
         #[arg(long, value_name = "NAME")]
         sensor: String,
-        /// A NATS credentials file.
-        #[arg(long, value_name = "FILE")]
-        creds: Option<PathBuf>,
-        /// A CA certificate (PEM) the servers' certificates must chain to.
-        #[arg(long, value_name = "FILE")]
-        ca: Option<PathBuf>,
+        #[command(flatten)]
+        auth: NatsAuth,
         #[command(subcommand)]
         action: ConfigAction,
     },
@@ -462,6 +453,18 @@ pub enum Command {
         #[arg(value_name = "B")]
         after: PathBuf,
     },
+}
+
+/// How `console` and `config` reach a secured NATS cluster.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NatsAuth {
+    /// A NATS credentials file.
+    #[arg(long, value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// A CA certificate (PEM) the servers' certificates must chain to
+    /// (TLS is then required).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 /// What `config` does to a sensor's item.

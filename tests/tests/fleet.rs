@@ -188,15 +188,7 @@ impl Cluster {
 /// Every message of `stream` at `urls`: (subject, Nats-Msg-Id, payload),
 /// in stream order.
 fn stream_messages(urls: &str, stream: &str) -> Vec<(String, String, Value)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let servers: Vec<async_nats::ServerAddr> =
-            urls.split(',').map(|u| u.parse().unwrap()).collect();
-        let client = async_nats::connect(servers).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    with_jetstream(urls, async |js| {
         let mut s = js.get_stream(stream).await.unwrap();
         let last = s.info().await.unwrap().state.last_sequence;
         let mut out = Vec::new();
@@ -225,6 +217,20 @@ fn stream_messages(urls: &str, stream: &str) -> Vec<(String, String, Value)> {
             out.push((m.subject.to_string(), id, payload));
         }
         out
+    })
+}
+
+/// Run `f` with a JetStream context on `urls`, in a runtime of its own.
+fn with_jetstream<T>(urls: &str, f: impl AsyncFnOnce(async_nats::jetstream::Context) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let servers: Vec<async_nats::ServerAddr> =
+            urls.split(',').map(|u| u.parse().unwrap()).collect();
+        let client = async_nats::connect(servers).await.unwrap();
+        f(async_nats::jetstream::new(client)).await
     })
 }
 
@@ -762,18 +768,27 @@ fn config(urls: &str, sensor: &str, args: &[&str]) -> (i32, String, String) {
 /// Store `value` under `key` as it is, past `config put`'s checks (what a
 /// careless script or another tool could write).
 fn kv_put_raw(urls: &str, key: &str, value: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let servers: Vec<async_nats::ServerAddr> =
-            urls.split(',').map(|u| u.parse().unwrap()).collect();
-        let client = async_nats::connect(servers).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    with_jetstream(urls, async |js| {
         let kv = js.get_key_value("modbus-config").await.unwrap();
         kv.put(key, value.to_string().into()).await.unwrap();
     });
+}
+
+/// The lines a child (spawned with a piped stderr) writes on stderr, as
+/// they come.
+fn stderr_lines(c: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = c.stderr.take().expect("a piped stderr");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    lines
 }
 
 /// Wait until a line containing `needle` arrives from `lines`; every line
@@ -890,17 +905,7 @@ fn central_settings_case(one_core: bool) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = c.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
+    let lines = stderr_lines(&mut c);
     let mut seen = Vec::new();
     wait_for_line(&lines, &mut seen, "site-c.authorized-masters revision");
     let mut input = c.stdin.take().unwrap();
@@ -1468,17 +1473,7 @@ fn a_bucket_made_again_is_read_again() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let stderr = c.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
+    let lines = stderr_lines(&mut c);
     let mut seen = Vec::new();
     wait_for_line(
         &lines,
@@ -1486,15 +1481,7 @@ fn a_bucket_made_again_is_read_again() {
         "site-e.thresholds revision 4 (put): applied",
     );
     // The bucket goes, and is made again with one item.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let servers: Vec<async_nats::ServerAddr> =
-            urls.split(',').map(|u| u.parse().unwrap()).collect();
-        let client = async_nats::connect(servers).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    with_jetstream(&urls, async |js| {
         js.delete_stream("KV_modbus-config").await.unwrap();
     });
     // The sensor's watch fails (said once), and it tries again.

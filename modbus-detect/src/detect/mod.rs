@@ -285,17 +285,9 @@ impl Detectors {
             baseline: baseline_rules::BaselineRules::new(cfg.baseline.clone(), cfg.thresholds),
             exceptions: exceptions::ExceptionBurst::new(cfg.thresholds),
             flood: flood::Flood::new(cfg.thresholds),
-            ml: models.filter(|_| cfg.ml).map(|m| {
-                let known = ml::KnownMasters {
-                    allowed: cfg.authorized_masters.clone(),
-                    baseline: cfg
-                        .baseline
-                        .as_ref()
-                        .map(|b| b.masters())
-                        .unwrap_or_default(),
-                };
-                ml::MlJudge::new(m.clone(), known)
-            }),
+            ml: models
+                .filter(|_| cfg.ml)
+                .map(|m| ml::MlJudge::new(m.clone(), ml::KnownMasters::of(cfg))),
         }
     }
 
@@ -318,14 +310,7 @@ impl Detectors {
             (Some(judge), Some(m)) => judge.judges_with(m),
             _ => false,
         };
-        let known = || ml::KnownMasters {
-            allowed: cfg.authorized_masters.clone(),
-            baseline: cfg
-                .baseline
-                .as_ref()
-                .map(|b| b.masters())
-                .unwrap_or_default(),
-        };
+        let known = || ml::KnownMasters::of(cfg);
         match (&mut self.ml, models.filter(|_| cfg.ml)) {
             (Some(judge), Some(_)) if same_models => judge.set_known(known()),
             (judge, models) => {

@@ -198,6 +198,18 @@ pub struct KnownMasters {
 }
 
 impl KnownMasters {
+    /// The masters the settings know: the allow list's and the baseline's.
+    pub fn of(cfg: &crate::config::DetectConfig) -> KnownMasters {
+        KnownMasters {
+            allowed: cfg.authorized_masters.clone(),
+            baseline: cfg
+                .baseline
+                .as_ref()
+                .map(|b| b.masters())
+                .unwrap_or_default(),
+        }
+    }
+
     fn knows(&self, master: IpAddr) -> bool {
         self.allowed.as_ref().is_none_or(|a| a.contains(master)) && self.baseline.contains(&master)
     }

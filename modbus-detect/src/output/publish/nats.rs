@@ -98,6 +98,17 @@ impl NatsSink {
     }
 }
 
+impl crate::cli::NatsAuth {
+    /// How to reach `servers` with these credentials and CA.
+    pub fn connect(&self, servers: &str) -> Connect {
+        Connect {
+            servers: servers.to_string(),
+            credentials: self.creds.clone(),
+            root_ca: self.ca.clone(),
+        }
+    }
+}
+
 /// A connection to the servers, with the credentials and CA given (also
 /// for the central settings, `--config-from`).
 pub async fn connect(c: &Connect) -> Result<async_nats::Client, String> {
