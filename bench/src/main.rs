@@ -51,6 +51,9 @@ enum Cmd {
         /// Only the single-thread shard path, `--runs` times (for profilers).
         #[arg(long)]
         profile: bool,
+        /// With `--profile`: the ML models judging windows.
+        #[arg(long, requires = "profile")]
+        ml: bool,
     },
     /// The live benchmark (root): no program, XDP drop, modbus-detect and an
     /// AF_PACKET reader on the sensor interface of the test topology.
@@ -117,7 +120,8 @@ fn main() -> ExitCode {
             runs,
             baseline,
             profile,
-        } => replay_bench(&dir, &pcap, &shards, runs, baseline.as_deref(), profile),
+            ml,
+        } => replay_bench(&dir, &pcap, &shards, runs, baseline.as_deref(), profile, ml),
         Cmd::Live {
             pcap,
             lab,
@@ -156,6 +160,7 @@ fn replay_bench(
     runs: usize,
     baseline: Option<&std::path::Path>,
     profile: bool,
+    ml: bool,
 ) -> std::io::Result<()> {
     let learned = match baseline {
         Some(p) => Baseline::load(p).map_err(std::io::Error::other)?,
@@ -175,7 +180,10 @@ fn replay_bench(
             "the baseline has no ML models: the ML-on figures cannot be measured",
         ));
     }
-    let cfg = Arc::new(scenario::all_rules(Some(learned)));
+    // `ml` comes only with `profile`: the children are told by `--ml`.
+    let mut rules = scenario::all_rules(Some(learned));
+    rules.ml = ml;
+    let cfg = Arc::new(rules);
     if profile {
         for _ in 0..runs {
             let r = replay::run_engine(&cfg, pcap, Some(Plan::Inline))?;

@@ -152,6 +152,26 @@ impl OneClassSvm {
         sum - self.rho
     }
 
+    /// Whether `decision(x) >= threshold` certainly holds (the SVM does
+    /// not flag `x`): the kernel terms are summed in `decision`'s order and
+    /// the sum stops once it is past `threshold + rho`. Exact, because
+    /// every term is at least 0 (a term that is not stops the shortcut),
+    /// so the whole sum is never below a partial one. A no may be either.
+    pub fn reaches(&self, x: &[f64], threshold: f64) -> bool {
+        let mut sum = 0.0;
+        for (sv, &a) in self.sv.iter().zip(&self.alpha) {
+            let term = a * rbf(self.gamma, sv, x);
+            if term.is_nan() || term < 0.0 {
+                return false;
+            }
+            sum += term;
+            if sum - self.rho >= threshold {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Checks a (typically deserialized) model before use: at least one
     /// support vector, as many alphas as support vectors, every support
     /// vector `dims` finite values, alphas finite and `>= 0`, `rho` finite,
@@ -450,6 +470,32 @@ mod tests {
         let rows = blob(500, 2, 21);
         let (model, report) = OneClassSvm::fit_with_report(&rows, NU, GAMMA, 1024, 1).unwrap();
         (model, report, rows)
+    }
+
+    /// The shortcut agrees with the decision at the edge: with the
+    /// threshold one float above a point's decision it must not clear the
+    /// point; a negative weight (a model that skipped `validate`) turns the
+    /// shortcut off.
+    #[test]
+    fn reaches_never_clears_a_point_the_decision_flags() {
+        let (m, _, rows) = trained();
+        let points = rows
+            .iter()
+            .cloned()
+            .chain(blob(200, 2, 9))
+            .chain(outliers());
+        let mut cleared = 0;
+        for x in points {
+            let d = m.decision(&x);
+            assert!(!m.reaches(&x, d.next_up()), "{x:?} decides {d}");
+            assert!(m.reaches(&x, d - m.rho.abs() - 1.0) || d.is_nan());
+            cleared += usize::from(m.reaches(&x, d));
+        }
+        // At its own decision, every point is cleared (the same sum).
+        assert_eq!(cleared, 200 + 500 + outliers().len());
+        let mut negative = m.clone();
+        negative.alpha[0] = -1.0;
+        assert!(!negative.reaches(&rows[0], f64::NEG_INFINITY));
     }
 
     #[test]

@@ -84,13 +84,13 @@ impl PairWindows {
             window: Window::default(),
             ep: ctx.ep,
         });
-        let done = slot
+        if let Some(c) = slot
             .window
-            .on_request(self.window_ns, ctx.ts_ns, ctx.unit, ctx.req);
-        let ep = std::mem::replace(&mut slot.ep, ctx.ep);
-        if let Some(c) = done {
-            closed(&ep, &c);
+            .on_request(self.window_ns, ctx.ts_ns, ctx.unit, ctx.req)
+        {
+            closed(&slot.ep, &c);
         }
+        slot.ep = ctx.ep;
     }
 
     /// A response of the context's pair.
@@ -280,11 +280,10 @@ fn judge(
     c: &Closed,
     out: &mut impl AlertSink,
 ) {
-    let j = models.judge(&c.features);
     stats.windows += 1;
-    if !j.anomalous() {
+    let Some(j) = models.anomaly(&c.features) else {
         return;
-    }
+    };
     stats.anomalous += 1;
     let severity = if j.iforest_flags && j.ocsvm_flags {
         Severity::High

@@ -14,10 +14,11 @@
 //! no request after its end, so when it closes changes nothing in it: the
 //! same windows whatever the number of shards (all of a pair's traffic goes
 //! through the shard of its slave).
-//! Accumulating costs a few additions per request and no allocation; sets
-//! (function codes, addresses, units) are 256-bit bitmaps.
+//! Accumulating costs a few integer additions per request and no
+//! allocation: gaps are summed as exact integers and their mean and spread
+//! worked out at close (a running mean took two divisions per request);
+//! sets (function codes, addresses, units) are 256-bit bitmaps.
 
-use crate::config::baseline::Stats;
 use crate::ml::features::Features;
 use crate::modbus::pdu::Request;
 
@@ -68,6 +69,62 @@ fn is_diagnostic(fc: u8) -> bool {
     !matches!(fc & 0x7F, 1..=6 | 15 | 16 | 22 | 23)
 }
 
+/// The gaps between a window's requests, in ns, as exact integer sums:
+/// no gap is longer than the window (a clock that steps back and forth
+/// cannot make one longer), so even 2^32 gaps of a day-long window square
+/// and sum within 128 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Gaps {
+    count: u32,
+    sum: u128,
+    squares: u128,
+    min: u64,
+}
+
+impl Default for Gaps {
+    fn default() -> Gaps {
+        Gaps {
+            count: 0,
+            sum: 0,
+            squares: 0,
+            min: u64::MAX,
+        }
+    }
+}
+
+impl Gaps {
+    fn add(&mut self, gap: u64) {
+        self.count += 1;
+        self.sum += u128::from(gap);
+        self.squares = self
+            .squares
+            .saturating_add(u128::from(gap) * u128::from(gap));
+        self.min = self.min.min(gap);
+    }
+
+    fn mean_ns(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum as f64 / f64::from(self.count))
+    }
+
+    /// Coefficient of variation (population standard deviation over the
+    /// mean), from `n * sum(g^2) - sum(g)^2`, exact while it fits in 128
+    /// bits (any window of under a few million requests).
+    fn cv(&self) -> Option<f64> {
+        let mean = self.mean_ns().filter(|&m| self.count > 1 && m > 0.0)?;
+        let n = u128::from(self.count);
+        let spread = n
+            .checked_mul(self.squares)
+            .zip(self.sum.checked_mul(self.sum))
+            .map(|(a, b)| a.saturating_sub(b) as f64)
+            .unwrap_or_else(|| {
+                let (n, sum) = (n as f64, self.sum as f64);
+                (n * self.squares as f64 - sum * sum).max(0.0)
+            });
+        let variance = spread / (n as f64 * n as f64);
+        Some(variance.sqrt() / mean)
+    }
+}
+
 /// One pair's open window.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
@@ -79,8 +136,7 @@ pub struct Window {
     responses: u32,
     exceptions: u32,
     quantity: u64,
-    intervals: Stats,
-    min_gap_ns: Option<u64>,
+    gaps: Gaps,
     function_codes: Bits,
     addresses: Bits,
     units: Bits,
@@ -111,12 +167,9 @@ impl Window {
         };
         if self.requests == 0 {
             self.start_ns = ts_ns;
-        } else {
+        } else if let Some(gap) = ts_ns.checked_sub(self.last_request_ns) {
             // A clock that stepped back gives no interval.
-            if let Some(gap) = ts_ns.checked_sub(self.last_request_ns) {
-                self.intervals.add(gap as f64 / 1e9);
-                self.min_gap_ns = Some(self.min_gap_ns.map_or(gap, |m| m.min(gap)));
-            }
+            self.gaps.add(gap.min(window_ns));
         }
         self.last_request_ns = ts_ns;
         self.requests += 1;
@@ -146,16 +199,8 @@ impl Window {
             return None;
         }
         let n = f64::from(self.requests);
-        let mean_interval_s = if self.intervals.count > 0 {
-            self.intervals.mean
-        } else {
-            window_ns as f64 / 1e9
-        };
-        let cv = if self.intervals.count > 1 && self.intervals.mean > 0.0 {
-            (self.intervals.std() / self.intervals.mean).min(MAX_CV)
-        } else {
-            0.0
-        };
+        let mean_interval_s = self.gaps.mean_ns().unwrap_or(window_ns as f64) / 1e9;
+        let cv = self.gaps.cv().map_or(0.0, |cv| cv.min(MAX_CV));
         let features = [
             n.ln_1p(),
             (mean_interval_s * 1e3).ln_1p(),
@@ -175,7 +220,7 @@ impl Window {
             features,
             writes: self.writes,
             diagnostics: self.diagnostics,
-            min_gap_ns: self.min_gap_ns,
+            min_gap_ns: (self.gaps.count > 0).then_some(self.gaps.min),
         })
     }
 }
@@ -258,6 +303,39 @@ mod tests {
         let f = w.close(W).unwrap().features;
         assert!(f[2] > 1.5, "cv {}", f[2]);
         assert!(f.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn gaps_give_the_population_cv_exactly() {
+        let mut w = Window::default();
+        for t in [0, 1, 3, 6] {
+            w.on_request(W, t * MS, 1, &read(0, 1));
+        }
+        let c = w.close(W).unwrap();
+        // Gaps of 1, 2 and 3 ms: mean 2 ms, standard deviation sqrt(2/3) ms.
+        assert!((c.features[1] - 2f64.ln_1p()).abs() < 1e-12);
+        assert!((c.features[2] - (2.0f64 / 3.0).sqrt() / 2.0).abs() < 1e-12);
+        assert_eq!(c.min_gap_ns, Some(MS));
+    }
+
+    /// A clock that jumps back and forth across the whole range neither
+    /// overflows the sums nor gives a gap longer than the window.
+    #[test]
+    fn a_hostile_clock_gives_finite_features() {
+        let day = 86_400 * 1_000_000_000;
+        let mut w = Window::default();
+        w.on_request(day, u64::MAX / 2, 1, &read(0, 1));
+        for i in 0..10_000u64 {
+            let t = if i % 2 == 0 {
+                0
+            } else {
+                u64::MAX / 2 + day - 1
+            };
+            assert!(w.on_request(day, t, 1, &read(0, 1)).is_none());
+        }
+        let c = w.close(day).unwrap();
+        assert!(c.features.iter().all(|f| f.is_finite()), "{:?}", c.features);
+        assert!(c.features[1] <= (day as f64 / 1e6).ln_1p());
     }
 
     #[test]
