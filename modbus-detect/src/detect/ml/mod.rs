@@ -110,11 +110,17 @@ impl PairWindows {
     /// speaks again (live capture) or the input ends.
     #[inline]
     pub fn tick(&mut self, now_ns: u64, closed: impl FnMut(&Endpoints, &Closed)) {
-        if now_ns < self.next_sweep_ns {
-            return;
+        if self.sweep_due(now_ns) {
+            self.next_sweep_ns = now_ns.saturating_add(SWEEP_EVERY_NS);
+            self.sweep(now_ns, closed);
         }
-        self.next_sweep_ns = now_ns.saturating_add(SWEEP_EVERY_NS);
-        self.sweep(now_ns, closed);
+    }
+
+    /// Is it time to look for windows past their end? (Every frame asks:
+    /// the answer is nearly always no, and costs one comparison.)
+    #[inline]
+    pub fn sweep_due(&self, now_ns: u64) -> bool {
+        now_ns >= self.next_sweep_ns
     }
 
     #[cold]
@@ -257,6 +263,9 @@ impl MlJudge {
 
     #[inline]
     pub fn on_tick(&mut self, now_ns: u64, out: &mut impl AlertSink) {
+        if !self.windows.sweep_due(now_ns) {
+            return;
+        }
         let (models, known, stats) = (&self.models, &self.known, &mut self.stats);
         self.windows
             .tick(now_ns, |ep, c| judge(models, known, stats, ep, c, out));

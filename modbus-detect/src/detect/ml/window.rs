@@ -151,6 +151,9 @@ impl Window {
     /// A request of the pair at `ts_ns`. When it falls at or after the end
     /// of the open window, that window closes first: its features are
     /// returned (with its start) and the request opens the next one.
+    /// Always inlined (one caller): saving and restoring registers for a
+    /// call was a fifth of its cost.
+    #[inline(always)]
     pub fn on_request(
         &mut self,
         window_ns: u64,
