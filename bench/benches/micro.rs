@@ -606,6 +606,15 @@ fn ml(c: &mut Criterion) {
             models.judge(black_box(&windows[i]))
         })
     });
+    // What detection pays per window: the verdict, which stops each model
+    // as soon as a normal window is certainly inside.
+    g.bench_function("verdict_of_normal_window", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % windows.len();
+            models.anomaly(black_box(&windows[i]))
+        })
+    });
     let req = Request::ReadHoldingRegisters { addr: 0, qty: 16 };
     g.bench_function("request_into_window", |b| {
         let mut w = Window::default();
