@@ -1365,23 +1365,158 @@ fn tls_servers_are_reached_with_their_ca_only() {
             .spawn()
             .expect("nats-server"),
     );
+    let ca = ca.to_str().unwrap();
+    reached_only_with(dir.path(), port, &["--publish-ca", ca], &["--ca", ca]);
+}
+
+/// A server in operator mode, as `nsc` sets one up: an operator, an
+/// account with JetStream, a user of it whose credentials file the
+/// sensor, `config` and the console are given. Without it, the server
+/// refuses the sensor (authorization violation) and everything spools.
+#[test]
+fn a_credentials_file_is_what_an_operator_mode_server_asks_for() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (conf, creds) = operator_mode(dir.path(), port);
+    let _server = Killed(
+        Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server"),
+    );
+    let creds = creds.to_str().unwrap();
+    reached_only_with(
+        dir.path(),
+        port,
+        &["--publish-creds", creds],
+        &["--creds", creds],
+    );
+}
+
+/// Files of an operator-mode server on 127.0.0.1:`port` (its
+/// configuration, with the account's JWT preloaded) and of its user (a
+/// credentials file): (configuration, credentials).
+fn operator_mode(dir: &Path, port: u16) -> (PathBuf, PathBuf) {
+    use nkeys::KeyPair;
+    let operator = KeyPair::new_operator();
+    // JetStream in operator mode needs a system account.
+    let system = KeyPair::new_account();
+    let account = KeyPair::new_account();
+    let user = KeyPair::new_user();
+    let unlimited = json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+    });
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        json!({"type": "operator", "version": 2}),
+    );
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        json!({"type": "account", "version": 2}),
+    );
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        json!({"type": "user", "version": 2, "pub": {}, "sub": {},
+               "subs": -1, "data": -1, "payload": -1}),
+    );
+    let conf = dir.join("operator.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\noperator: \"{operator_jwt}\"\n\
+             system_account: {}\nresolver: MEMORY\n\
+             resolver_preload: {{ {}: \"{system_jwt}\", {}: \"{account_jwt}\" }}\n\
+             jetstream: {{ store_dir: \"{}\" }}\n",
+            system.public_key(),
+            system.public_key(),
+            account.public_key(),
+            dir.join("js").display()
+        ),
+    )
+    .unwrap();
+    let creds = dir.join("sensor.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    (conf, creds)
+}
+
+/// A NATS JWT: `nats` claims about `subject`, signed by `issuer`'s nkey.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, nats: Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "jti": format!("{subject}{iat}"), "iat": iat, "iss": issuer.public_key(),
+        "sub": subject, "name": subject, "nats": nats
+    });
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// The server on 127.0.0.1:`port` asks its clients for something:
+/// `config` given `client_auth` stores an allow list; a sensor given
+/// `publish_auth` reads it (`--config-from nats`) and publishes every line;
+/// the same run without it reads nothing, connects to nothing and spools
+/// every line; the console given `client_auth` shows every line.
+fn reached_only_with(dir: &Path, port: u16, publish_auth: &[&str], client_auth: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nats-server did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
     let url = format!("nats://127.0.0.1:{port}");
-    let ca_s = ca.to_str().unwrap();
+    // Both sensors' allow list in the bucket, put by `config`.
+    let list = dir.join("m.txt");
+    std::fs::write(&list, "192.168.50.20\n").unwrap();
+    for sensor in ["trusted", "stranger"] {
+        let o = Command::new(detector_binary())
+            .args(["config", "--nats", &url, "--sensor", sensor])
+            .args(client_auth)
+            .args(["put", "authorized-masters", list.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     let run = |name: &str, extra: &[&str]| -> Value {
         let o = Command::new(detector_binary())
             .args(["--quiet", "--sensor-name", name, "--publish", &url])
             .args(["--publish-wait", "2", "--eve-every-event"])
+            .args(["--config-from", "nats", "--config-wait", "2"])
             .arg("--publish-spool")
-            .arg(dir.path().join(format!("spool-{name}")))
+            .arg(dir.join(format!("spool-{name}")))
             .arg("--output")
-            .arg(dir.path().join(format!("{name}.json")))
+            .arg(dir.join(format!("{name}.json")))
             .arg("--eve")
-            .arg(dir.path().join(format!("{name}.eve.json")))
+            .arg(dir.join(format!("{name}.eve.json")))
             .args(["--authorized-masters", "192.168.50.20"])
             .args(extra)
             .arg("--pcap")
@@ -1389,10 +1524,10 @@ fn tls_servers_are_reached_with_their_ca_only() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        read_json(&dir.path().join(format!("{name}.json")))
+        read_json(&dir.join(format!("{name}.json")))
     };
-    let trusted = run("trusted", &["--publish-ca", ca_s]);
-    let lines = eve_lines(&dir.path().join("trusted.eve.json")).len() as u64;
+    let trusted = run("trusted", publish_auth);
+    let lines = eve_lines(&dir.join("trusted.eve.json")).len() as u64;
     assert_eq!(
         trusted["publish"]["acked"].as_u64(),
         Some(lines + 1),
@@ -1400,28 +1535,26 @@ fn tls_servers_are_reached_with_their_ca_only() {
         trusted["publish"]
     );
     assert_eq!(trusted["publish"]["spool_waiting"], 0);
+    let central = &trusted["central_config"];
+    assert_eq!(
+        (&central["loaded"], &central["applied"]),
+        (&json!(true), &json!(1)),
+        "{central}"
+    );
     let stranger = run("stranger", &[]);
     assert_eq!(stranger["publish"]["acked"], 0, "{}", stranger["publish"]);
     assert_eq!(
         stranger["publish"]["spool_waiting"].as_u64(),
         Some(lines + 1)
     );
+    let central = &stranger["central_config"];
+    assert_eq!(central["loaded"], false, "{central}");
 
-    // `config` and the console with the CA.
-    let list = dir.path().join("m.txt");
-    std::fs::write(&list, "192.168.50.20\n").unwrap();
-    let o = Command::new(detector_binary())
-        .args([
-            "config", "--nats", &url, "--sensor", "trusted", "--ca", ca_s,
-        ])
-        .args(["put", "authorized-masters", list.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let listen = free_port();
     let _console = Killed(
         Command::new(detector_binary())
-            .args(["console", "--nats", &url, "--ca", ca_s])
+            .args(["console", "--nats", &url])
+            .args(client_auth)
             .args(["--listen", &format!("127.0.0.1:{listen}")])
             .stderr(Stdio::null())
             .spawn()
