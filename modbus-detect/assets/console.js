@@ -6,29 +6,12 @@
   var PAGE = 100;
   var EVERY = 2000;
   var state = { view: 'sensors', page: 0, sensor: '', type: '' };
-  var token = new URLSearchParams(location.search).get('token');
-
-  function $(id) { return document.getElementById(id); }
-  function shown(s) {
-    return String(s).replace(/[\u0000-\u001f\u007f-\u009f]/g, function (c) {
-      return '\\u{' + c.charCodeAt(0).toString(16) + '}';
-    });
-  }
-  function el(tag, text, cls) {
-    var e = document.createElement(tag);
-    if (text !== undefined && text !== null) e.textContent = shown(text);
-    if (cls) e.className = cls;
-    return e;
-  }
-  function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); }
+  var $ = page.$, el = page.el, clear = page.clear, api = page.api;
   function fmt(v) {
     if (v === null || v === undefined) return '';
     return typeof v === 'number' ? v.toLocaleString('en-US') : String(v);
   }
   function rate(v) { return v === null || v === undefined ? '' : v.toFixed(1); }
-  function api(path) {
-    return token ? path + (path.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(token) : path;
-  }
   function get(path) {
     return fetch(api(path)).then(function (r) {
       if (!r.ok) throw new Error(path + ': ' + r.status);

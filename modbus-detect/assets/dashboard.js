@@ -8,27 +8,8 @@
   var data = null;
   var state = { view: 'overview', sort: null, dir: 1, page: 0, rows: [], matching: 0, detail: null };
   var urls = {};
-  var token = new URLSearchParams(location.search).get('token');
-
-  function $(id) { return document.getElementById(id); }
-  // Control characters (a terminal escape sequence in a device name) are
-  // shown as \u{..}, as the detector's own messages show them.
-  function shown(s) {
-    return String(s).replace(/[\u0000-\u001f\u007f-\u009f]/g, function (c) {
-      return '\\u{' + c.charCodeAt(0).toString(16) + '}';
-    });
-  }
-  function el(tag, text, cls) {
-    var e = document.createElement(tag);
-    if (text !== undefined && text !== null) e.textContent = shown(text);
-    if (cls) e.className = cls;
-    return e;
-  }
-  function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); }
+  var $ = page.$, shown = page.shown, el = page.el, clear = page.clear, api = page.api;
   function fmt(v) { return typeof v === 'number' ? v.toLocaleString('en-US') : String(v); }
-  function api(path) {
-    return token ? path + (path.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(token) : path;
-  }
   function svgInto(fig, svg) {
     clear(fig);
     if (!svg) return;

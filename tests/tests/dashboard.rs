@@ -889,7 +889,7 @@ fn the_server_is_read_only_and_guarded() {
     demo_run(dir.path());
     let report = dir.path().join("report.json");
     let (_server, url) = serve(&report, &["--dashboard-token", "s3cret-t0ken"]);
-    for path in ["/", "/app.js", "/api/data", "/api/events"] {
+    for path in ["/", "/page.js", "/app.js", "/api/data", "/api/events"] {
         let (head, _) = get(&url, path, None);
         assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
         let (head, _) = get(&url, &format!("{path}?token=wrong"), None);
@@ -907,7 +907,11 @@ fn the_server_is_read_only_and_guarded() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     // The page hands the token on to its own script and style, which a
     // browser fetches without the Authorization header.
-    for asset in ["app.js?token=s3cret-t0ken", "app.css?token=s3cret-t0ken"] {
+    for asset in [
+        "page.js?token=s3cret-t0ken",
+        "app.js?token=s3cret-t0ken",
+        "app.css?token=s3cret-t0ken",
+    ] {
         assert!(page.contains(&format!("\"{asset}\"")), "{page}");
         let (head, _) = get(&url, &format!("/{asset}"), None);
         assert!(head.starts_with("HTTP/1.1 200"), "{asset}: {head}");

@@ -136,6 +136,7 @@ pub fn start(
     let app = axum::Router::new()
         .route("/", get(index))
         .route("/app.css", get(style))
+        .route("/page.js", get(crate::dashboard::serve::common_script))
         .route("/console.js", get(script))
         .route("/api/sensors", get(sensors))
         .route("/api/alerts", get(alerts))
@@ -236,7 +237,7 @@ async fn index(uri: Uri) -> Response {
     typed(
         "text/html; charset=utf-8",
         format!(
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>modbus-detect fleet</title><link rel=\"stylesheet\" href=\"app.css{query}\"></head><body>\n{BODY}<script src=\"console.js{query}\"></script></body></html>\n"
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>modbus-detect fleet</title><link rel=\"stylesheet\" href=\"app.css{query}\"></head><body>\n{BODY}<script src=\"page.js{query}\"></script><script src=\"console.js{query}\"></script></body></html>\n"
         ),
     )
 }

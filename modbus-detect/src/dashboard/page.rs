@@ -11,6 +11,9 @@
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
+/// What the dashboard and the fleet console share (`page.js`), loaded
+/// before either's own script.
+pub const COMMON: &str = include_str!("../../assets/page.js");
 pub const SCRIPT: &str = include_str!("../../assets/dashboard.js");
 pub const STYLE: &str = include_str!("../../assets/dashboard.css");
 const BODY: &str = include_str!("../../assets/dashboard-body.html");
@@ -22,7 +25,7 @@ pub const SERVED_POLICY: &str = "default-src 'none'; script-src 'self'; style-sr
 /// is what its own links carry (see [`super::serve::token_query`]).
 pub fn served(query: &str) -> String {
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>modbus-detect</title><link rel=\"stylesheet\" href=\"app.css{query}\"></head><body>\n{BODY}<script src=\"app.js{query}\"></script></body></html>\n"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>modbus-detect</title><link rel=\"stylesheet\" href=\"app.css{query}\"></head><body>\n{BODY}<script src=\"page.js{query}\"></script><script src=\"app.js{query}\"></script></body></html>\n"
     )
 }
 
@@ -30,12 +33,13 @@ pub fn served(query: &str) -> String {
 /// their hashes alone.
 pub fn standalone(data_json: &str) -> String {
     let policy = format!(
-        "default-src 'none'; script-src '{}'; style-src '{}'; img-src data:; connect-src blob:; base-uri 'none'; form-action 'none'",
+        "default-src 'none'; script-src '{}' '{}'; style-src '{}'; img-src data:; connect-src blob:; base-uri 'none'; form-action 'none'",
+        hash(COMMON),
         hash(SCRIPT),
         hash(STYLE)
     );
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"Content-Security-Policy\" content=\"{policy}\"><meta name=\"viewport\" content=\"width=device-width\"><title>modbus-detect</title><style>{STYLE}</style></head><body>\n{BODY}<script id=\"data\" type=\"application/json\">{}</script><script>{SCRIPT}</script></body></html>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"Content-Security-Policy\" content=\"{policy}\"><meta name=\"viewport\" content=\"width=device-width\"><title>modbus-detect</title><style>{STYLE}</style></head><body>\n{BODY}<script id=\"data\" type=\"application/json\">{}</script><script>{COMMON}</script><script>{SCRIPT}</script></body></html>\n",
         script_safe(data_json)
     )
 }

@@ -113,6 +113,7 @@ pub fn serve(
     let board = Board(shared.clone());
     let app = axum::Router::new()
         .route("/", get(index))
+        .route("/page.js", get(common_script))
         .route("/app.js", get(script))
         .route("/app.css", get(style))
         .route("/api/data", get(data))
@@ -251,6 +252,11 @@ pub(crate) fn token_query(uri: &Uri) -> String {
         })
         .map(|t| format!("?token={t}"))
         .unwrap_or_default()
+}
+
+/// The helpers the dashboard and the fleet console share.
+pub(crate) async fn common_script() -> Response {
+    typed("text/javascript; charset=utf-8", page::COMMON)
 }
 
 async fn script() -> Response {
