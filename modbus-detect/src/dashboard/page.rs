@@ -70,15 +70,20 @@ mod tests {
     fn embedded_data_cannot_close_its_script() {
         let json = serde_json::json!({"name": "</script><script>alert(1)</script>&"}).to_string();
         let page = standalone(&json);
-        assert_eq!(page.matches("</script>").count(), 2, "data and script only");
+        assert_eq!(
+            page.matches("</script>").count(),
+            3,
+            "data and the two scripts only"
+        );
         let back: serde_json::Value = serde_json::from_str(&script_safe(&json)).expect("JSON");
         assert_eq!(back["name"], "</script><script>alert(1)</script>&");
     }
 
     #[test]
-    fn the_policy_names_the_inline_script_and_style() {
+    fn the_policy_names_the_inline_scripts_and_style() {
         let page = standalone("{}");
-        assert!(page.contains(&hash(SCRIPT)) && page.contains(&hash(STYLE)));
+        assert!(page.contains(&hash(COMMON)) && page.contains(&hash(SCRIPT)));
+        assert!(page.contains(&hash(STYLE)));
         assert!(
             !page.contains("http://") && !page.contains("https://"),
             "nothing remote"
