@@ -175,12 +175,23 @@ pub fn detector_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("MODBUS_DETECT_BIN") {
         return PathBuf::from(p);
     }
+    built_binary("modbus-detect")
+}
+
+/// The lab's Modbus stacks (`modbus-lab`: PLC, HMI, attacks), this
+/// package's own binary, which cargo builds for its integration tests.
+pub fn lab_binary() -> PathBuf {
+    built_binary("modbus-lab")
+}
+
+/// A binary of the workspace next to the running test binary.
+fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test> -> target/<profile>/modbus-detect
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let bin = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("modbus-detect"))
+        .map(|profile| profile.join(name))
         .expect("target directory layout");
     assert!(
         bin.exists(),

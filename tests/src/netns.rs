@@ -36,6 +36,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex, PoisonError};
@@ -57,6 +58,10 @@ const SPAN_PORT: &str = "span";
 /// capture next to the sensor: XDP redirect takes the frames of `span0`
 /// away from the kernel, so tcpdump there would see nothing.
 pub const TAP_IFACE: &str = "tap0";
+/// How long the lab's PLC or the sensor may take to say it is up, and a
+/// stopped process to end.
+pub const START: Duration = Duration::from_secs(20);
+pub const STOP: Duration = Duration::from_secs(20);
 /// The switch's end of [`TAP_IFACE`].
 const TAP_PORT: &str = "tap";
 /// The switch port whose traffic is mirrored.
@@ -359,6 +364,98 @@ impl Topology {
         let mut all = vec!["netns", "exec", self.ns(host), program];
         all.extend_from_slice(args);
         NsProcess::spawn("ip", &all)
+    }
+
+    /// The PLC's Modbus/TCP address, `IP:502`.
+    pub fn plc_addr(&self) -> String {
+        format!("{}:502", self.plc_ip())
+    }
+
+    /// `modbus-lab args` in `host`'s namespace, to completion; the test
+    /// fails if it does.
+    pub fn lab(&self, host: Host, args: &[&str]) -> Output {
+        let lab = crate::lab_binary().display().to_string();
+        self.run_in(host, &lab, args)
+            .unwrap_or_else(|e| panic!("modbus-lab {args:?}: {e}"))
+    }
+
+    /// `modbus-lab args` started in `host`'s namespace (see
+    /// [`Topology::spawn_in`]).
+    pub fn spawn_lab(&self, host: Host, args: &[&str]) -> NsProcess {
+        let lab = crate::lab_binary().display().to_string();
+        self.spawn_in(host, &lab, args)
+            .unwrap_or_else(|e| panic!("modbus-lab {args:?}: {e}"))
+    }
+
+    /// The lab's HMI polling the PLC for `secs` seconds, one request
+    /// every `interval_ms`, started in its namespace.
+    pub fn spawn_hmi(&self, secs: &str, interval_ms: &str) -> NsProcess {
+        let target = self.plc_addr();
+        let args = [
+            "hmi",
+            "--target",
+            &target,
+            "--duration",
+            secs,
+            "--interval-ms",
+            interval_ms,
+        ];
+        self.spawn_lab(Host::Hmi, &args)
+    }
+
+    /// Sends a capture's frames, as recorded, out of the switch's end of
+    /// the sensor's link (`modbus-lab inject`, with `extra` flags); the
+    /// test fails if it does.
+    pub fn inject(&self, pcap: &Path, extra: &[&str]) {
+        let pcap = pcap.display().to_string();
+        let mut args = vec!["inject", "--iface", self.sensor_peer(), "--pcap", &pcap];
+        args.extend_from_slice(extra);
+        let out = self.lab(Host::Switch, &args);
+        assert!(
+            out.status.success(),
+            "inject {pcap}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The lab's PLC on [`Topology::plc_addr`], once it listens; the
+    /// handle stops it when dropped.
+    pub fn start_plc(&self) -> NsProcess {
+        let mut plc = self.spawn_lab(Host::Plc, &["plc", "--listen", &self.plc_addr()]);
+        plc.wait_for_line("listening on", START).expect("PLC up");
+        plc
+    }
+
+    /// `modbus-detect args` in the sensor's namespace, once it captures.
+    pub fn start_sensor(&self, args: &[&str]) -> NsProcess {
+        self.start_sensor_with_env(&[], args)
+    }
+
+    /// [`Topology::start_sensor`] with these environment variables
+    /// (`ip netns exec NS env K=V ... modbus-detect ...`: `env` execs the
+    /// detector, so the handle's PID is still the detector's).
+    pub fn start_sensor_with_env(&self, env: &[(&str, &str)], args: &[&str]) -> NsProcess {
+        let mut argv: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        argv.push(crate::detector_binary().display().to_string());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut sensor = self.spawn_in(Host::Sensor, "env", &argv).expect("sensor");
+        sensor
+            .wait_for_line("capturing on", START)
+            .expect("sensor up");
+        sensor
+    }
+
+    /// Is an XDP program attached to the sensor's interface?
+    pub fn xdp_attached(&self) -> bool {
+        let out = self
+            .run_in(
+                Host::Sensor,
+                "ip",
+                &["link", "show", "dev", self.sensor_iface()],
+            )
+            .expect("ip link show");
+        String::from_utf8_lossy(&out.stdout).contains("xdp")
     }
 
     /// Tear down now, reporting every failure (dropping does the same but

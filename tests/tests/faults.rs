@@ -13,12 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use modbus_tests::netns::{unique_prefix, Host, NsProcess, Topology};
+use modbus_tests::netns::{unique_prefix, Host, NsProcess, Topology, START, STOP};
 use serde_json::Value;
-
-const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
-const START: Duration = Duration::from_secs(20);
-const STOP: Duration = Duration::from_secs(20);
 
 fn u(v: &Value) -> u64 {
     v.as_u64()
@@ -39,34 +35,11 @@ fn eve_lines(p: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn lab(topo: &Topology, host: Host, args: &[&str]) {
-    let out = topo.run_in(host, LAB, args).expect("modbus-lab run");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn plc_addr(topo: &Topology) -> String {
-    format!("{}:502", topo.plc_ip())
-}
-
-/// Start the PLC; the handle stops it when dropped.
-fn start_plc(topo: &Topology) -> NsProcess {
-    let mut plc = topo
-        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr(topo)])
-        .expect("PLC");
-    plc.wait_for_line("listening on", START).expect("PLC up");
-    plc
-}
-
 /// The rogue attack: 10 reads from 10.77.0.66, a master nobody authorized.
 fn rogue_attack(topo: &Topology) {
-    lab(
-        topo,
+    topo.lab(
         Host::Attacker,
-        &["attack", "--target", &plc_addr(topo), "--kind", "rogue"],
+        &["attack", "--target", &topo.plc_addr(), "--kind", "rogue"],
     );
 }
 
@@ -81,7 +54,6 @@ fn start_sensor_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> NsProcess {
-    let bin = modbus_tests::detector_binary();
     let mut args: Vec<String> = vec![
         "--interface".into(),
         topo.sensor_iface().into(),
@@ -93,28 +65,8 @@ fn start_sensor_env(
         "0.5".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    // `ip netns exec NS env K=V ... modbus-detect ...`: env execs the
-    // detector, so the handle's PID is still the detector's.
-    let mut argv: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    argv.push(bin.display().to_string());
-    argv.extend(args);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut sensor = topo.spawn_in(Host::Sensor, "env", &argv).expect("sensor");
-    sensor
-        .wait_for_line("capturing on", START)
-        .expect("sensor up");
-    sensor
-}
-
-fn xdp_attached(topo: &Topology) -> bool {
-    let out = topo
-        .run_in(
-            Host::Sensor,
-            "ip",
-            &["link", "show", "dev", topo.sensor_iface()],
-        )
-        .expect("ip link show");
-    String::from_utf8_lossy(&out.stdout).contains("xdp")
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    topo.start_sensor_with_env(env, &args)
 }
 
 fn sigint(p: &NsProcess) {
@@ -134,29 +86,15 @@ fn sigint(p: &NsProcess) {
 fn sigint_during_live_capture_leaves_complete_outputs_and_a_clean_interface() {
     modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfs")).expect("topology");
-    let _plc = start_plc(&topo);
+    let _plc = topo.start_plc();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
     let eve = dir.path().join("eve.json");
     let mut sensor = start_sensor(&topo, &report, &["--eve", eve.to_str().unwrap()]);
-    assert!(xdp_attached(&topo));
+    assert!(topo.xdp_attached());
     rogue_attack(&topo);
     // The HMI keeps polling while the signal comes.
-    let mut hmi = topo
-        .spawn_in(
-            Host::Hmi,
-            LAB,
-            &[
-                "hmi",
-                "--target",
-                &plc_addr(&topo),
-                "--duration",
-                "4",
-                "--interval-ms",
-                "10",
-            ],
-        )
-        .expect("HMI");
+    let mut hmi = topo.spawn_hmi("4", "10");
     std::thread::sleep(Duration::from_millis(500));
     sigint(&sensor);
     let done = sensor.wait(STOP).expect("the sensor stops on SIGINT");
@@ -175,7 +113,7 @@ fn sigint_during_live_capture_leaves_complete_outputs_and_a_clean_interface() {
         .iter()
         .all(|l| l["event_type"] == "stats" || l["alert"]["signature"].as_str().is_some()));
     // The interface is clean.
-    assert!(!xdp_attached(&topo), "XDP program detached");
+    assert!(!topo.xdp_attached(), "XDP program detached");
     // ... and the kernel gets the Modbus frames again: tcpdump on span0
     // sees the HMI's polls (while XDP was attached, it saw none).
     let seen = topo
@@ -203,14 +141,14 @@ fn sigint_during_live_capture_leaves_complete_outputs_and_a_clean_interface() {
     // A fresh sensor attaches and binds again.
     let again = dir.path().join("again.json");
     let mut second = start_sensor(&topo, &again, &[]);
-    assert!(xdp_attached(&topo));
+    assert!(topo.xdp_attached());
     let done = second.stop(STOP).expect("stops on SIGTERM");
     assert_eq!(done.status.code(), Some(130), "stderr: {}", done.stderr);
     assert_eq!(
         modbus_tests::read_report_json(&again)["status"],
         "interrupted"
     );
-    assert!(!xdp_attached(&topo));
+    assert!(!topo.xdp_attached());
     topo.teardown().expect("teardown");
 }
 
@@ -241,7 +179,7 @@ fn wait_link(topo: &Topology, state: &str) {
 fn interface_down_mid_capture_is_waited_out() {
     modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfd")).expect("topology");
-    let _plc = start_plc(&topo);
+    let _plc = topo.start_plc();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
     let mut sensor = start_sensor(&topo, &report, &[]);
@@ -278,7 +216,7 @@ fn interface_down_mid_capture_is_waited_out() {
         "{}",
         r["counters"]
     );
-    assert!(!xdp_attached(&topo));
+    assert!(!topo.xdp_attached());
     topo.teardown().expect("teardown");
 }
 
@@ -289,7 +227,7 @@ fn interface_down_mid_capture_is_waited_out() {
 fn interface_deleted_mid_capture_is_a_clear_error_with_a_report() {
     modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfx")).expect("topology");
-    let _plc = start_plc(&topo);
+    let _plc = topo.start_plc();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
     let eve = dir.path().join("eve.json");
@@ -370,20 +308,7 @@ fn shard_overload_drops_are_counted_per_queue_and_per_shard() {
         &["--threads", "2"],
         &[(modbus_detect::runtime::SHARD_DELAY_ENV, "20000")],
     );
-    let out = topo
-        .run_in(
-            Host::Switch,
-            LAB,
-            &[
-                "inject",
-                "--iface",
-                topo.sensor_peer(),
-                "--pcap",
-                pcap.to_str().unwrap(),
-            ],
-        )
-        .expect("inject");
-    assert!(out.status.success());
+    topo.inject(&pcap, &[]);
     // Wait for the stats line that shows the drops.
     sensor
         .wait_for_line("by shard", Duration::from_secs(10))
@@ -508,7 +433,7 @@ fn sensor_holds_no_capability_after_setup() {
 fn minimal_capabilities_suffice_and_are_dropped() {
     modbus_tests::require_root("these tests need root (namespaces, XDP, mounts)");
     let topo = Topology::create(&unique_prefix("mfm")).expect("topology");
-    let _plc = start_plc(&topo);
+    let _plc = topo.start_plc();
     let dir = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -562,7 +487,7 @@ fn minimal_capabilities_suffice_and_are_dropped() {
         u(&r["counters"]["alerts_by_type"]["ROGUE_MODBUS_MASTER"]),
         10
     );
-    assert!(!xdp_attached(&topo));
+    assert!(!topo.xdp_attached());
     // One fewer is not enough.
     for (caps, needle) in [
         ("+net_admin,+net_raw,+bpf", "loading the XDP program"),
@@ -578,7 +503,7 @@ fn minimal_capabilities_suffice_and_are_dropped() {
             .expect_err(caps)
             .to_string();
         assert!(err.contains(needle), "{caps}: {err}");
-        assert!(!xdp_attached(&topo), "{caps}: nothing left attached");
+        assert!(!topo.xdp_attached(), "{caps}: nothing left attached");
     }
     topo.teardown().expect("teardown");
 }

@@ -647,7 +647,7 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
 /// includes the replay's idle flush (100 ms), which a live capture does
 /// not wait for.
 #[test]
-#[ignore]
+#[ignore = "measurement: run with --ignored --nocapture"]
 fn frame_to_console_latency() {
     let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
@@ -1025,9 +1025,7 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 #[test]
 fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
     let _one = one_at_a_time();
-    use modbus_tests::netns::{unique_prefix, Host, Topology};
-    const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
-    let start = Duration::from_secs(20);
+    use modbus_tests::netns::{unique_prefix, Host, Topology, START};
     modbus_tests::require_root("the live fleet test needs root (namespaces, XDP)");
     let topo = Topology::create(&unique_prefix("mbf")).expect("topology");
     let dir = tempfile::tempdir().unwrap();
@@ -1043,7 +1041,7 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
         )
         .expect("nats-server");
     server
-        .wait_for_line("Server is ready", start)
+        .wait_for_line("Server is ready", START)
         .expect("nats-server up");
 
     // Its central settings: the thresholds it runs with come from the
@@ -1073,62 +1071,47 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
         String::from_utf8_lossy(&put.stderr)
     );
 
-    let plc_addr = format!("{}:502", topo.plc_ip());
-    let mut plc = topo
-        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &plc_addr])
-        .expect("PLC");
-    plc.wait_for_line("listening on", start).expect("PLC up");
+    let plc_addr = topo.plc_addr();
+    let mut plc = topo.start_plc();
     let (report, eve, spool) = (path("live.json"), path("live.eve.json"), path("spool"));
-    let mut sensor = topo
-        .spawn_in(
-            Host::Sensor,
-            bin.to_str().unwrap(),
-            &[
-                "--interface",
-                topo.sensor_iface(),
-                "--sensor-name",
-                "cell-9",
-                "--publish",
-                "nats://127.0.0.1:4222",
-                "--publish-spool",
-                &spool,
-                "--output",
-                &report,
-                "--eve",
-                &eve,
-                "--eve-every-event",
-                "--inventory-interval",
-                "0.3",
-                "--stats-interval",
-                "0.3",
-                "--report-interval",
-                "0.3",
-                "--config-from",
-                "nats",
-                // Not the HMI: each of its requests is an alert.
-                "--authorized-masters",
-                "10.77.0.99",
-            ],
-        )
-        .expect("sensor");
-    sensor
-        .wait_for_line("capturing on", start)
-        .expect("sensor up");
-    let hmi = topo
-        .run_in(
-            Host::Hmi,
-            LAB,
-            &[
-                "hmi",
-                "--target",
-                &plc_addr,
-                "--duration",
-                "2",
-                "--interval-ms",
-                "20",
-            ],
-        )
-        .expect("HMI");
+    let mut sensor = topo.start_sensor(&[
+        "--interface",
+        topo.sensor_iface(),
+        "--sensor-name",
+        "cell-9",
+        "--publish",
+        "nats://127.0.0.1:4222",
+        "--publish-spool",
+        &spool,
+        "--output",
+        &report,
+        "--eve",
+        &eve,
+        "--eve-every-event",
+        "--inventory-interval",
+        "0.3",
+        "--stats-interval",
+        "0.3",
+        "--report-interval",
+        "0.3",
+        "--config-from",
+        "nats",
+        // Not the HMI: each of its requests is an alert.
+        "--authorized-masters",
+        "10.77.0.99",
+    ]);
+    let hmi = topo.lab(
+        Host::Hmi,
+        &[
+            "hmi",
+            "--target",
+            &plc_addr,
+            "--duration",
+            "2",
+            "--interval-ms",
+            "20",
+        ],
+    );
     assert!(
         hmi.status.success(),
         "{}",

@@ -12,12 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use modbus_tests::netns::{unique_prefix, Host, NsProcess, Topology};
+use modbus_tests::netns::{unique_prefix, Host, Topology, START, STOP};
 use serde_json::{json, Value};
-
-const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
-const START: Duration = Duration::from_secs(20);
-const STOP: Duration = Duration::from_secs(20);
 
 /// Detector flags shared by the live run and the replay.
 fn detector_flags(limits: &Path) -> Vec<String> {
@@ -61,48 +57,6 @@ fn alert_set(report: &Value) -> BTreeMap<String, u64> {
         })
 }
 
-/// The lab's PLC, listening in its namespace; its address.
-fn start_plc(topo: &Topology) -> (NsProcess, String) {
-    let addr = format!("{}:502", topo.plc_ip());
-    let mut plc = topo
-        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &addr])
-        .expect("PLC");
-    plc.wait_for_line("listening on", START).expect("PLC up");
-    (plc, addr)
-}
-
-/// The detector in the sensor's namespace, once it captures.
-fn start_sensor(topo: &Topology, args: &[&str]) -> NsProcess {
-    let bin = modbus_tests::detector_binary();
-    let mut sensor = topo
-        .spawn_in(Host::Sensor, bin.to_str().unwrap(), args)
-        .expect("sensor");
-    sensor
-        .wait_for_line("capturing on", START)
-        .expect("sensor up");
-    sensor
-}
-
-fn lab(topo: &Topology, host: Host, args: &[&str]) {
-    let out = topo.run_in(host, LAB, args).expect("modbus-lab run");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn xdp_attached(topo: &Topology) -> bool {
-    let out = topo
-        .run_in(
-            Host::Sensor,
-            "ip",
-            &["link", "show", "dev", topo.sensor_iface()],
-        )
-        .expect("ip link show");
-    String::from_utf8_lossy(&out.stdout).contains("xdp")
-}
-
 /// Run the scenario with the sensor in `mode`; returns (live report, replay report).
 /// One live run on the mirror topology and the replay of its recording;
 /// also the sensor interface's NAPI settings (`napi_defer_hard_irqs`,
@@ -119,7 +73,8 @@ fn scenario(mode: &str, extra: &[&str]) -> (Value, Value, (u64, u64)) {
     .unwrap();
     let report = dir.path().join("live.json");
     let pcap = dir.path().join("mirror.pcap");
-    let (mut plc, plc_addr) = start_plc(&topo);
+    let mut plc = topo.start_plc();
+    let plc_addr = topo.plc_addr();
     let http = topo
         .spawn_in(
             Host::Plc,
@@ -160,12 +115,11 @@ fn scenario(mode: &str, extra: &[&str]) -> (Value, Value, (u64, u64)) {
     args.extend(detector_flags(&limits));
     args.extend(extra.iter().map(|a| a.to_string()));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut sensor = start_sensor(&topo, &argv);
-    assert!(xdp_attached(&topo), "XDP program attached");
+    let mut sensor = topo.start_sensor(&argv);
+    assert!(topo.xdp_attached(), "XDP program attached");
 
     // Normal polling, attacks, and traffic that is not Modbus.
-    lab(
-        &topo,
+    topo.lab(
         Host::Hmi,
         &[
             "hmi",
@@ -180,8 +134,7 @@ fn scenario(mode: &str, extra: &[&str]) -> (Value, Value, (u64, u64)) {
         ],
     );
     for kind in ["rogue", "write", "enumerate", "exceptions", "oor"] {
-        lab(
-            &topo,
+        topo.lab(
             Host::Attacker,
             &["attack", "--target", &plc_addr, "--kind", kind],
         );
@@ -204,7 +157,7 @@ fn scenario(mode: &str, extra: &[&str]) -> (Value, Value, (u64, u64)) {
     tcpdump.stop(STOP).expect("tcpdump stops");
     drop(http);
     plc.stop(STOP).expect("PLC stops");
-    assert!(!xdp_attached(&topo), "XDP program detached on exit");
+    assert!(!topo.xdp_attached(), "XDP program detached on exit");
 
     let live = modbus_tests::read_report_json(&report);
     let replay_out = dir.path().join("replay.json");
@@ -401,27 +354,9 @@ fn vlan_tagged_frames_reach_the_detector() {
         "--output",
         report.to_str().unwrap(),
     ];
-    let mut sensor = start_sensor(&topo, &args);
-    let inject = |pcap: &Path, vlan: &str| {
-        let out = topo
-            .run_in(
-                Host::Switch,
-                LAB,
-                &[
-                    "inject",
-                    "--iface",
-                    topo.sensor_peer(),
-                    "--pcap",
-                    pcap.to_str().unwrap(),
-                    "--vlan",
-                    vlan,
-                ],
-            )
-            .expect("inject");
-        assert!(out.status.success());
-    };
-    inject(&one, "0x8100:100");
-    inject(&two, "0x88a8:10,0x8100:20");
+    let mut sensor = topo.start_sensor(&args);
+    topo.inject(&one, &["--vlan", "0x8100:100"]);
+    topo.inject(&two, &["--vlan", "0x88a8:10,0x8100:20"]);
     std::thread::sleep(Duration::from_millis(300));
     let done = sensor.stop(STOP).expect("sensor stops");
     assert_eq!(done.status.code(), Some(130), "{}", done.stderr);
@@ -448,7 +383,7 @@ fn vlan_tagged_frames_reach_the_detector() {
 fn refuses_to_steal_frames_from_a_local_modbus_server() {
     modbus_tests::require_root("the live tests need root (namespaces, XDP)");
     let topo = Topology::create(&unique_prefix("mbf")).expect("topology");
-    let (mut plc, _) = start_plc(&topo);
+    let mut plc = topo.start_plc();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
     let bin = modbus_tests::detector_binary();
@@ -494,7 +429,7 @@ fn periodic_outputs_while_capturing() {
     let report = dir.path().join("live.json");
     let inv = dir.path().join("inv.json");
     let eve = dir.path().join("eve.json");
-    let (mut plc, plc_addr) = start_plc(&topo);
+    let mut plc = topo.start_plc();
     let args = [
         "--interface",
         topo.sensor_iface(),
@@ -515,22 +450,8 @@ fn periodic_outputs_while_capturing() {
         "--metrics",
         "127.0.0.1:9502",
     ];
-    let mut sensor = start_sensor(&topo, &args);
-    let hmi = topo
-        .spawn_in(
-            Host::Hmi,
-            LAB,
-            &[
-                "hmi",
-                "--target",
-                &plc_addr,
-                "--duration",
-                "3",
-                "--interval-ms",
-                "20",
-            ],
-        )
-        .expect("HMI");
+    let mut sensor = topo.start_sensor(&args);
+    let hmi = topo.spawn_hmi("3", "20");
     // Requests of the pair, in the files written while the HMI polls.
     let mut seen: Vec<u64> = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -650,7 +571,7 @@ fn logrotate_loses_no_alert_line() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("live.json");
     let eve = dir.path().join("eve.json");
-    let (mut plc, plc_addr) = start_plc(&topo);
+    let mut plc = topo.start_plc();
     let args = [
         "--interface",
         topo.sensor_iface(),
@@ -663,22 +584,8 @@ fn logrotate_loses_no_alert_line() {
         "--authorized-masters",
         "192.0.2.1",
     ];
-    let mut sensor = start_sensor(&topo, &args);
-    let hmi = topo
-        .spawn_in(
-            Host::Hmi,
-            LAB,
-            &[
-                "hmi",
-                "--target",
-                &plc_addr,
-                "--duration",
-                "3",
-                "--interval-ms",
-                "10",
-            ],
-        )
-        .expect("HMI");
+    let mut sensor = topo.start_sensor(&args);
+    let hmi = topo.spawn_hmi("3", "10");
     std::thread::sleep(Duration::from_millis(1200));
     let config = dir.path().join("logrotate.conf");
     std::fs::write(

@@ -19,7 +19,6 @@ use modbus_tests::netns::{
 };
 use serde_json::Value;
 
-const LAB: &str = env!("CARGO_BIN_EXE_modbus-lab");
 const START: Duration = Duration::from_secs(10);
 const STOP: Duration = Duration::from_secs(5);
 
@@ -30,16 +29,6 @@ fn namespaces_of(prefix: &str) -> Vec<String> {
         .into_iter()
         .filter(|n| n.starts_with(prefix))
         .collect()
-}
-
-/// The PLC in its namespace, ready for connections.
-fn start_plc(topo: &Topology) -> NsProcess {
-    let listen = format!("{}:502", topo.plc_ip());
-    let mut plc = topo
-        .spawn_in(Host::Plc, LAB, &["plc", "--listen", &listen])
-        .expect("start the PLC");
-    plc.wait_for_line("listening on", START).expect("PLC up");
-    plc
 }
 
 /// tcpdump on the sensor's interface, writing `pcap`. Immediate mode: with
@@ -176,7 +165,7 @@ fn mirror_delivers_every_request_and_response() {
     let created = t0.elapsed();
     let dir = tempfile::tempdir().expect("tempdir");
     let pcap = dir.path().join("span.pcap");
-    let mut plc = start_plc(&topo);
+    let mut plc = topo.start_plc();
     let dump = start_capture(&topo, &pcap);
 
     let target = format!("{}:502", topo.plc_ip());
@@ -192,8 +181,7 @@ fn mirror_delivers_every_request_and_response() {
         "5",
     ];
     let done = topo
-        .spawn_in(Host::Hmi, LAB, &hmi_args)
-        .expect("start the HMI")
+        .spawn_lab(Host::Hmi, &hmi_args)
         .wait(Duration::from_secs(15))
         .expect("the HMI finishes");
     assert!(done.status.success(), "hmi: {}", done.stderr);
@@ -265,7 +253,7 @@ fn attacks_reach_the_sensor_exactly() {
     let topo = Topology::create(&unique_prefix("mb")).expect("create the topology");
     let dir = tempfile::tempdir().expect("tempdir");
     let pcap = dir.path().join("span.pcap");
-    let mut plc = start_plc(&topo);
+    let mut plc = topo.start_plc();
     let dump = start_capture(&topo, &pcap);
     let target = format!("{}:502", topo.plc_ip());
 
@@ -283,8 +271,7 @@ fn attacks_reach_the_sensor_exactly() {
     for (kind, expect, exceptions) in kinds {
         let args = ["attack", "--target", &target, "--kind", kind];
         let done = topo
-            .spawn_in(Host::Attacker, LAB, &args)
-            .expect("start an attack")
+            .spawn_lab(Host::Attacker, &args)
             .wait(Duration::from_secs(15))
             .expect("the attack finishes");
         assert!(done.status.success(), "attack {kind}: {}", done.stderr);
@@ -306,12 +293,10 @@ fn attacks_reach_the_sensor_exactly() {
     // No listener on 503: one line, exit 1, nothing on stdout.
     let wrong = format!("{}:503", topo.plc_ip());
     let done = topo
-        .spawn_in(
+        .spawn_lab(
             Host::Attacker,
-            LAB,
             &["attack", "--target", &wrong, "--kind", "rogue"],
         )
-        .expect("start")
         .wait(Duration::from_secs(10))
         .expect("finishes");
     assert_eq!(done.status.code(), Some(1));
@@ -348,7 +333,7 @@ fn teardown_runs_even_after_a_panic() {
     let res = catch_unwind(AssertUnwindSafe(|| {
         let topo = Topology::create(&prefix).expect("create the topology");
         assert_eq!(namespaces_of(&prefix).len(), 5, "plc, hmi, atk, sensor, sw");
-        let plc = start_plc(&topo);
+        let plc = topo.start_plc();
         plc_pid = Some(plc.pid());
         std::mem::forget(plc);
         panic!("a test failing half-way");
