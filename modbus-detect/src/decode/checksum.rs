@@ -76,16 +76,19 @@ pub fn verify(frame: &[u8], meta: &PacketMeta) -> Checksum {
 }
 
 /// The pseudo-header's sum (RFC 9293 3.1, RFC 8200 8.1): addresses,
-/// protocol and TCP length.
+/// protocol and TCP length. An address read as one big-endian number is
+/// its words' sum modulo 0xFFFF (2^16 is 1 there), which is all a
+/// one's-complement sum keeps.
 fn pseudo_header(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u64 {
     let addrs = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => sum(&d.octets(), sum(&s.octets(), 0)),
+        (IpAddr::V4(s), IpAddr::V4(d)) => u64::from(s.to_bits()) + u64::from(d.to_bits()),
         (s, d) => {
-            let bytes = |a: IpAddr| match a {
-                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                IpAddr::V6(v6) => v6.octets(),
+            let bits = |a: IpAddr| match a {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+                IpAddr::V6(v6) => v6.to_bits(),
             };
-            sum(&bytes(d), sum(&bytes(s), 0))
+            let halves = |b: u128| add((b >> 64) as u64, b as u64);
+            add(halves(bits(s)), halves(bits(d)))
         }
     };
     add(addrs, IPPROTO_TCP + tcp_len as u64)
@@ -98,30 +101,35 @@ fn add(a: u64, b: u64) -> u64 {
     s + u64::from(carry)
 }
 
-/// One's-complement sum of `bytes` as big-endian words, onto `acc`: 32-bit
-/// words into a 64-bit accumulator, with no carries to wrap (a frame has
-/// far fewer than 2^32 words); folding once at the end gives the 16-bit
-/// sum (RFC 1071 2.B). An odd last byte is padded with zero. A plain
-/// scalar loop: segments are a few dozen bytes, too short for the vector
-/// code the compiler would otherwise make of it to pay off.
+/// One's-complement sum of `bytes` as big-endian 16-bit words, onto `acc`
+/// (an odd last byte padded with zero). The sum does not depend on byte
+/// order (RFC 1071 2.B): words are added as the machine reads them, eight
+/// bytes at a time with the carry wrapped around, and the folded 16-bit
+/// result is put in network order once, instead of swapping every word.
 #[inline]
-fn sum(bytes: &[u8], mut acc: u64) -> u64 {
-    let mut words = bytes.chunks_exact(4);
+fn sum(bytes: &[u8], acc: u64) -> u64 {
+    let mut native = 0u64;
+    let mut words = bytes.chunks_exact(8);
     for w in &mut words {
-        if let Ok(w) = <[u8; 4]>::try_from(w) {
-            acc += u64::from(u32::from_be_bytes(w));
-            // Keep it a scalar loop (see above).
-            std::hint::black_box(());
+        if let Ok(w) = <[u8; 8]>::try_from(w) {
+            native = add(native, u64::from_ne_bytes(w));
         }
     }
-    let mut tail = words.remainder().chunks_exact(2);
-    for w in &mut tail {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    let mut rest = words.remainder();
+    if let Some((w, more)) = rest.split_first_chunk::<4>() {
+        native = add(native, u64::from(u32::from_ne_bytes(*w)));
+        rest = more;
     }
-    if let [last] = tail.remainder() {
-        acc += u64::from(*last) << 8;
+    if let Some((w, more)) = rest.split_first_chunk::<2>() {
+        native = add(native, u64::from(u16::from_ne_bytes(*w)));
+        rest = more;
     }
-    acc
+    if let [last] = rest {
+        native = add(native, u64::from(u16::from_ne_bytes([*last, 0])));
+    }
+    // Byte-swapped, the native sum is the network-order one modulo 0xFFFF
+    // (a byte's weight is 1 or 2^8 there, by the parity of its place).
+    add(acc, native.to_be())
 }
 
 /// The checksum a header (its checksum field zero) must carry: what a
@@ -130,12 +138,16 @@ pub fn header_checksum(header: &[u8]) -> u16 {
     !fold(sum(header, 0))
 }
 
-/// Fold a 64-bit one's-complement sum to 16 bits.
-fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xFFFF) + (acc >> 16);
-    }
-    acc as u16
+/// Fold a 64-bit one's-complement sum to 16 bits: the same value modulo
+/// 0xFFFF, zero only for zero. Four steps without a loop: 33 bits after
+/// the first, 18 after the second, at most 0x10002 after the third.
+#[inline]
+fn fold(acc: u64) -> u16 {
+    let a = (acc & 0xFFFF_FFFF) + (acc >> 32);
+    let a = (a & 0xFFFF) + (a >> 16);
+    let a = (a & 0xFFFF) + (a >> 16);
+    let a = (a & 0xFFFF) + (a >> 16);
+    a as u16
 }
 
 #[cfg(test)]
@@ -233,6 +245,58 @@ mod tests {
         assert_eq!(check(&p, LinkType::Ipv6), Checksum::Valid);
         p[60] ^= 1;
         assert_eq!(check(&p, LinkType::Ipv6), Checksum::Bad);
+    }
+
+    /// The word-at-a-time sum is the slow 16-bit one modulo 0xFFFF, for
+    /// every length and every alignment of the slice, with carries.
+    #[test]
+    fn the_fast_sum_is_the_sixteen_bit_sum() {
+        let bytes: Vec<u8> = (0..90u32)
+            .map(|i| {
+                if i % 5 == 0 {
+                    0xFF
+                } else {
+                    (i * 151 + 7) as u8
+                }
+            })
+            .collect();
+        let ones = vec![0xFFu8; 90];
+        for data in [&bytes, &ones] {
+            for start in 0..8 {
+                for len in 0..=(data.len() - start) {
+                    let slice = &data[start..start + len];
+                    let want = !reference(slice, &[]);
+                    let got = fold(sum(slice, 0));
+                    assert_eq!(
+                        u32::from(got) % 0xFFFF,
+                        u32::from(want) % 0xFFFF,
+                        "start {start} len {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn folding_keeps_the_value_modulo_ffff_and_zero_only_for_zero() {
+        let edges = [
+            0u64,
+            1,
+            0xFFFF,
+            0x1_0000,
+            0x1_FFFE,
+            0xFFFF_FFFF,
+            0x1_0000_FFFF,
+            0xFFFF_FFFF_FFFF,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let spread = (0..4096u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for x in edges.into_iter().chain(spread) {
+            let f = fold(x);
+            assert_eq!(u64::from(f) % 0xFFFF, x % 0xFFFF, "{x:#x}");
+            assert_eq!(f == 0, x == 0, "{x:#x}");
+        }
     }
 
     #[test]
