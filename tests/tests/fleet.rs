@@ -1128,6 +1128,50 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
         "{}",
         running["publish"]
     );
+    // The SOC authorizes the HMI centrally while the sensor captures: its
+    // polls stop being alerts from then on, without a restart.
+    let rogue = || {
+        eve_lines(Path::new(&eve))
+            .iter()
+            .filter(|l| l["modbus_detect"]["type"] == "ROGUE_MODBUS_MASTER")
+            .count()
+    };
+    let before = rogue();
+    assert!(before >= 20, "{before} rogue-master alerts");
+    let masters = path("masters.txt");
+    std::fs::write(&masters, format!("{}\n", topo.hmi_ip())).unwrap();
+    let put = topo
+        .run_in(
+            Host::Sensor,
+            bin.to_str().unwrap(),
+            &[
+                "config",
+                "--nats",
+                "nats://127.0.0.1:4222",
+                "--sensor",
+                "cell-9",
+                "put",
+                "authorized-masters",
+                &masters,
+            ],
+        )
+        .expect("config put");
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    sensor
+        .wait_for_line("cell-9.authorized-masters revision", START)
+        .expect("the sensor applies the change");
+    let hmi = topo.spawn_hmi("1", "20").wait(START).expect("HMI");
+    assert!(hmi.status.success(), "{}", hmi.stderr);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        rogue(),
+        before,
+        "rogue-master alerts after the HMI was authorized"
+    );
     let done = sensor.stop(Duration::from_secs(20)).expect("sensor stops");
     assert_eq!(done.status.code(), Some(130), "{}", done.stderr);
     let _ = plc.stop(Duration::from_secs(5));
@@ -1167,10 +1211,21 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
                 &central["applied"],
                 &central["rejected"]
             ),
-            (&json!(true), &json!(1), &json!(0)),
+            (&json!(true), &central["applied"], &json!(0)),
             "{s}"
         );
     }
+    let applied: Vec<u64> = stats
+        .iter()
+        .map(|s| {
+            s["modbus_detect"]["central_config"]["applied"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(applied.windows(2).all(|w| w[0] <= w[1]), "{applied:?}");
+    assert_eq!(applied.first(), Some(&1), "{applied:?}");
+    assert_eq!(applied.last(), Some(&2), "{applied:?}");
     let acked: Vec<u64> = stats
         .iter()
         .map(|s| s["modbus_detect"]["publish"]["acked"].as_u64().unwrap())
@@ -1196,6 +1251,7 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
     assert_eq!(r["publish"]["spool_waiting"], 0);
     assert_eq!(r["publish"]["queue_full_drops"], 0);
     assert_eq!(r["settings"]["thresholds"]["flood_min_run"], 40);
+    assert_eq!(r["central_config"]["applied"], 2, "{}", r["central_config"]);
     topo.teardown().expect("teardown");
 }
 
