@@ -283,8 +283,32 @@ fn published<'a>(
     all.iter().filter(|(s, _, _)| *s == subject).collect()
 }
 
+/// The rogue master's MAC address in the lab captures (192.168.50.66).
+const ROGUE_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x50, 0x00, 0x66];
+
+/// A little-endian classic pcap whose Ethernet frames carry `to` wherever
+/// they carried `from`, as source or destination (MACs are under no
+/// checksum: the rest of each frame is as captured).
+fn with_mac_replaced(bytes: &[u8], from: [u8; 6], to: [u8; 6]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let whole = modbus_tests::pcap_prefix(bytes, 0).len();
+    let mut at = whole;
+    while at + 16 <= out.len() {
+        let caplen = u32::from_le_bytes(out[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &mut out[at + 16..at + 16 + caplen];
+        for mac in [0..6, 6..12] {
+            if frame.get(mac.clone()) == Some(&from[..]) {
+                frame[mac].copy_from_slice(&to);
+            }
+        }
+        at += 16 + caplen;
+    }
+    assert_eq!(at, out.len(), "a whole number of records");
+    out
+}
+
 #[test]
-fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
+fn sensors_publish_every_alert_exactly_once_while_a_node_dies_and_the_console_sees_across_sites() {
     let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::new(dir.path());
@@ -322,6 +346,24 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
     .output()
     .unwrap();
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    // Sensor C, at a third site, sees the rogue host's network card behind
+    // another address: normal traffic whose engineering station
+    // (192.168.50.40) has that MAC address (moved, or cloned).
+    let moved = dir.path().join("moved.pcap");
+    std::fs::write(
+        &moved,
+        with_mac_replaced(
+            &std::fs::read(fixture("lab/normal_test.pcap")).unwrap(),
+            [0x02, 0x00, 0x5e, 0x50, 0x00, 0x40],
+            ROGUE_MAC,
+        ),
+    )
+    .unwrap();
+    let c = sensor("site-c", dir.path(), &urls, &["--pcap"])
+        .arg(&moved)
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     assert!(a.wait().unwrap().success());
 
     let all = cluster.messages("MODBUS");
@@ -387,8 +429,9 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
                     )
                 })
         };
-        if count("site-a") == Some((lines("site-a"), 1))
-            && count("site-b") == Some((lines("site-b"), 1))
+        if ["site-a", "site-b", "site-c"]
+            .iter()
+            .all(|&name| count(name) == Some((lines(name), 1)))
         {
             break;
         }
@@ -412,7 +455,10 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
         .filter(|a| a["ip"] == "192.168.50.10")
         .collect();
     assert_eq!(plc.len(), 1, "{assets}");
-    assert_eq!(plc[0]["sensors"], serde_json::json!(["site-a", "site-b"]));
+    assert_eq!(
+        plc[0]["sensors"],
+        serde_json::json!(["site-a", "site-b", "site-c"])
+    );
     // The rogue master of both captures, seen at both sites.
     let cross = api("/api/fleet-alerts");
     assert!(
@@ -425,6 +471,24 @@ fn two_sensors_publish_every_alert_exactly_once_while_a_node_dies() {
                 && a["sensors"] == serde_json::json!(["site-a", "site-b"])),
         "{cross}"
     );
+    // The rogue host's MAC address behind 192.168.50.66 at two sites and
+    // 192.168.50.40 at the third: one move, and no other (every other
+    // address keeps its MAC address everywhere).
+    let mac = ROGUE_MAC.map(|b| format!("{b:02x}")).join(":");
+    let moves: Vec<&Value> = cross["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "DEVICE_MOVED")
+        .collect();
+    assert_eq!(moves.len(), 1, "{cross}");
+    assert_eq!(moves[0]["subject"], mac.as_str(), "{cross}");
+    assert_eq!(
+        moves[0]["sensors"],
+        serde_json::json!(["site-a", "site-b", "site-c"])
+    );
+    let said = moves[0]["description"].as_str().unwrap();
+    assert!(said.contains("192.168.50.40, 192.168.50.66"), "{said}");
     // The first console goes; a second one with the same durable consumer
     // (the default name) does not resume where the first stopped (all
     // acknowledged): it rebuilds the whole fleet from the stream.
