@@ -401,6 +401,52 @@ mod tests {
         assert_eq!(got.last().map(|id| id.ends_with(":10")), Some(true));
     }
 
+    /// A spooled record that cannot be read back when its turn comes
+    /// (the file was changed under the spool) costs its segment, counted
+    /// as dropped; the publisher goes on with the next segments instead
+    /// of trying the bad one until the run ends.
+    #[test]
+    fn an_unreadable_spool_segment_is_dropped_counted_and_the_rest_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), 64 << 20).unwrap();
+        // One event per segment: each is over half a segment.
+        let big = vec![b'x'; (spool::SEGMENT_BYTES as usize * 3) / 4];
+        for n in 0..3 {
+            let ev = Event {
+                kind: Kind::Alerts,
+                id: format!("old:{n}"),
+                payload: big.clone(),
+            };
+            spool.push(&ev).unwrap();
+        }
+        let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segments.sort();
+        assert_eq!(segments.len(), 3);
+        // The oldest record's length, overwritten with one no record has.
+        let mut bytes = std::fs::read(&segments[0]).unwrap();
+        bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&segments[0], bytes).unwrap();
+
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Fake {
+            up: true,
+            got: got.clone(),
+        };
+        let (p, w) = Publisher::start("s", Box::new(sink), spool);
+        p.send(Kind::Alerts, b"{}".to_vec());
+        drop(p);
+        let f = w.finish(Duration::from_secs(5));
+        assert_eq!((f.acked, f.spool_dropped, f.spool_waiting), (3, 1, 0));
+        let got = got.lock().unwrap();
+        assert_eq!(got[..2], ["old:1", "old:2"]);
+        assert!(got[2].ends_with(":0"), "{got:?}");
+        assert!(!segments[0].exists());
+    }
+
     #[test]
     fn while_the_engine_is_down_events_wait_in_the_spool() {
         let dir = tempfile::tempdir().unwrap();
