@@ -367,6 +367,7 @@ impl<'a> Frames<'a> {
 
     /// The next frame, `None` at the end of the buffer: unlike the
     /// iterator, a stream may go on after either.
+    #[inline]
     pub(super) fn next_record(&mut self) -> Result<Option<FrameRef>, SourceError> {
         match self.layout {
             Layout::Pcap(layout) => self.next_pcap(layout),
@@ -416,8 +417,20 @@ impl<'a> Frames<'a> {
         let Some((header, body)) = rest.split_at_checked(header_len) else {
             return Err(self.truncated("record header needs", header_len as u64, rest.len()));
         };
-        let field = |at| read_u32(header, at, layout.big_endian).unwrap_or_default();
-        let (ts_sec, ts_frac, caplen, origlen) = (field(0), field(4), field(8), field(12));
+        // Every record header starts with the four fields (16 bytes; the
+        // modified format's is longer): read from one fixed-size array,
+        // with no bounds to check per field.
+        let Some(fields) = header.first_chunk::<16>() else {
+            return Err(self.truncated("record header needs", 16, header.len()));
+        };
+        let mut words = [0u32; 4];
+        for (w, b) in words.iter_mut().zip(fields.as_chunks::<4>().0) {
+            *w = u32::from_le_bytes(*b);
+        }
+        if layout.big_endian {
+            words = words.map(u32::swap_bytes);
+        }
+        let [ts_sec, ts_frac, caplen, origlen] = words;
         if caplen as usize > body.len() {
             return Err(self.truncated("record header says", caplen.into(), body.len()));
         }
