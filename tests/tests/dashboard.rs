@@ -639,6 +639,16 @@ async fn static_file_renders_offline() {
         .await
         .unwrap();
     assert_eq!(src, mine[0]["src_ip"].as_str().unwrap());
+    // The detail panel covers the table's right side: closed, as an
+    // analyst closes it before sorting.
+    c.find(Locator::Id("detail-close"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let detail = c.find(Locator::Id("alert-detail")).await.unwrap();
+    assert!(!detail.is_displayed().await.unwrap());
     // Sorted by events in the page, among the filtered rows: the fewest
     // first, then the most.
     let counts: Vec<u64> = mine.iter().filter_map(|a| a["count"].as_u64()).collect();
