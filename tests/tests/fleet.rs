@@ -948,6 +948,8 @@ fn central_settings_case(one_core: bool) {
     let half = modbus_tests::pcap_prefix(&capture, split as usize).len();
     let metrics = free_port();
     let metrics_at = format!("127.0.0.1:{metrics}");
+    let board = free_port();
+    let board_at = format!("127.0.0.1:{board}");
     let mut cmd = sensor(
         "site-c",
         dir.path(),
@@ -959,17 +961,22 @@ fn central_settings_case(one_core: bool) {
             "nats",
             "--metrics",
             &metrics_at,
+            "--dashboard",
+            &board_at,
         ],
     );
     if one_core {
         modbus_tests::on_one_core(&mut cmd);
     }
-    let mut c = cmd
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = stderr_lines(&mut c);
+    // Killed if the test fails: with a dashboard it would stay up.
+    let mut sensor = Killed(
+        cmd.stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let c = &mut sensor.0;
+    let lines = stderr_lines(c);
     let mut seen = Vec::new();
     wait_for_line(&lines, &mut seen, "site-c.authorized-masters revision");
     let mut input = c.stdin.take().unwrap();
@@ -977,12 +984,22 @@ fn central_settings_case(one_core: bool) {
     input.flush().unwrap();
     // The reader hands a paused writer's frames on after 100 ms.
     std::thread::sleep(Duration::from_millis(1000));
+    // The dashboard following the run shows the central list in force.
+    let central = json!([
+        "192.168.50.20",
+        "192.168.50.30",
+        "192.168.50.40",
+        "192.168.50.66"
+    ]);
+    dashboard_shows_masters(board, &central);
     kv_put_raw(&urls, "site-c.thresholds", "flood_min_run = 0\n");
     wait_for_line(&lines, &mut seen, "site-c.thresholds");
     let (code, out, err) = config(&urls, "site-c", &["delete", "authorized-masters"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "site-c.authorized-masters deleted");
     wait_for_line(&lines, &mut seen, "(delete): applied");
+    let local = json!(["192.168.50.20", "192.168.50.30", "192.168.50.40"]);
+    dashboard_shows_masters(board, &local);
     // The metrics say so while the sensor runs.
     let scraped = http_get(metrics, "/metrics");
     for want in [
@@ -994,6 +1011,20 @@ fn central_settings_case(one_core: bool) {
     }
     input.write_all(&capture[half..]).unwrap();
     drop(input);
+    // A run with a dashboard keeps it up once the input ends: the final
+    // report first, then a SIGTERM ends it with the run's status.
+    let done = dir.path().join("site-c.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(&done)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_none_or(|r| r["status"] != "complete")
+    {
+        assert!(Instant::now() < deadline, "no final report: {seen:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: a signal to our own child, still running (not yet waited for).
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     assert!(c.wait().unwrap().success(), "{seen:#?}");
 
     // Rogue alerts only after the change, on exactly the frames a plain
@@ -1066,6 +1097,26 @@ fn central_settings_case(one_core: bool) {
         serde_json::json!(["192.168.50.20", "192.168.50.30", "192.168.50.40"])
     );
     assert_eq!(report["settings"]["thresholds"]["flood_min_run"], 20);
+}
+
+/// Wait (10 s at most) for the dashboard on `port` to show `masters` as
+/// the allow list in force: it follows a replay once a second.
+fn dashboard_shows_masters(port: u16, masters: &Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_get(port, "/api/data");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        let data: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let shown = &data["report"]["settings"]["authorized_masters"];
+        if shown == masters {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard shows {shown}, not {masters}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Run `f` in a thread that has entered network namespace `ns` (its
