@@ -1160,31 +1160,31 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
         .expect("nats-server up");
 
     // Its central settings: the thresholds it runs with come from the
-    // site's bucket.
+    // site's bucket, put there by `config` on the site's host.
     let bin = modbus_tests::detector_binary();
+    let config_put = |item: &str, file: &str| {
+        let args = [
+            "config",
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--sensor",
+            "cell-9",
+            "put",
+            item,
+            file,
+        ];
+        let put = topo
+            .run_in(Host::Sensor, bin.to_str().unwrap(), &args)
+            .expect("config put");
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+    };
     let thresholds = path("thresholds.toml");
     std::fs::write(&thresholds, "flood_min_run = 40\n").unwrap();
-    let put = topo
-        .run_in(
-            Host::Sensor,
-            bin.to_str().unwrap(),
-            &[
-                "config",
-                "--nats",
-                "nats://127.0.0.1:4222",
-                "--sensor",
-                "cell-9",
-                "put",
-                "thresholds",
-                &thresholds,
-            ],
-        )
-        .expect("config put");
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+    config_put("thresholds", &thresholds);
 
     let plc_addr = topo.plc_addr();
     let mut plc = topo.start_plc();
@@ -1255,27 +1255,7 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
     assert!(before >= 20, "{before} rogue-master alerts");
     let masters = path("masters.txt");
     std::fs::write(&masters, format!("{}\n", topo.hmi_ip())).unwrap();
-    let put = topo
-        .run_in(
-            Host::Sensor,
-            bin.to_str().unwrap(),
-            &[
-                "config",
-                "--nats",
-                "nats://127.0.0.1:4222",
-                "--sensor",
-                "cell-9",
-                "put",
-                "authorized-masters",
-                &masters,
-            ],
-        )
-        .expect("config put");
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+    config_put("authorized-masters", &masters);
     sensor
         .wait_for_line("cell-9.authorized-masters revision", START)
         .expect("the sensor applies the change");
