@@ -144,6 +144,23 @@ async fn first_events(c: &Client) -> Option<u64> {
 }
 
 /// The text the alert download link serves, fetched by the page itself.
+/// Click the alerts table's first row: its detail panel opens.
+async fn open_first_detail(c: &Client) {
+    click_then_detail(c, Locator::Css("#alerts-table tbody tr"), true).await;
+}
+
+/// Close the detail panel with its button: it is hidden again.
+async fn close_detail(c: &Client) {
+    click_then_detail(c, Locator::Id("detail-close"), false).await;
+}
+
+/// Click what `by` finds; the detail panel is then shown or not.
+async fn click_then_detail(c: &Client, by: Locator<'_>, shown: bool) {
+    c.find(by).await.unwrap().click().await.unwrap();
+    let detail = c.find(Locator::Id("alert-detail")).await.unwrap();
+    assert_eq!(detail.is_displayed().await.unwrap(), shown);
+}
+
 async fn download(c: &Client, id: &str) -> String {
     let v = c
         .execute_async(
@@ -338,14 +355,7 @@ async fn served_dashboard_shows_the_report() {
         .collect();
     assert_eq!(filtered, want.join("\r\n") + "\r\n");
     // A detail view with all fields, the Wireshark filter, the analyst text.
-    c.find(Locator::Css("#alerts-table tbody tr"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let detail = c.find(Locator::Id("alert-detail")).await.unwrap();
-    assert!(detail.is_displayed().await.unwrap());
+    open_first_detail(&c).await;
     let first = alerts
         .iter()
         .find(|a| a["type"] == "UNAUTHORIZED_MODBUS_WRITE")
@@ -404,12 +414,7 @@ async fn served_dashboard_shows_the_report() {
     assert_eq!(causes.len(), want.len());
     assert_eq!(causes[0].text().await.unwrap(), want[0].as_str().unwrap());
     screenshot(&c, "alert-detail").await;
-    c.find(Locator::Id("detail-close"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    close_detail(&c).await;
     // The device filter, applied by the server: the same rows the file's
     // page keeps (static_file_renders_offline).
     c.find(Locator::Id("f-type"))
@@ -625,12 +630,7 @@ async fn static_file_renders_offline() {
         download(&c, "download-alerts").await,
         want.join("\r\n") + "\r\n"
     );
-    c.find(Locator::Css("#alerts-table tbody tr"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    open_first_detail(&c).await;
     let src = c
         .find(Locator::Css("#detail-fields dd[data-field=\"src_ip\"]"))
         .await
@@ -641,14 +641,7 @@ async fn static_file_renders_offline() {
     assert_eq!(src, mine[0]["src_ip"].as_str().unwrap());
     // The detail panel covers the table's right side: closed, as an
     // analyst closes it before sorting.
-    c.find(Locator::Id("detail-close"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let detail = c.find(Locator::Id("alert-detail")).await.unwrap();
-    assert!(!detail.is_displayed().await.unwrap());
+    close_detail(&c).await;
     // Sorted by events in the page, among the filtered rows: the fewest
     // first, then the most.
     let counts: Vec<u64> = mine.iter().filter_map(|a| a["count"].as_u64()).collect();
