@@ -59,26 +59,7 @@ mod tests {
 
     fn meta(flags: u8) -> PacketMeta {
         let ip = IpAddr::from([10, 0, 0, 1]);
-        PacketMeta {
-            src: ip,
-            dst: ip,
-            sport: 502,
-            dport: 502,
-            seq: 0,
-            ack: 0,
-            flags,
-            window: 0,
-            payload_off: 0,
-            payload_len: 0,
-            truncated: false,
-            wscale: None,
-            urgent: 0,
-            l3_off: 0,
-            l4_off: 0,
-            ttl: 64,
-            fragments: 0,
-            mac_off: 0,
-        }
+        PacketMeta::bare(ip, 502, ip, 502, flags)
     }
 
     fn adu(pdu: &[u8]) -> Vec<u8> {

@@ -80,6 +80,35 @@ impl PacketMeta {
     }
 }
 
+#[cfg(test)]
+impl PacketMeta {
+    /// A header from `src:sport` to `dst:dport` with `flags` and nothing
+    /// else (no payload, no frame behind it): for tests of what reads the
+    /// header only.
+    pub(crate) fn bare(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, flags: u8) -> PacketMeta {
+        PacketMeta {
+            src,
+            dst,
+            sport,
+            dport,
+            seq: 0,
+            ack: 0,
+            flags,
+            window: 0,
+            payload_off: 0,
+            payload_len: 0,
+            truncated: false,
+            wscale: None,
+            urgent: 0,
+            l3_off: 0,
+            l4_off: 0,
+            ttl: 64,
+            fragments: 0,
+            mac_off: 0,
+        }
+    }
+}
+
 /// Why a frame did not yield a TCP segment. Every variant is a report counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SkipReason {
