@@ -35,11 +35,13 @@ use crate::roles;
 /// requests of new pairs are counted only.
 const INVENTORY_PAIRS: usize = 1 << 16;
 
-/// What a shard hands to the merger at the end of a run.
+/// What a shard hands to the merger at the end of a run (or in a
+/// snapshot); merged, what the run found (`output::report::Summary`).
 #[derive(Debug, Default)]
 pub struct ShardResult {
     pub counters: Counters,
-    pub aggregates: Vec<Aggregate>,
+    /// One per alert key, in the shard's order (the merge sorts them).
+    pub alerts: Vec<Aggregate>,
     pub raised: [u64; AlertKind::ALL.len()],
     pub raised_by_severity: [u64; Severity::ALL.len()],
     pub alerts_dropped: u64,
@@ -417,7 +419,7 @@ impl Shard {
     pub fn snapshot(&self) -> ShardResult {
         let analysed = self.st.analysis.snapshot();
         ShardResult {
-            aggregates: self.st.alerts.store.aggregates(),
+            alerts: self.st.alerts.store.aggregates(),
             inventory: self.st.inventory.snapshot(),
             rule_state_evicted: analysed.rule_state_evicted,
             ml: analysed.ml,
@@ -721,7 +723,7 @@ impl Shard {
             raised_by_severity: store.raised_by_severity,
             alerts_dropped: store.dropped,
             eve_suppressed: store.eve_suppressed,
-            aggregates: store.into_aggregates(),
+            alerts: store.into_aggregates(),
             inventory: st.inventory.finish(),
             rule_state_evicted: analysed.rule_state_evicted,
             first_ns: st.first_ns,

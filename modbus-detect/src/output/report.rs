@@ -14,11 +14,8 @@ use crate::alert::{
 };
 use crate::config::{DetectConfig, Mode, ThresholdValues};
 use crate::counters::Counters;
-use crate::detect::learn::Sample;
-use crate::detect::ml::MlStats;
 use crate::detect::protocol::ReservedReason;
 use crate::flow::policy::TargetPolicy;
-use crate::inventory::InventoryResult;
 use crate::knowledge::{knowledge, TypeInfo};
 use crate::modbus::{exception_name, function_name};
 use crate::shard::ShardResult;
@@ -28,29 +25,13 @@ use crate::sys::caps::Privileges;
 
 use super::{epoch_secs, iso_time};
 
-/// Everything the shards found, merged in a deterministic order.
-#[derive(Debug, Default)]
-pub struct Summary {
-    pub counters: Counters,
-    pub alerts: Vec<Aggregate>,
-    pub raised: [u64; AlertKind::ALL.len()],
-    pub raised_by_severity: [u64; Severity::ALL.len()],
-    pub alerts_dropped: u64,
-    pub eve_suppressed: u64,
-    pub rule_state_evicted: u64,
-    /// Pairs, function codes, units and assets (and, learning, the baseline).
-    pub inventory: InventoryResult,
-    pub first_ns: Option<u64>,
-    pub last_ns: Option<u64>,
-    pub ml: MlStats,
-    /// Baseline mode: every shard's ML training windows.
-    pub ml_samples: Vec<Sample>,
-    pub learned_registers_dropped: u64,
-    pub learned_windows_dropped: u64,
-}
+/// Everything the shards found, merged in a deterministic order: the
+/// shards' own results, added up (see [`ShardResult::merge`]).
+pub type Summary = ShardResult;
 
-impl Summary {
-    /// Merge the dispatcher's counters and every shard's results.
+impl ShardResult {
+    /// Merge the dispatcher's counters and every shard's results; the
+    /// alerts sorted for the report.
     pub fn merge(dispatch: &Counters, shards: Vec<ShardResult>) -> Summary {
         let mut s = Summary {
             counters: dispatch.clone(),
@@ -58,7 +39,7 @@ impl Summary {
         };
         for r in shards {
             s.counters.merge(&r.counters);
-            s.alerts.extend(r.aggregates);
+            s.alerts.extend(r.alerts);
             for (a, b) in s.raised.iter_mut().zip(r.raised) {
                 *a += b;
             }
