@@ -817,13 +817,7 @@ impl ModbusSink<'_> {
     fn on_request(&mut self, mbap: &Mbap, pdu: &[u8], ts_ns: u64) -> AduVerdict {
         let req = match parse_request(pdu) {
             Ok(r) => r,
-            Err(e) => {
-                self.record(ts_ns, |o| {
-                    AduRecord::undecodable(o, mbap, pdu, true, e.describe())
-                });
-                self.malformed_pdu(mbap, pdu, &e, ts_ns);
-                return AduVerdict::Resync;
-            }
+            Err(e) => return self.undecodable(mbap, pdu, &e, ts_ns),
         };
         self.record(ts_ns, |o| AduRecord::request(o, mbap, &req));
         self.st.counters.requests += 1;
@@ -863,13 +857,7 @@ impl ModbusSink<'_> {
     fn on_response(&mut self, mbap: &Mbap, pdu: &[u8], ts_ns: u64) -> AduVerdict {
         let resp = match parse_response(pdu) {
             Ok(r) => r,
-            Err(e) => {
-                self.record(ts_ns, |o| {
-                    AduRecord::undecodable(o, mbap, pdu, false, e.describe())
-                });
-                self.malformed_pdu(mbap, pdu, &e, ts_ns);
-                return AduVerdict::Resync;
-            }
+            Err(e) => return self.undecodable(mbap, pdu, &e, ts_ns),
         };
         self.record(ts_ns, |o| AduRecord::response(o, mbap, &resp));
         if matches!(resp, Response::Exception { .. }) && pdu.len() > 2 {
@@ -1005,8 +993,13 @@ impl ModbusSink<'_> {
 
     /// A PDU that does not fit its MBAP length (MALFORMED_MBAP_HEADER), or
     /// whose byte count does not fit its quantity or data
-    /// (INVALID_PDU_LENGTH).
-    fn malformed_pdu(&mut self, mbap: &Mbap, pdu: &[u8], e: &PduError, ts_ns: u64) {
+    /// (INVALID_PDU_LENGTH): recorded as undecodable, alerted on, and the
+    /// stream resynchronised.
+    fn undecodable(&mut self, mbap: &Mbap, pdu: &[u8], e: &PduError, ts_ns: u64) -> AduVerdict {
+        let request = self.dir == Dir::ToServer;
+        self.record(ts_ns, |o| {
+            AduRecord::undecodable(o, mbap, pdu, request, e.describe())
+        });
         let mut alert = self.malformed_alert(e.describe(), ts_ns);
         if matches!(e, PduError::ByteCountMismatch { .. }) {
             alert.kind = AlertKind::InvalidPduLength;
@@ -1015,11 +1008,12 @@ impl ModbusSink<'_> {
         alert.function_code = pdu.first().copied().unwrap_or(0);
         alert.tx = Some(Tx {
             tid: mbap.tid,
-            request: self.dir == Dir::ToServer,
+            request,
             fc: alert.function_code,
             ..Tx::default()
         });
         self.raise_malformed(alert);
+        AduVerdict::Resync
     }
 
     fn malformed_alert(&self, reason: &'static str, ts_ns: u64) -> Alert {

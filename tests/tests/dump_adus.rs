@@ -173,3 +173,77 @@ fn the_dump_says_what_each_adu_carries() {
         r.report()["counters"]["modbus_adus"].as_u64().unwrap()
     );
 }
+
+/// A PDU whose byte count disagrees with its data is undecodable on either
+/// side: dumped with its error on the side it came from, and alerted on
+/// (INVALID_PDU_LENGTH) as the request or the response it was.
+#[test]
+fn an_undecodable_pdu_is_dumped_and_alerted_on_its_own_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("bad.pcap");
+    write_capture(&cap, |w| {
+        let mut c = Conversation::new(
+            Ipv4Addr::new(10, 0, 0, 20),
+            40_000,
+            Ipv4Addr::new(10, 0, 0, 10),
+        );
+        c.handshake(w, T0)?; // frames 1-3
+        let t = T0 + 10 * MS;
+        // FC 16, two registers (4 bytes) but a byte count of 3.
+        let bad_write = [16, 0, 0, 0, 2, 3, 1, 2, 3];
+        c.send(w, t, true, &adu(7, 1, &bad_write))?; // 4
+        c.send(w, t + MS, true, &adu(8, 1, &read_request(3, 0, 2)))?; // 5
+                                                                      // FC 3's answer: a byte count of 4 over 2 bytes.
+        c.send(w, t + 2 * MS, false, &adu(8, 1, &[3, 4, 0, 7]))?; // 6
+        Ok(())
+    });
+    let (dump, eve) = (dir.path().join("adus.jsonl"), dir.path().join("eve.json"));
+    let r = run(&[
+        "--pcap",
+        cap.to_str().unwrap(),
+        "--dump-adus",
+        dump.to_str().unwrap(),
+        "--eve",
+        eve.to_str().unwrap(),
+    ]);
+    assert_eq!(r.exit, Ok(0));
+    let lines = |p: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let dumped: Vec<(Value, Value, Value)> = lines(&dump)
+        .iter()
+        .filter(|a| a["error"].is_string())
+        .map(|a| {
+            (
+                a["frame"].clone(),
+                a["request_response"].clone(),
+                a["tid"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dumped,
+        vec![
+            (json!(4), json!("REQUEST"), json!(7)),
+            (json!(6), json!("RESPONSE"), json!(8))
+        ]
+    );
+    let alerted: Vec<(bool, Value)> = lines(&eve)
+        .iter()
+        .filter(|l| l["modbus_detect"]["type"] == "INVALID_PDU_LENGTH")
+        .map(|l| {
+            let m = &l["modbus"];
+            let side = if m["request"].is_object() {
+                "request"
+            } else {
+                "response"
+            };
+            (m["request"].is_object(), m[side]["transaction_id"].clone())
+        })
+        .collect();
+    assert_eq!(alerted, vec![(true, json!(7)), (false, json!(8))]);
+}
