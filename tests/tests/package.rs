@@ -119,28 +119,20 @@ impl Drop for Installed {
     }
 }
 
-/// `cargo xtask run`'s demo arguments (`demo_args` in xtask/src/main.rs),
-/// with the demo's files in `demo` and the outputs in `out`.
+/// `cargo xtask run`'s demo arguments, as `demo.args` in the demo folder
+/// `demo` lists them, with the outputs in `out`.
 fn demo_args(demo: &Path, out: &Path) -> Vec<String> {
-    let p = |p: PathBuf| p.display().to_string();
-    vec![
-        "--pcap".into(),
-        p(demo.join("demo.pcap")),
-        "--authorized-masters".into(),
-        "192.168.50.20,192.168.50.30,192.168.50.40".into(),
-        "--authorized-writers".into(),
-        "192.168.50.20".into(),
-        "--register-limits-file".into(),
-        p(demo.join("register_limits.json")),
-        "--baseline-file".into(),
-        p(demo.join("baseline.json")),
-        "--ml".into(),
-        "--output".into(),
-        p(out.join("modbus_anomaly_report.json")),
-        "--eve".into(),
-        p(out.join("alerts.eve.json")),
-        "--eve-truncate".into(),
-    ]
+    let file = demo.join("demo.args");
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.replace("{demo}", &demo.display().to_string())
+                .replace("{out}", &out.display().to_string())
+        })
+        .collect()
 }
 
 /// What two runs of the demo must agree on: the whole report but for the

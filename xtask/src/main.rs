@@ -112,7 +112,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
     setup::setup()?;
     let bin = build_release(&["modbus-detect"], &["modbus-detect"])?.join("modbus-detect");
     let demo = args.is_empty();
-    let args: Vec<String> = if demo { demo_args() } else { args.to_vec() };
+    let args: Vec<String> = if demo { demo_args()? } else { args.to_vec() };
     if demo {
         eprintln!("xtask: replaying the bundled demo capture (modbus-detect/demo/)");
     }
@@ -175,29 +175,22 @@ fn demo(args: &[String]) -> Result<ExitCode> {
 
 /// The demo: lab captures of every attack scenario, with the lab's masters,
 /// writers, limits and a baseline learned from its normal traffic.
-fn demo_args() -> Vec<String> {
+fn demo_args() -> Result<Vec<String>> {
     let demo = root().join("modbus-detect/demo");
     let out = root().join("target/demo");
     let _ = std::fs::create_dir_all(&out);
-    let p = |p: PathBuf| p.display().to_string();
-    vec![
-        "--pcap".into(),
-        p(demo.join("demo.pcap")),
-        "--authorized-masters".into(),
-        "192.168.50.20,192.168.50.30,192.168.50.40".into(),
-        "--authorized-writers".into(),
-        "192.168.50.20".into(),
-        "--register-limits-file".into(),
-        p(demo.join("register_limits.json")),
-        "--baseline-file".into(),
-        p(demo.join("baseline.json")),
-        "--ml".into(),
-        "--output".into(),
-        p(out.join("modbus_anomaly_report.json")),
-        "--eve".into(),
-        p(out.join("alerts.eve.json")),
-        "--eve-truncate".into(),
-    ]
+    let file = demo.join("demo.args");
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read the demo's arguments {}", file.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.replace("{demo}", &demo.display().to_string())
+                .replace("{out}", &out.display().to_string())
+        })
+        .collect())
 }
 
 fn test(args: &[String]) -> Result<ExitCode> {

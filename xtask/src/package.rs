@@ -323,7 +323,7 @@ fn control(version: &str, arch: &str, depends: &str, installed_kib: u64) -> Stri
          The systemd unit modbus-detect.service is installed but neither\n \
          enabled nor started: set the capture interface in\n \
          /etc/modbus-detect/modbus-detect.toml and in the unit first. The replay\n \
-         demo is in /usr/share/modbus-detect/demo.\n"
+         demo is in /usr/share/modbus-detect/demo, its arguments in demo.args.\n"
     )
 }
 
