@@ -27,6 +27,29 @@ pub fn write_capture(
         .expect("the capture is flushed");
 }
 
+/// A millisecond, in the nanoseconds of capture timestamps.
+pub const MS: u64 = 1_000_000;
+
+/// Write a capture of one connection, from the HMI 10.0.0.20:40000 to the
+/// PLC 10.0.0.10:502: its handshake (frames 1-3) in the first
+/// millisecond of Nov 2023, then what `talk` sends (from frame 4). `talk`
+/// gets the connection, the writer and a time 10 ms after the handshake.
+pub fn write_connection(
+    path: &std::path::Path,
+    talk: impl FnOnce(&mut modbus_synth::Conversation, &mut CaptureWriter, u64) -> std::io::Result<()>,
+) {
+    const T0: u64 = 1_700_000_000_000_000_000;
+    write_capture(path, |w| {
+        let mut c = modbus_synth::Conversation::new(
+            std::net::Ipv4Addr::new(10, 0, 0, 20),
+            40_000,
+            std::net::Ipv4Addr::new(10, 0, 0, 10),
+        );
+        c.handshake(w, T0)?;
+        talk(&mut c, w, T0 + 10 * MS)
+    });
+}
+
 /// tshark's fields of the frames of `capture` that match `filter`: a
 /// header row (the field names), then one row per frame, the values a
 /// field has several times in a frame joined by `aggregator`. tshark is

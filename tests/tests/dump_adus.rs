@@ -2,31 +2,19 @@
 //! FC 23's two parts, FC 22's masks, FC 43/14 objects), the response's
 //! request by frame, Zeek's function name, and ICSNPP's field names.
 
-use std::net::Ipv4Addr;
-
 use modbus_synth::{
     adu, mask_write_request, read_bits_response, read_device_id_request, read_device_id_response,
     read_registers_response, read_request, read_write_multiple_request,
-    write_multiple_registers_request, write_multiple_registers_response, Conversation,
+    write_multiple_registers_request, write_multiple_registers_response,
 };
-use modbus_tests::{run, write_capture};
+use modbus_tests::{run, write_connection, MS};
 use serde_json::{json, Value};
-
-const MS: u64 = 1_000_000;
-const T0: u64 = 1_700_000_000_000_000_000;
 
 #[test]
 fn the_dump_says_what_each_adu_carries() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("mix.pcap");
-    write_capture(&cap, |w| {
-        let mut c = Conversation::new(
-            Ipv4Addr::new(10, 0, 0, 20),
-            40_000,
-            Ipv4Addr::new(10, 0, 0, 10),
-        );
-        c.handshake(w, T0)?; // frames 1-3
-        let t = T0 + 10 * MS;
+    write_connection(&cap, |c, w, t| {
         c.send(w, t, true, &adu(1, 1, &read_request(3, 100, 2)))?; // 4
         c.send(
             w,
@@ -181,14 +169,7 @@ fn the_dump_says_what_each_adu_carries() {
 fn an_undecodable_pdu_is_dumped_and_alerted_on_its_own_side() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("bad.pcap");
-    write_capture(&cap, |w| {
-        let mut c = Conversation::new(
-            Ipv4Addr::new(10, 0, 0, 20),
-            40_000,
-            Ipv4Addr::new(10, 0, 0, 10),
-        );
-        c.handshake(w, T0)?; // frames 1-3
-        let t = T0 + 10 * MS;
+    write_connection(&cap, |c, w, t| {
         // FC 16, two registers (4 bytes) but a byte count of 3.
         let bad_write = [16, 0, 0, 0, 2, 3, 1, 2, 3];
         c.send(w, t, true, &adu(7, 1, &bad_write))?; // 4

@@ -842,31 +842,23 @@ fn every_adu_matches_tshark() {
 /// written here and tshark (installed by `cargo xtask setup`) decodes it.
 #[test]
 fn oversized_vendor_adus_match_tshark() {
-    use modbus_synth::{adu, read_request, Conversation};
-    use std::net::Ipv4Addr;
-    const MS: u64 = 1_000_000;
+    use modbus_synth::{adu, read_request};
+    use modbus_tests::MS;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let pcap = dir.path().join("vendor.pcap");
     let tsv = dir.path().join("vendor.tshark.tsv");
     let big_request = adu(1, 1, &[&[100u8][..], &[0x5a; 600]].concat());
     let big_response = adu(1, 1, &[&[100u8][..], &[0xa5; 900]].concat());
-    modbus_tests::write_capture(&pcap, |w| {
-        let mut c = Conversation::new(
-            Ipv4Addr::new(10, 0, 0, 20),
-            40_000,
-            Ipv4Addr::new(10, 0, 0, 10),
-        );
-        let t = 1_700_000_000_000_000_000;
-        c.handshake(w, t)?;
-        c.send(w, t + 10 * MS, true, &adu(7, 1, &read_request(3, 0, 2)))?;
-        c.send(w, t + 11 * MS, false, &adu(7, 1, &[3, 4, 0, 1, 0, 2]))?;
-        c.send(w, t + 20 * MS, true, &big_request[..300])?;
-        c.send(w, t + 21 * MS, true, &big_request[300..])?;
+    modbus_tests::write_connection(&pcap, |c, w, t| {
+        c.send(w, t, true, &adu(7, 1, &read_request(3, 0, 2)))?;
+        c.send(w, t + MS, false, &adu(7, 1, &[3, 4, 0, 1, 0, 2]))?;
+        c.send(w, t + 10 * MS, true, &big_request[..300])?;
+        c.send(w, t + 11 * MS, true, &big_request[300..])?;
         let mut reply = big_response.clone();
         reply.extend(adu(2, 1, &[0x80 | 100, 1]));
-        c.send(w, t + 22 * MS, false, &reply)?;
-        c.send(w, t + 30 * MS, true, &adu(8, 1, &read_request(3, 0, 2)))?;
-        c.send(w, t + 31 * MS, false, &adu(8, 1, &[3, 4, 0, 3, 0, 4]))
+        c.send(w, t + 12 * MS, false, &reply)?;
+        c.send(w, t + 20 * MS, true, &adu(8, 1, &read_request(3, 0, 2)))?;
+        c.send(w, t + 21 * MS, false, &adu(8, 1, &[3, 4, 0, 3, 0, 4]))
     });
     let fields = [
         "frame.number",

@@ -4,30 +4,17 @@
 //! (up to the transaction timeout); its line then carries Suricata's
 //! `modbus.response` too.
 
-use std::net::Ipv4Addr;
-
 use modbus_synth::{
     adu, exception, write_multiple_registers_request, write_single_coil, write_single_register,
-    Conversation,
 };
-use modbus_tests::{fixture, run, write_capture};
+use modbus_tests::{fixture, run, write_connection, MS};
 use serde_json::{json, Value};
-
-const MS: u64 = 1_000_000;
-const T0: u64 = 1_700_000_000_000_000_000;
 
 #[test]
 fn write_alerts_carry_what_was_written_and_the_answer() {
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("writes.pcap");
-    write_capture(&cap, |w| {
-        let mut c = Conversation::new(
-            Ipv4Addr::new(10, 0, 0, 20),
-            40_000,
-            Ipv4Addr::new(10, 0, 0, 10),
-        );
-        c.handshake(w, T0)?; // frames 1-3
-        let t = T0 + 10 * MS;
+    write_connection(&cap, |c, w, t| {
         // Frames 4, 5: a register write, echoed (accepted).
         c.send(w, t, true, &adu(1, 1, &write_single_register(7, 42)))?;
         c.send(w, t + MS, false, &adu(1, 1, &write_single_register(7, 42)))?;
