@@ -160,14 +160,15 @@ impl Alerts {
     /// Held alerts older than `timeout` at `now` get no answer.
     #[inline]
     fn expire(&mut self, now: u64, timeout: u64) {
-        while let Some(h) = self
+        // Looked at in place: this runs for every frame.
+        while self
             .held
             .front()
-            .copied()
-            .filter(|h| now.saturating_sub(h.alert.ts_ns) > timeout)
+            .is_some_and(|h| now.saturating_sub(h.alert.ts_ns) > timeout)
         {
-            self.held.pop_front();
-            self.release(h, Answer::None, 0);
+            if let Some(h) = self.held.pop_front() {
+                self.release(h, Answer::None, 0);
+            }
         }
     }
 
