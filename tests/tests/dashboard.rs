@@ -123,6 +123,16 @@ async fn view(c: &Client, name: &str) {
         .expect("click");
 }
 
+/// The text of the element `by` finds (the test fails if there is none).
+async fn text(c: &Client, by: Locator<'_>) -> String {
+    c.find(by)
+        .await
+        .expect("the element is on the page")
+        .text()
+        .await
+        .expect("its text")
+}
+
 async fn rows(c: &Client) -> usize {
     c.find_all(Locator::Css("#alerts-table tbody tr"))
         .await
@@ -379,13 +389,7 @@ async fn served_dashboard_shows_the_report() {
         first["description"].as_str().unwrap()
     );
     assert!(field("write").await.contains("\"answer\""));
-    let filter = c
-        .find(Locator::Id("detail-filter"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let filter = text(&c, Locator::Id("detail-filter")).await;
     assert!(
         filter.starts_with(&format!(
             "(ip.addr == {}",
@@ -393,13 +397,7 @@ async fn served_dashboard_shows_the_report() {
         )),
         "{filter}"
     );
-    let meaning = c
-        .find(Locator::Id("detail-meaning"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let meaning = text(&c, Locator::Id("detail-meaning")).await;
     assert_eq!(
         meaning,
         report["alert_types"]["UNAUTHORIZED_MODBUS_WRITE"]["meaning"]
@@ -515,13 +513,7 @@ async fn served_dashboard_shows_the_report() {
 
     // Assistant: the incident told from the alerts, checks per type.
     view(&c, "assistant").await;
-    let what = c
-        .find(Locator::Id("assistant-what"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let what = text(&c, Locator::Id("assistant-what")).await;
     assert!(
         what.contains(&format!("{} alert events", counters["alerts_total"])),
         "{what}"
@@ -553,13 +545,7 @@ async fn served_dashboard_shows_the_report() {
             == lines.min(100)
     })
     .await;
-    let summary = c
-        .find(Locator::Id("eve-summary"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let summary = text(&c, Locator::Id("eve-summary")).await;
     assert!(
         summary.starts_with(&format!("{lines} alert lines of ")),
         "{summary}"
@@ -631,13 +617,7 @@ async fn static_file_renders_offline() {
         want.join("\r\n") + "\r\n"
     );
     open_first_detail(&c).await;
-    let src = c
-        .find(Locator::Css("#detail-fields dd[data-field=\"src_ip\"]"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let src = text(&c, Locator::Css("#detail-fields dd[data-field=\"src_ip\"]")).await;
     assert_eq!(src, mine[0]["src_ip"].as_str().unwrap());
     // The detail panel covers the table's right side: closed, as an
     // analyst closes it before sorting.
@@ -818,14 +798,7 @@ async fn the_live_page_follows_a_replay() {
     rendered(&c).await;
     let badge = |c: &Client| {
         let c = c.clone();
-        async move {
-            c.find(Locator::Id("live-status"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { text(&c, Locator::Id("live-status")).await }
     };
     assert_eq!(badge(&c).await, "live");
     assert_eq!(figure(&c, "frames").await, 0);
