@@ -27,6 +27,28 @@ pub fn write_capture(
         .expect("the capture is flushed");
 }
 
+/// Ask `check` every `every` until it gives a value, for `timeout` at
+/// most: then the test fails with what `check` said last. For what a
+/// process under test does in its own time (a server that starts, a file
+/// written every interval), instead of a sleep that is too short on a
+/// loaded machine.
+pub fn eventually<T>(
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(why) if std::time::Instant::now() >= deadline => {
+                panic!("still not so after {timeout:?}: {why}")
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
 /// A millisecond, in the nanoseconds of capture timestamps.
 pub const MS: u64 = 1_000_000;
 
@@ -284,4 +306,34 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eventually;
+    use std::time::Duration;
+
+    #[test]
+    fn eventually_asks_again_until_the_check_holds() {
+        let mut asked = 0;
+        let got = eventually(Duration::from_secs(5), Duration::from_millis(1), || {
+            asked += 1;
+            if asked == 3 {
+                Ok(asked)
+            } else {
+                Err(format!("asked {asked} times"))
+            }
+        });
+        assert_eq!(got, 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "still not so after 20ms: asked")]
+    fn eventually_fails_with_what_the_check_said_last() {
+        let mut asked = 0;
+        eventually(Duration::from_millis(20), Duration::from_millis(1), || {
+            asked += 1;
+            Err::<(), _>(format!("asked {asked} times"))
+        });
+    }
 }

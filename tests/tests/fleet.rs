@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use modbus_tests::{detector_binary, fixture, free_port, read_json, Killed};
+use modbus_tests::{detector_binary, eventually, fixture, free_port, read_json, Killed};
 use serde_json::{json, Value};
 
 /// The tests here run one at a time: each starts JetStream servers and
@@ -246,6 +246,36 @@ fn http_get(port: u16, path: &str) -> String {
     body
 }
 
+/// GET `path` from 127.0.0.1:`port`: the body as JSON, null while there
+/// is none (the server is not up yet).
+fn get_json(port: u16, path: &str) -> Value {
+    let text = http_get(port, path);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// The figure `field` of the sensor `name` in a console's `/api/sensors`.
+fn sensor_figure(sensors: &Value, name: &str, field: &str) -> Option<u64> {
+    sensors["sensors"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name))
+        .and_then(|x| x[field].as_u64())
+}
+
+/// Poll every 200 ms, for `secs` at most (see [`eventually`]).
+fn within<T>(secs: u64, check: impl FnMut() -> Result<T, String>) -> T {
+    eventually(Duration::from_secs(secs), Duration::from_millis(200), check)
+}
+
+/// `Ok` when `ok`, else what is seen instead.
+fn holds(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
 /// The alert lines of an EVE file, parsed.
 fn eve_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -409,35 +439,16 @@ fn sensors_publish_every_alert_exactly_once_while_a_node_dies_and_the_console_se
             .spawn()
             .unwrap(),
     );
-    let api = |path: &str| -> Value {
-        let text = http_get(listen, path);
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-        serde_json::from_str(body).unwrap_or(Value::Null)
-    };
+    let api = |path: &str| get_json(listen, path);
     let lines = |name: &str| eve_lines(&dir.path().join(format!("{name}.eve.json"))).len() as u64;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    within(30, || {
         let s = api("/api/sensors");
-        let count = |name: &str| {
-            s["sensors"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == name))
-                .map(|x| {
-                    (
-                        x["alert_lines"].as_u64().unwrap_or(0),
-                        x["inventories"].as_u64().unwrap_or(0),
-                    )
-                })
-        };
-        if ["site-a", "site-b", "site-c"]
-            .iter()
-            .all(|&name| count(name) == Some((lines(name), 1)))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the console has {s}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let all = ["site-a", "site-b", "site-c"].iter().all(|&name| {
+            sensor_figure(&s, name, "alert_lines") == Some(lines(name))
+                && sensor_figure(&s, name, "inventories") == Some(1)
+        });
+        holds(all, || format!("the console has {s}"))
+    });
     let b = api("/api/alerts?sensor=site-b&limit=5");
     assert_eq!(b["total"].as_u64(), Some(lines("site-b")));
     assert_eq!(b["alerts"].as_array().unwrap().len(), 5);
@@ -502,35 +513,20 @@ fn sensors_publish_every_alert_exactly_once_while_a_node_dies_and_the_console_se
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http_get(guarded, "/api/sensors").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the guarded console does not answer"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    within(10, || {
+        holds(!http_get(guarded, "/api/sensors").is_empty(), || {
+            "the guarded console does not answer".into()
+        })
+    });
     assert!(http_get(guarded, "/api/sensors").starts_with("HTTP/1.0 401"));
     assert!(http_get(guarded, "/api/sensors?token=s3cret").starts_with("HTTP/1.0 200"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = http_get(guarded, "/api/sensors?token=s3cret");
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-        let s: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        let lines_of = |name: &str| {
-            s["sensors"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == name))
-                .and_then(|x| x["alert_lines"].as_u64())
-        };
-        if lines_of("site-a") == Some(lines("site-a"))
-            && lines_of("site-b") == Some(lines("site-b"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the second console has {s}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    within(30, || {
+        let s = get_json(guarded, "/api/sensors?token=s3cret");
+        let all = ["site-a", "site-b"]
+            .iter()
+            .all(|&name| sensor_figure(&s, name, "alert_lines") == Some(lines(name)));
+        holds(all, || format!("the second console has {s}"))
+    });
 }
 
 #[test]
@@ -660,11 +656,7 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
     .unwrap();
     // The report is written before the metrics are held: then scrape.
     let report = dir.path().join("site-d.json");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !report.exists() {
-        assert!(Instant::now() < deadline, "no report");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    within(120, || holds(report.exists(), || "no report".into()));
     let scraped = http_get(metrics, "/metrics");
     // SIGTERM ends the hold.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -1014,15 +1006,13 @@ fn central_settings_case(one_core: bool) {
     // A run with a dashboard keeps it up once the input ends: the final
     // report first, then a SIGTERM ends it with the run's status.
     let done = dir.path().join("site-c.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read(&done)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .is_none_or(|r| r["status"] != "complete")
-    {
-        assert!(Instant::now() < deadline, "no final report: {seen:#?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    within(30, || {
+        let complete = std::fs::read(&done)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|r| r["status"] == "complete");
+        holds(complete, || format!("no final report: {seen:#?}"))
+    });
     // SAFETY: a signal to our own child, still running (not yet waited for).
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     assert!(c.wait().unwrap().success(), "{seen:#?}");
@@ -1102,21 +1092,13 @@ fn central_settings_case(one_core: bool) {
 /// Wait (10 s at most) for the dashboard on `port` to show `masters` as
 /// the allow list in force: it follows a replay once a second.
 fn dashboard_shows_masters(port: u16, masters: &Value) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = http_get(port, "/api/data");
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-        let data: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    within(10, || {
+        let data = get_json(port, "/api/data");
         let shown = &data["report"]["settings"]["authorized_masters"];
-        if shown == masters {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dashboard shows {shown}, not {masters}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        holds(shown == masters, || {
+            format!("the dashboard shows {shown}, not {masters}")
+        })
+    });
 }
 
 /// Run `f` in a thread that has entered network namespace `ns` (its
@@ -1232,17 +1214,21 @@ fn a_live_sensor_publishes_alerts_stats_and_inventory_while_capturing() {
         "{}",
         String::from_utf8_lossy(&hmi.stderr)
     );
-    std::thread::sleep(Duration::from_millis(700));
-    // The report written while capturing has the publisher's figures.
-    let running = read_json(Path::new(&report));
+    // The report written while capturing (every 0.3 s) comes to have the
+    // publisher's figures.
+    let running = within(10, || {
+        let r: Value = std::fs::read(&report)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        match r["publish"]["acked"].as_u64() {
+            Some(n) if n > 0 => Ok(r),
+            _ => Err(format!("the running report's publish: {}", r["publish"])),
+        }
+    });
     assert_eq!(running["status"], "running");
     assert_eq!(running["settings"]["thresholds"]["flood_min_run"], 40);
     assert_eq!(running["central_config"]["applied"], 1);
-    assert!(
-        running["publish"]["acked"].as_u64().is_some_and(|n| n > 0),
-        "{}",
-        running["publish"]
-    );
     // The SOC authorizes the HMI centrally while the sensor captures: its
     // polls stop being alerts from then on, without a restart.
     let rogue = || {
@@ -1622,11 +1608,11 @@ fn jwt(issuer: &nkeys::KeyPair, subject: &str, nats: Value) -> String {
 /// the same run without it reads nothing, connects to nothing and spools
 /// every line; the console given `client_auth` shows every line.
 fn reached_only_with(dir: &Path, port: u16, publish_auth: &[&str], client_auth: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    within(20, || {
+        holds(TcpStream::connect(("127.0.0.1", port)).is_ok(), || {
+            "nats-server did not listen".into()
+        })
+    });
     let url = format!("nats://127.0.0.1:{port}");
     // Both sensors' allow list in the bucket, put by `config`.
     let list = dir.join("m.txt");
@@ -1694,21 +1680,13 @@ fn reached_only_with(dir: &Path, port: u16, publish_auth: &[&str], client_auth: 
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = http_get(listen, "/api/sensors");
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-        let s: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        let trusted_lines = s["sensors"]
-            .as_array()
-            .and_then(|a| a.iter().find(|x| x["name"] == "trusted"))
-            .and_then(|x| x["alert_lines"].as_u64());
-        if trusted_lines == Some(lines) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the console has {s}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    within(20, || {
+        let s = get_json(listen, "/api/sensors");
+        holds(
+            sensor_figure(&s, "trusted", "alert_lines") == Some(lines),
+            || format!("the console has {s}"),
+        )
+    });
 }
 
 /// The bucket deleted and made again while a sensor follows it: the
