@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use modbus_tests::eventually;
 use modbus_tests::netns::{unique_prefix, Host, NsProcess, Topology, START, STOP};
 use serde_json::Value;
 
@@ -154,8 +155,7 @@ fn sigint_during_live_capture_leaves_complete_outputs_and_a_clean_interface() {
 
 /// Wait until `span0` reports `state` ("UP"/"DOWN"/"LOWERLAYERDOWN").
 fn wait_link(topo: &Topology, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), Duration::from_millis(20), || {
         let out = topo
             .run_in(
                 Host::Sensor,
@@ -164,12 +164,11 @@ fn wait_link(topo: &Topology, state: &str) {
             )
             .expect("ip link show");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        if text.split_whitespace().nth(1) == Some(state) {
-            return;
+        match text.split_whitespace().nth(1) == Some(state) {
+            true => Ok(()),
+            false => Err(format!("span0 not {state}: {text}")),
         }
-        assert!(Instant::now() < deadline, "span0 never {state}: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
 }
 
 /// The capture interface goes down mid-capture: the sensor says so, waits

@@ -9,9 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use modbus_tests::{detector_binary, free_port, Killed};
+use modbus_tests::{detector_binary, eventually, free_port, Killed};
 use serde_json::Value;
 
 /// GET `path` from 127.0.0.1:`port`; the body, if the server answered 200.
@@ -88,14 +88,10 @@ fn prometheus_scrapes_what_the_report_counts() {
             .expect("prometheus runs (cargo xtask setup installs it)"),
     );
     // The replay's report, once written (its metrics are final then).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let r: Value = loop {
-        if let Ok(b) = std::fs::read(&report) {
-            break serde_json::from_slice(&b).unwrap();
-        }
-        assert!(Instant::now() < deadline, "no report");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let r: Value = eventually(Duration::from_secs(60), Duration::from_millis(100), || {
+        let b = std::fs::read(&report).map_err(|e| format!("no report: {e}"))?;
+        Ok(serde_json::from_slice(&b).expect("the report is JSON"))
+    });
     let c = &r["counters"];
     let want = [
         ("modbus_detect_frames_total", c["frames"].as_u64().unwrap()),
@@ -121,18 +117,16 @@ fn prometheus_scrapes_what_the_report_counts() {
         ),
     ];
     assert!(want.iter().all(|(_, v)| *v > 0), "{want:?}");
-    let mut got = Vec::new();
-    while Instant::now() < deadline {
-        got = want.iter().map(|(q, _)| query(prom_port, q)).collect();
-        if got.iter().zip(&want).all(|(g, (_, w))| *g == Some(*w)) {
-            break;
+    // Prometheus scrapes every second: each query comes to give the
+    // report's figure.
+    eventually(Duration::from_secs(60), Duration::from_millis(500), || {
+        let got: Vec<Option<u64>> = want.iter().map(|(q, _)| query(prom_port, q)).collect();
+        match got.iter().zip(&want).all(|(g, (_, w))| *g == Some(*w)) {
+            true => Ok(()),
+            false => Err(format!("Prometheus answers {got:?} to {want:?}")),
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    });
     assert_eq!(query(prom_port, "up"), Some(1), "the target is up");
-    for (g, (q, w)) in got.iter().zip(&want) {
-        assert_eq!(*g, Some(*w), "{q}");
-    }
     // The scrape is the exposition format, with the build's version.
     let text = get(sensor_port, "/metrics").expect("/metrics answers");
     assert!(
