@@ -49,6 +49,15 @@ pub fn eventually<T>(
     }
 }
 
+/// For [`eventually`]'s checks: `Ok` when `ok`, else what is seen instead.
+pub fn holds(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
 /// A millisecond, in the nanoseconds of capture timestamps.
 pub const MS: u64 = 1_000_000;
 

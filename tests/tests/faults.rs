@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use modbus_tests::eventually;
 use modbus_tests::netns::{unique_prefix, Host, NsProcess, Topology, START, STOP};
+use modbus_tests::{eventually, holds};
 use serde_json::Value;
 
 fn u(v: &Value) -> u64 {
@@ -164,10 +164,9 @@ fn wait_link(topo: &Topology, state: &str) {
             )
             .expect("ip link show");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        match text.split_whitespace().nth(1) == Some(state) {
-            true => Ok(()),
-            false => Err(format!("span0 not {state}: {text}")),
-        }
+        holds(text.split_whitespace().nth(1) == Some(state), || {
+            format!("span0 not {state}: {text}")
+        })
     })
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use modbus_tests::{detector_binary, eventually, fixture, free_port, read_json, Killed};
+use modbus_tests::{detector_binary, eventually, fixture, free_port, holds, read_json, Killed};
 use serde_json::{json, Value};
 
 /// The tests here run one at a time: each starts JetStream servers and
@@ -265,15 +265,6 @@ fn sensor_figure(sensors: &Value, name: &str, field: &str) -> Option<u64> {
 /// Poll every 200 ms, for `secs` at most (see [`eventually`]).
 fn within<T>(secs: u64, check: impl FnMut() -> Result<T, String>) -> T {
     eventually(Duration::from_secs(secs), Duration::from_millis(200), check)
-}
-
-/// `Ok` when `ok`, else what is seen instead.
-fn holds(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if ok {
-        Ok(())
-    } else {
-        Err(what())
-    }
 }
 
 /// The alert lines of an EVE file, parsed.

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use modbus_tests::{detector_binary, eventually, free_port, Killed};
+use modbus_tests::{detector_binary, eventually, free_port, holds, Killed};
 use serde_json::Value;
 
 /// GET `path` from 127.0.0.1:`port`; the body, if the server answered 200.
@@ -121,10 +121,10 @@ fn prometheus_scrapes_what_the_report_counts() {
     // report's figure.
     eventually(Duration::from_secs(60), Duration::from_millis(500), || {
         let got: Vec<Option<u64>> = want.iter().map(|(q, _)| query(prom_port, q)).collect();
-        match got.iter().zip(&want).all(|(g, (_, w))| *g == Some(*w)) {
-            true => Ok(()),
-            false => Err(format!("Prometheus answers {got:?} to {want:?}")),
-        }
+        holds(
+            got.iter().zip(&want).all(|(g, (_, w))| *g == Some(*w)),
+            || format!("Prometheus answers {got:?} to {want:?}"),
+        )
     });
     assert_eq!(query(prom_port, "up"), Some(1), "the target is up");
     // The scrape is the exposition format, with the build's version.
