@@ -88,13 +88,12 @@ impl RegisterRules {
         if self.limits.is_none() || !ctx.req.is_write() {
             return;
         }
-        let base = ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical);
         self.observe_all(
             ctx.req.written_values(),
             ctx.ep.slave,
             ctx.unit,
             false,
-            base,
+            || ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical),
             out,
         );
     }
@@ -106,13 +105,12 @@ impl RegisterRules {
         let Some(read) = ctx.request.and_then(|p| p.read_request()) else {
             return;
         };
-        let base = ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical);
         self.observe_all(
             read_values(&read, ctx.resp),
             ctx.ep.slave,
             ctx.unit,
             true,
-            base,
+            || ctx.alert(AlertKind::RegisterOutOfRange, Severity::Critical),
             out,
         );
     }
@@ -120,14 +118,15 @@ impl RegisterRules {
     /// Observe the values of the limited registers among `values`, in
     /// address order. Only the limited addresses are visited
     /// ([`RegisterLimits::within`]), not every value; and the limits are
-    /// borrowed, not `Arc`-cloned, per PDU.
+    /// borrowed, not `Arc`-cloned, per PDU. Most PDUs touch no limited
+    /// register: their alert template (`base`) is never built.
     fn observe_all(
         &mut self,
         values: TableValues<'_>,
         slave: IpAddr,
         unit: u8,
         from_response: bool,
-        base: Alert,
+        base: impl FnOnce() -> Alert,
         out: &mut impl AlertSink,
     ) {
         let RegisterRules {
@@ -139,7 +138,12 @@ impl RegisterRules {
             return;
         };
         let (table, start, len) = values.span();
-        for (pos, limit_idx, limit) in limits.within(table, start, len) {
+        let mut limited = limits.within(table, start, len).peekable();
+        if limited.peek().is_none() {
+            return;
+        }
+        let base = base();
+        for (pos, limit_idx, limit) in limited {
             let Some(value) = values.value_at(pos) else {
                 continue;
             };
@@ -152,7 +156,7 @@ impl RegisterRules {
                 ts_ns: base.ts_ns,
                 from_response,
             };
-            observe(state, &obs, *time_base_ns, base, out);
+            observe(state, &obs, *time_base_ns, &base, out);
         }
     }
 }
@@ -162,7 +166,7 @@ fn observe(
     states: &mut BoundedMap<(IpAddr, u8, u32), RegState>,
     o: &Observation<'_>,
     time_base_ns: u64,
-    base: Alert,
+    base: &Alert,
     out: &mut impl AlertSink,
 ) {
     let value = f64::from(o.value);
@@ -179,10 +183,11 @@ fn observe(
         }
     });
     let state = (!new).then_some(*slot);
-    let alert = Alert {
+    // Built only for an alert (most observations raise none).
+    let alert = || Alert {
         register: Some(o.limit.modicon),
         value: Some(i64::from(o.value)),
-        ..base
+        ..*base
     };
     let entering = state.is_none_or(|s| !s.out_of_range);
     if !in_range && (!o.from_response || entering) {
@@ -194,7 +199,7 @@ fn observe(
                     max: o.limit.max.unwrap_or(f64::INFINITY),
                     from_response: o.from_response,
                 },
-                ..alert
+                ..alert()
             },
             1,
         );
@@ -242,7 +247,7 @@ fn observe(
                             rate,
                             max_rate,
                         },
-                        ..alert
+                        ..alert()
                     },
                     1,
                 );
