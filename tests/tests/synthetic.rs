@@ -235,6 +235,92 @@ fn mid_stream_pickup_without_handshake() {
     only_the_bad_write(&detect(&pcap, dir.path()));
 }
 
+/// Values read back are judged too, from a capture through the whole run:
+/// a register that enters its out-of-range state alerts once (not on every
+/// poll that finds it there), and a read-back rate is measured over at
+/// least the time base (1 s), not between two polls close together.
+#[test]
+fn read_back_values_are_judged_for_range_and_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("readback.pcap");
+    write_capture(&pcap, |w| {
+        let mut hmi = Conversation::new(HMI, 40001, PLC);
+        hmi.handshake(w, SEC)?;
+        // Polls of 40011 (range 0-100) and 40012 (at most 10 per second).
+        let polls: [(u64, [u16; 2]); 4] = [
+            (2 * SEC, [50, 100]),
+            // 0.5 s after the reference: no rate judged, however fast.
+            (2 * SEC + 500 * MS, [50, 180]),
+            // 40011 enters out of range; 40012 changed 5 in 1.5 s.
+            (3 * SEC + 500 * MS, [500, 105]),
+            // 40011 stays out (no alert); 40012 changed 95 in 1 s.
+            (4 * SEC + 500 * MS, [500, 200]),
+        ];
+        for (tid, (t, values)) in (1u16..).zip(polls) {
+            hmi.send(w, t, true, &adu(tid, 1, &read_request(3, 10, 2)))?;
+            let resp = modbus_synth::read_registers_response(3, &values);
+            hmi.send(w, t + MS, false, &adu(tid, 1, &resp))?;
+        }
+        Ok(())
+    });
+    let limits = dir.path().join("limits.json");
+    std::fs::write(
+        &limits,
+        r#"{"40011": {"min": 0, "max": 100}, "40012": {"max_rate": 10}}"#,
+    )
+    .unwrap();
+    let r = run(&[
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--authorized-masters",
+        &HMI.to_string(),
+        "--register-limits-file",
+        limits.to_str().unwrap(),
+    ]);
+    assert_eq!(r.exit, Ok(0));
+    let got: Vec<_> = r
+        .typed()
+        .alerts
+        .iter()
+        .map(|a| {
+            let c = &a.common;
+            let d = &a.details;
+            (
+                c.kind.as_str(),
+                c.severity.as_str(),
+                c.src_ip.to_string(),
+                d.register,
+                d.value,
+                a.count,
+            )
+        })
+        .collect();
+    // Raised on what the slave sent: the slave is the source. The report
+    // lists the more severe first.
+    let plc = PLC.to_string();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "REGISTER_VALUE_OUT_OF_RANGE",
+                "CRITICAL",
+                plc.clone(),
+                Some(40011),
+                Some(500),
+                1
+            ),
+            (
+                "REGISTER_VALUE_EXCESSIVE_RATE",
+                "HIGH",
+                plc,
+                Some(40012),
+                Some(200),
+                1
+            ),
+        ]
+    );
+}
+
 /// With several RX queues the two directions of a connection can reach the
 /// shard through different queues: a response may overtake its request. The
 /// shard holds it briefly and still matches it (live capture turns this on).
