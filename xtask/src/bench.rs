@@ -6,13 +6,16 @@
 //! and memory benchmarks and, as root, the live benchmark; prints one
 //! Markdown table and writes `target/bench/results.json` (and `.md`).
 //! `--quick`: fewer runs and samples, for a first look (about 2 minutes).
+//! The binaries are the profile-guided build that is shipped (`pgo.rs`);
+//! `--no-pgo` measures the plain release build instead (the criterion
+//! micro-benchmarks are always cargo's plain `bench` build).
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
-use super::{build_release, root, setup, status};
+use super::{build_release, pgo, root, setup, status};
 
 /// Frames in the replay benchmark's capture.
 const REPLAY_FRAMES: &str = "2000000";
@@ -20,31 +23,37 @@ const REPLAY_FRAMES: &str = "2000000";
 const LIVE_FRAMES: &str = "300000";
 
 pub fn bench(args: &[String]) -> Result<ExitCode> {
-    let mut quick = false;
+    let (mut quick, mut no_pgo) = (false, false);
     for a in args {
         match a.as_str() {
             "--quick" => quick = true,
+            "--no-pgo" => no_pgo = true,
             other => {
-                bail!("bench: unknown argument {other:?} (usage: cargo xtask bench [--quick])")
+                bail!("bench: unknown argument {other:?} (usage: cargo xtask bench [--quick] [--no-pgo])")
             }
         }
     }
     setup::setup()?;
-    let bin = build_release(
-        &[
-            "modbus-detect",
-            "modbus-synth",
-            "modbus-bench",
-            "modbus-tests",
-        ],
-        &[
-            "modbus-detect",
-            "modbus-synth",
-            "modbus-bench",
-            "modbus-bench-alloc",
-            "modbus-lab",
-        ],
-    )?;
+    // The binaries as they are shipped: profile-guided (see `pgo.rs`);
+    // `--no-pgo` measures the plain release build.
+    let packages = [
+        "modbus-detect",
+        "modbus-synth",
+        "modbus-bench",
+        "modbus-tests",
+    ];
+    let bins = [
+        "modbus-detect",
+        "modbus-synth",
+        "modbus-bench",
+        "modbus-bench-alloc",
+        "modbus-lab",
+    ];
+    let bin = if no_pgo {
+        build_release(&packages, &bins)?
+    } else {
+        pgo::build_release(&packages, &bins, &[])?
+    };
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let replay_pcap = dir.join("synth-2m.pcap");

@@ -9,7 +9,8 @@
 //! - `cargo xtask demo --live`: a virtual plant in network namespaces,
 //!   mirrored to the live sensor.
 //! - `cargo xtask package`: the Debian package,
-//!   `target/debian/modbus-detect_<version>_<arch>.deb` (see `package.rs`).
+//!   `target/debian/modbus-detect_<version>_<arch>.deb` (see `package.rs`),
+//!   its binary built with profile-guided optimisation (see `pgo.rs`).
 //! - `cargo xtask test`: every test (the package's too: it is built first),
 //!   formatting and lints, then every fuzz target for 60 s
 //!   (`MODBUS_FUZZ_SECONDS` to change, 0 to skip).
@@ -23,6 +24,7 @@ mod bench;
 mod eval;
 mod fuzz;
 mod package;
+mod pgo;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +71,7 @@ const USAGE: &str = "usage: cargo xtask <task>
                     --iface IF [ARGS]: the live sensor on IF
   demo --live       a virtual plant in network namespaces, mirrored to the live sensor
   package           build the Debian package target/debian/modbus-detect_<version>_<arch>.deb
+                    (its binary profile-guided: trained on synthetic captures and the demo)
   test              run every test, cargo fmt --check and clippy -D warnings, then each
                     fuzz target for 60 s (MODBUS_FUZZ_SECONDS=S to change, 0 to skip);
                     builds the Debian package first, which a test installs (root)
@@ -79,8 +82,10 @@ const USAGE: &str = "usage: cargo xtask <task>
                     --seed: rewrite their seed corpora from the fixture captures
   eval-ml           the evaluation tables of the README: the original per-ADU models, our
                     window models and the rules on the lab captures and on synthetic ones
-  bench [--quick]   every benchmark (micro, replay, allocations, memory; live as root):
-                    one Markdown table, JSON in target/bench/";
+  bench [--quick] [--no-pgo]
+                    every benchmark (micro, replay, allocations, memory; live as root):
+                    one Markdown table, JSON in target/bench/; the binaries profile-guided
+                    as packaged (--no-pgo: the plain release build)";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {

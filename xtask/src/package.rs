@@ -8,8 +8,9 @@
 //!
 //! What the package holds, and where from:
 //! - `/usr/bin/modbus-detect`: the release binary with the XDP program
-//!   built in (`MODBUS_XDP_REQUIRE=1`: no package without it), its DWARF
-//!   stripped (symbols kept, so a backtrace still names functions).
+//!   built in (`MODBUS_XDP_REQUIRE=1`: no package without it), built with
+//!   profile-guided optimisation (`pgo.rs`), its DWARF stripped (symbols
+//!   kept, so a backtrace still names functions).
 //! - `/lib/systemd/system/modbus-detect.service`: `contrib/`'s unit with its
 //!   `/usr/local` paths rewritten to the package's ([`packaged_unit`]).
 //! - `/etc/modbus-detect/modbus-detect.toml` and
@@ -30,7 +31,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, release_build, root, setup, status};
+use crate::{cargo, pgo, root, setup, status};
 
 const PACKAGE: &str = "modbus-detect";
 /// Where the package puts the binary; the unit's `ExecStart` must name it.
@@ -76,10 +77,10 @@ pub fn build() -> Result<PathBuf> {
 
     // The XDP program must be in the packaged binary: without it the
     // installed sensor could replay but never capture.
-    let mut build = release_build(&[PACKAGE], &[PACKAGE]);
-    build.env("MODBUS_XDP_REQUIRE", "1");
-    status(build).context("the release build for the package")?;
-    let built = root().join("target/release").join(PACKAGE);
+    // Profile-guided: the package is what plants run (see `pgo.rs`).
+    let built = pgo::build_release(&[PACKAGE], &[PACKAGE], &[("MODBUS_XDP_REQUIRE", "1")])
+        .context("the release build for the package")?
+        .join(PACKAGE);
 
     let out = root().join("target/debian");
     // dpkg-shlibdeps' working directory: `debian/control` and the package

@@ -13,6 +13,8 @@
 //!   then `apt-get install -y` for the missing ones only).
 //! - the nightly toolchain's `rust-src` (aya-build compiles `core` for
 //!   bpfel-unknown-none with `-Z build-std=core`).
+//! - the build toolchain's `llvm-tools` (its `llvm-profdata` merges the
+//!   training profiles of the profile-guided release build, `pgo.rs`).
 //! - `bpf-linker` 0.13, built against the nightly toolchain's own LLVM, so
 //!   that the bitcode nightly rustc emits is read by the same LLVM version.
 
@@ -47,6 +49,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub fn setup() -> Result<()> {
     apt_packages()?;
     rust_src()?;
+    llvm_tools()?;
     bpf_linker()?;
     Ok(())
 }
@@ -161,6 +164,19 @@ fn rust_src() -> Result<()> {
     }
     say("adding rust-src to the nightly toolchain");
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// `llvm-tools` of the toolchain that builds the workspace (rustup's
+/// default here, or a `rust-toolchain` file's), run from the workspace.
+fn llvm_tools() -> Result<()> {
+    if crate::pgo::llvm_profdata().is_ok() {
+        say("llvm-tools (llvm-profdata) already installed");
+        return Ok(());
+    }
+    say("adding llvm-tools to the build toolchain");
+    run(Command::new("rustup")
+        .args(["component", "add", "llvm-tools"])
+        .current_dir(workspace_root()))
 }
 
 fn bpf_linker() -> Result<()> {
