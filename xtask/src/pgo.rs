@@ -17,8 +17,9 @@
 //!    bench capture's (so the bench does not measure its own training
 //!    data), replayed by the instrumented `modbus-detect` the ways an
 //!    operator runs it (learning a baseline, detecting with every rule and
-//!    ML on, in the reader's thread and with shard threads) and on the
-//!    bundled demo; `modbus-bench` too when it is being built, so that its
+//!    ML on with one and two shard threads, reading standard input, whose
+//!    frames are copied into the shards' batches as live ones are) and on
+//!    the bundled demo; `modbus-bench` too when it is being built, so that its
 //!    own copies of the engine's generic code have counts;
 //! 3. the profiles merged with the toolchain's `llvm-profdata` (rustup's
 //!    `llvm-tools` component, installed by `setup`) and the optimised
@@ -200,6 +201,22 @@ fn train_on(bin: &Path, dir: &Path, raw: &Path, bench: bool) -> Result<()> {
             &dir.join(format!("detect-{threads}.eve.json")),
         ])?;
     }
+    // From standard input: frames are copied into the shards' batches as
+    // live capture copies them out of the AF_XDP ring.
+    let mut piped = Command::new(bin.join("modbus-detect"));
+    piped
+        .args(["--pcap", "-", "--threads", "2", "--baseline-file"])
+        .arg(&baseline)
+        .arg("--output")
+        .arg(dir.join("stdin.json"))
+        .stdin(
+            std::fs::File::open(&attacks)
+                .with_context(|| format!("opening {}", attacks.display()))?,
+        )
+        .env("LLVM_PROFILE_FILE", &profile_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    status(piped)?;
     let demo: Vec<String> = crate::demo_args()?
         .into_iter()
         .map(|a| {
