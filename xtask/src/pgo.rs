@@ -101,8 +101,10 @@ pub fn build_release(packages: &[&str], bins: &[&str], env: &[(&str, &str)]) -> 
 }
 
 /// `cargo build --release` into `target_dir` with `flag` added to the
-/// caller's RUSTFLAGS. aya-build sets its own flags for the eBPF program's
-/// build, so the flag never reaches the BPF target.
+/// caller's RUSTFLAGS. Passed as CARGO_ENCODED_RUSTFLAGS, whose separator
+/// is not a space, so that a workspace path with spaces stays one flag.
+/// aya-build sets its own flags for the eBPF program's build, so the flag
+/// never reaches the BPF target.
 fn build(
     packages: &[&str],
     bins: &[&str],
@@ -112,18 +114,31 @@ fn build(
 ) -> Command {
     let mut cmd = release_build(packages, bins);
     cmd.arg("--target-dir").arg(target_dir);
-    let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
-    for f in [flag, "-Cllvm-args=-pgso=false"] {
-        if !flags.is_empty() {
-            flags.push(' ');
-        }
-        flags.push_str(f);
-    }
-    cmd.env("RUSTFLAGS", flags);
+    let flags = encoded_rustflags(
+        std::env::var("CARGO_ENCODED_RUSTFLAGS").ok(),
+        std::env::var("RUSTFLAGS").ok(),
+        &[flag, "-Cllvm-args=-pgso=false"],
+    );
+    cmd.env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", flags);
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// The caller's flags (CARGO_ENCODED_RUSTFLAGS wins over RUSTFLAGS, as in
+/// cargo) with `extra` after them, encoded for CARGO_ENCODED_RUSTFLAGS.
+fn encoded_rustflags(encoded: Option<String>, plain: Option<String>, extra: &[&str]) -> String {
+    const SEP: &str = "\x1f";
+    let mut flags: Vec<&str> = match (&encoded, &plain) {
+        (Some(e), _) => e.split(SEP).collect(),
+        (None, Some(p)) => p.split_whitespace().collect(),
+        (None, None) => Vec::new(),
+    };
+    flags.retain(|f| !f.is_empty());
+    flags.extend(extra);
+    flags.join(SEP)
 }
 
 /// The training runs. Every run must succeed: a run that fails early
@@ -306,7 +321,21 @@ pub fn llvm_profdata() -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::counted;
+    use super::{counted, encoded_rustflags};
+
+    #[test]
+    fn the_profile_flag_stays_one_flag_after_the_callers_own() {
+        let flag = "-Cprofile-use=/home/a b/target/pgo/merged.profdata";
+        assert_eq!(
+            encoded_rustflags(None, Some(" -Ctarget-cpu=native  -g ".into()), &[flag]),
+            format!("-Ctarget-cpu=native\x1f-g\x1f{flag}")
+        );
+        assert_eq!(
+            encoded_rustflags(Some("-Cdebuginfo=1".into()), Some("-g".into()), &[flag]),
+            format!("-Cdebuginfo=1\x1f{flag}")
+        );
+        assert_eq!(encoded_rustflags(Some(String::new()), None, &[flag]), flag);
+    }
 
     /// `llvm-profdata show --counts --function=...` as LLVM 22 prints it.
     fn show(counts: &str) -> String {
