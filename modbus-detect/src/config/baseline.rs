@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::keyed::KeyedMap;
 use serde::{Deserialize, Serialize};
 
+use super::fc_counts::FcCounts;
 use crate::files::{load_file, FileError, ParseError, UniqueKeys};
 use crate::ml::models::Models;
 
@@ -81,7 +82,7 @@ impl Stats {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PairProfile {
     /// Requests per function code.
-    pub function_codes: BTreeMap<u8, u64>,
+    pub function_codes: FcCounts,
     /// Seconds between consecutive requests of the pair.
     pub timing: Stats,
     /// Capture time of the last request (learning only, not saved).
@@ -204,7 +205,7 @@ impl Baseline {
             self.units.entry(*slave).or_default().insert(unit);
             pair.note_unit(unit);
         }
-        *pair.function_codes.entry(fc).or_default() += 1;
+        pair.function_codes.add(fc, 1);
         if !timing {
             return;
         }
@@ -245,8 +246,8 @@ impl Baseline {
     }
 
     /// Requests per function code of a pair; `None` if the pair was never seen.
-    pub fn get_fc_distribution(&self, master: IpAddr, slave: IpAddr) -> Option<&BTreeMap<u8, u64>> {
-        self.pair(master, slave).map(|p| &p.function_codes)
+    pub fn get_fc_distribution(&self, master: IpAddr, slave: IpAddr) -> Option<BTreeMap<u8, u64>> {
+        self.pair(master, slave).map(|p| p.function_codes.to_map())
     }
 
     /// Inter-request timing of a pair, in seconds.
@@ -273,7 +274,7 @@ impl Baseline {
     pub fn request_count(&self) -> u64 {
         self.profiles
             .iter()
-            .flat_map(|(_, p)| p.function_codes.values())
+            .map(|(_, p)| p.function_codes.total())
             .sum()
     }
 
@@ -285,8 +286,8 @@ impl Baseline {
             let Some((_, mine)) = self.profiles.get_mut(id.0 as usize) else {
                 continue;
             };
-            for (fc, n) in p.function_codes {
-                *mine.function_codes.entry(fc).or_default() += n;
+            for (fc, n) in p.function_codes.to_map() {
+                mine.function_codes.add(fc, n);
             }
             mine.timing.merge(&p.timing);
             for (a, b) in mine.units_noted.iter_mut().zip(p.units_noted) {
@@ -328,6 +329,7 @@ impl Baseline {
                 slave: *s,
                 function_codes: p
                     .function_codes
+                    .to_map()
                     .iter()
                     .map(|(fc, n)| (fc.to_string(), *n))
                     .collect(),
@@ -418,7 +420,7 @@ impl Baseline {
             ..Baseline::default()
         };
         for p in file.pairs {
-            let mut function_codes = BTreeMap::new();
+            let mut function_codes = FcCounts::default();
             for (fc, n) in p.function_codes {
                 let fc: u8 = fc.parse().map_err(|_| {
                     ParseError::Content(format!(
@@ -426,7 +428,14 @@ impl Baseline {
                         p.master, p.slave
                     ))
                 })?;
-                function_codes.insert(fc, n);
+                // "3" and "03": one code listed twice.
+                if function_codes.contains(fc) {
+                    return Err(ParseError::Content(format!(
+                        "pair {} -> {}: function code {fc} is listed twice",
+                        p.master, p.slave
+                    )));
+                }
+                function_codes.add(fc, n);
             }
             // A pair listed twice: which entry should hold? Refused.
             if b.pair_id(p.master, p.slave).is_some() {
@@ -678,5 +687,11 @@ mod tests {
         assert!(text.contains(fcs), "{text}");
         let twice = text.replacen(fcs, r#""function_codes":{"3":40,"3":1}"#, 1);
         assert!(err(&twice).contains("appears twice"), "{}", err(&twice));
+        let spelt_twice = text.replacen(fcs, r#""function_codes":{"3":40,"03":1}"#, 1);
+        assert!(
+            err(&spelt_twice).contains("function code 3 is listed twice"),
+            "{}",
+            err(&spelt_twice)
+        );
     }
 }

@@ -10,6 +10,7 @@ use addrs::AddrSet;
 pub mod addrs;
 pub mod baseline;
 pub mod central;
+pub mod fc_counts;
 pub mod limits;
 pub mod live;
 pub mod thresholds;

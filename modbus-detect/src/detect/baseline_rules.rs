@@ -6,10 +6,9 @@
 //! deviations; it needs `timing_min_samples` baseline intervals, because a
 //! mean and deviation from a handful of samples flag normal jitter.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{AlertSink, BoundedMap, Endpoints, RequestCtx, RULE_STATE_CAPACITY};
+use super::{AlertSink, Endpoints, PairMap, RequestCtx, RULE_STATE_CAPACITY};
 use crate::alert::{AlertKind, Detail, Severity};
 use crate::config::baseline::{Baseline, PairId};
 use crate::config::Thresholds;
@@ -18,7 +17,7 @@ pub struct BaselineRules {
     baseline: Option<Arc<Baseline>>,
     thresholds: Thresholds,
     /// Capture time of the last request per (master, slave).
-    last_request: BoundedMap<(IpAddr, IpAddr), u64>,
+    last_request: PairMap<u64>,
 }
 
 impl BaselineRules {
@@ -26,12 +25,12 @@ impl BaselineRules {
         BaselineRules {
             baseline,
             thresholds,
-            last_request: BoundedMap::new(RULE_STATE_CAPACITY),
+            last_request: PairMap::new(RULE_STATE_CAPACITY),
         }
     }
 
     pub fn evicted(&self) -> u64 {
-        self.last_request.evicted
+        self.last_request.evicted()
     }
 
     /// A new baseline and thresholds (new settings); the last request
@@ -65,7 +64,7 @@ impl BaselineRules {
             .unwrap_or_else(|| baseline.pair_id(master, slave));
         let profile = pair.and_then(|id| baseline.pair_profile(id));
         let known = profile.map(|p| &p.function_codes);
-        if !known.is_some_and(|fcs| fcs.contains_key(&fc)) {
+        if !known.is_some_and(|fcs| fcs.contains(fc)) {
             let mut alert = ctx.alert(AlertKind::NewFunctionCode, Severity::High);
             alert.detail = Detail::NewFunctionCode {
                 pair_in_baseline: known.is_some(),
@@ -73,7 +72,7 @@ impl BaselineRules {
             out.raise(alert, 1);
         }
         let mut first = false;
-        let last = last_request.get_or_insert_with((master, slave), || {
+        let last = last_request.get_or_insert_with(ctx.pair, (master, slave), || {
             first = true;
             ctx.ts_ns
         });

@@ -6,9 +6,7 @@
 //! than `flood_max_outstanding` unanswered requests on one connection. The
 //! count is the number of flood requests, the first ones of the run included.
 
-use std::net::IpAddr;
-
-use super::{AlertSink, BoundedMap, RequestCtx, RULE_STATE_CAPACITY};
+use super::{AlertSink, PairMap, RequestCtx, RULE_STATE_CAPACITY};
 use crate::alert::{AlertKind, Detail, FloodReason, Severity};
 use crate::config::Thresholds;
 
@@ -21,19 +19,19 @@ struct Run {
 
 pub struct Flood {
     thresholds: Thresholds,
-    pairs: BoundedMap<(IpAddr, IpAddr), Run>,
+    pairs: PairMap<Run>,
 }
 
 impl Flood {
     pub fn new(thresholds: Thresholds) -> Self {
         Flood {
             thresholds,
-            pairs: BoundedMap::new(RULE_STATE_CAPACITY),
+            pairs: PairMap::new(RULE_STATE_CAPACITY),
         }
     }
 
     pub fn evicted(&self) -> u64 {
-        self.pairs.evicted
+        self.pairs.evicted()
     }
 
     /// New thresholds (new settings); the state stays.
@@ -47,7 +45,7 @@ impl Flood {
             thresholds: t,
             pairs,
         } = self;
-        let run = pairs.get_or_insert_with((ctx.ep.master, ctx.ep.slave), || Run {
+        let run = pairs.get_or_insert_with(ctx.pair, (ctx.ep.master, ctx.ep.slave), || Run {
             last_ns: ctx.ts_ns,
             len: 0,
         });

@@ -20,7 +20,7 @@
 
 use std::net::IpAddr;
 
-use super::{AlertSink, BoundedMap, RequestCtx, ResponseCtx, RULE_STATE_CAPACITY};
+use super::{AlertSink, PairMap, RequestCtx, ResponseCtx, RULE_STATE_CAPACITY};
 use crate::alert::{AlertKind, Detail, Severity};
 use crate::config::baseline::PairId;
 use crate::config::Thresholds;
@@ -106,44 +106,29 @@ struct Probe {
 
 /// What a request or response tells of its pair.
 trait PairOf {
-    fn pair(&self) -> (Option<PairId>, IpAddr, IpAddr, u64);
+    fn pair(&self) -> (Option<PairId>, (IpAddr, IpAddr), u64);
 }
 
 impl PairOf for RequestCtx<'_> {
-    fn pair(&self) -> (Option<PairId>, IpAddr, IpAddr, u64) {
-        (self.pair, self.ep.master, self.ep.slave, self.ts_ns)
+    fn pair(&self) -> (Option<PairId>, (IpAddr, IpAddr), u64) {
+        (self.pair, (self.ep.master, self.ep.slave), self.ts_ns)
     }
 }
 
 impl PairOf for ResponseCtx<'_> {
-    fn pair(&self) -> (Option<PairId>, IpAddr, IpAddr, u64) {
-        (self.pair, self.ep.master, self.ep.slave, self.ts_ns)
+    fn pair(&self) -> (Option<PairId>, (IpAddr, IpAddr), u64) {
+        (self.pair, (self.ep.master, self.ep.slave), self.ts_ns)
     }
 }
 
-/// The pair's probe, its window restarted when it ran out: by its id in
-/// the shard's inventory (dense, bounded by the inventory), else by its
-/// addresses.
-fn probe<'a>(
-    by_id: &'a mut Vec<Probe>,
-    others: &'a mut BoundedMap<(IpAddr, IpAddr), Probe>,
-    window: u64,
-    ctx: &impl PairOf,
-) -> &'a mut Probe {
-    let (pair, master, slave, ts_ns) = ctx.pair();
+/// The pair's probe, its window restarted when it ran out.
+fn probe<'a>(probes: &'a mut PairMap<Probe>, window: u64, ctx: &impl PairOf) -> &'a mut Probe {
+    let (pair, addrs, ts_ns) = ctx.pair();
     let fresh = || Probe {
         window_start: ts_ns,
         ..Probe::default()
     };
-    let p = match pair.map(PairId::index) {
-        Some(i) => {
-            if by_id.len() <= i {
-                by_id.resize_with(i + 1, fresh);
-            }
-            &mut by_id[i]
-        }
-        None => others.get_or_insert_with((master, slave), fresh),
-    };
+    let p = probes.get_or_insert_with(pair, addrs, fresh);
     if ts_ns.saturating_sub(p.window_start) > window || ts_ns < p.window_start {
         *p = fresh();
     }
@@ -176,24 +161,19 @@ const GATEWAY_TARGET_FAILED: u8 = 11;
 
 pub struct Scans {
     thresholds: Thresholds,
-    /// Pairs the shard's inventory holds, by their id: no hashing per
-    /// request (a keyed lookup per request cost 6 % of a frame).
-    by_id: Vec<Probe>,
-    /// Pairs left out of the inventory (it was full), by address.
-    others: BoundedMap<(IpAddr, IpAddr), Probe>,
+    probes: PairMap<Probe>,
 }
 
 impl Scans {
     pub fn new(thresholds: Thresholds) -> Self {
         Scans {
             thresholds,
-            by_id: Vec::new(),
-            others: BoundedMap::new(RULE_STATE_CAPACITY),
+            probes: PairMap::new(RULE_STATE_CAPACITY),
         }
     }
 
     pub fn evicted(&self) -> u64 {
-        self.others.evicted
+        self.probes.evicted()
     }
 
     /// New thresholds (new settings); the state stays.
@@ -205,10 +185,9 @@ impl Scans {
         // Borrowed, not copied per request: the thresholds are 19 fields.
         let Scans {
             thresholds: t,
-            by_id,
-            others,
+            probes,
         } = self;
-        let p = probe(by_id, others, t.scan_window_ns, ctx);
+        let p = probe(probes, t.scan_window_ns, ctx);
         // A poll asks what it asked before: no set grows, nothing to judge.
         let grew = [
             p.fcs.insert(usize::from(ctx.req.function_code())),
@@ -255,10 +234,9 @@ impl Scans {
         let read = ctx.request.and_then(|r| r.read);
         let Scans {
             thresholds: t,
-            by_id,
-            others,
+            probes,
         } = self;
-        let p = probe(by_id, others, t.scan_window_ns, ctx);
+        let p = probe(probes, t.scan_window_ns, ctx);
         let (scan, n, threshold) = match code {
             ILLEGAL_FUNCTION => {
                 p.refused_fcs.insert(usize::from(fc));
