@@ -75,16 +75,6 @@ impl PartialEq for FcCounts {
     }
 }
 
-impl FromIterator<(u8, u64)> for FcCounts {
-    fn from_iter<I: IntoIterator<Item = (u8, u64)>>(iter: I) -> Self {
-        let mut c = FcCounts::default();
-        for (fc, n) in iter {
-            c.add(fc, n);
-        }
-        c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +98,10 @@ mod tests {
             assert_eq!(c.contains(fc), map.contains_key(&fc));
         }
         assert_eq!(c.total(), map.values().sum::<u64>());
-        let reversed: FcCounts = map.iter().rev().map(|(k, v)| (*k, *v)).collect();
+        let mut reversed = FcCounts::default();
+        for (fc, n) in map.iter().rev() {
+            reversed.add(*fc, *n);
+        }
         assert_eq!(reversed, c);
         assert_ne!(reversed, FcCounts::default());
     }
