@@ -3,7 +3,8 @@
 //! - `benches/micro.rs`: criterion micro-benchmarks (decoder, MBAP/PDU,
 //!   reassembly, flow table, dispatch, every rule family through a shard,
 //!   and the before/after pairs of each hot-path optimisation);
-//! - `modbus-bench replay`: the replay of a capture through 1..N shards;
+//! - `modbus-bench replay`: the replay of a capture through 1..N shards,
+//!   and the instructions per frame of one thread, counted by callgrind;
 //! - `modbus-bench-alloc alloc|memory`: allocations per million frames in
 //!   steady state, and bytes per connection / pair, RSS with 1 M idle
 //!   connections (a counting global allocator, hence a binary of its own);
@@ -20,6 +21,7 @@ pub mod afpacket;
 pub mod alloc;
 pub mod allocs;
 pub mod frames;
+pub mod instructions;
 pub mod live;
 pub mod memory;
 pub mod original;

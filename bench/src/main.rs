@@ -1,7 +1,7 @@
 //! `modbus-bench`: the replay and live benchmarks, and the report.
 //!
 //! ```text
-//! modbus-bench replay --pcap F [--shards 1,2] [--runs 5]
+//! modbus-bench replay --pcap F [--shards 1,2] [--runs 5]   (and valgrind's callgrind)
 //! modbus-bench live --pcap F --lab BIN --detector BIN [--runs 3] [--steps 5]   (root)
 //! modbus-bench report [--criterion DIR]
 //! modbus-bench afpacket-reader --iface IF      (used by `live`)
@@ -257,6 +257,16 @@ fn replay_bench(
         show(&row);
         rows.push(row);
         details.push(d);
+    }
+    eprintln!("modbus-bench: instructions per frame, one thread, under callgrind");
+    for row in modbus_bench::instructions::rows(pcap, &saved, dir)? {
+        if let Some(n) = &row.instructions_per_frame {
+            eprintln!(
+                "  {:<50} {:>6.0} instructions per frame",
+                row.name, n.median
+            );
+        }
+        rows.push(row);
     }
     eprintln!("modbus-bench: the original per-ADU pipeline, step by step");
     for row in modbus_bench::original::bench(pcap, dir, runs.min(3))? {

@@ -106,13 +106,17 @@ fn plain(x: f64) -> String {
     }
 }
 
-/// The table.
+/// The table of measured rows, then (when there are any) the table of
+/// counted ones: instructions per frame, which no other row has.
 pub fn markdown(rows: &[Row]) -> String {
+    let (counted, measured): (Vec<&Row>, Vec<&Row>) = rows
+        .iter()
+        .partition(|r| r.instructions_per_frame.is_some());
     let mut t = String::from(
         "| benchmark | frames/s | Gbit/s | ns/frame | allocations / M frames | memory | notes |\n\
          |---|---:|---:|---:|---:|---:|---|\n",
     );
-    for r in rows {
+    for r in measured {
         t.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} |\n",
             r.name.replace('|', "/"),
@@ -123,6 +127,20 @@ pub fn markdown(rows: &[Row]) -> String {
             cell(&r.memory_bytes, bytes),
             r.note.replace('|', "/"),
         ));
+    }
+    if !counted.is_empty() {
+        t.push_str(
+            "\n| counted | instructions / frame | notes |\n\
+             |---|---:|---|\n",
+        );
+        for r in counted {
+            t.push_str(&format!(
+                "| {} | {} | {} |\n",
+                r.name.replace('|', "/"),
+                cell(&r.instructions_per_frame, plain),
+                r.note.replace('|', "/"),
+            ));
+        }
     }
     t
 }
@@ -199,4 +217,26 @@ pub fn run(dir: &Path, criterion: &Path) -> std::io::Result<String> {
     )?;
     std::fs::write(dir.join("results.md"), &md)?;
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counted rows get a table of their own: the measured table keeps
+    /// its columns, and no count hides in a column meant for a time.
+    #[test]
+    fn counted_rows_get_their_own_table() {
+        let mut timed = Row::new("replay", "1 thread, ML on");
+        timed.frames_per_s = Summary::of(&[5.0e6]);
+        let mut counted = Row::new("instructions", "1 thread, ML on");
+        counted.instructions_per_frame = Summary::of(&[1514.6]);
+        let md = markdown(&[counted, timed]);
+        let (first, second) = md.split_once("\n\n").expect("two tables");
+        assert!(first.contains("| 1 thread, ML on | 5.00 M |"), "{first}");
+        assert!(!first.contains("1515"), "{first}");
+        assert!(second.starts_with("| counted | instructions / frame |"));
+        assert!(second.contains("| 1 thread, ML on | 1515 |"), "{second}");
+        assert!(!markdown(&[]).contains("counted"));
+    }
 }

@@ -11,7 +11,7 @@ use crate::stats::Summary;
 /// One line of the table: a figure per column, each a median with min and max.
 #[derive(Debug, Clone, Default)]
 pub struct Row {
-    /// "replay", "micro", "alloc", "memory", "live".
+    /// "replay", "instructions", "micro", "alloc", "memory", "live".
     pub group: String,
     pub name: String,
     pub frames_per_s: Option<Summary>,
@@ -21,6 +21,8 @@ pub struct Row {
     pub allocs_per_m: Option<Summary>,
     /// Bytes (what is measured is in `name`).
     pub memory_bytes: Option<Summary>,
+    /// Instructions per frame, counted (not timed): the same on any machine.
+    pub instructions_per_frame: Option<Summary>,
     pub note: String,
 }
 
@@ -58,6 +60,7 @@ impl Row {
             ns_per_frame: s("ns_per_frame"),
             allocs_per_m: s("allocs_per_m_frames"),
             memory_bytes: s("memory_bytes"),
+            instructions_per_frame: s("instructions_per_frame"),
             note: v
                 .get("note")
                 .and_then(Value::as_str)
@@ -66,13 +69,14 @@ impl Row {
         })
     }
 
-    fn figures(&self) -> [(&'static str, &Option<Summary>); 5] {
+    fn figures(&self) -> [(&'static str, &Option<Summary>); 6] {
         [
             ("frames_per_s", &self.frames_per_s),
             ("gbit_per_s", &self.gbit_per_s),
             ("ns_per_frame", &self.ns_per_frame),
             ("allocs_per_m_frames", &self.allocs_per_m),
             ("memory_bytes", &self.memory_bytes),
+            ("instructions_per_frame", &self.instructions_per_frame),
         ]
     }
 }

@@ -9,7 +9,8 @@
 //!   real server in a test), logrotate, dpkg-dev (dpkg-shlibdeps and strip
 //!   for `cargo xtask package`), chromium and chromium-driver (the
 //!   dashboard is tested in a real browser), nats-server (the sensors
-//!   publish into a real JetStream cluster in a test) (`apt-get update`
+//!   publish into a real JetStream cluster in a test), valgrind (the
+//!   benchmark counts instructions per frame with callgrind) (`apt-get update`
 //!   then `apt-get install -y` for the missing ones only).
 //! - the nightly toolchain's `rust-src` (aya-build compiles `core` for
 //!   bpfel-unknown-none with `-Z build-std=core`).
@@ -42,6 +43,7 @@ const APT_PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "nats-server",
+    "valgrind",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
