@@ -9,7 +9,7 @@
 //! CPU (frames/s = instructions/s of that CPU / instructions per frame).
 //! It does not see cache misses: the timed rows still say what they cost.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::replay::Run;
@@ -48,9 +48,11 @@ pub fn rows(pcap: &Path, baseline: &Path, work: &Path) -> std::io::Result<Vec<Ro
 
 /// One `replay-once --plan inline` under callgrind: the instructions it
 /// counted in [`COUNTED`], and what the replay itself reported.
-fn count(pcap: &Path, baseline: &Path, ml: bool, out: &PathBuf) -> std::io::Result<(u64, Run)> {
+fn count(pcap: &Path, baseline: &Path, ml: bool, out: &Path) -> std::io::Result<(u64, Run)> {
+    // Quiet: valgrind's banner and summary would bury the replay's own
+    // error on stderr.
     let mut cmd = Command::new("valgrind");
-    cmd.arg("--tool=callgrind")
+    cmd.args(["-q", "--tool=callgrind"])
         .arg(format!("--toggle-collect={COUNTED}"))
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(std::env::current_exe()?)
@@ -70,7 +72,7 @@ fn count(pcap: &Path, baseline: &Path, ml: bool, out: &PathBuf) -> std::io::Resu
         return Err(std::io::Error::other(format!(
             "replay-once under callgrind failed ({}): {}",
             done.status,
-            last_line(&done.stderr)
+            String::from_utf8_lossy(&done.stderr).trim()
         )));
     }
     let run = serde_json::from_slice(&done.stdout)
@@ -98,14 +100,6 @@ fn summary(text: &str) -> Option<u64> {
             .and_then(|n| n.parse().ok())
     };
     value("summary:").or_else(|| value("totals:"))
-}
-
-fn last_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[cfg(test)]

@@ -260,12 +260,7 @@ fn replay_bench(
     }
     eprintln!("modbus-bench: instructions per frame, one thread, under callgrind");
     for row in modbus_bench::instructions::rows(pcap, &saved, dir)? {
-        if let Some(n) = &row.instructions_per_frame {
-            eprintln!(
-                "  {:<50} {:>6.0} instructions per frame",
-                row.name, n.median
-            );
-        }
+        show(&row);
         rows.push(row);
     }
     eprintln!("modbus-bench: the original per-ADU pipeline, step by step");
@@ -389,6 +384,11 @@ fn show(row: &Row) {
             f.min / 1e6,
             f.max / 1e6,
             g.median
+        );
+    } else if let Some(n) = &row.instructions_per_frame {
+        eprintln!(
+            "  {:<50} {:>6.0} instructions per frame",
+            row.name, n.median
         );
     } else if let (Some(f), Some(m)) = (&row.frames_per_s, &row.memory_bytes) {
         eprintln!(
